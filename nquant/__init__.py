@@ -1,0 +1,22 @@
+"""nquant: quantization for NumPy and Dask arrays with Numba kernels."""
+
+from nquant import errors
+from nquant.api import dequantize, quantize
+from nquant.containers import QuantizedArray
+from nquant.metrics import metrics
+from nquant.packing import pack, unpack
+from nquant.schemes import Uniform, scheme_from_json
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "QuantizedArray",
+    "Uniform",
+    "dequantize",
+    "errors",
+    "metrics",
+    "pack",
+    "quantize",
+    "scheme_from_json",
+    "unpack",
+]

@@ -1,0 +1,77 @@
+"""Top-level entry points: ``quantize`` and ``dequantize``."""
+
+import numpy as np
+
+from nquant import uniform
+from nquant.containers import QuantizedArray
+from nquant.errors import DeviceError, InputError, SchemeError
+from nquant.packing import pack, unpack
+from nquant.schemes import Scheme
+
+FAMILIES = {"uniform": uniform}
+
+FLOAT_DTYPES = (np.float16, np.float32, np.float64)
+
+
+def family(scheme):
+    """The module implementing ``scheme``'s fit / encode / decode protocol."""
+    if not isinstance(scheme, Scheme):
+        raise SchemeError(f"scheme={scheme!r} is invalid: expected an nquant scheme such as nq.Uniform(...)")
+    try:
+        return FAMILIES[scheme.type]
+    except KeyError:
+        raise SchemeError(f"scheme type={scheme.type!r} has no implementation") from None
+
+
+def check_input(x, name="x"):
+    """``x`` as a NumPy array of a supported float dtype (InputError otherwise)."""
+    a = np.asarray(x)
+    if a.dtype not in FLOAT_DTYPES:
+        raise InputError(f"{name} dtype={a.dtype} is not supported: expected float16, float32 or float64")
+    return a
+
+
+def quantize(x, scheme, *, device="cpu"):
+    """Quantize ``x`` with ``scheme``.
+
+    Parameters
+    ----------
+    x : ndarray, float16, float32 or float64, any shape (0-d and empty included)
+    scheme : Scheme, e.g. ``nq.Uniform(bits=8)``
+    device : "cpu"
+
+    Returns
+    -------
+    QuantizedArray
+    """
+    if device != "cpu":
+        raise DeviceError(f"device={device!r} is not available: expected 'cpu'")
+    fam = family(scheme)
+    a = check_input(x)
+    params = fam.fit(scheme, a)
+    codes = fam.encode(scheme, params, a)
+    return QuantizedArray(scheme=scheme, shape=a.shape, dtype=a.dtype,
+                          codes=pack(codes, scheme.bits), bits=scheme.bits, side=params)
+
+
+def dequantize(q, *, dtype=None, out=None):
+    """Reconstruct the values of a ``QuantizedArray``.
+
+    Parameters
+    ----------
+    q : QuantizedArray
+    dtype : dtype of the result (default: the original dtype)
+    out : ndarray, optional, preallocated result of shape ``q.shape``
+
+    Returns
+    -------
+    ndarray of shape ``q.shape``
+    """
+    if not isinstance(q, QuantizedArray):
+        raise InputError(f"q of type {type(q).__name__} is invalid: expected a QuantizedArray")
+    fam = family(q.scheme)
+    dtype = np.dtype(q.dtype if dtype is None else dtype)
+    if out is not None and (out.shape != tuple(q.shape) or not out.flags.c_contiguous):
+        raise InputError(f"out shape={out.shape} is invalid: expected a C-contiguous array of shape {q.shape}")
+    codes = unpack(q.codes, q.bits, q.size).reshape(q.shape)
+    return fam.decode(q.scheme, q.side, codes, dtype, out=out)

@@ -1,0 +1,70 @@
+"""``QuantizedArray``: packed codes, side arrays and the scheme that made them."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nquant.packing import unpack
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedArray:
+    """A quantized array.
+
+    Attributes
+    ----------
+    scheme : Scheme
+    shape : tuple of int, shape of the original array
+    dtype : numpy dtype of the original array
+    codes : ndarray of shape (ceil(n * bits / 8),), uint8, the MSB-first packed codes
+    bits : int, bits per code in ``codes``
+    side : dict of str -> ndarray, side information (``scale``, ``zero_point``,
+        ``offset``, ``absmax``, ``codebook``, ...), also readable as attributes
+    info : dict, summary figures (error metrics) recorded with the array
+    """
+
+    scheme: object
+    shape: tuple
+    dtype: np.dtype
+    codes: np.ndarray
+    bits: int
+    side: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    def __getattr__(self, name):
+        side = object.__getattribute__(self, "side")
+        if name in side:
+            return side[name]
+        raise AttributeError(f"QuantizedArray has no attribute or side array {name!r}")
+
+    @property
+    def size(self):
+        """Number of values of the original array."""
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def codes_unpacked(self):
+        """One code per value, shape of the original: int8 for signed schemes, else uint8."""
+        u = unpack(self.codes, self.bits, self.size).reshape(self.shape)
+        qmin = getattr(self.scheme, "qrange", (0, 0))[0]
+        if getattr(self.scheme, "is_signed", False):
+            return (u.astype(np.int16) + qmin).astype(np.int8)
+        return u
+
+    @property
+    def nbytes(self):
+        """Bytes of codes plus all side arrays."""
+        return int(self.codes.nbytes + sum(np.asarray(a).nbytes for a in self.side.values()))
+
+    @property
+    def bits_per_value(self):
+        """``8 * nbytes / size``: bits per value, side information included."""
+        return 8.0 * self.nbytes / self.size if self.size else 0.0
+
+    def __repr__(self):
+        return (f"QuantizedArray(shape={self.shape}, dtype={np.dtype(self.dtype).name}, "
+                f"scheme={self.scheme!r}, bits_per_value={self.bits_per_value:.4g})")

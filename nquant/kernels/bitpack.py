@@ -1,0 +1,72 @@
+"""Bit packing of 1..8-bit codes into a uint8 stream, MSB first.
+
+Code ``i`` occupies bits ``[i*b, (i+1)*b)`` of the stream counted from the most
+significant bit of byte 0 (for 4 bits the first code is the high nibble, as in
+bitsandbytes); the stream is padded with zero bits to a whole byte.  Groups of
+8 codes map to exactly ``b`` bytes, so the kernels work on such groups in
+parallel and handle the tail separately.
+"""
+
+import numpy as np
+
+from nquant.kernels._jit import jit, jit_parallel, prange
+
+GROUP = 8  # codes per group; a group packs into `bits` bytes
+
+
+@jit
+def _pack_group(codes, i0, n, bits, out, o0):
+    """Pack codes[i0:i0+n] (n <= 8) into out[o0:o0+bits] (zero padded)."""
+    acc = np.uint64(0)
+    for k in range(n):
+        acc = (acc << np.uint64(bits)) | np.uint64(codes[i0 + k])
+    acc <<= np.uint64(bits * (GROUP - n))
+    for k in range(bits):
+        out[o0 + k] = np.uint8((acc >> np.uint64(8 * (bits - 1 - k))) & np.uint64(0xFF))
+
+
+@jit_parallel
+def pack_bits(codes, bits, out):
+    """Pack ``codes`` (n,) uint8 (each < 2**bits) into ``out`` (ceil(n*bits/8),) uint8."""
+    n = codes.shape[0]
+    if bits == 8:
+        for i in prange(n):
+            out[i] = codes[i]
+        return
+    ngroups = n // GROUP
+    for g in prange(ngroups):
+        _pack_group(codes, g * GROUP, GROUP, bits, out, g * bits)
+    rem = n - ngroups * GROUP
+    if rem:
+        tmp = np.zeros(bits, np.uint8)
+        _pack_group(codes, ngroups * GROUP, rem, bits, tmp, 0)
+        nbytes = (rem * bits + 7) // 8
+        for k in range(nbytes):
+            out[ngroups * bits + k] = tmp[k]
+
+
+@jit
+def _unpack_group(packed, o0, nbytes, bits, out, i0, n):
+    acc = np.uint64(0)
+    for k in range(bits):
+        b = packed[o0 + k] if k < nbytes else np.uint8(0)
+        acc = (acc << np.uint64(8)) | np.uint64(b)
+    mask = np.uint64((1 << bits) - 1)
+    for k in range(n):
+        out[i0 + k] = np.uint8((acc >> np.uint64(bits * (GROUP - 1 - k))) & mask)
+
+
+@jit_parallel
+def unpack_bits(packed, bits, n, out):
+    """Inverse of :func:`pack_bits`: ``n`` codes from ``packed`` into ``out`` (n,) uint8."""
+    if bits == 8:
+        for i in prange(n):
+            out[i] = packed[i]
+        return
+    ngroups = n // GROUP
+    for g in prange(ngroups):
+        _unpack_group(packed, g * bits, bits, bits, out, g * GROUP, GROUP)
+    rem = n - ngroups * GROUP
+    if rem:
+        _unpack_group(packed, ngroups * bits, packed.shape[0] - ngroups * bits, bits, out,
+                      ngroups * GROUP, rem)

@@ -1,0 +1,63 @@
+"""Public bit packing: ``pack(codes, bits)`` and ``unpack(packed, bits, n)``."""
+
+import numpy as np
+
+from nquant.errors import InputError, SchemeError
+from nquant.kernels import bitpack
+
+
+def _check_bits(bits):
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
+        raise SchemeError(f"bits={bits!r} is invalid: expected an integer in 1..8")
+    return int(bits)
+
+
+def packed_size(n, bits):
+    """Bytes of ``n`` codes of ``bits`` bits: ``ceil(n * bits / 8)``."""
+    return (int(n) * int(bits) + 7) // 8
+
+
+def pack(codes, bits):
+    """Pack 1..8-bit codes into a uint8 MSB-first bit stream.
+
+    Code ``i`` occupies bits ``[i*bits, (i+1)*bits)`` counted from the most
+    significant bit of byte 0 (for 4 bits the first code is the high nibble);
+    the stream is zero-padded to a whole byte.
+
+    Parameters
+    ----------
+    codes : array_like of int, any shape (flattened in C order), values in [0, 2**bits)
+    bits : int, 1..8
+
+    Returns
+    -------
+    ndarray of shape (ceil(n * bits / 8),), uint8
+    """
+    bits = _check_bits(bits)
+    c = np.asarray(codes)
+    if c.dtype.kind not in "biu":
+        raise InputError(f"codes dtype={c.dtype} is invalid: expected unsigned integers")
+    c = c.reshape(-1)
+    if c.size and (c.min() < 0 or c.max() >= (1 << bits)):
+        raise InputError(f"codes out of range for bits={bits}: values must lie in [0, {(1 << bits) - 1}], "
+                         f"got [{c.min()}, {c.max()}]")
+    c = np.ascontiguousarray(c, dtype=np.uint8)
+    out = np.empty(packed_size(c.size, bits), np.uint8)
+    bitpack.pack_bits(c, bits, out)
+    return out
+
+
+def unpack(packed, bits, n):
+    """Inverse of :func:`pack`: ``n`` codes (uint8, shape (n,)) from a packed stream."""
+    bits = _check_bits(bits)
+    p = np.ascontiguousarray(np.asarray(packed).reshape(-1))
+    if p.dtype != np.uint8:
+        raise InputError(f"packed dtype={p.dtype} is invalid: expected uint8")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise InputError(f"n={n!r} is invalid: expected an integer >= 0")
+    if p.size < packed_size(n, bits):
+        raise InputError(f"packed has {p.size} bytes but n={n} codes of bits={bits} need "
+                         f"{packed_size(n, bits)}")
+    out = np.empty(int(n), np.uint8)
+    bitpack.unpack_bits(p, bits, int(n), out)
+    return out

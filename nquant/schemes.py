@@ -1,0 +1,210 @@
+"""Schemes: frozen dataclasses that fully describe a quantization.
+
+A scheme validates its parameters on construction (``SchemeError`` naming the
+parameter and value), round-trips through JSON (``to_json`` /
+:func:`scheme_from_json`) and tokenizes deterministically for Dask.  The JSON
+carries ``"type"`` and ``"format_version"``; later versions keep reading
+earlier ones.
+"""
+
+import dataclasses
+import json
+from typing import ClassVar
+
+from nquant.errors import SchemeError
+from nquant.kernels.rounding import MODES
+
+FORMAT_VERSION = 1
+
+_REGISTRY = {}
+
+
+def register(cls):
+    """Class decorator: make a scheme type known to :func:`scheme_from_json`."""
+    _REGISTRY[cls.type] = cls
+    return cls
+
+
+def _fail(name, value, allowed):
+    raise SchemeError(f"{name}={value!r} is invalid: expected {allowed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+    """Base of all schemes."""
+
+    type: ClassVar[str] = ""
+
+    def to_dict(self):
+        """Plain dict with ``type`` and ``format_version`` (tuples become lists)."""
+        d = {"type": self.type, "format_version": FORMAT_VERSION}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = list(v) if isinstance(v, tuple) else v
+        return d
+
+    def to_json(self):
+        """JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of :meth:`to_dict` for this class."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names - {"type", "format_version"}
+        if unknown:
+            raise SchemeError(f"unknown field(s) {sorted(unknown)} for scheme type {cls.type!r}")
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+        return cls(**kw)
+
+    def replace(self, **changes):
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def __dask_tokenize__(self):
+        return (type(self).__name__, self.to_json())
+
+
+def scheme_from_json(text):
+    """Scheme from JSON text or a dict written by ``Scheme.to_json``."""
+    d = json.loads(text) if isinstance(text, str) else dict(text)
+    kind = d.get("type")
+    if kind not in _REGISTRY:
+        raise SchemeError(f"type={kind!r} is not a known scheme type: expected one of {sorted(_REGISTRY)}")
+    version = d.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise SchemeError(f"format_version={version!r} is newer than this nquant reads ({FORMAT_VERSION})")
+    return _REGISTRY[kind].from_dict(d)
+
+
+RANGES = ("minmax", "percentile", "percentile_exact", "mse")
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Uniform(Scheme):
+    """Uniform affine quantization ``q = clip(round(r / s) + z, qmin, qmax)``.
+
+    Parameters
+    ----------
+    bits : int, 1..8
+    symmetric : bool
+        Zero point 0 and ``scale = absmax / qmax`` (needs ``bits >= 2``).
+    axis : int or None
+        One scale (and zero point) per index of this axis (per channel).
+    block_size : int or None
+        One scale per block of consecutive values of the flattened array.
+    range : "minmax", "percentile", "percentile_exact", "mse" or (rmin, rmax)
+        Calibration of the clipping range.  ``percentile`` and ``mse`` use a
+        mergeable histogram of ``bins`` bins (percentiles within one bin width,
+        ``(max - min) / bins``, of the exact ones); ``percentile_exact`` uses
+        ``np.percentile`` on in-memory data.
+    percentile : (low, high), in percent
+    zero_point : "int" or "float"
+        ``"int"``: ``q = round(r / s) + z`` with an integer ``z`` (PyTorch's
+        convention; the range is widened to contain 0 so that 0 is exact).
+        ``"float"``: ``q = round((r - rmin) / s)`` with a real offset ``rmin``
+        (seed 000's grid ``-4 + 8i/7`` is exact in this form).
+    rounding : "nearest", "nearest_away", "floor", "ceil", "stochastic"
+    seed : int, key of the counter-based stream of stochastic rounding
+    signed : bool or None
+        Signed code range ``[-2^(b-1), 2^(b-1) - 1]``; default: ``symmetric``.
+    narrow_range : bool
+        Signed codes drop ``-2^(b-1)`` (symmetric range ``[-qmax, qmax]``).
+    nan : "raise" or "propagate"
+        ``"propagate"`` reserves the top code for NaN (decoded back to NaN).
+    bins : int, histogram bins for ``percentile`` and ``mse``
+    """
+
+    type: ClassVar[str] = "uniform"
+
+    bits: int = 8
+    symmetric: bool = False
+    axis: object = None
+    block_size: object = None
+    range: object = "minmax"
+    percentile: tuple = (0.1, 99.9)
+    zero_point: str = "int"
+    rounding: str = "nearest"
+    seed: int = 0
+    signed: object = None
+    narrow_range: bool = False
+    nan: str = "raise"
+    bins: int = 2048
+
+    def __post_init__(self):
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not is_int(self.bits) or not 1 <= self.bits <= 8:
+            _fail("bits", self.bits, "an integer in 1..8")
+        if self.symmetric not in (True, False):
+            _fail("symmetric", self.symmetric, "True or False")
+        if self.symmetric and self.bits < 2:
+            _fail("bits", self.bits, "bits >= 2 for symmetric=True (use symmetric=False for 1 bit)")
+        if self.axis is not None and not is_int(self.axis):
+            _fail("axis", self.axis, "None or an integer")
+        if self.block_size is not None and (not is_int(self.block_size) or self.block_size < 1):
+            _fail("block_size", self.block_size, "None or an integer >= 1")
+        if self.axis is not None and self.block_size is not None:
+            _fail("axis", self.axis, "None when block_size is given (one granularity at a time)")
+        r = self.range
+        if isinstance(r, (tuple, list)):
+            if len(r) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r):
+                _fail("range", r, "a pair (rmin, rmax) of numbers")
+            if not all(abs(float(v)) < float("inf") for v in r):
+                _fail("range", r, "finite numbers")
+            if float(r[0]) > float(r[1]):
+                _fail("range", r, "rmin <= rmax")
+            object.__setattr__(self, "range", (float(r[0]), float(r[1])))
+        elif r not in RANGES:
+            _fail("range", r, f"one of {RANGES} or (rmin, rmax)")
+        p = self.percentile
+        if (not isinstance(p, (tuple, list)) or len(p) != 2
+                or not all(isinstance(v, (int, float)) for v in p) or not 0 <= p[0] < p[1] <= 100):
+            _fail("percentile", p, "(low, high) with 0 <= low < high <= 100")
+        object.__setattr__(self, "percentile", (float(p[0]), float(p[1])))
+        if self.block_size is not None and r in ("percentile", "percentile_exact", "mse"):
+            _fail("range", r, "'minmax' or (rmin, rmax) with block_size")
+        if self.zero_point not in ("int", "float"):
+            _fail("zero_point", self.zero_point, "'int' or 'float'")
+        if self.symmetric and self.zero_point != "int":
+            _fail("zero_point", self.zero_point, "'int' when symmetric=True (the zero point is 0)")
+        if self.rounding not in MODES:
+            _fail("rounding", self.rounding, f"one of {tuple(MODES)}")
+        if not is_int(self.seed):
+            _fail("seed", self.seed, "an integer")
+        if self.signed not in (None, True, False):
+            _fail("signed", self.signed, "None, True or False")
+        if self.narrow_range not in (True, False):
+            _fail("narrow_range", self.narrow_range, "True or False")
+        if self.nan not in ("raise", "propagate"):
+            _fail("nan", self.nan, "'raise' or 'propagate'")
+        if self.nan == "propagate" and self.bits < 2:
+            _fail("bits", self.bits, "bits >= 2 with nan='propagate' (one code is reserved for NaN)")
+        if not is_int(self.bins) or self.bins < 16:
+            _fail("bins", self.bins, "an integer >= 16")
+        qmin, qmax = self.qrange
+        if qmax <= qmin or (self.symmetric and qmax < 1):
+            _fail("bits", self.bits, "more bits: this code range leaves no room "
+                  f"(qmin={qmin}, qmax={qmax} with signed={self.is_signed}, "
+                  f"narrow_range={self.narrow_range}, nan={self.nan!r})")
+
+    @property
+    def is_signed(self):
+        """Whether codes are signed integers (``codes_unpacked`` dtype int8)."""
+        return self.symmetric if self.signed is None else self.signed
+
+    @property
+    def qrange(self):
+        """``(qmin, qmax)`` of the codes that finite values may take."""
+        b = self.bits
+        if self.is_signed:
+            qmin, qmax = -(1 << (b - 1)), (1 << (b - 1)) - 1
+            if self.narrow_range:
+                qmin += 1
+        else:
+            qmin, qmax = 0, (1 << b) - 1
+        if self.nan == "propagate":
+            qmax -= 1
+        return qmin, qmax
