@@ -5,7 +5,7 @@ import numpy as np
 from nquant import uniform
 from nquant.containers import QuantizedArray
 from nquant.errors import DeviceError, InputError, SchemeError
-from nquant.packing import pack, unpack
+from nquant.packing import pack_codes, unpack
 from nquant.schemes import Scheme
 
 FAMILIES = {"uniform": uniform}
@@ -51,7 +51,7 @@ def quantize(x, scheme, *, device="cpu"):
     params = fam.fit(scheme, a)
     codes = fam.encode(scheme, params, a)
     return QuantizedArray(scheme=scheme, shape=a.shape, dtype=a.dtype,
-                          codes=pack(codes, scheme.bits), bits=scheme.bits, side=params)
+                          codes=pack_codes(codes, scheme.bits), bits=scheme.bits, side=params)
 
 
 def dequantize(q, *, dtype=None, out=None):

@@ -47,6 +47,16 @@ def pack(codes, bits):
     return out
 
 
+def pack_codes(codes, bits):
+    """Pack trusted uint8 codes (no validation); 8-bit codes are returned flat, uncopied."""
+    flat = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
+    if bits == 8:
+        return flat
+    out = np.empty(packed_size(flat.size, bits), np.uint8)
+    bitpack.pack_bits(flat, bits, out)
+    return out
+
+
 def unpack(packed, bits, n):
     """Inverse of :func:`pack`: ``n`` codes (uint8, shape (n,)) from a packed stream."""
     bits = _check_bits(bits)

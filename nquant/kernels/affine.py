@@ -22,17 +22,40 @@ If ``nan_code >= 0``, NaN inputs get that code and decode to NaN.
 import numpy as np
 
 from nquant.kernels._jit import jit, jit_parallel, prange
-from nquant.kernels.rounding import round_value
+from nquant.kernels.rounding import CEIL, FLOOR, NEAREST, round_value
 
 
 @jit
-def _encode_one(v, inv, off, c0, hi, mode, key, index):
-    t = round_value((v - off) * inv, mode, key, index) + c0
-    if t < 0:
-        t = 0
-    if t > hi:
-        t = hi
-    return np.uint8(t)
+def _clip_code(t, hi):
+    """uint8 of ``t`` clipped to [0, hi] (NaN gives an unspecified code)."""
+    return np.uint8(np.int32(min(max(t, hi * 0), hi)))
+
+
+@jit
+def _encode_row(x, r, out, inv, off, c, hi, mode, key, base):
+    """One row with one parameter set; a loop per mode so each one vectorizes."""
+    L = x.shape[1]
+    if mode == NEAREST:
+        for j in range(L):
+            out[r, j] = _clip_code(np.rint((x[r, j] - off) * inv) + c, hi)
+    elif mode == FLOOR:
+        for j in range(L):
+            out[r, j] = _clip_code(np.floor((x[r, j] - off) * inv) + c, hi)
+    elif mode == CEIL:
+        for j in range(L):
+            out[r, j] = _clip_code(np.ceil((x[r, j] - off) * inv) + c, hi)
+    else:
+        for j in range(L):
+            t = round_value((x[r, j] - off) * inv, mode, key, base + j)
+            out[r, j] = _clip_code(t + c, hi)
+
+
+@jit
+def _count_nonfinite(x, r):
+    nb = 0
+    for j in range(x.shape[1]):
+        nb += not (abs(x[r, j]) < np.inf)
+    return nb
 
 
 @jit_parallel
@@ -59,32 +82,21 @@ def quantize_affine(x, row_index, row_group, col_step, inv_scale, offset, c0, hi
     R, L = x.shape
     bad = np.zeros(R, np.int64)
     hi = x.dtype.type(hi)
-    inf = np.inf
     for r in prange(R):
         g = row_group[r]
         base = row_index[r]
-        nb = 0
         if col_step == 0:
-            inv = inv_scale[g]
-            off = offset[g]
-            c = c0[g]
-            for j in range(L):
-                v = x[r, j]
-                nb += not (abs(v) < inf)
-                out[r, j] = _encode_one(v, inv, off, c, hi, mode, key, base + j)
+            _encode_row(x, r, out, inv_scale[g], offset[g], c0[g], hi, mode, key, base)
         else:
             for j in range(L):
-                v = x[r, j]
-                nb += not (abs(v) < inf)
-                out[r, j] = _encode_one(v, inv_scale[g + j], offset[g + j], c0[g + j],
-                                        hi, mode, key, base + j)
+                t = round_value((x[r, j] - offset[g + j]) * inv_scale[g + j], mode, key, base + j)
+                out[r, j] = _clip_code(t + c0[g + j], hi)
+        nb = _count_nonfinite(x, r)
         if nan_code >= 0:
-            nn = 0
             for j in range(L):
                 if x[r, j] != x[r, j]:
                     out[r, j] = nan_code
-                    nn += 1
-            nb -= nn
+                    nb -= 1
         bad[r] = nb
     return bad.sum()
 

@@ -36,18 +36,18 @@ def row_minmax(x):
     for r in prange(R):
         lo = np.full(LANES, np.inf, x.dtype)
         hi = np.full(LANES, -np.inf, x.dtype)
-        nn = np.zeros(LANES, np.int64)
+        nn = np.zeros(LANES, np.int32)
         for j0 in range(0, nfull, LANES):
             for k in range(LANES):
                 v = x[r, j0 + k]
-                lo[k] = v if v < lo[k] else lo[k]
-                hi[k] = v if v > hi[k] else hi[k]
-                nn[k] += v != v
+                lo[k] = min(v, lo[k])  # min(NaN, m) is m: NaN is ignored
+                hi[k] = max(v, hi[k])
+                nn[k] += np.int32(v != v)
         for j in range(nfull, L):
             v = x[r, j]
-            lo[0] = v if v < lo[0] else lo[0]
-            hi[0] = v if v > hi[0] else hi[0]
-            nn[0] += v != v
+            lo[0] = min(v, lo[0])
+            hi[0] = max(v, hi[0])
+            nn[0] += np.int32(v != v)
         mins[r] = lo.min()
         maxs[r] = hi.max()
         n_nan[r] = nn.sum()
@@ -78,8 +78,8 @@ def column_minmax(x, n_tasks):
         for r in range(t * per, min(R, (t + 1) * per)):
             for j in range(L):
                 v = x[r, j]
-                lo[t, j] = v if v < lo[t, j] else lo[t, j]
-                hi[t, j] = v if v > hi[t, j] else hi[t, j]
+                lo[t, j] = min(v, lo[t, j])
+                hi[t, j] = max(v, hi[t, j])
                 nn[t, j] += v != v
     mins = np.empty(L, x.dtype)
     maxs = np.empty(L, x.dtype)

@@ -1,0 +1,21 @@
+"""Seeded datasets for the benchmarks.  Append only: changing one changes history."""
+
+import numpy as np
+
+# Number of values of the standard benchmark array; tests/test_asv.py shrinks it.
+N = 1 << 24
+
+
+def gaussian(n=None, dtype=np.float32, seed=0):
+    """``n`` standard normal values."""
+    return np.random.default_rng(seed).standard_normal(N if n is None else n).astype(dtype)
+
+
+def weight_matrix(n=None, cols=1024, seed=0):
+    """A (n // cols, cols) float32 matrix with per-row scales, like a layer's weights."""
+    n = N if n is None else n
+    rows = max(1, n // cols)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, cols), dtype=np.float32)
+    x *= rng.lognormal(0.0, 0.5, size=(rows, 1)).astype(np.float32)
+    return x

@@ -1,0 +1,3 @@
+from nquant.cli import main
+
+main()
