@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from nquant import uniform
+from nquant import chunked, uniform
 from nquant.containers import QuantizedArray
 from nquant.errors import DeviceError, InputError, SchemeError
-from nquant.packing import pack_codes, unpack
+from nquant.packing import pack_codes, unpack_codes
 from nquant.schemes import Scheme
 
 FAMILIES = {"uniform": uniform}
@@ -36,7 +36,9 @@ def quantize(x, scheme, *, device="cpu"):
 
     Parameters
     ----------
-    x : ndarray, float16, float32 or float64, any shape (0-d and empty included)
+    x : ndarray or dask.array.Array, float16, float32 or float64, any shape (0-d and
+        empty included).  A Dask array gives a lazy, Dask-backed result: only the
+        calibration statistics are computed here (none for block schemes).
     scheme : Scheme, e.g. ``nq.Uniform(bits=8)``
     device : "cpu"
 
@@ -47,6 +49,15 @@ def quantize(x, scheme, *, device="cpu"):
     if device != "cpu":
         raise DeviceError(f"device={device!r} is not available: expected 'cpu'")
     fam = family(scheme)
+    if chunked.is_dask(x):
+        x = chunked.prepare(fam, scheme, x)
+        if getattr(scheme, "block_size", None) is not None:
+            params = chunked.blockwise_params(fam, scheme, x)
+        else:
+            params = chunked.fit(fam, scheme, x)
+        codes = chunked.pack(chunked.encode(fam, scheme, params, x), scheme.bits)
+        return QuantizedArray(scheme=scheme, shape=x.shape, dtype=x.dtype, codes=codes,
+                              bits=scheme.bits, side=params, chunks=x.chunks)
     a = check_input(x)
     params = fam.fit(scheme, a)
     codes = fam.encode(scheme, params, a)
@@ -65,7 +76,7 @@ def dequantize(q, *, dtype=None, out=None):
 
     Returns
     -------
-    ndarray of shape ``q.shape``
+    ndarray of shape ``q.shape`` (a lazy Dask array for a Dask-backed ``q``)
     """
     if not isinstance(q, QuantizedArray):
         raise InputError(f"q of type {type(q).__name__} is invalid: expected a QuantizedArray")
@@ -73,5 +84,8 @@ def dequantize(q, *, dtype=None, out=None):
     dtype = np.dtype(q.dtype if dtype is None else dtype)
     if out is not None and (out.shape != tuple(q.shape) or not out.flags.c_contiguous):
         raise InputError(f"out shape={out.shape} is invalid: expected a C-contiguous array of shape {q.shape}")
-    codes = unpack(q.codes, q.bits, q.size).reshape(q.shape)
+    if q.is_dask:
+        codes = chunked.unpack(q.codes, q.bits, q.shape, q.chunks)
+        return chunked.decode(fam, q.scheme, q.side, codes, dtype)
+    codes = unpack_codes(q.codes, q.bits, q.shape)
     return fam.decode(q.scheme, q.side, codes, dtype, out=out)

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nquant.packing import unpack
+from nquant.packing import unpack_codes
 
 
 @dataclass(frozen=True, eq=False)
@@ -16,11 +16,16 @@ class QuantizedArray:
     scheme : Scheme
     shape : tuple of int, shape of the original array
     dtype : numpy dtype of the original array
-    codes : ndarray of shape (ceil(n * bits / 8),), uint8, the MSB-first packed codes
+    codes : ndarray of uint8, row-packed codes of shape ``shape[:-1] + (ceil(shape[-1] *
+        bits / 8),)``: each row of the last axis is an MSB-first bit stream (as
+        ``nquant.pack``); flattened, it equals ``pack(codes_unpacked, bits)`` whenever
+        ``shape[-1] * bits`` is a multiple of 8.
     bits : int, bits per code in ``codes``
     side : dict of str -> ndarray, side information (``scale``, ``zero_point``,
         ``offset``, ``absmax``, ``codebook``, ...), also readable as attributes
     info : dict, summary figures (error metrics) recorded with the array
+    chunks : tuple of tuples or None, chunks of the original for a Dask-backed array
+        (then ``codes`` and block-wise side arrays are lazy Dask arrays)
     """
 
     scheme: object
@@ -30,6 +35,12 @@ class QuantizedArray:
     bits: int
     side: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    chunks: object = None
+
+    @property
+    def is_dask(self):
+        """Whether codes are a lazy Dask array."""
+        return self.chunks is not None
 
     def __getattr__(self, name):
         side = object.__getattribute__(self, "side")
@@ -49,7 +60,12 @@ class QuantizedArray:
     @property
     def codes_unpacked(self):
         """One code per value, shape of the original: int8 for signed schemes, else uint8."""
-        u = unpack(self.codes, self.bits, self.size).reshape(self.shape)
+        if self.is_dask:
+            from nquant import chunked
+
+            u = chunked.unpack(self.codes, self.bits, self.shape, self.chunks)
+        else:
+            u = unpack_codes(self.codes, self.bits, self.shape)
         qmin = getattr(self.scheme, "qrange", (0, 0))[0]
         if getattr(self.scheme, "is_signed", False):
             return (u.astype(np.int16) + qmin).astype(np.int8)
@@ -58,7 +74,7 @@ class QuantizedArray:
     @property
     def nbytes(self):
         """Bytes of codes plus all side arrays."""
-        return int(self.codes.nbytes + sum(np.asarray(a).nbytes for a in self.side.values()))
+        return int(self.codes.nbytes + sum(a.nbytes for a in self.side.values()))
 
     @property
     def bits_per_value(self):

@@ -47,13 +47,49 @@ def pack(codes, bits):
     return out
 
 
+def packed_shape(shape, bits):
+    """Shape of row-packed codes: ``shape[:-1] + (ceil(shape[-1] * bits / 8),)``; (1,) for 0-d."""
+    shape = tuple(shape) or (1,)
+    return shape[:-1] + (packed_size(shape[-1], bits),)
+
+
+def _rows(a, shape):
+    shape = tuple(shape) or (1,)
+    return a.reshape(-1, shape[-1]) if shape[-1] else a.reshape(int(np.prod(shape[:-1])), 0)
+
+
 def pack_codes(codes, bits):
-    """Pack trusted uint8 codes (no validation); 8-bit codes are returned flat, uncopied."""
-    flat = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
+    """Row-packed codes: each row of the last axis is an MSB-first stream of its own.
+
+    Trusted uint8 input, no validation.  When ``shape[-1] * bits`` is a multiple
+    of 8 the result, flattened, equals ``pack(codes, bits)``; 8-bit codes are
+    returned uncopied.
+
+    Returns
+    -------
+    ndarray of shape ``packed_shape(codes.shape, bits)``, uint8
+    """
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    shape = codes.shape
     if bits == 8:
-        return flat
-    out = np.empty(packed_size(flat.size, bits), np.uint8)
-    bitpack.pack_bits(flat, bits, out)
+        return codes.reshape(packed_shape(shape, bits))
+    out = np.empty(packed_shape(shape, bits), np.uint8)
+    src = _rows(codes, shape)
+    if src.size:
+        bitpack.pack_rows(src, bits, out.reshape(src.shape[0], -1))
+    return out
+
+
+def unpack_codes(packed, bits, shape):
+    """Inverse of :func:`pack_codes`: uint8 codes of ``shape``."""
+    packed = np.ascontiguousarray(packed, dtype=np.uint8)
+    shape = tuple(shape)
+    if bits == 8:
+        return packed.reshape(shape)
+    out = np.empty(shape, np.uint8)
+    dst = _rows(out, shape)
+    if dst.size:
+        bitpack.unpack_rows(packed.reshape(dst.shape[0], -1), bits, dst.shape[1], dst)
     return out
 
 

@@ -70,3 +70,37 @@ def unpack_bits(packed, bits, n, out):
     if rem:
         _unpack_group(packed, ngroups * bits, packed.shape[0] - ngroups * bits, bits, out,
                       ngroups * GROUP, rem)
+
+
+@jit_parallel
+def pack_rows(codes, bits, out):
+    """Pack each row of ``codes`` (R, L) uint8 into ``out`` (R, ceil(L*bits/8)) uint8."""
+    R, L = codes.shape
+    ngroups = L // GROUP
+    rem = L - ngroups * GROUP
+    for r in prange(R):
+        row = codes[r]
+        dst = out[r]
+        for g in range(ngroups):
+            _pack_group(row, g * GROUP, GROUP, bits, dst, g * bits)
+        if rem:
+            tmp = np.zeros(bits, np.uint8)
+            _pack_group(row, ngroups * GROUP, rem, bits, tmp, 0)
+            for k in range((rem * bits + 7) // 8):
+                dst[ngroups * bits + k] = tmp[k]
+
+
+@jit_parallel
+def unpack_rows(packed, bits, L, out):
+    """Inverse of :func:`pack_rows`: ``out`` (R, L) uint8 from ``packed`` (R, ceil(L*bits/8))."""
+    R = packed.shape[0]
+    ngroups = L // GROUP
+    rem = L - ngroups * GROUP
+    for r in prange(R):
+        src = packed[r]
+        dst = out[r]
+        for g in range(ngroups):
+            _unpack_group(src, g * bits, bits, bits, dst, g * GROUP, GROUP)
+        if rem:
+            _unpack_group(src, ngroups * bits, src.shape[0] - ngroups * bits, bits, dst,
+                          ngroups * GROUP, rem)

@@ -1,0 +1,282 @@
+"""Dask execution: fit from mergeable statistics, encode and decode chunk by chunk.
+
+- Fitting runs ``family.partial`` on every chunk and merges the partials in a
+  tree of ``family.merge`` calls (``split_every`` at a time), with the chunk's
+  global position passed along, then ``family.finalize`` on the client: one
+  ``compute`` per statistics pass (one for min/max; two for ``percentile`` and
+  ``mse`` ranges).  Block schemes need no global statistics: their parameters
+  are computed lazily chunk by chunk.
+- Encoding and decoding are ``map_blocks`` of module-level functions; the
+  global position of each chunk (``block_info``) keys the stochastic stream,
+  so codes are bit-identical to the NumPy path for any chunking.
+"""
+
+import math
+
+import dask
+import dask.array as da
+import numpy as np
+
+from nquant.errors import InputError
+from nquant.packing import pack_codes, unpack_codes
+
+SPLIT_EVERY = 8
+
+
+def is_dask(x):
+    """Whether ``x`` is a Dask array."""
+    return isinstance(x, da.Array)
+
+
+def _offsets(chunks):
+    return [np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for c in chunks]
+
+
+def chunk_starts(x):
+    """Dict: block index tuple -> global start tuple, for every chunk of ``x``."""
+    offs = _offsets(x.chunks)
+    return {idx: tuple(int(offs[d][i]) for d, i in enumerate(idx)) for idx in np.ndindex(*x.numblocks)}
+
+
+def _start(block_info):
+    return tuple(lo for lo, _ in block_info[0]["array-location"])
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def tree_merge(items, merge, split_every=SPLIT_EVERY):
+    """Merge delayed partials in a tree, ``split_every`` at a time (associative ``merge``)."""
+    def merge_many(*parts):
+        out = parts[0]
+        for p in parts[1:]:
+            out = merge(out, p)
+        return out
+
+    items = list(items)
+    while len(items) > 1:
+        items = [dask.delayed(merge_many, pure=True)(*items[i:i + split_every])
+                 for i in range(0, len(items), split_every)]
+    return items[0]
+
+
+def reduce_chunks(x, partial, merge, scheme, extra=()):
+    """Computed ``merge`` of ``partial(scheme, chunk, *extra, start=, global_shape=)`` over chunks."""
+    blocks = x.to_delayed()
+    starts = chunk_starts(x)
+    parts = [dask.delayed(partial, pure=True)(scheme, blocks[idx], *extra, start=starts[idx],
+                                              global_shape=x.shape)
+             for idx in np.ndindex(*x.numblocks)]
+    return tree_merge(parts, merge).compute()
+
+
+def fit(fam, scheme, x):
+    """Parameters of ``scheme`` for the Dask array ``x`` (computes the statistics passes)."""
+    st = reduce_chunks(x, fam.partial, fam.merge, scheme)
+    if fam.needs_histogram(scheme):
+        lo, hi = (f(st) for f in fam.histogram_range)
+        st.update(reduce_chunks(x, fam.partial_histogram, fam.merge, scheme, (lo, hi)))
+    return fam.finalize(scheme, st)
+
+
+# ----------------------------------------------------------------------------- chunk layout
+
+
+def rechunk_for_codes(x, bits):
+    """Rechunk the last axis so that every chunk but the last packs into whole bytes."""
+    if x.ndim == 0 or bits == 8:
+        return x
+    step = 8 // math.gcd(bits, 8)
+    last = x.chunks[-1]
+    if all(c % step == 0 for c in last[:-1]):
+        return x
+    size = max(step, (max(last) // step) * step)
+    return x.rechunk({x.ndim - 1: size})
+
+
+def rechunk_for_blocks(x, block_size):
+    """Rechunk so that every chunk is contiguous in C order and holds whole blocks.
+
+    Chunks run along axis 0 and span all other axes; rows per chunk are a
+    multiple of ``block_size / gcd(block_size, row_size)`` near the original
+    chunk size.  Arrays whose chunks already qualify are returned unchanged.
+    """
+    if x.ndim == 0:
+        return x
+    starts = chunk_starts(x)
+    ok = True
+    for idx, start in starts.items():
+        shape = tuple(x.chunks[d][i] for d, i in enumerate(idx))
+        k = x.ndim
+        while k > 0 and shape[k - 1] == x.shape[k - 1]:
+            k -= 1
+        lead_ok = all(shape[d] == 1 for d in range(max(k - 1, 0)))
+        first = int(np.ravel_multi_index(start, x.shape)) if x.size else 0
+        last_chunk = all(start[d] + shape[d] == x.shape[d] for d in range(x.ndim))
+        n = int(np.prod(shape))
+        if not lead_ok or first % block_size or (n % block_size and not last_chunk):
+            ok = False
+            break
+    if ok:
+        return x
+    row = int(np.prod(x.shape[1:], dtype=np.int64))
+    unit = block_size // math.gcd(block_size, max(row, 1))
+    target_rows = max(1, int(np.prod(x.chunksize, dtype=np.int64)) // max(row, 1))
+    rows = max(unit, (target_rows // unit) * unit)
+    return x.rechunk((rows,) + tuple(x.shape[1:]))
+
+
+# ----------------------------------------------------------------------------- encode / decode
+
+
+def _encode_chunk(chunk, fam, scheme, params, global_shape, block_info=None):
+    return fam.encode(scheme, params, chunk, start=_start(block_info), global_shape=global_shape)
+
+
+def _pack_chunk(codes, bits):
+    return pack_codes(codes, bits)
+
+
+def _unpack_chunk(packed, bits, last):
+    shape = packed.shape[:-1] + (last,)
+    return unpack_codes(packed, bits, shape)
+
+
+def _decode_chunk(codes, fam, scheme, params, dtype, global_shape, block_info=None):
+    return fam.decode(scheme, params, codes, dtype, start=_start(block_info), global_shape=global_shape)
+
+
+def _block_params_chunk(chunk, fam, scheme, start, global_shape):
+    st = fam.partial(scheme, chunk, start=start, global_shape=global_shape)
+    return fam.finalize(scheme, st)
+
+
+def _encode_block_chunk(chunk, params, fam, scheme, start, global_shape, first_block):
+    return fam.encode(scheme, params, chunk, start=start, global_shape=global_shape,
+                      group_offset=first_block)
+
+
+def _decode_block_chunk(codes, params, fam, scheme, dtype, start, global_shape, first_block):
+    return fam.decode(scheme, params, codes, dtype, start=start, global_shape=global_shape,
+                      group_offset=first_block)
+
+
+def _first_block(start, shape, block_size):
+    return int(np.ravel_multi_index(start, shape)) // block_size if start else 0
+
+
+def _param_names(scheme):
+    return ["scale", "zero_point"] if scheme.symmetric or scheme.zero_point == "int" else ["scale", "offset"]
+
+
+def _param_dtypes(scheme):
+    return {"scale": np.float32, "zero_point": np.int32, "offset": np.float32}
+
+
+def blockwise_params(fam, scheme, x):
+    """Lazy per-block parameters: dict name -> 1-D Dask array, one chunk per chunk of ``x``."""
+    blocks = x.to_delayed()
+    starts = chunk_starts(x)
+    bs = scheme.block_size
+    columns = {name: [] for name in _param_names(scheme)}
+    dtypes = _param_dtypes(scheme)
+    for idx in np.ndindex(*x.numblocks):
+        n = int(np.prod([x.chunks[d][i] for d, i in enumerate(idx)]))
+        nb = -(-n // bs)
+        p = dask.delayed(_block_params_chunk, pure=True)(blocks[idx], fam, scheme, starts[idx], x.shape)
+        for name in columns:
+            columns[name].append(da.from_delayed(p[name], shape=(nb,), dtype=dtypes[name]))
+    return {name: da.concatenate(cols) if cols else da.zeros((0,), dtypes[name])
+            for name, cols in columns.items()}
+
+
+def _per_chunk_params(params, x):
+    """Delayed param dicts aligned with the chunks of ``x`` (block schemes)."""
+    names = list(params)
+    delayed = {name: params[name].to_delayed().ravel() for name in names}
+    out = {}
+    for k, idx in enumerate(np.ndindex(*x.numblocks)):
+        out[idx] = {name: delayed[name][k] for name in names}
+    return out
+
+
+def _assemble(x, make_block, dtype):
+    """Dask array with the chunks of ``x`` from delayed ``make_block(idx, shape)`` results."""
+    arrays = np.empty(x.numblocks, dtype=object)
+    for idx in np.ndindex(*x.numblocks):
+        shape = tuple(x.chunks[d][i] for d, i in enumerate(idx))
+        arrays[idx] = da.from_delayed(make_block(idx, shape), shape=shape, dtype=dtype)
+    return da.block(arrays.tolist()) if x.ndim else arrays[()]
+
+
+def encode(fam, scheme, params, x):
+    """Lazy uint8 codes of ``x`` (Dask array, same shape and chunks)."""
+    if scheme.block_size is None:
+        return x.map_blocks(_encode_chunk, fam, scheme, params, x.shape, dtype=np.uint8)
+    blocks = x.to_delayed()
+    starts = chunk_starts(x)
+    per_chunk = _per_chunk_params(params, x)
+
+    def make(idx, shape):
+        return dask.delayed(_encode_block_chunk, pure=True)(
+            blocks[idx], per_chunk[idx], fam, scheme, starts[idx], x.shape,
+            _first_block(starts[idx], x.shape, scheme.block_size))
+
+    return _assemble(x, make, np.uint8)
+
+
+def decode(fam, scheme, params, codes, dtype):
+    """Lazy dequantized values from lazy uint8 ``codes``."""
+    if scheme.block_size is None:
+        return codes.map_blocks(_decode_chunk, fam, scheme, params, np.dtype(dtype), codes.shape,
+                                dtype=dtype)
+    blocks = codes.to_delayed()
+    starts = chunk_starts(codes)
+    per_chunk = _per_chunk_params(params, codes)
+
+    def make(idx, shape):
+        return dask.delayed(_decode_block_chunk, pure=True)(
+            blocks[idx], per_chunk[idx], fam, scheme, np.dtype(dtype), starts[idx], codes.shape,
+            _first_block(starts[idx], codes.shape, scheme.block_size))
+
+    return _assemble(codes, make, dtype)
+
+
+def pack(codes, bits):
+    """Lazy row-packed codes (chunks of the last axis pack into whole bytes)."""
+    if codes.ndim == 0:
+        return da.from_delayed(dask.delayed(pack_codes)(codes, bits), (1,), np.uint8)
+    chunks = codes.chunks[:-1] + (tuple(-(-c * bits // 8) for c in codes.chunks[-1]),)
+    return codes.map_blocks(_pack_chunk, bits, chunks=chunks, dtype=np.uint8)
+
+
+def unpack(packed, bits, shape, chunks):
+    """Lazy uint8 codes of ``shape`` and ``chunks`` from row-packed ``packed``."""
+    if len(shape) == 0:
+        return da.from_delayed(dask.delayed(unpack_codes)(packed, bits, ()), (), np.uint8)
+    last_chunks = chunks[-1]
+    if bits == 8:
+        return packed.rechunk(chunks)
+    packed = packed.rechunk(chunks[:-1] + (tuple(-(-c * bits // 8) for c in last_chunks),))
+    out = packed.map_blocks(_unpack_chunk_info, bits, last_chunks, chunks=chunks, dtype=np.uint8)
+    return out
+
+
+def _unpack_chunk_info(packed, bits, last_chunks, block_info=None):
+    j = block_info[0]["chunk-location"][-1]
+    return _unpack_chunk(packed, bits, last_chunks[j])
+
+
+def check_dtype(x):
+    """Raise ``InputError`` unless ``x`` has a float16/32/64 dtype."""
+    if x.dtype not in (np.float16, np.float32, np.float64):
+        raise InputError(f"x dtype={x.dtype} is not supported: expected float16, float32 or float64")
+
+
+def prepare(fam, scheme, x):
+    """``x`` rechunked as the scheme needs (whole blocks; byte-aligned packing)."""
+    check_dtype(x)
+    if getattr(scheme, "block_size", None) is not None:
+        x = rechunk_for_blocks(x, scheme.block_size)
+    return rechunk_for_codes(x, scheme.bits)
+
