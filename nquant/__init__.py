@@ -6,6 +6,7 @@ from nquant.containers import QuantizedArray
 from nquant.metrics import metrics
 from nquant.packing import pack, unpack
 from nquant.schemes import Uniform, scheme_from_json
+from nquant.store import dequantize_zarr, open, quantize_zarr, save
 
 __version__ = "0.1.0"
 
@@ -13,10 +14,14 @@ __all__ = [
     "QuantizedArray",
     "Uniform",
     "dequantize",
+    "dequantize_zarr",
     "errors",
     "metrics",
+    "open",
     "pack",
     "quantize",
+    "quantize_zarr",
+    "save",
     "scheme_from_json",
     "unpack",
 ]

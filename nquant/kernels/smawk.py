@@ -94,7 +94,10 @@ def _slope(tab, k, b, j):
 def accel_mid(kind, tab, bmap, k, j):
     """Optimal middle index ``b*(k, j)`` in ``[k, j]`` for the accelerated QUIVER cost.
 
-    Returns ``k`` when ``x_j == x_k`` (the degenerate interval costs 0).
+    Returns ``k`` when ``x_j == x_k`` or ``j - k < 2`` (no interior point).  For kinds
+    ``ACCEL_UNIT`` / ``ACCEL_MAP`` the float ``t`` is ceiled and clamped; only when ``t`` lies
+    within a rounding tolerance of an integer is the choice re-checked with the sign of the
+    slope ``G`` (one step), so the common path needs no extra loads.
     """
     xk = tab[k, 0]
     xj = tab[j, 0]
@@ -102,7 +105,8 @@ def accel_mid(kind, tab, bmap, k, j):
         return k
     wk = tab[k, 1]
     wj = tab[j, 1]
-    t = (xj * wj - xk * wk - (tab[j, 2] - tab[k, 2])) / (xj - xk)
+    dp = tab[j, 2] - tab[k, 2]
+    t = (xj * wj - xk * wk - dp) / (xj - xk)
     if kind == ACCEL_SEARCH:
         # smallest b in (k, j] with W_b >= t (W_j >= t holds up to rounding)
         lo = k + 1
@@ -114,34 +118,34 @@ def accel_mid(kind, tab, bmap, k, j):
             else:
                 lo = mid + 1
         return lo
-    # expanded 0-based position p = ceil(t) - 1, clamped before the integer conversion
+    c = np.ceil(t)
+    pf = c - 1.0  # expanded 0-based position of the first point with W >= t
     if kind == ACCEL_UNIT:
-        pf = np.ceil(t) - 1.0
-        if pf < k:
+        if pf <= k:
             b = k
-        elif pf > j:
+        elif pf >= j:
             b = j
         else:
             b = np.int64(pf)
     else:
-        pf = np.ceil(t) - 1.0
         pmax = bmap.shape[0] - 1
-        if pf < 0.0:
-            p = 0
-        elif pf > pmax:
-            p = pmax
+        if pf <= 0.0:
+            b = np.int64(bmap[0])
+        elif pf >= pmax:
+            b = np.int64(bmap[pmax])
         else:
-            p = np.int64(pf)
-        b = np.int64(bmap[p])
+            b = np.int64(bmap[np.int64(pf)])
         if b < k:
             b = k
         elif b > j:
             b = j
-    # one-step correction with the sign of the slope from the prefix sums
-    if b > k and _slope(tab, k, b - 1, j) >= 0.0:
-        b -= 1
-    elif b < j and _slope(tab, k, b, j) < 0.0:
-        b += 1
+    tol = 1e-10 * (abs(xj * wj) + abs(xk * wk) + abs(dp)) / (xj - xk)
+    if c - t < tol or t - pf < tol:
+        # t is (nearly) an integer: decide by the sign of the slope from the prefix sums
+        if b > k and _slope(tab, k, b - 1, j) >= 0.0:
+            b -= 1
+        elif b < j and _slope(tab, k, b, j) < 0.0:
+            b += 1
     return b
 
 
@@ -149,7 +153,19 @@ def accel_mid(kind, tab, bmap, k, j):
 def accel_cost(kind, tab, bmap, k, j):
     """``C2(k, j) = min_b C(k, b) + C(b, j)``: the cost of ``[x_k, x_j]`` with one extra level."""
     b = accel_mid(kind, tab, bmap, k, j)
-    return asq_cost(tab, k, b) + asq_cost(tab, b, j)
+    xk = tab[k, 0]
+    xj = tab[j, 0]
+    xb = tab[b, 0]
+    wb = tab[b, 1]
+    ab = tab[b, 2]
+    qb = tab[b, 3]
+    c1 = (xb + xk) * (ab - tab[k, 2]) - xb * xk * (wb - tab[k, 1]) - (qb - tab[k, 3])
+    c2 = (xj + xb) * (tab[j, 2] - ab) - xj * xb * (tab[j, 1] - wb) - (tab[j, 3] - qb)
+    if c1 < 0.0:
+        c1 = 0.0
+    if c2 < 0.0:
+        c2 = 0.0
+    return c1 + c2
 
 
 @jit

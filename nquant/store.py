@@ -1,0 +1,421 @@
+"""Zarr storage of quantized arrays, and streaming quantization of Zarr arrays.
+
+Group layout (Zarr v3), one group per quantized array::
+
+    <group>/             attributes["nquant"] = {format_version, scheme, shape, dtype,
+                         chunks, bits, metrics, complete}
+    <group>/codes        uint8, row-packed codes (``nquant.packing.pack_codes``: each row of
+                         the last axis an MSB-first bit stream), chunked like the data
+    <group>/scale, ...   side arrays: one value per tensor, per axis index or per block;
+                         block-wise ones chunked like the data's chunks
+    <group>/done         uint8 per data chunk (streaming jobs): 1 once its codes are written
+    <group>/chunk_stats  float64 (chunk, 5): per-chunk error statistics (streaming jobs)
+
+The layout is readable without nquant.  A local group is written under
+``<path>.partial`` and renamed when complete; on object stores, where there is
+no rename, the arrays are written first and ``complete: true`` last.  A group
+without it is incomplete and never read as a result.
+"""
+
+import json
+import os
+import shutil
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+
+from nquant import chunked
+from nquant.api import dequantize, family
+from nquant.containers import QuantizedArray
+from nquant.errors import StoreError
+from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
+from nquant.packing import packed_shape
+from nquant.schemes import FORMAT_VERSION, scheme_from_json
+
+ATTR = "nquant"
+PARTIAL = ".partial"
+TARGET_CHUNK_VALUES = 1 << 22
+INTERNAL = ("codes", "done", "chunk_stats")
+
+
+# ----------------------------------------------------------------------------- locations
+
+
+def _is_local(store):
+    if not isinstance(store, (str, os.PathLike)):
+        return False
+    s = os.fspath(store)
+    return "://" not in s or s.startswith("file://")
+
+
+def _local_path(store):
+    s = os.fspath(store)
+    return s[len("file://"):] if s.startswith("file://") else s
+
+
+def _open_group(store, mode="r"):
+    try:
+        return zarr.open_group(store, mode=mode)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
+        raise StoreError(f"store={store!r} does not exist or is not a Zarr group") from e
+    except Exception as e:  # corrupt metadata and the like
+        raise StoreError(f"store={store!r} cannot be opened as a Zarr group: {e}") from e
+
+
+def _meta(group, store):
+    meta = group.attrs.asdict().get(ATTR)
+    if not isinstance(meta, dict):
+        raise StoreError(f"store={store!r} is not an nquant group (no '{ATTR}' attributes)")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise StoreError(f"store={store!r} has format_version={version!r}; this nquant reads up to "
+                         f"{FORMAT_VERSION}")
+    return meta
+
+
+def _try_meta(store):
+    try:
+        return _meta(_open_group(store), store)
+    except StoreError:
+        return None
+
+
+def is_complete(store):
+    """Whether ``store`` holds a complete nquant group."""
+    meta = _try_meta(store)
+    return bool(meta and meta.get("complete"))
+
+
+def _partial_location(store):
+    return _local_path(store).rstrip("/") + PARTIAL if _is_local(store) else store
+
+
+def _remove(store):
+    if _is_local(store):
+        path = _local_path(store)
+        if os.path.exists(path):
+            shutil.rmtree(path)
+    else:
+        zarr.open_group(store, mode="w")  # empties the group
+
+
+def _finish(partial, store):
+    """Make the partial group the result: rename locally (marker already written)."""
+    if _is_local(store):
+        path = _local_path(store)
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(partial, path)
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def regular_chunks(shape, chunks=None, target=TARGET_CHUNK_VALUES):
+    """A regular chunk shape: ``chunks`` if given, else rows of about ``target`` values."""
+    if chunks is not None:
+        return tuple(int(c) for c in chunks)
+    if not shape:
+        return ()
+    row = int(np.prod(shape[1:], dtype=np.int64)) or 1
+    return (max(1, min(shape[0], target // row)),) + tuple(shape[1:])
+
+
+def _codes_chunks(chunks, bits):
+    if not chunks:
+        return (1,)
+    return tuple(max(1, c) for c in chunks[:-1]) + (max(1, -(-chunks[-1] * bits // 8)),)
+
+
+def _side_chunks(scheme, data_chunks, length):
+    bs = getattr(scheme, "block_size", None)
+    if bs is not None and data_chunks:
+        return (max(1, -(-int(np.prod(data_chunks, dtype=np.int64)) // bs)),)
+    return (max(1, length),)
+
+
+def _meta_dict(scheme, shape, dtype, chunks, bits, metrics, complete, **extra):
+    return {"format_version": FORMAT_VERSION, "scheme": json.loads(scheme.to_json()),
+            "shape": list(shape), "dtype": np.dtype(dtype).str, "chunks": list(chunks),
+            "bits": int(bits), "metrics": metrics, "complete": complete, **extra}
+
+
+def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs):
+    group.create_array("codes", shape=packed_shape(shape, bits), chunks=_codes_chunks(data_chunks, bits),
+                       dtype=np.uint8, overwrite=True)
+    for name, (length, dtype) in side_specs.items():
+        group.create_array(name, shape=(length,), dtype=dtype, overwrite=True,
+                           chunks=_side_chunks(scheme, data_chunks, length))
+
+
+# ----------------------------------------------------------------------------- save / open
+
+
+def save(q, store, *, chunks=None, overwrite=False):
+    """Write a ``QuantizedArray`` to a Zarr group (path, fsspec URL or zarr store).
+
+    Parameters
+    ----------
+    q : QuantizedArray, NumPy- or Dask-backed
+    store : str, os.PathLike or zarr store
+    chunks : tuple of int, optional
+        Data chunking of the stored codes for a NumPy-backed ``q`` (default: rows of
+        about 4M values; a Dask-backed ``q`` keeps its chunks).
+    overwrite : bool
+        Replace an existing group; otherwise an existing group is a ``StoreError``.
+    """
+    if _try_meta(store) is not None or (_is_local(store) and os.path.exists(_local_path(store))):
+        if not overwrite:
+            raise StoreError(f"store={store!r} already exists; pass overwrite=True to replace it")
+    if q.is_dask:
+        data_chunks = tuple(c[0] for c in q.chunks)
+    else:
+        q = _as_dask(q, regular_chunks(q.shape, chunks))
+        data_chunks = tuple(c[0] for c in q.chunks)
+    location = _partial_location(store)
+    if _is_local(store) and os.path.exists(location):
+        shutil.rmtree(location)
+    group = zarr.open_group(location, mode="w")
+    specs = {name: (arr.shape[0], arr.dtype) for name, arr in q.side.items()}
+    _create_arrays(group, q.scheme, q.shape, q.bits, data_chunks, specs)
+    codes_z = group["codes"]
+    targets, sources = [codes_z], [q.codes.rechunk(codes_z.chunks)]
+    for name, arr in q.side.items():
+        if isinstance(arr, da.Array):
+            targets.append(group[name])
+            sources.append(arr.rechunk(group[name].chunks))
+        else:
+            group[name][...] = arr
+    da.store(sources, targets, lock=False)
+    group.attrs[ATTR] = _meta_dict(q.scheme, q.shape, q.dtype, data_chunks, q.bits,
+                                   q.info.get("metrics", {}), complete=True)
+    _finish(location, store)
+    return store
+
+
+def _as_dask(q, chunks):
+    """Dask-backed view of a NumPy-backed ``q`` with data chunks ``chunks``."""
+    scheme = q.scheme
+    from nquant.chunked import rechunk_for_blocks, rechunk_for_codes
+
+    dummy = da.zeros(q.shape, chunks=chunks or -1, dtype=np.uint8)
+    if getattr(scheme, "block_size", None) is not None:
+        dummy = rechunk_for_blocks(dummy, scheme.block_size)
+    dummy = rechunk_for_codes(dummy, q.bits)
+    data_chunks = dummy.chunks
+    codes = da.from_array(np.asarray(q.codes).reshape(packed_shape(q.shape, q.bits)), name=False)
+    if q.shape:
+        codes = codes.rechunk(data_chunks[:-1] + (tuple(-(-c * q.bits // 8) for c in data_chunks[-1]),))
+    side = dict(q.side)
+    if getattr(scheme, "block_size", None) is not None and q.shape:
+        nb = [-(-int(np.prod([data_chunks[d][i] for d, i in enumerate(idx)])) // scheme.block_size)
+              for idx in np.ndindex(*dummy.numblocks)]
+        side = {k: da.from_array(v, chunks=(tuple(nb),), name=False) for k, v in side.items()}
+    return QuantizedArray(scheme=scheme, shape=q.shape, dtype=q.dtype, codes=codes, bits=q.bits,
+                          side=side, info=q.info, chunks=data_chunks)
+
+
+def open(store):  # noqa: A001  (nquant.open mirrors zarr.open)
+    """Open a stored quantized array lazily: a Dask-backed ``QuantizedArray``."""
+    group = _open_group(store)
+    meta = _meta(group, store)
+    if not meta.get("complete"):
+        raise StoreError(f"store={store!r} is incomplete (an interrupted write); rerun the job, or "
+                         "quantize_zarr(..., resume=True)")
+    try:
+        scheme = scheme_from_json(meta["scheme"])
+        shape = tuple(meta["shape"])
+        dtype = np.dtype(meta["dtype"])
+        chunks = tuple(meta["chunks"])
+        bits = int(meta["bits"])
+        codes_z = group["codes"]
+    except Exception as e:
+        raise StoreError(f"store={store!r} has corrupt nquant metadata: {e}") from e
+    if tuple(codes_z.shape) != packed_shape(shape, bits):
+        raise StoreError(f"store={store!r}: codes shape={tuple(codes_z.shape)} does not match "
+                         f"shape={shape} with bits={bits}")
+    blockwise = getattr(scheme, "block_size", None) is not None
+    side = {}
+    for name in sorted(group.array_keys()):
+        if name in INTERNAL:
+            continue
+        z = group[name]
+        side[name] = da.from_zarr(z) if blockwise and shape else z[...]
+    data_chunks = da.core.normalize_chunks(chunks, shape) if shape else ()
+    return QuantizedArray(scheme=scheme, shape=shape, dtype=dtype, codes=da.from_zarr(codes_z), bits=bits,
+                          side=side, info={"metrics": meta.get("metrics", {})}, chunks=data_chunks)
+
+
+# ----------------------------------------------------------------------------- streaming jobs
+
+
+def _open_source(src):
+    if isinstance(src, da.Array):
+        return src
+    if isinstance(src, zarr.Array):
+        return da.from_zarr(src)
+    try:
+        arr = zarr.open_array(src, mode="r")
+    except Exception as e:
+        raise StoreError(f"src={src!r} cannot be opened as a Zarr array: {e}") from e
+    return da.from_zarr(arr)
+
+
+def _quantize_chunk(chunk, fam, scheme, params, start, global_shape, block_first, codes_z, side_z,
+                    stats_z, done_z, idx, region, codes_region, side_region, bits):
+    """Encode one chunk, write its codes (and block parameters), error stats, then its done flag."""
+    from nquant.packing import pack_codes
+
+    chunk = np.asarray(chunk)
+    if getattr(scheme, "block_size", None) is not None:
+        st = fam.partial(scheme, chunk, start=start, global_shape=global_shape)
+        params = fam.finalize(scheme, st)
+        for name, z in side_z.items():
+            z[side_region] = params[name]
+    codes = fam.encode(scheme, params, chunk, start=start, global_shape=global_shape,
+                       group_offset=block_first)
+    x_hat = fam.decode(scheme, params, codes, chunk.dtype, start=start, global_shape=global_shape,
+                       group_offset=block_first)
+    codes_z[codes_region] = pack_codes(codes, bits).reshape(codes_z[codes_region].shape) \
+        if chunk.ndim else pack_codes(codes, bits)
+    stats_z[idx] = error_stats(chunk, x_hat)
+    done_z[idx] = 1
+    return 1
+
+
+def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None):
+    """Quantize a Zarr array chunk by chunk into an nquant group, out of core.
+
+    Parameters
+    ----------
+    src : str, zarr.Array or dask.array.Array, the source (floats)
+    dst : str, os.PathLike or zarr store, the quantized group
+    scheme : Scheme
+    overwrite : bool
+        Recompute even if ``dst`` is complete (otherwise a complete ``dst`` makes this a no-op).
+    resume : bool
+        Continue an interrupted job: chunks whose ``done`` flag is set are skipped
+        (the parameters are read back, not refitted).
+    client : distributed.Client, optional
+        Run on this cluster (default: the current Dask scheduler).
+
+    Returns
+    -------
+    QuantizedArray, opened lazily from ``dst``
+    """
+    if is_complete(dst) and not overwrite:
+        return open(dst)
+    fam = family(scheme)
+    x = chunked.prepare(fam, scheme, _open_source(src))
+    data_chunks = tuple(c[0] for c in x.chunks)
+    location = _partial_location(dst)
+    scheme_json = json.loads(scheme.to_json())
+    meta = _try_meta(location)
+    fresh = not (resume and meta and meta.get("scheme") == scheme_json and meta.get("shape") == list(x.shape)
+                 and meta.get("chunks") == list(data_chunks) and meta.get("dtype") == np.dtype(x.dtype).str)
+    blockwise = getattr(scheme, "block_size", None) is not None
+    if fresh:
+        if _is_local(dst) and os.path.exists(location):
+            shutil.rmtree(location)
+        group = zarr.open_group(location, mode="w")
+        group.attrs[ATTR] = _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits, {}, complete=False)
+        if blockwise:
+            n = int(np.prod(x.shape, dtype=np.int64))
+            specs = {name: (-(-n // scheme.block_size), dt) for name, dt in _block_param_dtypes(scheme).items()}
+            params = None
+        else:
+            params = _compute(chunked.fit(fam, scheme, x) if client is None else None, client, fam, scheme, x)
+            specs = {name: (arr.shape[0], arr.dtype) for name, arr in params.items()}
+        _create_arrays(group, scheme, x.shape, scheme.bits, data_chunks, specs)
+        nblocks = x.numblocks if x.ndim else (1,)
+        group.create_array("done", shape=nblocks, chunks=(1,) * len(nblocks), dtype=np.uint8,
+                           fill_value=0, overwrite=True)
+        group.create_array("chunk_stats", shape=nblocks + (5,), chunks=(1,) * len(nblocks) + (5,),
+                           dtype=np.float64, overwrite=True)
+        if not blockwise:
+            for name, arr in params.items():
+                group[name][...] = arr
+    else:
+        group = zarr.open_group(location, mode="r+")
+        params = None if blockwise else {name: group[name][...] for name in _param_names(group)}
+    done = group["done"][...]
+    tasks = _chunk_tasks(x, fam, scheme, params, group, done)
+    if tasks:
+        if client is not None:
+            client.compute(tasks, sync=True)
+        else:
+            dask.compute(*tasks)
+    stats = group["chunk_stats"][...].reshape(-1, 5)
+    merged = stats[0]
+    for s in stats[1:]:
+        merged = merge_error_stats(merged, s)
+    group.attrs[ATTR] = _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits,
+                                   metrics_from_stats(merged), complete=True)
+    _finish(location, dst)
+    return open(dst)
+
+
+def _compute(params, client, fam, scheme, x):
+    if params is not None:
+        return params
+    with dask.config.set(scheduler=client):
+        return chunked.fit(fam, scheme, x)
+
+
+def _block_param_dtypes(scheme):
+    names = chunked._param_names(scheme)
+    dtypes = chunked._param_dtypes(scheme)
+    return {n: dtypes[n] for n in names}
+
+
+def _param_names(group):
+    return [k for k in sorted(group.array_keys()) if k not in INTERNAL]
+
+
+def _chunk_tasks(x, fam, scheme, params, group, done):
+    blocks = x.to_delayed()
+    starts = chunked.chunk_starts(x)
+    codes_z = group["codes"]
+    side_z = {name: group[name] for name in _param_names(group)}
+    bs = getattr(scheme, "block_size", None)
+    bits = scheme.bits
+    tasks = []
+    for idx in np.ndindex(*x.numblocks):
+        didx = idx if x.ndim else (0,)
+        if done[didx]:
+            continue
+        start = starts[idx]
+        shape = tuple(x.chunks[d][i] for d, i in enumerate(idx))
+        region = tuple(slice(s, s + n) for s, n in zip(start, shape))
+        if x.ndim:
+            codes_region = region[:-1] + (slice(-(-start[-1] * bits // 8),
+                                                -(-(start[-1] + shape[-1]) * bits // 8)),)
+        else:
+            codes_region = slice(0, 1)
+        first = chunked._first_block(start, x.shape, bs) if bs is not None and x.ndim else 0
+        n = int(np.prod(shape, dtype=np.int64))
+        side_region = slice(first, first + (-(-n // bs) if bs else 0))
+        tasks.append(dask.delayed(_quantize_chunk, pure=False)(
+            blocks[idx], fam, scheme, params, start, x.shape, first if bs else 0, codes_z, side_z,
+            group["chunk_stats"], group["done"], didx, region, codes_region, side_region, bits))
+    return tasks
+
+
+def dequantize_zarr(src, dst, *, overwrite=False):
+    """Write the dequantized values of the nquant group ``src`` to a Zarr array ``dst``.
+
+    Written under ``<dst>.partial`` and renamed (local), so a half-written array is
+    never taken for a result; an existing ``dst`` needs ``overwrite=True``.
+    """
+    q = open(src)
+    x_hat = dequantize(q)
+    if _is_local(dst) and os.path.exists(_local_path(dst)) and not overwrite:
+        raise StoreError(f"dst={dst!r} already exists; pass overwrite=True to replace it")
+    location = _partial_location(dst)
+    if _is_local(dst) and os.path.exists(location):
+        shutil.rmtree(location)
+    da.to_zarr(x_hat, location, overwrite=True)
+    _finish(location, dst)
+    return zarr.open_array(dst, mode="r")
