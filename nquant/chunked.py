@@ -17,6 +17,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from nquant._threads import in_task
 from nquant.errors import InputError
 from nquant.packing import pack_codes, unpack_codes
 
@@ -60,12 +61,17 @@ def tree_merge(items, merge, split_every=SPLIT_EVERY):
     return items[0]
 
 
+@in_task
+def _partial_task(partial, scheme, chunk, *extra, start, global_shape):
+    return partial(scheme, chunk, *extra, start=start, global_shape=global_shape)
+
+
 def reduce_chunks(x, partial, merge, scheme, extra=()):
     """Computed ``merge`` of ``partial(scheme, chunk, *extra, start=, global_shape=)`` over chunks."""
     blocks = x.to_delayed()
     starts = chunk_starts(x)
-    parts = [dask.delayed(partial, pure=True)(scheme, blocks[idx], *extra, start=starts[idx],
-                                              global_shape=x.shape)
+    parts = [dask.delayed(_partial_task, pure=True)(partial, scheme, blocks[idx], *extra,
+                                                    start=starts[idx], global_shape=x.shape)
              for idx in np.ndindex(*x.numblocks)]
     return tree_merge(parts, merge).compute()
 
@@ -129,33 +135,40 @@ def rechunk_for_blocks(x, block_size):
 # ----------------------------------------------------------------------------- encode / decode
 
 
+@in_task
 def _encode_chunk(chunk, fam, scheme, params, global_shape, block_info=None):
     return fam.encode(scheme, params, chunk, start=_start(block_info), global_shape=global_shape)
 
 
+@in_task
 def _pack_chunk(codes, bits):
     return pack_codes(codes, bits)
 
 
+@in_task
 def _unpack_chunk(packed, bits, last):
     shape = packed.shape[:-1] + (last,)
     return unpack_codes(packed, bits, shape)
 
 
+@in_task
 def _decode_chunk(codes, fam, scheme, params, dtype, global_shape, block_info=None):
     return fam.decode(scheme, params, codes, dtype, start=_start(block_info), global_shape=global_shape)
 
 
+@in_task
 def _block_params_chunk(chunk, fam, scheme, start, global_shape):
     st = fam.partial(scheme, chunk, start=start, global_shape=global_shape)
     return fam.finalize(scheme, st)
 
 
+@in_task
 def _encode_block_chunk(chunk, params, fam, scheme, start, global_shape, first_block):
     return fam.encode(scheme, params, chunk, start=start, global_shape=global_shape,
                       group_offset=first_block)
 
 
+@in_task
 def _decode_block_chunk(codes, params, fam, scheme, dtype, start, global_shape, first_block):
     return fam.decode(scheme, params, codes, dtype, start=start, global_shape=global_shape,
                       group_offset=first_block)
@@ -262,6 +275,7 @@ def unpack(packed, bits, shape, chunks):
     return out
 
 
+@in_task
 def _unpack_chunk_info(packed, bits, last_chunks, block_info=None):
     j = block_info[0]["chunk-location"][-1]
     return _unpack_chunk(packed, bits, last_chunks[j])

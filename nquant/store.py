@@ -27,6 +27,7 @@ import numpy as np
 import zarr
 
 from nquant import chunked
+from nquant._threads import in_task
 from nquant.api import dequantize, family
 from nquant.containers import QuantizedArray
 from nquant.errors import StoreError
@@ -263,6 +264,7 @@ def _open_source(src):
     return da.from_zarr(arr)
 
 
+@in_task
 def _quantize_chunk(chunk, fam, scheme, params, start, global_shape, block_first, codes_z, side_z,
                     stats_z, done_z, idx, region, codes_region, side_region, bits):
     """Encode one chunk, write its codes (and block parameters), error stats, then its done flag."""

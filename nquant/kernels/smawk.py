@@ -91,14 +91,19 @@ def _slope(tab, k, b, j):
 
 
 @jit
-def accel_mid(kind, tab, bmap, k, j):
-    """Optimal middle index ``b*(k, j)`` in ``[k, j]`` for the accelerated QUIVER cost.
+def _near_integer_fix(tab, k, j, b, t, c, tol):
+    """One-step correction of ``b`` by the slope sign when ``t`` is within ``tol`` of an integer."""
+    if c - t < tol or t - (c - 1.0) < tol:
+        if b > k and _slope(tab, k, b - 1, j) >= 0.0:
+            return b - 1
+        if b < j and _slope(tab, k, b, j) < 0.0:
+            return b + 1
+    return b
 
-    Returns ``k`` when ``x_j == x_k`` or ``j - k < 2`` (no interior point).  For kinds
-    ``ACCEL_UNIT`` / ``ACCEL_MAP`` the float ``t`` is ceiled and clamped; only when ``t`` lies
-    within a rounding tolerance of an integer is the choice re-checked with the sign of the
-    slope ``G`` (one step), so the common path needs no extra loads.
-    """
+
+@jit
+def mid_unit(tab, k, j):
+    """``b*(k, j)`` for unit weights (``W_b = b + 1``): ``ceil(t) - 1`` clamped to ``[k, j]``."""
     xk = tab[k, 0]
     xj = tab[j, 0]
     if j - k < 2 or not (xj > xk):
@@ -107,52 +112,84 @@ def accel_mid(kind, tab, bmap, k, j):
     wj = tab[j, 1]
     dp = tab[j, 2] - tab[k, 2]
     t = (xj * wj - xk * wk - dp) / (xj - xk)
-    if kind == ACCEL_SEARCH:
-        # smallest b in (k, j] with W_b >= t (W_j >= t holds up to rounding)
-        lo = k + 1
-        hi = j
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if tab[mid, 1] >= t:
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
     c = np.ceil(t)
-    pf = c - 1.0  # expanded 0-based position of the first point with W >= t
-    if kind == ACCEL_UNIT:
-        if pf <= k:
-            b = k
-        elif pf >= j:
-            b = j
-        else:
-            b = np.int64(pf)
+    pf = c - 1.0
+    if pf <= k:
+        b = k
+    elif pf >= j:
+        b = j
     else:
-        pmax = bmap.shape[0] - 1
-        if pf <= 0.0:
-            b = np.int64(bmap[0])
-        elif pf >= pmax:
-            b = np.int64(bmap[pmax])
-        else:
-            b = np.int64(bmap[np.int64(pf)])
-        if b < k:
-            b = k
-        elif b > j:
-            b = j
+        b = np.int64(pf)
     tol = 1e-10 * (abs(xj * wj) + abs(xk * wk) + abs(dp)) / (xj - xk)
-    if c - t < tol or t - pf < tol:
-        # t is (nearly) an integer: decide by the sign of the slope from the prefix sums
-        if b > k and _slope(tab, k, b - 1, j) >= 0.0:
-            b -= 1
-        elif b < j and _slope(tab, k, b, j) < 0.0:
-            b += 1
-    return b
+    return _near_integer_fix(tab, k, j, b, t, c, tol)
 
 
 @jit
-def accel_cost(kind, tab, bmap, k, j):
-    """``C2(k, j) = min_b C(k, b) + C(b, j)``: the cost of ``[x_k, x_j]`` with one extra level."""
-    b = accel_mid(kind, tab, bmap, k, j)
+def mid_map(tab, bmap, k, j):
+    """``b*(k, j)`` for integer counts: ``bmap[ceil(t) - 1]`` clamped to ``[k, j]``."""
+    xk = tab[k, 0]
+    xj = tab[j, 0]
+    if j - k < 2 or not (xj > xk):
+        return k
+    wk = tab[k, 1]
+    wj = tab[j, 1]
+    dp = tab[j, 2] - tab[k, 2]
+    t = (xj * wj - xk * wk - dp) / (xj - xk)
+    c = np.ceil(t)
+    pf = c - 1.0
+    pmax = bmap.shape[0] - 1
+    if pf <= 0.0:
+        b = np.int64(bmap[0])
+    elif pf >= pmax:
+        b = np.int64(bmap[pmax])
+    else:
+        b = np.int64(bmap[np.int64(pf)])
+    if b < k:
+        b = k
+    elif b > j:
+        b = j
+    tol = 1e-10 * (abs(xj * wj) + abs(xk * wk) + abs(dp)) / (xj - xk)
+    return _near_integer_fix(tab, k, j, b, t, c, tol)
+
+
+@jit
+def mid_search(tab, k, j):
+    """``b*(k, j)`` for arbitrary weights: smallest ``b`` in ``(k, j]`` with ``W_b >= t``."""
+    xk = tab[k, 0]
+    xj = tab[j, 0]
+    if j - k < 2 or not (xj > xk):
+        return k
+    t = (xj * tab[j, 1] - xk * tab[k, 1] - (tab[j, 2] - tab[k, 2])) / (xj - xk)
+    lo = k + 1
+    hi = j
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if tab[mid, 1] >= t:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@jit
+def accel_mid(kind, tab, bmap, k, j):
+    """Optimal middle index ``b*(k, j)`` in ``[k, j]`` for the accelerated QUIVER cost.
+
+    Returns ``k`` when ``x_j == x_k`` or ``j - k < 2`` (no interior point).  For kinds
+    ``ACCEL_UNIT`` / ``ACCEL_MAP`` the float ``t`` is ceiled and clamped; only when ``t`` lies
+    within a rounding tolerance of an integer is the choice re-checked with the sign of the
+    slope ``G`` (one step), so the common path needs no extra loads.
+    """
+    if kind == ACCEL_UNIT:
+        return mid_unit(tab, k, j)
+    if kind == ACCEL_MAP:
+        return mid_map(tab, bmap, k, j)
+    return mid_search(tab, k, j)
+
+
+@jit
+def split_cost(tab, k, b, j):
+    """``C(k, b) + C(b, j)``, each clamped at >= 0."""
     xk = tab[k, 0]
     xj = tab[j, 0]
     xb = tab[b, 0]
@@ -169,13 +206,27 @@ def accel_cost(kind, tab, bmap, k, j):
 
 
 @jit
+def accel_cost(kind, tab, bmap, k, j):
+    """``C2(k, j) = min_b C(k, b) + C(b, j)``: the cost of ``[x_k, x_j]`` with one extra level."""
+    if kind == ACCEL_UNIT:
+        return split_cost(tab, k, mid_unit(tab, k, j), j)
+    if kind == ACCEL_MAP:
+        return split_cost(tab, k, mid_map(tab, bmap, k, j), j)
+    return split_cost(tab, k, mid_search(tab, k, j), j)
+
+
+@jit
 def cost(kind, tab, bmap, k, j):
     """The interval cost of ``kind`` for source ``k`` and target ``j`` (``k <= j``)."""
     if kind == ASQ:
         return asq_cost(tab, k, j)
     if kind == KMEANS:
         return kmeans_cost(tab, k, j)
-    return accel_cost(kind, tab, bmap, k, j)
+    if kind == ACCEL_UNIT:
+        return split_cost(tab, k, mid_unit(tab, k, j), j)
+    if kind == ACCEL_MAP:
+        return split_cost(tab, k, mid_map(tab, bmap, k, j), j)
+    return split_cost(tab, k, mid_search(tab, k, j), j)
 
 
 @jit
@@ -305,6 +356,45 @@ def row_minima(kind, tab, bmap, base, n, cols0, colbuf, vbuf, offs, cnts, fout, 
                 p += 1
             kout[r] = arg
             fout[r] = best
+
+
+@jit
+def row_minima_dc(kind, tab, bmap, base, n, fout, kout):
+    """Same result as :func:`row_minima` by divide and conquer over rows (no scratch).
+
+    Rows are processed top-down by levels: row ``r`` with ``r + 1`` an odd multiple of ``2^t``
+    scans the columns between the argmins of rows ``r - 2^t`` and ``r + 2^t`` (monotone
+    argmins).  O(n log n) evaluations, but the scans are independent evaluations (throughput
+    bound) whereas SMAWK's REDUCE is a chain of dependent comparisons (latency bound); which one
+    is faster depends on the cost (see :func:`layered_dp`).
+    """
+    if n <= 0:
+        return
+    top = 0
+    while (2 << top) <= n:
+        top += 1
+    for t in range(top, -1, -1):
+        step = 1 << t
+        r = step - 1
+        while r < n:
+            lo = 0
+            if r >= step:
+                lo = kout[r - step]
+            hi = r
+            if r + step < n:
+                h2 = kout[r + step]
+                if h2 < hi:
+                    hi = h2
+            best = np.inf
+            arg = lo
+            for k in range(lo, hi + 1):
+                v = base[k] + cost(kind, tab, bmap, k, r)
+                if v < best:
+                    best = v
+                    arg = k
+            fout[r] = best
+            kout[r] = arg
+            r += 2 * step
 
 
 @jit
