@@ -1,24 +1,247 @@
-"""The ``nquant`` command line."""
+"""The ``nquant`` command line.
+
+User errors print one line to stderr and exit with status 2 (a traceback only
+with ``--debug``).
+"""
+
+import functools
+import json
+import logging
+import os
+import sys
+from importlib import resources
 
 import click
 
 from nquant import __version__
+from nquant.errors import NQuantError
+
+
+def _scheme_options(f):
+    f = click.option("--scheme", "scheme", default="int8", show_default=True,
+                     help="Preset name (int8, int4, int4-block64, ...) or a scheme's JSON.")(f)
+    f = click.option("--bits", type=int, help="Override the scheme's bits.")(f)
+    f = click.option("--axis", type=int, help="Override: one scale per index of this axis.")(f)
+    f = click.option("--block-size", type=int, help="Override: one scale per block of values.")(f)
+    f = click.option("--rounding", help="Override the rounding mode.")(f)
+    f = click.option("--range", "range_", help="Override the range calibration (minmax, percentile, mse).")(f)
+    f = click.option("--seed", type=int, help="Override the seed of stochastic rounding.")(f)
+    return f
+
+
+def _cluster_options(f):
+    f = click.option("--scheduler", default=None,
+                     help="threads | processes | sync | local | tcp://host:port  [default: threads]")(f)
+    f = click.option("--workers", type=int, help="Workers (local cluster) or threads/processes.")(f)
+    f = click.option("--threads-per-worker", type=int, help="Threads per local-cluster worker.")(f)
+    f = click.option("--memory-limit", help="Memory per local-cluster worker, e.g. 2GiB.")(f)
+    return f
+
+
+def _common(f):
+    f = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")(f)
+    f = click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")(f)
+    return f
+
+
+def _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed):
+    from nquant.presets import resolve_scheme
+
+    return resolve_scheme(scheme, bits=bits, axis=axis, block_size=block_size, rounding=rounding,
+                          range=range_, seed=seed)
+
+
+def _emit(obj, as_json, text):
+    if as_json:
+        click.echo(json.dumps(obj, indent=2, default=str))
+    else:
+        click.echo(text)
+
+
+def _guard(func):
+    """Turn nquant errors into one line and exit status 2 (traceback with --debug)."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        try:
+            return func(*args, **kwargs)
+        except (NQuantError, FileNotFoundError, OSError) as e:
+            if ctx.find_root().params.get("debug"):
+                raise
+            click.echo(f"nquant: error: {e}", err=True)
+            sys.exit(2)
+
+    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nquant")
-def main():
-    """nquant: quantize NumPy, Dask and Zarr arrays."""
+@click.option("--log-level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+def main(log_level, debug):
+    """nquant: quantize NumPy, Dask and Zarr arrays with Numba kernels."""
+    from nquant import cluster
+
+    cluster.LOG_LEVEL = getattr(logging, log_level.upper())
+    logging.getLogger("nquant").setLevel(cluster.LOG_LEVEL)
+
+
+def _source(path):
+    """A Dask array from a Zarr array or a .npy file (memory-mapped)."""
+    import dask.array as da
+    import numpy as np
+
+    if str(path).endswith(".npy"):
+        return da.from_array(np.load(path, mmap_mode="r"), name=False)
+    return path
 
 
 @main.command()
-@click.option("--rows", default=4096, show_default=True, help="Rows of the generated matrix.")
-@click.option("--cols", default=1024, show_default=True, help="Columns of the generated matrix.")
-def demo(rows, cols):
-    """Quantize a generated matrix several ways and print bits/value, RMSE, SQNR and throughput."""
-    from nquant.demo import run_demo
+@click.argument("src")
+@click.argument("dst")
+@_scheme_options
+@_cluster_options
+@_common
+@click.option("--overwrite", is_flag=True, help="Recompute even if DST is complete.")
+@_guard
+def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, scheduler, workers,
+             threads_per_worker, memory_limit, as_json, progress, overwrite):
+    """Quantize SRC (a Zarr array or .npy file) into the nquant Zarr group DST."""
+    from nquant.cluster import scheduler as run_on
+    from nquant.store import quantize_zarr
 
-    run_demo(rows, cols, echo=click.echo)
+    s = _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
+    with run_on(scheduler or "threads", workers, threads_per_worker or 1, memory_limit or "auto") as client:
+        q = quantize_zarr(_source(src), dst, s, overwrite=overwrite, client=client, progress=progress)
+    info = _info_dict(dst, q)
+    _emit(info, as_json, _info_text(info))
+
+
+def _info_dict(store, q):
+    return {"store": os.fspath(store), "scheme": json.loads(q.scheme.to_json()), "shape": list(q.shape),
+            "dtype": str(q.dtype), "chunks": [list(c) for c in q.chunks] if q.chunks else None,
+            "bits_per_value": q.bits_per_value, "nbytes": q.nbytes, "metrics": q.info.get("metrics", {})}
+
+
+def _info_text(info):
+    m = info["metrics"]
+    lines = [f"{info['store']}: {info['dtype']} {tuple(info['shape'])}",
+             f"  scheme: {json.dumps({k: v for k, v in info['scheme'].items() if k != 'format_version'})}",
+             f"  bits/value: {info['bits_per_value']:.4f} (side information included), {info['nbytes']} bytes"]
+    if m:
+        lines.append(f"  error: rmse {m['rmse']:.4g}, max abs {m['max_abs']:.4g}, "
+                     f"SQNR {m['sqnr_db']:.2f} dB, bias {m['bias']:.3g}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("store")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@_guard
+def info(store, as_json):
+    """Describe a quantized STORE: scheme, shape, bits/value with side information, error summary."""
+    from nquant.store import open as open_store
+
+    q = open_store(store)
+    d = _info_dict(store, q)
+    _emit(d, as_json, _info_text(d))
+
+
+@main.command()
+@click.argument("src")
+@click.argument("dst")
+@click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
+@_guard
+def dequantize(src, dst, overwrite):
+    """Write the dequantized values of the nquant group SRC to the Zarr array DST."""
+    from nquant.store import dequantize_zarr
+
+    arr = dequantize_zarr(src, dst, overwrite=overwrite)
+    click.echo(f"{dst}: {arr.dtype} {tuple(arr.shape)}")
+
+
+@main.command()
+@click.argument("store")
+@click.option("--source", required=True, help="The original array (Zarr path or .npy).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@_guard
+def verify(store, source, as_json):
+    """Recompute the error of STORE against its source array."""
+    from nquant.workflow import verify as verify_store
+
+    m = verify_store(store, _source(source))
+    _emit(m, as_json, f"{store}: rmse {m['rmse']:.4g}, max abs {m['max_abs']:.4g}, SQNR {m['sqnr_db']:.2f} dB, "
+          f"bias {m['bias']:.3g}, {m['bits_per_value']:.4f} bits/value")
+
+
+@main.command()
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE", help="Override a variable.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@_guard
+def plan(workflow, assignments, as_json):
+    """Dry run of WORKFLOW: shapes, chunks, bytes in/out, bits/value, tasks; computes nothing."""
+    from nquant import workflow as wf
+
+    rows = wf.plan(wf.load(workflow, wf.parse_assignments(assignments)))
+    lines = [f"{'job':<20} {'shape':<18} {'chunks':<16} {'MB in':>8} {'MB out':>8} {'bits/val':>8} {'tasks':>6}"]
+    for r in rows:
+        lines.append(f"{r['job']:<20} {str(tuple(r['shape'])):<18} {str(tuple(r['chunks'])):<16} "
+                     f"{r['bytes_in'] / 1e6:>8.2f} {r['bytes_out'] / 1e6:>8.2f} {r['bits_per_value']:>8.3f} "
+                     f"{r['tasks']:>6}")
+    _emit(rows, as_json, "\n".join(lines))
+
+
+def _run(workflow, assignments, overwrite, progress, scheduler, workers, threads_per_worker, memory_limit,
+         as_json):
+    from nquant import workflow as wf
+
+    spec = wf.load(workflow, wf.parse_assignments(assignments))
+    echo = (lambda s: click.echo(s, err=True)) if as_json else click.echo
+    report = wf.run(spec, overwrite=overwrite, progress=progress, echo=echo,
+                    scheduler_overrides={"scheduler": scheduler, "workers": workers,
+                                         "threads_per_worker": threads_per_worker, "memory_limit": memory_limit})
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        for j in report["jobs"]:
+            click.echo(f"  {j['job']:<24} {j.get('bits_per_value', float('nan')):7.3f} bits/value  "
+                       f"rmse {j.get('rmse', float('nan')):.4g}  SQNR {j.get('sqnr_db', float('nan')):6.2f} dB  "
+                       f"{j['throughput_mb_s']:8.1f} MB/s")
+        click.echo(f"report: {report['paths']['markdown']}")
+
+
+@main.command()
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE", help="Override a variable.")
+@click.option("--overwrite", is_flag=True, help="Start over (also into an output made by another spec).")
+@_cluster_options
+@_common
+@_guard
+def run(workflow, assignments, overwrite, scheduler, workers, threads_per_worker, memory_limit, as_json,
+        progress):
+    """Run WORKFLOW (a TOML file): sources, quantize, verify, report; resumes an interrupted run."""
+    _run(workflow, assignments, overwrite, progress, scheduler, workers, threads_per_worker, memory_limit,
+         as_json)
+
+
+def demo_workflow_path():
+    """Path of the packaged demo workflow (``workflows/demo.toml`` in the repository)."""
+    return str(resources.files("nquant") / "workflows" / "demo.toml")
+
+
+@main.command()
+@click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE",
+              help="Override a variable of the demo workflow (e.g. out=DIR, rows=512).")
+@click.option("--overwrite", is_flag=True, help="Start over.")
+@_cluster_options
+@_common
+@_guard
+def demo(assignments, overwrite, scheduler, workers, threads_per_worker, memory_limit, as_json, progress):
+    """The main job: make a synthetic Zarr store, quantize it three ways on a local cluster, verify, report."""
+    _run(demo_workflow_path(), assignments, overwrite, progress, scheduler, workers, threads_per_worker,
+         memory_limit, as_json)
 
 
 if __name__ == "__main__":

@@ -113,7 +113,9 @@ class Uniform(Scheme):
         Signed codes drop ``-2^(b-1)`` (symmetric range ``[-qmax, qmax]``).
     nan : "raise" or "propagate"
         ``"propagate"`` reserves the top code for NaN (decoded back to NaN).
-    bins : int, histogram bins for ``percentile`` and ``mse``
+    bins : int or None
+        Histogram bins for ``percentile`` and ``mse``; default 2048 per tensor and
+        256 per channel (``axis``), which keeps a (channels, bins) histogram small.
     """
 
     type: ClassVar[str] = "uniform"
@@ -130,7 +132,7 @@ class Uniform(Scheme):
     signed: object = None
     narrow_range: bool = False
     nan: str = "raise"
-    bins: int = 2048
+    bins: object = None
 
     def __post_init__(self):
         def is_int(v):
@@ -182,13 +184,20 @@ class Uniform(Scheme):
             _fail("nan", self.nan, "'raise' or 'propagate'")
         if self.nan == "propagate" and self.bits < 2:
             _fail("bits", self.bits, "bits >= 2 with nan='propagate' (one code is reserved for NaN)")
-        if not is_int(self.bins) or self.bins < 16:
-            _fail("bins", self.bins, "an integer >= 16")
+        if self.bins is not None and (not is_int(self.bins) or self.bins < 16):
+            _fail("bins", self.bins, "None or an integer >= 16")
         qmin, qmax = self.qrange
         if qmax <= qmin or (self.symmetric and qmax < 1):
             _fail("bits", self.bits, "more bits: this code range leaves no room "
                   f"(qmin={qmin}, qmax={qmax} with signed={self.is_signed}, "
                   f"narrow_range={self.narrow_range}, nan={self.nan!r})")
+
+    @property
+    def hist_bins(self):
+        """Histogram bins used by ``percentile`` and ``mse`` calibration."""
+        if self.bins is not None:
+            return self.bins
+        return 2048 if self.axis is None else 256
 
     @property
     def is_signed(self):

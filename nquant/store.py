@@ -287,7 +287,7 @@ def _quantize_chunk(chunk, fam, scheme, params, start, global_shape, block_first
     return 1
 
 
-def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None):
+def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None, progress=False):
     """Quantize a Zarr array chunk by chunk into an nquant group, out of core.
 
     Parameters
@@ -302,6 +302,8 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
         (the parameters are read back, not refitted).
     client : distributed.Client, optional
         Run on this cluster (default: the current Dask scheduler).
+    progress : bool
+        Show a progress bar of the chunk tasks (local and distributed schedulers).
 
     Returns
     -------
@@ -311,12 +313,15 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
         return open(dst)
     fam = family(scheme)
     x = chunked.prepare(fam, scheme, _open_source(src))
+    if x.ndim:  # regular chunks: each task then writes whole Zarr chunks, never one another's
+        x = x.rechunk(tuple(c[0] for c in x.chunks))
     data_chunks = tuple(c[0] for c in x.chunks)
     location = _partial_location(dst)
     scheme_json = json.loads(scheme.to_json())
     meta = _try_meta(location)
-    fresh = not (resume and meta and meta.get("scheme") == scheme_json and meta.get("shape") == list(x.shape)
-                 and meta.get("chunks") == list(data_chunks) and meta.get("dtype") == np.dtype(x.dtype).str)
+    fresh = not (resume and meta and not meta.get("complete") and meta.get("scheme") == scheme_json
+                 and meta.get("shape") == list(x.shape) and meta.get("chunks") == list(data_chunks)
+                 and meta.get("dtype") == np.dtype(x.dtype).str and _has_array(location, "done"))
     blockwise = getattr(scheme, "block_size", None) is not None
     if fresh:
         if _is_local(dst) and os.path.exists(location):
@@ -331,24 +336,22 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
             params = _compute(chunked.fit(fam, scheme, x) if client is None else None, client, fam, scheme, x)
             specs = {name: (arr.shape[0], arr.dtype) for name, arr in params.items()}
         _create_arrays(group, scheme, x.shape, scheme.bits, data_chunks, specs)
-        nblocks = x.numblocks if x.ndim else (1,)
-        group.create_array("done", shape=nblocks, chunks=(1,) * len(nblocks), dtype=np.uint8,
-                           fill_value=0, overwrite=True)
-        group.create_array("chunk_stats", shape=nblocks + (5,), chunks=(1,) * len(nblocks) + (5,),
-                           dtype=np.float64, overwrite=True)
         if not blockwise:
             for name, arr in params.items():
                 group[name][...] = arr
+        # "done" last: a partial group that has it has its parameters (and can be resumed)
+        nblocks = x.numblocks if x.ndim else (1,)
+        group.create_array("chunk_stats", shape=nblocks + (5,), chunks=(1,) * len(nblocks) + (5,),
+                           dtype=np.float64, overwrite=True)
+        group.create_array("done", shape=nblocks, chunks=(1,) * len(nblocks), dtype=np.uint8,
+                           fill_value=0, overwrite=True)
     else:
         group = zarr.open_group(location, mode="r+")
         params = None if blockwise else {name: group[name][...] for name in _param_names(group)}
     done = group["done"][...]
     tasks = _chunk_tasks(x, fam, scheme, params, group, done)
     if tasks:
-        if client is not None:
-            client.compute(tasks, sync=True)
-        else:
-            dask.compute(*tasks)
+        run_tasks(tasks, client, progress)
     stats = group["chunk_stats"][...].reshape(-1, 5)
     merged = stats[0]
     for s in stats[1:]:
@@ -357,6 +360,23 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
                                    metrics_from_stats(merged), complete=True)
     _finish(location, dst)
     return open(dst)
+
+
+def run_tasks(tasks, client=None, progress=False):
+    """Compute delayed ``tasks`` on ``client`` or the current scheduler, with an optional progress bar."""
+    if client is not None:
+        futures = client.compute(tasks)
+        if progress:
+            from distributed import progress as distributed_progress
+
+            distributed_progress(futures)
+        return client.gather(futures)
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            return dask.compute(*tasks)
+    return dask.compute(*tasks)
 
 
 def _compute(params, client, fam, scheme, x):
@@ -370,6 +390,13 @@ def _block_param_dtypes(scheme):
     names = chunked._param_names(scheme)
     dtypes = chunked._param_dtypes(scheme)
     return {n: dtypes[n] for n in names}
+
+
+def _has_array(store, name):
+    try:
+        return name in _open_group(store).array_keys()
+    except StoreError:
+        return False
 
 
 def _param_names(group):

@@ -121,11 +121,11 @@ def partial_histogram(scheme, chunk, lo, hi, start=None, global_shape=None):
     gshape = shape if global_shape is None else global_shape
     flat = _flat(chunk)
     lay = layout(scheme, shape, start, gshape)
-    counts = np.zeros((len(lo), scheme.bins), np.int64)
+    counts = np.zeros((len(lo), scheme.hist_bins), np.int64)
     for part in lay.parts:
         if part.R and part.L:
             counts += stats.histogram_rows(part.view(flat), part.row_group, lay.col_step,
-                                           lo, hi, scheme.bins, numba.get_num_threads())
+                                           lo, hi, scheme.hist_bins, numba.get_num_threads())
     return {"counts": counts}
 
 

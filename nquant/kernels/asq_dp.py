@@ -28,22 +28,22 @@ from numba import get_num_threads
 
 from nquant.kernels._jit import jit, jit_parallel, prange
 from nquant.kernels.smawk import (
-    ACCEL_MAP,
-    ACCEL_SEARCH,
-    ACCEL_UNIT,
-    ASQ,
-    accel_cost,
-    accel_mid,
+    DIVIDE_AND_CONQUER,
+    SMAWK,
+    accel_map_cost,
+    accel_search_cost,
+    accel_unit_cost,
     asq_cost,
     layered_dp,
-    workspace,
+    mid_map,
+    mid_search,
+    mid_unit,
 )
 
 __all__ = [
-    "ASQ",
-    "ACCEL_UNIT",
-    "ACCEL_MAP",
-    "ACCEL_SEARCH",
+    "SMAWK",
+    "DIVIDE_AND_CONQUER",
+    "ACCEL",
     "is_sorted",
     "dedup_sorted",
     "build_table",
@@ -56,6 +56,14 @@ __all__ = [
     "approx_table",
     "objective_sorted_levels",
 ]
+
+ACCEL = {
+    "unit": (accel_unit_cost, mid_unit),
+    "map": (accel_map_cost, mid_map),
+    "search": (accel_search_cost, mid_search),
+}
+"""Cost and middle-index functions of accelerated QUIVER by weight type: ``"unit"`` (all
+weights 1), ``"map"`` (integer counts, with :func:`count_map`), ``"search"`` (any weights)."""
 
 # ----------------------------------------------------------------------------------------------
 # preprocessing
@@ -193,8 +201,8 @@ def count_map(wts, d):
 
 
 @jit
-def quiver_exact(tab, s):
-    """Exact QUIVER: the optimal ``s`` levels by ``s - 2`` SMAWK layers.
+def quiver_exact(tab, s, algo):
+    """Exact QUIVER: the optimal ``s`` levels by ``s - 2`` row-minima layers.
 
     Parameters
     ----------
@@ -202,6 +210,8 @@ def quiver_exact(tab, s):
         Prefix table from :func:`build_table`; ``n >= 2``.
     s : int
         Number of levels, ``>= 2``.
+    algo : int
+        ``SMAWK`` (O(n) per layer, the default of the API) or ``DIVIDE_AND_CONQUER``.
 
     Returns
     -------
@@ -212,20 +222,18 @@ def quiver_exact(tab, s):
 
     Notes
     -----
-    O(s n) time; memory 4 (s - 3) n bytes for the argmin table plus about 64 n bytes of rows and
-    scratch.
+    O(s n) time; memory 4 (s - 3) n bytes for the argmin table plus about 80 n bytes of rows
+    and scratch.
     """
     n = tab.shape[0]
+    aux = np.empty(0, dtype=np.uint32)
     idx = np.empty(s, dtype=np.int64)
     f0 = np.empty(n, dtype=np.float64)
     for j in range(n):
-        f0[j] = asq_cost(tab, 0, j)
+        f0[j] = asq_cost(tab, aux, 0, j)
     nlayers = s - 2
-    nk = max(nlayers - 1, 0)
-    ktab = np.empty((nk, n), dtype=np.uint32)
-    cols0, colbuf, vbuf, offs, cnts = workspace(n)
-    bmap = np.empty(0, dtype=np.uint32)
-    value, k_last = layered_dp(ASQ, tab, bmap, f0, nlayers, ktab, cols0, colbuf, vbuf, offs, cnts)
+    ktab = np.empty((max(nlayers - 1, 0), n), dtype=np.uint32)
+    value, k_last = layered_dp(asq_cost, tab, aux, f0, nlayers, ktab, algo)
     p = s - 1
     idx[p] = n - 1
     if nlayers > 0:
@@ -241,21 +249,24 @@ def quiver_exact(tab, s):
 
 
 @jit
-def quiver_accel(tab, s, kind, bmap):
-    """Accelerated QUIVER: two levels per SMAWK layer with the closed-form middle ``b*``.
+def quiver_accel(cost, mid, tab, aux, s, algo):
+    """Accelerated QUIVER: two levels per layer with the closed-form middle ``b*``.
 
     Parameters
     ----------
+    cost, mid : jitted functions
+        A pair from :data:`ACCEL`: ``"unit"`` (all weights 1), ``"map"`` (integer counts;
+        ``aux`` from :func:`count_map`) or ``"search"`` (any weights; ``b*`` by binary search,
+        an extra O(log n) per evaluation).
     tab : float64 array, shape (n, 4)
         Prefix table from :func:`build_table`; ``n >= 2``.
+    aux : uint32 array
+        Count map for ``"map"`` (else an empty uint32 array).
     s : int
         Number of levels, ``>= 2``.
-    kind : int
-        ``ACCEL_UNIT`` (all weights 1), ``ACCEL_MAP`` (integer counts, with ``bmap`` from
-        :func:`count_map`) or ``ACCEL_SEARCH`` (any weights; ``b*`` by binary search, an extra
-        O(log n) per evaluation).
-    bmap : uint32 array
-        Count map for ``ACCEL_MAP`` (else ignored).
+    algo : int
+        ``DIVIDE_AND_CONQUER`` (faster for this cost, see :mod:`nquant.kernels.smawk`) or
+        ``SMAWK``.
 
     Returns
     -------
@@ -267,8 +278,8 @@ def quiver_accel(tab, s, kind, bmap):
     Notes
     -----
     Even ``s`` starts from ``F_2 = C(0, .)``, odd ``s`` from ``F_3 = C2(0, .)``; then
-    ``floor(s/2) - 1`` layers.  O(s n) time (about half the layers of :func:`quiver_exact`,
-    each about twice as costly); memory 4 (s/2 - 2) n bytes of argmins plus O(n).
+    ``floor(s/2) - 1`` layers.  O(s n) (SMAWK) or O(s n log n) time; memory
+    4 (s/2 - 2) n bytes of argmins plus O(n).
     """
     n = tab.shape[0]
     idx = np.empty(s, dtype=np.int64)
@@ -276,16 +287,14 @@ def quiver_accel(tab, s, kind, bmap):
     f0 = np.empty(n, dtype=np.float64)
     if odd:
         for j in range(n):
-            f0[j] = accel_cost(kind, tab, bmap, 0, j)
+            f0[j] = cost(tab, aux, 0, j)
         nlayers = (s - 3) // 2
     else:
         for j in range(n):
-            f0[j] = asq_cost(tab, 0, j)
+            f0[j] = asq_cost(tab, aux, 0, j)
         nlayers = (s - 2) // 2
-    nk = max(nlayers - 1, 0)
-    ktab = np.empty((nk, n), dtype=np.uint32)
-    cols0, colbuf, vbuf, offs, cnts = workspace(n)
-    value, k_last = layered_dp(kind, tab, bmap, f0, nlayers, ktab, cols0, colbuf, vbuf, offs, cnts)
+    ktab = np.empty((max(nlayers - 1, 0), n), dtype=np.uint32)
+    value, k_last = layered_dp(cost, tab, aux, f0, nlayers, ktab, algo)
     p = s - 1
     j = n - 1
     idx[p] = j
@@ -295,13 +304,13 @@ def quiver_accel(tab, s, kind, bmap):
         else:
             k = np.int64(ktab[layer, j])
         p -= 1
-        idx[p] = accel_mid(kind, tab, bmap, k, j)
+        idx[p] = mid(tab, aux, k, j)
         p -= 1
         idx[p] = k
         j = k
     if odd:
         p -= 1
-        idx[p] = accel_mid(kind, tab, bmap, 0, j)
+        idx[p] = mid(tab, aux, 0, j)
     idx[0] = 0
     return idx, value
 
@@ -314,11 +323,12 @@ def zipml(tab, s):
     ties).  The reference against which the SMAWK solvers are checked.
     """
     n = tab.shape[0]
+    aux = np.empty(0, dtype=np.uint32)
     idx = np.empty(s, dtype=np.int64)
     fa = np.empty(n, dtype=np.float64)
     fb = np.empty(n, dtype=np.float64)
     for j in range(n):
-        fa[j] = asq_cost(tab, 0, j)
+        fa[j] = asq_cost(tab, aux, 0, j)
     nlayers = s - 2
     ktab = np.empty((max(nlayers, 0), n), dtype=np.uint32)
     for layer in range(nlayers):
@@ -329,7 +339,7 @@ def zipml(tab, s):
             best = np.inf
             arg = 0
             for k in range(j + 1):
-                v = fa[k] + asq_cost(tab, k, j)
+                v = fa[k] + asq_cost(tab, aux, k, j)
                 if v < best:
                     best = v
                     arg = k

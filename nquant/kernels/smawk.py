@@ -8,61 +8,75 @@ with a ``cost`` that satisfies the quadrangle (Monge) inequality
 ``cost(a, c) + cost(b, e) <= cost(a, e) + cost(b, c)`` for ``a <= b <= c <= e``: the exact and
 approximate QUIVER layers, the accelerated QUIVER layer (two levels per layer) and exact 1-D
 k-means.  The implicit matrix ``A[j, k] = F_old(k) + cost(k, j)`` (``+inf`` for ``k > j``) is then
-totally monotone, so SMAWK finds every row minimum in O(n) entry evaluations.
+totally monotone (leftmost row argmins are non-decreasing), so SMAWK finds every row minimum in
+O(n) entry evaluations.
 
-Design
-------
-Numba's nopython mode has no closures that cache well, so the cost is chosen by an integer
-``kind`` and evaluated by :func:`entry`, which dispatches to small inline cost functions over a
-shared *prefix table* ``tab`` of shape ``(n, 4)``, float64, C order (one cache line per index):
+Design: the cost is a jitted function passed as an argument
+-----------------------------------------------------------
+Every cost has the signature ``cost(tab, aux, k, j) -> float`` and reads a *prefix table*
+``tab`` of shape ``(n, 4)``, float64, C order (one 32-byte row per index, so an evaluation
+touches two or three cache lines), plus an optional auxiliary uint32 array ``aux``.  The
+machinery (:func:`row_minima`, :func:`row_minima_dc`, :func:`column_min`, :func:`layered_dp`)
+takes the cost function itself as its first argument.  Numba types a jitted function argument
+by its identity, so every (machinery, cost) pair is compiled once as a specialised kernel with a
+direct, inlinable call: no run-time dispatch, no closure, and it caches on disk.  (An integer
+``kind`` switch was measured first: it either costs a branch nest in the innermost loop or, with
+forced inlining of all kinds, 15-20 s of compile time per kernel.)
 
-==================  ====  =====================================================================
-kind                code  ``tab`` columns and cost
-==================  ====  =====================================================================
-``ASQ``             0     ``(x, W, P1, P2)`` with ``W, P1, P2`` cumulative sums of ``w, w x, w x^2``
-                          *including* index ``j``;  ``C(k, j) = sum_{k < i <= j} w_i (x_j - x_i)
-                          (x_i - x_k)`` (sum of stochastic-rounding variances), clamped at >= 0
-``ACCEL_UNIT``      1     as ``ASQ``; ``C2(k, j) = C(k, b*) + C(b*, j)`` with the closed-form
-                          middle index ``b* = ceil(t) - 1`` for unit weights (``W_b = b + 1``)
-``ACCEL_MAP``       2     as 1 for integer counts: ``b* = bmap[ceil(t) - 1]`` where ``bmap`` maps
-                          an expanded (repeated) position to its distinct index
-``ACCEL_SEARCH``    3     as 1 for arbitrary weights: ``b*`` by binary search of ``W`` in [k, j]
-``KMEANS``          4     ``(unused, W, S1, S2)`` over prefix positions ``0..n`` (row 0 = zeros);
-                          ``cost(k, j) = S2 - S1^2 / W`` over ``(k, j]`` (weighted SSE), >= 0
-==================  ====  =====================================================================
+==========================  =====================================================================
+cost                        ``tab`` columns and value
+==========================  =====================================================================
+:func:`asq_cost`            ``(x, W, P1, P2)``: ``W, P1, P2`` cumulative sums of ``w, w x, w x^2``
+                            *including* index ``j``;  ``C(k, j) = sum_{k < i <= j} w_i (x_j - x_i)
+                            (x_i - x_k)`` (sum of stochastic-rounding variances), clamped >= 0
+:func:`accel_unit_cost`     same table; ``C2(k, j) = min_b C(k, b) + C(b, j)`` with the closed-form
+                            middle ``b* = ceil(t) - 1`` for unit weights (``W_b = b + 1``)
+:func:`accel_map_cost`      same for integer counts: ``b* = aux[ceil(t) - 1]``, ``aux`` mapping an
+                            expanded (repeated) position to its distinct index
+:func:`accel_search_cost`   same for arbitrary weights: ``b*`` by binary search of ``W`` in [k, j]
+:func:`kmeans_cost`         ``(unused, W, S1, S2)`` over prefix positions ``0..n`` (row 0 = zeros);
+                            weighted SSE ``S2 - S1^2 / W`` over ``(k, j]``, clamped >= 0
+==========================  =====================================================================
 
-``t = (x_j W_j - x_k W_k - (P1_j - P1_k)) / (x_j - x_k)``: the middle value ``b`` is optimal iff
-``W_b >= t > W_{b-1}``, i.e. the right-slope ``G(b) = (P1_j - P1_k) - x_k (W_b - W_k)
+``t = (x_j W_j - x_k W_k - (P1_j - P1_k)) / (x_j - x_k)``: the middle value ``x_b`` is optimal iff
+``W_b >= t > W_{b-1}``, i.e. where the right-slope ``G(b) = (P1_j - P1_k) - x_k (W_b - W_k)
 - x_j (W_j - W_b)`` of the piecewise-linear cost first becomes >= 0 (QUIVER.md section 2).  The
-float ``t`` is clamped to ``[k, j]`` and corrected by one step with the sign of ``G`` computed
-from the prefix sums; ``x_j == x_k`` gives ``b* = k`` (cost 0).
+float ``t`` is ceiled and clamped to ``[k, j]``; when ``t`` is within a rounding tolerance of an
+integer the choice is corrected by one step with the sign of ``G``; ``x_j == x_k`` gives
+``b* = k`` (cost 0).
 
-SMAWK is iterative with preallocated buffers (:func:`workspace`): level ``t`` works on rows
-``2^t - 1 + i 2^t`` (implicit, no row lists), REDUCE keeps a stack of at most ``n_t`` columns
-in a slice of one column buffer (sizes sum to < 2n) together with the cached stack values, and
-INTERPOLATE walks the levels back down with one forward pointer per level.  Ties resolve to the
-smallest column index (leftmost minimum).
+Two row-minima algorithms share the costs:
 
-Complexity: one :func:`row_minima` call costs O(n) entry evaluations (about 6-8 n in
-practice) and no allocation.  Memory of :func:`workspace`: about 24 n bytes.
+- :func:`row_minima`, SMAWK, iterative with preallocated buffers (:func:`workspace`): level
+  ``t`` works on rows ``2^t - 1 + i 2^t`` (implicit, no row lists); REDUCE keeps a stack of at
+  most ``n_t`` columns in a slice of one column buffer (sizes sum to < 2n) with the cached stack
+  values (a popped comparison's value is reused for the push); INTERPOLATE walks the levels back
+  down with one forward pointer per level.  O(n) evaluations (about 9 n measured), but each
+  REDUCE step depends on the previous comparison, so it is bound by the latency of one
+  evaluation.
+- :func:`row_minima_dc`, divide and conquer over rows, no scratch: O(n log n) evaluations that
+  are independent of each other (throughput bound).  Faster for the accelerated cost, whose
+  evaluation has a long latency (a division, then a dependent load of ``tab[b*]``).
+
+Ties resolve to the smallest column index (leftmost minimum) in both.
 """
 
 import numpy as np
 
 from nquant.kernels._jit import jit
 
-ASQ = 0
-ACCEL_UNIT = 1
-ACCEL_MAP = 2
-ACCEL_SEARCH = 3
-KMEANS = 4
-
 _MAX_LEVELS = 64
 
+SMAWK = 0
+DIVIDE_AND_CONQUER = 1
 
-@jit
-def asq_cost(tab, k, j):
-    """``C(k, j)`` of the ASQ objective from the prefix table (kind ``ASQ``), clamped at >= 0."""
+# ----------------------------------------------------------------------------------------------
+# costs: cost(tab, aux, k, j), k <= j
+# ----------------------------------------------------------------------------------------------
+
+
+@jit(inline="always")
+def _asq(tab, k, j):
     xk = tab[k, 0]
     xj = tab[j, 0]
     c = (xj + xk) * (tab[j, 2] - tab[k, 2]) - xj * xk * (tab[j, 1] - tab[k, 1]) - (tab[j, 3] - tab[k, 3])
@@ -72,8 +86,14 @@ def asq_cost(tab, k, j):
 
 
 @jit
-def kmeans_cost(tab, k, j):
-    """Weighted within-interval SSE over prefix positions ``(k, j]`` (kind ``KMEANS``), >= 0."""
+def asq_cost(tab, aux, k, j):
+    """``C(k, j)``: sum of rounding variances of the values in ``(x_k, x_j]``, clamped >= 0."""
+    return _asq(tab, k, j)
+
+
+@jit
+def kmeans_cost(tab, aux, k, j):
+    """Weighted within-interval SSE over prefix positions ``(k, j]``, clamped >= 0."""
     w = tab[j, 1] - tab[k, 1]
     if w <= 0.0:
         return 0.0
@@ -84,14 +104,14 @@ def kmeans_cost(tab, k, j):
     return 0.0
 
 
-@jit
+@jit(inline="always")
 def _slope(tab, k, b, j):
     """Right-slope ``G(b)`` of the cost of ``[x_k, x_j]`` with one middle value at ``x_b``."""
     return (tab[j, 2] - tab[k, 2]) - tab[k, 0] * (tab[b, 1] - tab[k, 1]) - tab[j, 0] * (tab[j, 1] - tab[b, 1])
 
 
-@jit
-def _near_integer_fix(tab, k, j, b, t, c, tol):
+@jit(inline="always")
+def _fix(tab, k, j, b, t, c, tol):
     """One-step correction of ``b`` by the slope sign when ``t`` is within ``tol`` of an integer."""
     if c - t < tol or t - (c - 1.0) < tol:
         if b > k and _slope(tab, k, b - 1, j) >= 0.0:
@@ -101,9 +121,30 @@ def _near_integer_fix(tab, k, j, b, t, c, tol):
     return b
 
 
+@jit(inline="always")
+def _split(tab, k, b, j):
+    """``C(k, b) + C(b, j)``, each clamped at >= 0 (shares the loads of ``tab[b]``)."""
+    xk = tab[k, 0]
+    xj = tab[j, 0]
+    xb = tab[b, 0]
+    wb = tab[b, 1]
+    ab = tab[b, 2]
+    qb = tab[b, 3]
+    c1 = (xb + xk) * (ab - tab[k, 2]) - xb * xk * (wb - tab[k, 1]) - (qb - tab[k, 3])
+    c2 = (xj + xb) * (tab[j, 2] - ab) - xj * xb * (tab[j, 1] - wb) - (tab[j, 3] - qb)
+    if c1 < 0.0:
+        c1 = 0.0
+    if c2 < 0.0:
+        c2 = 0.0
+    return c1 + c2
+
+
 @jit
-def mid_unit(tab, k, j):
-    """``b*(k, j)`` for unit weights (``W_b = b + 1``): ``ceil(t) - 1`` clamped to ``[k, j]``."""
+def mid_unit(tab, aux, k, j):
+    """``b*(k, j)`` for unit weights (``W_b = b + 1``): ``ceil(t) - 1`` clamped to ``[k, j]``.
+
+    Returns ``k`` when ``x_j == x_k`` or ``j - k < 2`` (no interior point).
+    """
     xk = tab[k, 0]
     xj = tab[j, 0]
     if j - k < 2 or not (xj > xk):
@@ -121,12 +162,12 @@ def mid_unit(tab, k, j):
     else:
         b = np.int64(pf)
     tol = 1e-10 * (abs(xj * wj) + abs(xk * wk) + abs(dp)) / (xj - xk)
-    return _near_integer_fix(tab, k, j, b, t, c, tol)
+    return _fix(tab, k, j, b, t, c, tol)
 
 
 @jit
-def mid_map(tab, bmap, k, j):
-    """``b*(k, j)`` for integer counts: ``bmap[ceil(t) - 1]`` clamped to ``[k, j]``."""
+def mid_map(tab, aux, k, j):
+    """``b*(k, j)`` for integer counts: ``aux[ceil(t) - 1]`` clamped to ``[k, j]``."""
     xk = tab[k, 0]
     xj = tab[j, 0]
     if j - k < 2 or not (xj > xk):
@@ -137,23 +178,23 @@ def mid_map(tab, bmap, k, j):
     t = (xj * wj - xk * wk - dp) / (xj - xk)
     c = np.ceil(t)
     pf = c - 1.0
-    pmax = bmap.shape[0] - 1
+    pmax = aux.shape[0] - 1
     if pf <= 0.0:
-        b = np.int64(bmap[0])
+        b = np.int64(aux[0])
     elif pf >= pmax:
-        b = np.int64(bmap[pmax])
+        b = np.int64(aux[pmax])
     else:
-        b = np.int64(bmap[np.int64(pf)])
+        b = np.int64(aux[np.int64(pf)])
     if b < k:
         b = k
     elif b > j:
         b = j
     tol = 1e-10 * (abs(xj * wj) + abs(xk * wk) + abs(dp)) / (xj - xk)
-    return _near_integer_fix(tab, k, j, b, t, c, tol)
+    return _fix(tab, k, j, b, t, c, tol)
 
 
 @jit
-def mid_search(tab, k, j):
+def mid_search(tab, aux, k, j):
     """``b*(k, j)`` for arbitrary weights: smallest ``b`` in ``(k, j]`` with ``W_b >= t``."""
     xk = tab[k, 0]
     xj = tab[j, 0]
@@ -172,82 +213,38 @@ def mid_search(tab, k, j):
 
 
 @jit
-def accel_mid(kind, tab, bmap, k, j):
-    """Optimal middle index ``b*(k, j)`` in ``[k, j]`` for the accelerated QUIVER cost.
-
-    Returns ``k`` when ``x_j == x_k`` or ``j - k < 2`` (no interior point).  For kinds
-    ``ACCEL_UNIT`` / ``ACCEL_MAP`` the float ``t`` is ceiled and clamped; only when ``t`` lies
-    within a rounding tolerance of an integer is the choice re-checked with the sign of the
-    slope ``G`` (one step), so the common path needs no extra loads.
-    """
-    if kind == ACCEL_UNIT:
-        return mid_unit(tab, k, j)
-    if kind == ACCEL_MAP:
-        return mid_map(tab, bmap, k, j)
-    return mid_search(tab, k, j)
+def accel_unit_cost(tab, aux, k, j):
+    """``C2(k, j)``: cost of ``[x_k, x_j]`` with the optimal extra level (unit weights)."""
+    return _split(tab, k, mid_unit(tab, aux, k, j), j)
 
 
 @jit
-def split_cost(tab, k, b, j):
-    """``C(k, b) + C(b, j)``, each clamped at >= 0."""
-    xk = tab[k, 0]
-    xj = tab[j, 0]
-    xb = tab[b, 0]
-    wb = tab[b, 1]
-    ab = tab[b, 2]
-    qb = tab[b, 3]
-    c1 = (xb + xk) * (ab - tab[k, 2]) - xb * xk * (wb - tab[k, 1]) - (qb - tab[k, 3])
-    c2 = (xj + xb) * (tab[j, 2] - ab) - xj * xb * (tab[j, 1] - wb) - (tab[j, 3] - qb)
-    if c1 < 0.0:
-        c1 = 0.0
-    if c2 < 0.0:
-        c2 = 0.0
-    return c1 + c2
+def accel_map_cost(tab, aux, k, j):
+    """``C2(k, j)`` for integer counts (``aux`` from ``asq_dp.count_map``)."""
+    return _split(tab, k, mid_map(tab, aux, k, j), j)
 
 
 @jit
-def accel_cost(kind, tab, bmap, k, j):
-    """``C2(k, j) = min_b C(k, b) + C(b, j)``: the cost of ``[x_k, x_j]`` with one extra level."""
-    if kind == ACCEL_UNIT:
-        return split_cost(tab, k, mid_unit(tab, k, j), j)
-    if kind == ACCEL_MAP:
-        return split_cost(tab, k, mid_map(tab, bmap, k, j), j)
-    return split_cost(tab, k, mid_search(tab, k, j), j)
+def accel_search_cost(tab, aux, k, j):
+    """``C2(k, j)`` for arbitrary weights (binary search, O(log n))."""
+    return _split(tab, k, mid_search(tab, aux, k, j), j)
 
 
-@jit
-def cost(kind, tab, bmap, k, j):
-    """The interval cost of ``kind`` for source ``k`` and target ``j`` (``k <= j``)."""
-    if kind == ASQ:
-        return asq_cost(tab, k, j)
-    if kind == KMEANS:
-        return kmeans_cost(tab, k, j)
-    if kind == ACCEL_UNIT:
-        return split_cost(tab, k, mid_unit(tab, k, j), j)
-    if kind == ACCEL_MAP:
-        return split_cost(tab, k, mid_map(tab, bmap, k, j), j)
-    return split_cost(tab, k, mid_search(tab, k, j), j)
-
-
-@jit
-def entry(kind, tab, bmap, base, k, j):
-    """Matrix entry ``A[j, k] = base[k] + cost(k, j)``, ``+inf`` when ``k > j``."""
-    if k > j:
-        return np.inf
-    return base[k] + cost(kind, tab, bmap, k, j)
+# ----------------------------------------------------------------------------------------------
+# row minima
+# ----------------------------------------------------------------------------------------------
 
 
 @jit
 def workspace(n):
     """Scratch buffers for :func:`row_minima` on up to ``n`` rows and columns.
 
-    Returns ``(cols0, colbuf, vbuf, offs, cnts)``: ``cols0 = arange(n)`` (int64), the column
-    buffer (int64, ``2 n + 64``), the stack values (float64, ``n``) and two int64 arrays of
-    per-level offsets and counts.  About 32 n bytes; allocate once per DP, reuse per layer.
+    Returns ``(colbuf, vbuf, offs, cnts)``: the column buffer (int64, ``2 n + 64``), the stack
+    values (float64, ``n``) and two int64 arrays of per-level offsets and counts.  About 24 n
+    bytes; allocate once per DP and reuse for every layer.
     """
     n = max(n, 1)
     return (
-        np.arange(n, dtype=np.int64),
         np.empty(2 * n + _MAX_LEVELS, dtype=np.int64),
         np.empty(n, dtype=np.float64),
         np.empty(_MAX_LEVELS, dtype=np.int64),
@@ -256,33 +253,33 @@ def workspace(n):
 
 
 @jit
-def row_minima(kind, tab, bmap, base, n, cols0, colbuf, vbuf, offs, cnts, fout, kout):
+def row_minima(cost, tab, aux, base, n, colbuf, vbuf, offs, cnts, fout, kout):
     """All row minima of ``A[j, k] = base[k] + cost(k, j)`` (``k <= j``), ``j, k`` in ``[0, n)``.
 
     Parameters
     ----------
-    kind : int
-        Cost selector (module constants ``ASQ``, ``ACCEL_*``, ``KMEANS``).
+    cost : jitted function ``cost(tab, aux, k, j) -> float``
+        An interval cost with the quadrangle inequality (module docstring).
     tab : float64 array, shape (>= n, 4), C order
-        Prefix table of the cost (see the module docstring).
-    bmap : uint32 array, shape (d,)
-        Expanded-position to distinct-index map (kind ``ACCEL_MAP`` only; else any array).
+        Prefix table of the cost.
+    aux : uint32 array
+        Auxiliary array of the cost (e.g. the count map), else any (empty) uint32 array.
     base : float64 array, shape (>= n,)
         Previous DP layer ``F_old``.
     n : int
         Number of rows (targets ``j``) and columns (sources ``k``).
-    cols0, colbuf, vbuf, offs, cnts : arrays
-        Scratch from :func:`workspace` (``cols0`` must be ``arange``).
+    colbuf, vbuf, offs, cnts : arrays
+        Scratch from :func:`workspace`.
     fout : float64 array, shape (>= n,)
-        Output: ``F_new(j) = min_k A[j, k]`` (must not alias ``base``).
-    kout : integer array, shape (>= n,)
+        Output ``F_new(j) = min_k A[j, k]`` (must not alias ``base``).
+    kout : int64 array, shape (>= n,)
         Output: the smallest minimising ``k`` for every ``j``.
 
     Notes
     -----
     SMAWK (Aggarwal, Klawe, Moran, Shor, Wilber 1987), iterative.  O(n) time, no allocation.
-    Requires the quadrangle inequality of ``cost``; with rounding errors of the prefix sums the
-    result is optimal up to those errors.
+    Relies on the quadrangle inequality of ``cost``; with the rounding errors of the prefix sums
+    the result is optimal up to those errors.
     """
     if n <= 0:
         return
@@ -299,23 +296,32 @@ def row_minima(kind, tab, bmap, base, n, cols0, colbuf, vbuf, offs, cnts, fout, 
         out = pos
         for q in range(in_len):
             if t == 0:
-                c = cols0[q]
+                c = q
             else:
                 c = colbuf[in_start + q]
-            while True:
-                if k == 0:
-                    colbuf[out] = c
-                    vbuf[0] = entry(kind, tab, bmap, base, c, first)
-                    k = 1
-                    break
-                v = entry(kind, tab, bmap, base, c, first + (k - 1) * step)
+            # pop while the top of the stack loses to c on its own row; a popped comparison's
+            # value A[row(k), c] is the value needed when c is then pushed at position k
+            have = False
+            vnext = 0.0
+            while k > 0:
+                r = first + (k - 1) * step
+                v = np.inf
+                if c <= r:
+                    v = base[c] + cost(tab, aux, c, r)
                 if vbuf[k - 1] <= v:
-                    if k < nt:
-                        colbuf[out + k] = c
-                        vbuf[k] = entry(kind, tab, bmap, base, c, first + k * step)
-                        k += 1
                     break
                 k -= 1
+                have = True
+                vnext = v
+            if k < nt:
+                if not have:
+                    r = first + k * step
+                    vnext = np.inf
+                    if c <= r:
+                        vnext = base[c] + cost(tab, aux, c, r)
+                colbuf[out + k] = c
+                vbuf[k] = vnext
+                k += 1
         offs[t] = out
         cnts[t] = k
         in_start = out
@@ -324,7 +330,7 @@ def row_minima(kind, tab, bmap, base, n, cols0, colbuf, vbuf, offs, cnts, fout, 
         if nt == 1:
             break
         t += 1
-    # top level: a single row
+    # top level: a single row, whose minimum is the one surviving column
     top = (1 << t) - 1
     kout[top] = colbuf[offs[t]]
     fout[top] = vbuf[0]
@@ -347,10 +353,11 @@ def row_minima(kind, tab, bmap, base, n, cols0, colbuf, vbuf, offs, cnts, fout, 
             arg = colbuf[p]
             while True:
                 c = colbuf[p]
-                v = entry(kind, tab, bmap, base, c, r)
-                if v < best:
-                    best = v
-                    arg = c
+                if c <= r:
+                    v = base[c] + cost(tab, aux, c, r)
+                    if v < best:
+                        best = v
+                        arg = c
                 if c >= stop or p >= last:
                     break
                 p += 1
@@ -359,14 +366,12 @@ def row_minima(kind, tab, bmap, base, n, cols0, colbuf, vbuf, offs, cnts, fout, 
 
 
 @jit
-def row_minima_dc(kind, tab, bmap, base, n, fout, kout):
+def row_minima_dc(cost, tab, aux, base, n, fout, kout):
     """Same result as :func:`row_minima` by divide and conquer over rows (no scratch).
 
     Rows are processed top-down by levels: row ``r`` with ``r + 1`` an odd multiple of ``2^t``
-    scans the columns between the argmins of rows ``r - 2^t`` and ``r + 2^t`` (monotone
-    argmins).  O(n log n) evaluations, but the scans are independent evaluations (throughput
-    bound) whereas SMAWK's REDUCE is a chain of dependent comparisons (latency bound); which one
-    is faster depends on the cost (see :func:`layered_dp`).
+    scans the columns between the argmins of rows ``r - 2^t`` and ``r + 2^t`` (leftmost argmins
+    are monotone).  O(n log n) evaluations, independent of each other.
     """
     if n <= 0:
         return
@@ -388,7 +393,7 @@ def row_minima_dc(kind, tab, bmap, base, n, fout, kout):
             best = np.inf
             arg = lo
             for k in range(lo, hi + 1):
-                v = base[k] + cost(kind, tab, bmap, k, r)
+                v = base[k] + cost(tab, aux, k, r)
                 if v < best:
                     best = v
                     arg = k
@@ -398,12 +403,12 @@ def row_minima_dc(kind, tab, bmap, base, n, fout, kout):
 
 
 @jit
-def column_min(kind, tab, bmap, base, j):
+def column_min(cost, tab, aux, base, j):
     """``min_{k <= j} base[k] + cost(k, j)`` and its smallest argmin (one column, O(j))."""
     best = np.inf
     arg = 0
     for k in range(j + 1):
-        v = base[k] + cost(kind, tab, bmap, k, j)
+        v = base[k] + cost(tab, aux, k, j)
         if v < best:
             best = v
             arg = k
@@ -411,20 +416,22 @@ def column_min(kind, tab, bmap, base, j):
 
 
 @jit
-def layered_dp(kind, tab, bmap, f0, nlayers, ktab, cols0, colbuf, vbuf, offs, cnts):
-    """Run ``nlayers`` DP layers from ``f0`` and return the last layer's value at ``j = n - 1``.
+def layered_dp(cost, tab, aux, f0, nlayers, ktab, algo):
+    """Run ``nlayers`` DP layers from ``f0``; return the last layer's value at ``j = n - 1``.
 
     Parameters
     ----------
-    kind, tab, bmap : see :func:`row_minima`
+    cost, tab, aux : see :func:`row_minima`
     f0 : float64 array, shape (n,)
-        First layer ``F_1``; ``n = f0.shape[0]``.  Not modified.
+        First layer; ``n = f0.shape[0]``.  Not modified.
     nlayers : int
-        Number of layers to add (>= 0).  Layers ``1 .. nlayers - 1`` are full SMAWK passes
+        Number of layers to add (>= 0).  Layers ``1 .. nlayers - 1`` are full row-minima passes
         (their argmins go to ``ktab[layer - 1]``); the last one is a single column scan for
         ``j = n - 1`` (its argmin is returned).
     ktab : uint32 array, shape (>= max(nlayers - 1, 0), n)
         Argmin table for the walk back.
+    algo : int
+        ``SMAWK`` (0) or ``DIVIDE_AND_CONQUER`` (1).
 
     Returns
     -------
@@ -435,7 +442,8 @@ def layered_dp(kind, tab, bmap, f0, nlayers, ktab, cols0, colbuf, vbuf, offs, cn
 
     Notes
     -----
-    O(nlayers n) time; memory: two float64 rows of n plus ``ktab`` (4 bytes per entry).
+    O(nlayers n) time with SMAWK (O(nlayers n log n) with divide and conquer); memory: two
+    float64 rows, an int64 row and the SMAWK scratch (about 48 n bytes) plus ``ktab``.
     """
     n = f0.shape[0]
     if nlayers == 0:
@@ -443,12 +451,16 @@ def layered_dp(kind, tab, bmap, f0, nlayers, ktab, cols0, colbuf, vbuf, offs, cn
     fa = f0.copy()
     fb = np.empty(n, dtype=np.float64)
     kbuf = np.empty(n, dtype=np.int64)
+    colbuf, vbuf, offs, cnts = workspace(n if algo == SMAWK else 1)
     for layer in range(nlayers - 1):
-        row_minima(kind, tab, bmap, fa, n, cols0, colbuf, vbuf, offs, cnts, fb, kbuf)
+        if algo == SMAWK:
+            row_minima(cost, tab, aux, fa, n, colbuf, vbuf, offs, cnts, fb, kbuf)
+        else:
+            row_minima_dc(cost, tab, aux, fa, n, fb, kbuf)
         krow = ktab[layer]
         for j in range(n):
             krow[j] = kbuf[j]
         tmp = fa
         fa = fb
         fb = tmp
-    return column_min(kind, tab, bmap, fa, n - 1)
+    return column_min(cost, tab, aux, fa, n - 1)

@@ -1,0 +1,370 @@
+"""Blockwise absmax quantization (QLoRA / bitsandbytes NF4) and double quantization.
+
+The data is a flat, contiguous float32 array cut into blocks of ``block_size`` consecutive
+values (the last block may be partial), as bitsandbytes does for ``quantize_4bit``.  The API
+casts float64 input to float32 first, as bitsandbytes does.
+
+Encoding rule, bit-identical to bitsandbytes' CPU ``quantize_4bit`` (0.50.2, checked against
+golden vectors in ``tests/fixtures/bnb_nf4_golden.npz``):
+
+- ``absmax[b] = max |x|`` over block ``b`` (float32, exact).  A block holding a NaN gets a
+  NaN absmax, one holding an inf an inf absmax, so the API checks finiteness on the absmax
+  vector (1/block_size of the data) instead of the data.
+- full blocks: ``y = x * (1 / max(absmax, 1e-38))`` with the reciprocal rounded to float32;
+  the last, partial block: ``y = x / max(absmax, 1e-38)`` (bitsandbytes divides there).
+- ``code = #{i : y > m[i]}`` with float32 midpoints ``m[i] = (l[i] + l[i+1]) / 2`` computed in
+  float32: the nearest level, a value at a (float32) midpoint going to the LOWER level.
+  (``y`` is clamped to [-1, 1] first; that only matters for levels outside [-1, 1].)
+- an all-zero block has ``absmax == 0``, every ``y == 0``, so its codes are the nearest level
+  to 0 (NF4: code 7, the level 0.0) and it decodes to exactly 0.  bitsandbytes stores
+  ``1e-38`` instead of 0 as the absmax of an all-zero *partial last* block (it clamps before
+  storing there only); the codes agree, the stored absmax differs.  A block whose absmax is
+  below 1e-38 (subnormal) is scaled by 1e38, as in bitsandbytes, not by ``1/absmax``.
+
+Decoding: ``x_hat = levels[code] * absmax[block]`` in float32.
+
+4-bit packing is fused into encode and decode (``packed=True``): two codes per byte, the
+first value in the HIGH nibble (bitsandbytes' order, and nquant's MSB-first bit stream); an
+odd count leaves the last low nibble 0.  Packing needs an even ``block_size`` (blocks then
+start on byte boundaries).
+
+Double quantization (QLoRA): the float32 absmax vector minus its mean ``offset`` is quantized
+blockwise (block 256) with bitsandbytes' 8-bit dynamic map, with bitsandbytes' CPU 8-bit rule
+(:func:`quantize_blockwise_lut8`), see :func:`double_quantize`.
+"""
+
+import numpy as np
+
+from nquant.grids import dynamic_map
+from nquant.kernels._jit import jit, jit_parallel, prange
+from nquant.kernels.codebook1d import LUT_SIZE, MAX_CORRECTIONS, _search_binary, _search_lut, build_lut32
+
+__all__ = [
+    "blockwise_absmax",
+    "quantize_blockwise",
+    "absmax_quantize_blockwise",
+    "dequantize_blockwise",
+    "quantize_blockwise_lut8",
+    "double_quantize",
+    "double_dequantize",
+    "DOUBLE_QUANT_BLOCK",
+]
+
+TASK_VALUES = 16384
+"""Values per parallel task (rounded to whole blocks)."""
+
+DOUBLE_QUANT_BLOCK = 256
+_TINY = np.float32(1e-38)
+_ABS = np.uint32(0x7FFFFFFF)
+_F1 = np.float32(1.0)
+_DYNAMIC = dynamic_map(signed=True)
+_DYNAMIC.setflags(write=False)
+
+
+@jit
+def _absmax(xb):
+    """max |x| of a float32 slice through integer compares (vectorizes; NaN wins over inf)."""
+    xi = xb.view(np.uint32)
+    m = np.uint32(0)
+    for i in range(xi.shape[0]):
+        v = np.uint32(xi[i] & _ABS)
+        m = v if v > m else m
+    return np.uint32(m).view(np.float32)
+
+
+@jit
+def _blocks_per_task(block_size):
+    return max(1, TASK_VALUES // block_size)
+
+
+@jit_parallel
+def blockwise_absmax(xflat, block_size, out_absmax):
+    """Absolute maximum of each block of ``block_size`` consecutive values.
+
+    Parameters
+    ----------
+    xflat : ndarray of shape (n,), float32, contiguous (may be read-only)
+    block_size : int >= 1
+    out_absmax : ndarray of shape (ceil(n / block_size),), float32, written
+        NaN for a block holding a NaN, inf for one holding an inf (and no NaN).
+    """
+    n = xflat.shape[0]
+    nb = (n + block_size - 1) // block_size
+    per = _blocks_per_task(block_size)
+    for t in prange((nb + per - 1) // per):
+        for b in range(t * per, min(nb, t * per + per)):
+            s = b * block_size
+            out_absmax[b] = _absmax(xflat[s:min(n, s + block_size)])
+
+
+@jit
+def _midpoint_thresholds(levels, thr):
+    """bitsandbytes' float32 midpoints, adjusted for its clamp of y to [-1, 1]; +inf padded."""
+    K = levels.shape[0]
+    for i in range(K - 1):
+        m = (np.float32(levels[i]) + np.float32(levels[i + 1])) / np.float32(2.0)
+        if m < -_F1:
+            m = -np.inf
+        elif m >= _F1:
+            m = np.inf
+        thr[i] = m
+    for i in range(K - 1, thr.shape[0]):
+        thr[i] = np.inf
+
+
+@jit
+def _encode_block(xb, a, divide, lut, thr, nc, table, nsteps, ob):
+    ac = a if a > _TINY else _TINY
+    if divide:
+        for j in range(xb.shape[0]):
+            y = xb[j] / ac
+            ob[j] = _search_lut(y, lut, thr, nc) if nc >= 0 else _search_binary(y, table, nsteps)
+    else:
+        sc = _F1 / ac
+        if nc == 1 or nc == 0:
+            for j in range(xb.shape[0]):
+                ob[j] = _search_lut(xb[j] * sc, lut, thr, 1)
+        elif nc == 2:
+            for j in range(xb.shape[0]):
+                ob[j] = _search_lut(xb[j] * sc, lut, thr, 2)
+        else:
+            for j in range(xb.shape[0]):
+                ob[j] = _search_binary(xb[j] * sc, table, nsteps)
+
+
+@jit
+def _pack_nibbles(codes, out):
+    """out[k] = codes[2k] << 4 | codes[2k+1] (the last low nibble 0 for an odd count)."""
+    m = codes.shape[0]
+    h = m // 2
+    for k in range(h):
+        out[k] = (codes[2 * k] << np.uint8(4)) | codes[2 * k + 1]
+    if m % 2:
+        out[h] = codes[m - 1] << np.uint8(4)
+
+
+@jit
+def _encode_task(xflat, absmax, block_size, b0, b1, fused, packed, lut, thr, nc, table, nsteps,
+                 out, scratch):
+    n = xflat.shape[0]
+    s0 = b0 * block_size
+    s1 = min(n, b1 * block_size)
+    for b in range(b0, b1):
+        s = b * block_size
+        e = min(n, s + block_size)
+        xb = xflat[s:e]
+        if fused:
+            a = _absmax(xb)
+            absmax[b] = a
+        else:
+            a = absmax[b]
+        if packed:
+            ob = scratch[s - s0:e - s0]
+        else:
+            ob = out[s:e]
+        _encode_block(xb, a, e - s < block_size, lut, thr, nc, table, nsteps, ob)
+    if packed:
+        _pack_nibbles(scratch[:s1 - s0], out[s0 // 2:(s1 + 1) // 2])
+
+
+@jit_parallel
+def _encode(xflat, absmax, block_size, levels, out, fused, packed):
+    n = xflat.shape[0]
+    K = levels.shape[0]
+    nsteps = 0
+    while (1 << nsteps) < K:
+        nsteps += 1
+    thr = np.empty(max(1 << nsteps, K + MAX_CORRECTIONS + 1), np.float32)
+    _midpoint_thresholds(levels, thr)
+    lut = np.empty(LUT_SIZE, np.uint8)
+    worst = build_lut32(thr, K - 1, lut)
+    nc = worst if worst <= MAX_CORRECTIONS else -1
+    nb = (n + block_size - 1) // block_size
+    per = _blocks_per_task(block_size)
+    for t in prange((nb + per - 1) // per):
+        scratch = np.empty(per * block_size if packed else 0, np.uint8)
+        _encode_task(xflat, absmax, block_size, t * per, min(nb, t * per + per), fused, packed,
+                     lut, thr, nc, thr, nsteps, out, scratch)
+
+
+def quantize_blockwise(xflat, absmax, block_size, levels, out_codes, packed=False):
+    """Code each value to the nearest level after scaling by its block's absmax (NF4 rule).
+
+    Parameters
+    ----------
+    xflat : ndarray of shape (n,), float32, contiguous (may be read-only)
+    absmax : ndarray of shape (ceil(n / block_size),), float32
+        From :func:`blockwise_absmax` (or any positive scales).
+    block_size : int >= 1 (even when ``packed``)
+    levels : ndarray of shape (K,), float32, sorted, K <= 256 (K <= 16 when ``packed``)
+    out_codes : ndarray of uint8, written
+        Shape (n,), or (ceil(n / 2),) when ``packed``: two codes per byte, first value in
+        the high nibble.
+    packed : bool
+    """
+    _encode(xflat, absmax, block_size, levels, out_codes, False, packed)
+
+
+def absmax_quantize_blockwise(xflat, block_size, levels, out_absmax, out_codes, packed=False):
+    """:func:`blockwise_absmax` and :func:`quantize_blockwise` fused: one pass over the data.
+
+    Parameters are those of the two functions; ``out_absmax`` is written.  This is
+    bitsandbytes' ``quantize_4bit`` (with ``packed=True`` and the NF4 levels), bit for bit.
+    """
+    _encode(xflat, out_absmax, block_size, levels, out_codes, True, packed)
+
+
+@jit
+def _decode_task(codes, absmax, block_size, b0, b1, n, levels, packed, out):
+    for b in range(b0, b1):
+        s = b * block_size
+        e = min(n, s + block_size)
+        a = absmax[b]
+        ob = out[s:e]
+        if packed:
+            cb = codes[s // 2:(e + 1) // 2]
+            h = (e - s) // 2
+            for k in range(h):
+                p = cb[k]
+                ob[2 * k] = levels[p >> np.uint8(4)] * a
+                ob[2 * k + 1] = levels[p & np.uint8(15)] * a
+            if (e - s) % 2:
+                ob[e - s - 1] = levels[cb[h] >> np.uint8(4)] * a
+        else:
+            cb = codes[s:e]
+            for j in range(cb.shape[0]):
+                ob[j] = levels[cb[j]] * a
+
+
+@jit_parallel
+def _decode(codes, absmax, block_size, levels, out, packed):
+    n = out.shape[0]
+    nb = (n + block_size - 1) // block_size
+    per = _blocks_per_task(block_size)
+    lv = levels.astype(np.float32)
+    for t in prange((nb + per - 1) // per):
+        _decode_task(codes, absmax, block_size, t * per, min(nb, t * per + per), n, lv, packed, out)
+
+
+def dequantize_blockwise(codes, absmax, block_size, levels, out, packed=False):
+    """Decode: ``out[i] = levels[code[i]] * absmax[i // block_size]`` (float32 product).
+
+    Parameters
+    ----------
+    codes : ndarray of uint8
+        Shape (n,), or (ceil(n / 2),) packed (first value in the high nibble).
+    absmax : ndarray of shape (ceil(n / block_size),), float32
+    block_size : int >= 1 (even when ``packed``)
+    levels : ndarray of shape (K,), float32
+    out : ndarray of shape (n,), float32 (or float64: the float32 product, widened), written;
+        its length gives ``n``.
+    packed : bool
+    """
+    _decode(codes, absmax, block_size, levels, out, packed)
+
+
+# ---------------------------------------------------------------------------------------
+# bitsandbytes' 8-bit CPU rule (double quantization)
+# ---------------------------------------------------------------------------------------
+@jit
+def _build_lut8(code, lut):
+    """bitsandbytes' 65536-entry table over [-1, 1]: entry i holds #{float32 midpoints < v_i}."""
+    K = code.shape[0]
+    c = 0
+    for i in range(lut.shape[0]):
+        v = np.float32(-1.0) + (np.float32(2.0) * np.float32(i)) / np.float32(65535.0)
+        while c < K - 1 and np.float32(0.5) * (code[c] + code[c + 1]) < v:
+            c += 1
+        lut[i] = c
+
+
+@jit_parallel
+def quantize_blockwise_lut8(xflat, block_size, code, out_absmax, out_codes):
+    """bitsandbytes' CPU 8-bit blockwise quantization (``quantize_blockwise``), bit for bit.
+
+    ``absmax = max |x|`` per block; an all-zero block gets codes 0.  Otherwise
+    ``y = clamp(x * float32(1/absmax), -1, 1)`` indexes a 65536-entry table over [-1, 1]
+    (``uint16((y + 1) * 0.5 * 65535 + 0.5)``, float32 arithmetic) whose entries hold the
+    nearest code of the table point: nearest rounding to within 1/65535 of the range (so a
+    value very close to a midpoint may go either way).  This is the rule of bitsandbytes
+    0.50 (older releases used a binary search with float32 distance compares).
+
+    Parameters
+    ----------
+    xflat : ndarray of shape (n,), float32
+    block_size : int >= 1
+    code : ndarray of shape (256,), float32, sorted, spanning about [-1, 1]
+    out_absmax : ndarray of shape (ceil(n / block_size),), float32, written
+    out_codes : ndarray of shape (n,), uint8, written
+    """
+    lut = np.empty(65536, np.uint8)
+    _build_lut8(code, lut)
+    n = xflat.shape[0]
+    nb = (n + block_size - 1) // block_size
+    for b in prange(nb):
+        s = b * block_size
+        e = min(n, s + block_size)
+        xb = xflat[s:e]
+        ob = out_codes[s:e]
+        a = _absmax(xb)
+        out_absmax[b] = a
+        if a == np.float32(0.0):
+            for j in range(ob.shape[0]):
+                ob[j] = 0
+            continue
+        inv = _F1 / a
+        for j in range(xb.shape[0]):
+            y = xb[j] * inv
+            y = -_F1 if y < -_F1 else (_F1 if y > _F1 else y)
+            f = (y + _F1) * np.float32(0.5) * np.float32(65535.0) + np.float32(0.5)
+            ob[j] = lut[np.uint16(f)]
+
+
+def double_quantize(absmax, offset=None, code=None, block_size=DOUBLE_QUANT_BLOCK):
+    """QLoRA double quantization of a float32 absmax vector (bitsandbytes ``compress_statistics``).
+
+    ``offset = mean(absmax)``; ``absmax - offset`` (float32) is quantized with
+    :func:`quantize_blockwise_lut8` in blocks of 256 with the dynamic map.
+
+    Parameters
+    ----------
+    absmax : ndarray of shape (m,), float32
+    offset : float32, optional
+        Default: the mean computed in float64, rounded to float32.  bitsandbytes takes a
+        float32 ``torch.mean``, which may differ in the last bit; pass its ``offset`` to
+        reproduce a bitsandbytes state exactly.
+    code : ndarray of shape (256,), float32, optional
+        Default :func:`nquant.grids.dynamic_map` (``QuantState.state2.code``).
+    block_size : int, default 256
+
+    Returns
+    -------
+    codes : ndarray of shape (m,), uint8
+    absmax2 : ndarray of shape (ceil(m / 256),), float32
+    offset : numpy.float32
+    """
+    absmax = np.ascontiguousarray(absmax, dtype=np.float32)
+    if offset is None:
+        offset = np.mean(absmax, dtype=np.float64) if absmax.size else 0.0
+    offset = np.float32(offset)
+    code = _DYNAMIC if code is None else np.ascontiguousarray(code, dtype=np.float32)
+    centred = absmax - offset
+    codes = np.empty(absmax.shape[0], np.uint8)
+    absmax2 = np.empty(-(-absmax.shape[0] // block_size), np.float32)
+    quantize_blockwise_lut8(centred, block_size, code, absmax2, codes)
+    return codes, absmax2, offset
+
+
+def double_dequantize(codes, absmax2, offset, code=None, block_size=DOUBLE_QUANT_BLOCK, out=None):
+    """Inverse of :func:`double_quantize`: ``code[codes] * absmax2[block] + offset`` in float32.
+
+    Returns
+    -------
+    ndarray of shape (m,), float32 (``out`` when given)
+    """
+    code = _DYNAMIC if code is None else np.ascontiguousarray(code, dtype=np.float32)
+    if out is None:
+        out = np.empty(codes.shape[0], np.float32)
+    dequantize_blockwise(codes, absmax2, block_size, code, out)
+    out += np.float32(offset)
+    return out

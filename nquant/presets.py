@@ -1,0 +1,55 @@
+"""Named scheme presets for the CLI and workflow files (``--scheme int8 --axis 0``)."""
+
+import json
+
+from nquant.errors import SchemeError
+from nquant.schemes import Scheme, Uniform, scheme_from_json
+
+PRESETS = {
+    "int8": lambda: Uniform(bits=8),
+    "int8-sym": lambda: Uniform(bits=8, symmetric=True),
+    "int8-channel": lambda: Uniform(bits=8, symmetric=True, axis=0),
+    "int4": lambda: Uniform(bits=4),
+    "int4-block64": lambda: Uniform(bits=4, block_size=64),
+    "int4-mse": lambda: Uniform(bits=4, range="mse"),
+    "int2": lambda: Uniform(bits=2, range="mse"),
+}
+
+
+def register_preset(name, factory):
+    """Add a preset: ``factory()`` returns a Scheme."""
+    PRESETS[name] = factory
+
+
+def resolve_scheme(spec, **overrides):
+    """A Scheme from a preset name, a scheme JSON text/dict, or a Scheme, with field overrides.
+
+    Parameters
+    ----------
+    spec : str, dict or Scheme
+        ``"int8"``, ``'{"type": "uniform", "bits": 4}'``, a dict of the same, or a scheme.
+    **overrides
+        Scheme fields to change (``axis=0``); ``None`` values are ignored.
+    """
+    if isinstance(spec, Scheme):
+        scheme = spec
+    elif isinstance(spec, dict):
+        scheme = scheme_from_json(spec)
+    elif isinstance(spec, str) and spec.lstrip().startswith("{"):
+        try:
+            scheme = scheme_from_json(json.loads(spec))
+        except json.JSONDecodeError as e:
+            raise SchemeError(f"scheme={spec!r} is not valid JSON: {e}") from e
+    elif isinstance(spec, str) and spec in PRESETS:
+        scheme = PRESETS[spec]()
+    else:
+        raise SchemeError(f"scheme={spec!r} is not a preset or scheme JSON: presets are {sorted(PRESETS)}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if changes:
+        fields = set(scheme.to_dict()) - {"type", "format_version"}
+        unknown = sorted(set(changes) - fields)
+        if unknown:
+            raise SchemeError(f"{unknown[0]}={changes[unknown[0]]!r} is not a field of scheme type "
+                              f"{scheme.type!r}: fields are {sorted(fields)}")
+        scheme = scheme.replace(**changes)
+    return scheme
