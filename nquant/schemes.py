@@ -106,7 +106,8 @@ class Uniform(Scheme):
         ``"float"``: ``q = round((r - rmin) / s)`` with a real offset ``rmin``
         (seed 000's grid ``-4 + 8i/7`` is exact in this form).
     rounding : "nearest", "nearest_away", "floor", "ceil", "stochastic"
-    seed : int, key of the counter-based stream of stochastic rounding
+    seed : int, key of the counter-based stream of stochastic rounding (any integer, taken
+        modulo ``2**64``)
     signed : bool or None
         Signed code range ``[-2^(b-1), 2^(b-1) - 1]``; default: ``symmetric``.
     narrow_range : bool

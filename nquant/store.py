@@ -8,8 +8,8 @@ Group layout (Zarr v3), one group per quantized array::
                          the last axis an MSB-first bit stream), chunked like the data
     <group>/scale, ...   side arrays: one value per tensor, per axis index or per block;
                          block-wise ones chunked like the data's chunks
-    <group>/done         uint8 per data chunk (streaming jobs): 1 once its codes are written
-    <group>/chunk_stats  float64 (chunk, 5): per-chunk error statistics (streaming jobs)
+    <group>/chunk_stats  float64 (chunks..., 6), streaming jobs only: per-chunk error
+                         statistics, last column 1 once the chunk's codes are written
 
 The layout is readable without nquant.  A local group is written under
 ``<path>.partial`` and renamed when complete; on object stores, where there is
@@ -38,7 +38,7 @@ from nquant.schemes import FORMAT_VERSION, scheme_from_json
 ATTR = "nquant"
 PARTIAL = ".partial"
 TARGET_CHUNK_VALUES = 1 << 22
-INTERNAL = ("codes", "done", "chunk_stats")
+INTERNAL = ("codes", "chunk_stats")
 
 
 # ----------------------------------------------------------------------------- locations
@@ -54,6 +54,13 @@ def _is_local(store):
 def _local_path(store):
     s = os.fspath(store)
     return s[len("file://"):] if s.startswith("file://") else s
+
+
+def _as_store(store, storage_options):
+    """A zarr ``FsspecStore`` for an fsspec URL with ``storage_options``; anything else unchanged."""
+    if storage_options is None or not isinstance(store, str) or _is_local(store):
+        return store
+    return zarr.storage.FsspecStore.from_url(store, storage_options=storage_options)
 
 
 def _open_group(store, mode="r"):
@@ -154,7 +161,7 @@ def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs):
 # ----------------------------------------------------------------------------- save / open
 
 
-def save(q, store, *, chunks=None, overwrite=False):
+def save(q, store, *, chunks=None, overwrite=False, storage_options=None):
     """Write a ``QuantizedArray`` to a Zarr group (path, fsspec URL or zarr store).
 
     Parameters
@@ -166,7 +173,11 @@ def save(q, store, *, chunks=None, overwrite=False):
         about 4M values; a Dask-backed ``q`` keeps its chunks).
     overwrite : bool
         Replace an existing group; otherwise an existing group is a ``StoreError``.
+    storage_options : dict, optional
+        fsspec options for a URL ``store`` (e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}``
+        for ``s3://``); ignored for local paths and zarr stores.
     """
+    store = _as_store(store, storage_options)
     if _try_meta(store) is not None or (_is_local(store) and os.path.exists(_local_path(store))):
         if not overwrite:
             raise StoreError(f"store={store!r} already exists; pass overwrite=True to replace it")
@@ -218,8 +229,12 @@ def _as_dask(q, chunks):
                           side=side, info=q.info, chunks=data_chunks)
 
 
-def open(store):  # noqa: A001  (nquant.open mirrors zarr.open)
-    """Open a stored quantized array lazily: a Dask-backed ``QuantizedArray``."""
+def open(store, *, storage_options=None):  # noqa: A001  (nquant.open mirrors zarr.open)
+    """Open a stored quantized array lazily: a Dask-backed ``QuantizedArray``.
+
+    ``storage_options``: fsspec options for a URL ``store`` (as :func:`save`).
+    """
+    store = _as_store(store, storage_options)
     group = _open_group(store)
     meta = _meta(group, store)
     if not meta.get("complete"):
@@ -266,8 +281,8 @@ def _open_source(src):
 
 @in_task
 def _quantize_chunk(chunk, fam, scheme, params, start, global_shape, block_first, codes_z, side_z,
-                    stats_z, done_z, idx, region, codes_region, side_region, bits):
-    """Encode one chunk, write its codes (and block parameters), error stats, then its done flag."""
+                    stats_z, idx, codes_region, side_region, bits):
+    """Encode one chunk, write its codes (and block parameters), then its error stats and done flag."""
     from nquant.packing import pack_codes
 
     chunk = np.asarray(chunk)
@@ -282,12 +297,12 @@ def _quantize_chunk(chunk, fam, scheme, params, start, global_shape, block_first
                        group_offset=block_first)
     codes_z[codes_region] = pack_codes(codes, bits).reshape(codes_z[codes_region].shape) \
         if chunk.ndim else pack_codes(codes, bits)
-    stats_z[idx] = error_stats(chunk, x_hat)
-    done_z[idx] = 1
+    stats_z[idx] = np.append(error_stats(chunk, x_hat), 1.0)  # last column: done
     return 1
 
 
-def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None, progress=False):
+def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None, progress=False,
+                  storage_options=None):
     """Quantize a Zarr array chunk by chunk into an nquant group, out of core.
 
     Parameters
@@ -304,11 +319,15 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
         Run on this cluster (default: the current Dask scheduler).
     progress : bool
         Show a progress bar of the chunk tasks (local and distributed schedulers).
+    storage_options : dict, optional
+        fsspec options for URLs ``src`` and ``dst`` (as :func:`save`).
 
     Returns
     -------
     QuantizedArray, opened lazily from ``dst``
     """
+    src = _as_store(src, storage_options)
+    dst = _as_store(dst, storage_options)
     if is_complete(dst) and not overwrite:
         return open(dst)
     fam = family(scheme)
@@ -321,7 +340,7 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
     meta = _try_meta(location)
     fresh = not (resume and meta and not meta.get("complete") and meta.get("scheme") == scheme_json
                  and meta.get("shape") == list(x.shape) and meta.get("chunks") == list(data_chunks)
-                 and meta.get("dtype") == np.dtype(x.dtype).str and _has_array(location, "done"))
+                 and meta.get("dtype") == np.dtype(x.dtype).str and _has_array(location, "chunk_stats"))
     blockwise = getattr(scheme, "block_size", None) is not None
     if fresh:
         if _is_local(dst) and os.path.exists(location):
@@ -339,20 +358,19 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
         if not blockwise:
             for name, arr in params.items():
                 group[name][...] = arr
-        # "done" last: a partial group that has it has its parameters (and can be resumed)
+        # chunk_stats last: a partial group that has it has its parameters (and can be resumed);
+        # its last column is each chunk's done flag
         nblocks = x.numblocks if x.ndim else (1,)
-        group.create_array("chunk_stats", shape=nblocks + (5,), chunks=(1,) * len(nblocks) + (5,),
-                           dtype=np.float64, overwrite=True)
-        group.create_array("done", shape=nblocks, chunks=(1,) * len(nblocks), dtype=np.uint8,
-                           fill_value=0, overwrite=True)
+        group.create_array("chunk_stats", shape=nblocks + (6,), chunks=(1,) * len(nblocks) + (6,),
+                           dtype=np.float64, fill_value=0.0, overwrite=True)
     else:
         group = zarr.open_group(location, mode="r+")
         params = None if blockwise else {name: group[name][...] for name in _param_names(group)}
-    done = group["done"][...]
+    done = group["chunk_stats"][..., 5] == 1
     tasks = _chunk_tasks(x, fam, scheme, params, group, done)
     if tasks:
         run_tasks(tasks, client, progress)
-    stats = group["chunk_stats"][...].reshape(-1, 5)
+    stats = group["chunk_stats"][..., :5].reshape(-1, 5)
     merged = stats[0]
     for s in stats[1:]:
         merged = merge_error_stats(merged, s)
@@ -428,16 +446,19 @@ def _chunk_tasks(x, fam, scheme, params, group, done):
         side_region = slice(first, first + (-(-n // bs) if bs else 0))
         tasks.append(dask.delayed(_quantize_chunk, pure=False)(
             blocks[idx], fam, scheme, params, start, x.shape, first if bs else 0, codes_z, side_z,
-            group["chunk_stats"], group["done"], didx, region, codes_region, side_region, bits))
+            group["chunk_stats"], didx, codes_region, side_region, bits))
     return tasks
 
 
-def dequantize_zarr(src, dst, *, overwrite=False):
+def dequantize_zarr(src, dst, *, overwrite=False, storage_options=None):
     """Write the dequantized values of the nquant group ``src`` to a Zarr array ``dst``.
 
     Written under ``<dst>.partial`` and renamed (local), so a half-written array is
     never taken for a result; an existing ``dst`` needs ``overwrite=True``.
+    ``storage_options``: fsspec options for URLs ``src`` and ``dst`` (as :func:`save`).
     """
+    src = _as_store(src, storage_options)
+    dst = _as_store(dst, storage_options)
     q = open(src)
     x_hat = dequantize(q)
     if _is_local(dst) and os.path.exists(_local_path(dst)) and not overwrite:

@@ -18,11 +18,13 @@ Side arrays (``params``): ``scale`` float32, and ``zero_point`` int32
 value per tensor, per index of ``axis``, or per block.
 """
 
+import warnings
+
 import numba
 import numpy as np
 
 from nquant import _layout
-from nquant.errors import InputError
+from nquant.errors import InputError, SchemeError
 from nquant.kernels import affine, calibrate, stats
 from nquant.kernels.rng import stream_key
 from nquant.kernels.rounding import MODES
@@ -180,8 +182,37 @@ def _exact_percentiles(scheme, data):
         x = x.reshape(1, -1)
     else:
         x = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
-    p = np.nanpercentile(x, scheme.percentile, axis=1) if x.size else np.zeros((2, x.shape[0]))
+    if not x.size:
+        return np.zeros(x.shape[0]), np.zeros(x.shape[0])
+    with warnings.catch_warnings():  # a group of NaN only: "All-NaN slice", gets (0, 0) below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = np.nanpercentile(x, scheme.percentile, axis=1)
+    p = np.where(np.isnan(p), 0.0, p)
     return p[0], p[1]
+
+
+F32_MAX = float(np.finfo(np.float32).max)
+SCALE_MIN = np.float32(np.finfo(np.float32).tiny)
+
+
+def _float32_side(scheme, name, v, rmin, rmax):
+    """``v`` as float32; a value float32 cannot hold is refused (it would decode to inf/NaN)."""
+    with np.errstate(over="ignore"):
+        out = np.asarray(v, np.float64).astype(np.float32)
+    if not np.isfinite(out).all():
+        if isinstance(scheme.range, tuple):
+            raise SchemeError(f"range={scheme.range} is invalid: its {name} exceeds the largest "
+                              f"float32 ({F32_MAX:.6g}) that the side arrays hold")
+        raise InputError(f"x spans [{rmin.min():.6g}, {rmax.max():.6g}]: its {name} exceeds the "
+                         f"largest float32 ({F32_MAX:.6g}) that the side arrays hold")
+    return out
+
+
+def _scale32(scheme, scale, rmin, rmax):
+    """float32 scale: 1 where zero, at least the smallest normal float32 (so that
+    ``1 / scale`` is finite in float32 arithmetic)."""
+    scale = _float32_side(scheme, "scale", np.where(scale > 0, scale, 1.0), rmin, rmax)
+    return np.maximum(scale, SCALE_MIN)
 
 
 def finalize(scheme, st, data=None):
@@ -196,21 +227,21 @@ def finalize(scheme, st, data=None):
     rmin, rmax = clip_range(scheme, st, data)
     qmin, qmax = scheme.qrange
     const = rmin == rmax
-    if scheme.symmetric:
-        amax = np.maximum(np.abs(rmin), np.abs(rmax))
-        scale = np.where(amax > 0, amax / qmax, 1.0)
-        return {"scale": scale.astype(np.float32), "zero_point": np.zeros(len(scale), np.int32)}
-    if scheme.zero_point == "float":
-        width = rmax - rmin
-        scale = np.where(width > 0, width / (qmax - qmin), 1.0)
-        return {"scale": scale.astype(np.float32), "offset": rmin.astype(np.float32)}
-    lo = np.minimum(rmin, 0.0)
-    hi = np.maximum(rmax, 0.0)
-    scale = (hi - lo) / (qmax - qmin)
-    # a constant c is exact with scale |c| (code 1 away from the zero point)
-    scale = np.where(const, np.abs(rmin), scale)
-    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
+    with np.errstate(over="ignore"):
+        if scheme.symmetric:
+            amax = np.maximum(np.abs(rmin), np.abs(rmax))
+            # a constant c is exact with scale |c| (code +-1)
+            scale = _scale32(scheme, np.where(const, amax, amax / qmax), rmin, rmax)
+            return {"scale": scale, "zero_point": np.zeros(len(scale), np.int32)}
+        if scheme.zero_point == "float":
+            scale = _scale32(scheme, (rmax - rmin) / (qmax - qmin), rmin, rmax)
+            return {"scale": scale, "offset": _float32_side(scheme, "offset", rmin, rmin, rmax)}
+        lo = np.minimum(rmin, 0.0)
+        hi = np.maximum(rmax, 0.0)
+        scale = (hi - lo) / (qmax - qmin)
+        # a constant c is exact with scale |c| (code 1 away from the zero point)
+        scale = _scale32(scheme, np.where(const, np.abs(rmin), scale), rmin, rmax)
+        zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
     return {"scale": scale, "zero_point": zp.astype(np.int32)}
 
 
@@ -271,7 +302,9 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
     hi, nan_code = code_limits(scheme)
     lay = layout(scheme, shape, start, global_shape, group_offset)
     codes = np.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
-    key = stream_key(scheme.seed)
+    # always a uint64 (a Python int key >= 2**63 cannot use a kernel compiled for int64);
+    # any integer seed works, taken modulo 2**64
+    key = np.uint64(stream_key(np.uint64(scheme.seed % (1 << 64))))
     mode = MODES[scheme.rounding]
     bad = 0
     for part in lay.parts:

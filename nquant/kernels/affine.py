@@ -14,7 +14,14 @@ Codes are unsigned offsets ``q - qmin`` in ``[0, hi]``.  With
     x_hat = (code - c0) * scale + offset
 
 The integer zero-point convention has ``offset = 0``; the real-valued one has
-``offset = rmin`` and ``c0 = 0``.  Arithmetic is in the dtype of ``x``
+``offset = rmin`` and ``c0 = 0``.
+
+Floor, ceil and stochastic rounding first *snap* ``t = (x - offset) * inv_scale``
+onto a nonzero integer ``n`` when ``|t - n| <= SNAP * |n|`` (``SNAP = 2**-21``,
+eight float32 rounding units): the float32 scale and its reciprocal are
+rounded, so a value on the grid (a constant, the data's max, the end of an
+explicit range, a dequantized value) can land just below or above its integer
+and floor or ceil would move it a whole code.  Nearest modes need no snapping.  Arithmetic is in the dtype of ``x``
 (float32 or float64); ``inv_scale`` is the reciprocal computed in that dtype.
 If ``nan_code >= 0``, NaN inputs get that code and decode to NaN.
 """
@@ -23,6 +30,23 @@ import numpy as np
 
 from nquant.kernels._jit import jit, jit_parallel, prange
 from nquant.kernels.rounding import CEIL, FLOOR, NEAREST, round_value
+
+SNAP = 2.0 ** -21
+
+
+@jit
+def _snap(t):
+    """``t`` moved onto the nearest integer ``n != 0`` when ``|t - n| <= SNAP * |n|``."""
+    n = np.rint(t)
+    return n if abs(t - n) <= abs(n) * SNAP else t
+
+
+@jit
+def _round_code(t, mode, key, index):
+    """Round ``t`` for the encoder: snapped first in floor, ceil and stochastic modes."""
+    if mode >= FLOOR:  # FLOOR, CEIL, STOCHASTIC
+        t = _snap(t)
+    return round_value(t, mode, key, index)
 
 
 @jit
@@ -40,13 +64,13 @@ def _encode_row(x, r, out, inv, off, c, hi, mode, key, base):
             out[r, j] = _clip_code(np.rint((x[r, j] - off) * inv) + c, hi)
     elif mode == FLOOR:
         for j in range(L):
-            out[r, j] = _clip_code(np.floor((x[r, j] - off) * inv) + c, hi)
+            out[r, j] = _clip_code(np.floor(_snap((x[r, j] - off) * inv)) + c, hi)
     elif mode == CEIL:
         for j in range(L):
-            out[r, j] = _clip_code(np.ceil((x[r, j] - off) * inv) + c, hi)
+            out[r, j] = _clip_code(np.ceil(_snap((x[r, j] - off) * inv)) + c, hi)
     else:
         for j in range(L):
-            t = round_value((x[r, j] - off) * inv, mode, key, base + j)
+            t = _round_code((x[r, j] - off) * inv, mode, key, base + j)
             out[r, j] = _clip_code(t + c, hi)
 
 
@@ -89,7 +113,7 @@ def quantize_affine(x, row_index, row_group, col_step, inv_scale, offset, c0, hi
             _encode_row(x, r, out, inv_scale[g], offset[g], c0[g], hi, mode, key, base)
         else:
             for j in range(L):
-                t = round_value((x[r, j] - offset[g + j]) * inv_scale[g + j], mode, key, base + j)
+                t = _round_code((x[r, j] - offset[g + j]) * inv_scale[g + j], mode, key, base + j)
                 out[r, j] = _clip_code(t + c0[g + j], hi)
         nb = _count_nonfinite(x, r)
         if nan_code >= 0:

@@ -11,32 +11,34 @@ k-means.  The implicit matrix ``A[j, k] = F_old(k) + cost(k, j)`` (``+inf`` for 
 totally monotone (leftmost row argmins are non-decreasing), so SMAWK finds every row minimum in
 O(n) entry evaluations.
 
-Design: the cost is a jitted function passed as an argument
------------------------------------------------------------
-Every cost has the signature ``cost(tab, aux, k, j) -> float`` and reads a *prefix table*
-``tab`` of shape ``(n, 4)``, float64, C order (one 32-byte row per index, so an evaluation
-touches two or three cache lines), plus an optional auxiliary uint32 array ``aux``.  The
-machinery (:func:`row_minima`, :func:`row_minima_dc`, :func:`column_min`, :func:`layered_dp`)
-takes the cost function itself as its first argument.  Numba types a jitted function argument
-by its identity, so every (machinery, cost) pair is compiled once as a specialised kernel with a
-direct, inlinable call: no run-time dispatch, no closure, and it caches on disk.  (An integer
-``kind`` switch was measured first: it either costs a branch nest in the innermost loop or, with
-forced inlining of all kinds, 15-20 s of compile time per kernel.)
+Design: an integer ``kind`` made a compile-time constant
+-------------------------------------------------------
+Every cost reads a *prefix table* ``tab`` of shape ``(n, 4)``, float64, C order (one 32-byte row
+per index, so an evaluation touches two or three cache lines), plus an optional auxiliary uint32
+array ``aux``.  The machinery (:func:`row_minima`, :func:`row_minima_dc`, :func:`column_min`,
+:func:`layered_dp`) takes an integer ``kind`` and calls :func:`cost`, which dispatches to small
+inline cost functions.  Every function of the chain calls ``numba.literally(kind)``, so Numba
+compiles (and caches on disk) one specialisation per kind with the other kinds' branches pruned
+before LLVM sees them: no branch in the innermost loop, small code, short compiles.  (Measured
+alternatives: a run-time ``kind`` switch made the accelerated cost 10x slower (non-inlined calls
+with reference counting); forcing inlining of every kind cost 15-20 s of compile per kernel; a
+jitted cost function passed as an argument cannot be cached by Numba once the callee is not
+inlined.)
 
-==========================  =====================================================================
-cost                        ``tab`` columns and value
-==========================  =====================================================================
-:func:`asq_cost`            ``(x, W, P1, P2)``: ``W, P1, P2`` cumulative sums of ``w, w x, w x^2``
-                            *including* index ``j``;  ``C(k, j) = sum_{k < i <= j} w_i (x_j - x_i)
-                            (x_i - x_k)`` (sum of stochastic-rounding variances), clamped >= 0
-:func:`accel_unit_cost`     same table; ``C2(k, j) = min_b C(k, b) + C(b, j)`` with the closed-form
-                            middle ``b* = ceil(t) - 1`` for unit weights (``W_b = b + 1``)
-:func:`accel_map_cost`      same for integer counts: ``b* = aux[ceil(t) - 1]``, ``aux`` mapping an
-                            expanded (repeated) position to its distinct index
-:func:`accel_search_cost`   same for arbitrary weights: ``b*`` by binary search of ``W`` in [k, j]
-:func:`kmeans_cost`         ``(unused, W, S1, S2)`` over prefix positions ``0..n`` (row 0 = zeros);
-                            weighted SSE ``S2 - S1^2 / W`` over ``(k, j]``, clamped >= 0
-==========================  =====================================================================
+==================  ====  =====================================================================
+kind                code  ``tab`` columns and cost
+==================  ====  =====================================================================
+``ASQ``             0     ``(x, W, P1, P2)``: ``W, P1, P2`` cumulative sums of ``w, w x, w x^2``
+                          *including* index ``j``;  ``C(k, j) = sum_{k < i <= j} w_i (x_j - x_i)
+                          (x_i - x_k)`` (sum of stochastic-rounding variances), clamped >= 0
+``ACCEL_UNIT``      1     same table; ``C2(k, j) = min_b C(k, b) + C(b, j)`` with the closed-form
+                          middle ``b* = ceil(t) - 1`` for unit weights (``W_b = b + 1``)
+``ACCEL_MAP``       2     same for integer counts: ``b* = aux[ceil(t) - 1]``, ``aux`` mapping an
+                          expanded (repeated) position to its distinct index
+``ACCEL_SEARCH``    3     same for arbitrary weights: ``b*`` by binary search of ``W`` in [k, j]
+``KMEANS``          4     ``(unused, W, S1, S2)`` over prefix positions ``0..n`` (row 0 = zeros);
+                          weighted SSE ``S2 - S1^2 / W`` over ``(k, j]``, clamped >= 0
+==================  ====  =====================================================================
 
 ``t = (x_j W_j - x_k W_k - (P1_j - P1_k)) / (x_j - x_k)``: the middle value ``x_b`` is optimal iff
 ``W_b >= t > W_{b-1}``, i.e. where the right-slope ``G(b) = (P1_j - P1_k) - x_k (W_b - W_k)
@@ -63,6 +65,8 @@ Ties resolve to the smallest column index (leftmost minimum) in both.
 
 import numpy as np
 
+from numba import literally
+
 from nquant.kernels._jit import jit
 
 _MAX_LEVELS = 64
@@ -70,8 +74,14 @@ _MAX_LEVELS = 64
 SMAWK = 0
 DIVIDE_AND_CONQUER = 1
 
+ASQ = 0
+ACCEL_UNIT = 1
+ACCEL_MAP = 2
+ACCEL_SEARCH = 3
+KMEANS = 4
+
 # ----------------------------------------------------------------------------------------------
-# costs: cost(tab, aux, k, j), k <= j
+# costs (leaf functions are inlined; k <= j)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -85,15 +95,8 @@ def _asq(tab, k, j):
     return 0.0
 
 
-@jit
-def asq_cost(tab, aux, k, j):
-    """``C(k, j)``: sum of rounding variances of the values in ``(x_k, x_j]``, clamped >= 0."""
-    return _asq(tab, k, j)
-
-
-@jit
-def kmeans_cost(tab, aux, k, j):
-    """Weighted within-interval SSE over prefix positions ``(k, j]``, clamped >= 0."""
+@jit(inline="always")
+def _kmeans(tab, k, j):
     w = tab[j, 1] - tab[k, 1]
     if w <= 0.0:
         return 0.0
@@ -139,12 +142,8 @@ def _split(tab, k, b, j):
     return c1 + c2
 
 
-@jit
-def mid_unit(tab, aux, k, j):
-    """``b*(k, j)`` for unit weights (``W_b = b + 1``): ``ceil(t) - 1`` clamped to ``[k, j]``.
-
-    Returns ``k`` when ``x_j == x_k`` or ``j - k < 2`` (no interior point).
-    """
+@jit(inline="always")
+def _mid_unit(tab, k, j):
     xk = tab[k, 0]
     xj = tab[j, 0]
     if j - k < 2 or not (xj > xk):
@@ -165,9 +164,8 @@ def mid_unit(tab, aux, k, j):
     return _fix(tab, k, j, b, t, c, tol)
 
 
-@jit
-def mid_map(tab, aux, k, j):
-    """``b*(k, j)`` for integer counts: ``aux[ceil(t) - 1]`` clamped to ``[k, j]``."""
+@jit(inline="always")
+def _mid_map(tab, aux, k, j):
     xk = tab[k, 0]
     xj = tab[j, 0]
     if j - k < 2 or not (xj > xk):
@@ -193,9 +191,8 @@ def mid_map(tab, aux, k, j):
     return _fix(tab, k, j, b, t, c, tol)
 
 
-@jit
-def mid_search(tab, aux, k, j):
-    """``b*(k, j)`` for arbitrary weights: smallest ``b`` in ``(k, j]`` with ``W_b >= t``."""
+@jit(inline="always")
+def _mid_search(tab, k, j):
     xk = tab[k, 0]
     xj = tab[j, 0]
     if j - k < 2 or not (xj > xk):
@@ -213,21 +210,39 @@ def mid_search(tab, aux, k, j):
 
 
 @jit
-def accel_unit_cost(tab, aux, k, j):
-    """``C2(k, j)``: cost of ``[x_k, x_j]`` with the optimal extra level (unit weights)."""
-    return _split(tab, k, mid_unit(tab, aux, k, j), j)
+def mid(kind, tab, aux, k, j):
+    """Optimal middle index ``b*(k, j)`` in ``[k, j]`` of an accelerated kind.
+
+    ``ACCEL_UNIT``: ``ceil(t) - 1``; ``ACCEL_MAP``: ``aux[ceil(t) - 1]``; both clamped to
+    ``[k, j]`` and, when ``t`` is within a rounding tolerance of an integer, corrected by one
+    step with the sign of the slope ``G``.  ``ACCEL_SEARCH``: binary search of ``W``.
+    Returns ``k`` when ``x_j == x_k`` or ``j - k < 2`` (no interior point).
+    """
+    literally(kind)
+    if kind == ACCEL_UNIT:
+        return _mid_unit(tab, k, j)
+    if kind == ACCEL_MAP:
+        return _mid_map(tab, aux, k, j)
+    return _mid_search(tab, k, j)
 
 
 @jit
-def accel_map_cost(tab, aux, k, j):
-    """``C2(k, j)`` for integer counts (``aux`` from ``asq_dp.count_map``)."""
-    return _split(tab, k, mid_map(tab, aux, k, j), j)
+def cost(kind, tab, aux, k, j):
+    """The interval cost of ``kind`` for source ``k`` and target ``j`` (``k <= j``).
 
-
-@jit
-def accel_search_cost(tab, aux, k, j):
-    """``C2(k, j)`` for arbitrary weights (binary search, O(log n))."""
-    return _split(tab, k, mid_search(tab, aux, k, j), j)
+    ``ASQ``: ``C(k, j)``; ``ACCEL_*``: ``C2(k, j) = C(k, b*) + C(b*, j)``; ``KMEANS``: the
+    weighted SSE of prefix positions ``(k, j]``.  All clamped at >= 0.
+    """
+    literally(kind)
+    if kind == ASQ:
+        return _asq(tab, k, j)
+    if kind == KMEANS:
+        return _kmeans(tab, k, j)
+    if kind == ACCEL_UNIT:
+        return _split(tab, k, _mid_unit(tab, k, j), j)
+    if kind == ACCEL_MAP:
+        return _split(tab, k, _mid_map(tab, aux, k, j), j)
+    return _split(tab, k, _mid_search(tab, k, j), j)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,13 +268,14 @@ def workspace(n):
 
 
 @jit
-def row_minima(cost, tab, aux, base, n, colbuf, vbuf, offs, cnts, fout, kout):
+def row_minima(kind, tab, aux, base, n, colbuf, vbuf, offs, cnts, fout, kout):
     """All row minima of ``A[j, k] = base[k] + cost(k, j)`` (``k <= j``), ``j, k`` in ``[0, n)``.
 
     Parameters
     ----------
-    cost : jitted function ``cost(tab, aux, k, j) -> float``
-        An interval cost with the quadrangle inequality (module docstring).
+    kind : int
+        The cost (module constants ``ASQ``, ``ACCEL_*``, ``KMEANS``): a compile-time constant
+        (``numba.literally``), one compiled specialisation per kind.
     tab : float64 array, shape (>= n, 4), C order
         Prefix table of the cost.
     aux : uint32 array
@@ -281,6 +297,7 @@ def row_minima(cost, tab, aux, base, n, colbuf, vbuf, offs, cnts, fout, kout):
     Relies on the quadrangle inequality of ``cost``; with the rounding errors of the prefix sums
     the result is optimal up to those errors.
     """
+    literally(kind)
     if n <= 0:
         return
     # ---- REDUCE, level by level going up --------------------------------------------------
@@ -307,7 +324,7 @@ def row_minima(cost, tab, aux, base, n, colbuf, vbuf, offs, cnts, fout, kout):
                 r = first + (k - 1) * step
                 v = np.inf
                 if c <= r:
-                    v = base[c] + cost(tab, aux, c, r)
+                    v = base[c] + cost(kind, tab, aux, c, r)
                 if vbuf[k - 1] <= v:
                     break
                 k -= 1
@@ -318,7 +335,7 @@ def row_minima(cost, tab, aux, base, n, colbuf, vbuf, offs, cnts, fout, kout):
                     r = first + k * step
                     vnext = np.inf
                     if c <= r:
-                        vnext = base[c] + cost(tab, aux, c, r)
+                        vnext = base[c] + cost(kind, tab, aux, c, r)
                 colbuf[out + k] = c
                 vbuf[k] = vnext
                 k += 1
@@ -354,7 +371,7 @@ def row_minima(cost, tab, aux, base, n, colbuf, vbuf, offs, cnts, fout, kout):
             while True:
                 c = colbuf[p]
                 if c <= r:
-                    v = base[c] + cost(tab, aux, c, r)
+                    v = base[c] + cost(kind, tab, aux, c, r)
                     if v < best:
                         best = v
                         arg = c
@@ -366,13 +383,14 @@ def row_minima(cost, tab, aux, base, n, colbuf, vbuf, offs, cnts, fout, kout):
 
 
 @jit
-def row_minima_dc(cost, tab, aux, base, n, fout, kout):
+def row_minima_dc(kind, tab, aux, base, n, fout, kout):
     """Same result as :func:`row_minima` by divide and conquer over rows (no scratch).
 
     Rows are processed top-down by levels: row ``r`` with ``r + 1`` an odd multiple of ``2^t``
     scans the columns between the argmins of rows ``r - 2^t`` and ``r + 2^t`` (leftmost argmins
     are monotone).  O(n log n) evaluations, independent of each other.
     """
+    literally(kind)
     if n <= 0:
         return
     top = 0
@@ -393,7 +411,7 @@ def row_minima_dc(cost, tab, aux, base, n, fout, kout):
             best = np.inf
             arg = lo
             for k in range(lo, hi + 1):
-                v = base[k] + cost(tab, aux, k, r)
+                v = base[k] + cost(kind, tab, aux, k, r)
                 if v < best:
                     best = v
                     arg = k
@@ -403,12 +421,13 @@ def row_minima_dc(cost, tab, aux, base, n, fout, kout):
 
 
 @jit
-def column_min(cost, tab, aux, base, j):
+def column_min(kind, tab, aux, base, j):
     """``min_{k <= j} base[k] + cost(k, j)`` and its smallest argmin (one column, O(j))."""
+    literally(kind)
     best = np.inf
     arg = 0
     for k in range(j + 1):
-        v = base[k] + cost(tab, aux, k, j)
+        v = base[k] + cost(kind, tab, aux, k, j)
         if v < best:
             best = v
             arg = k
@@ -416,12 +435,12 @@ def column_min(cost, tab, aux, base, j):
 
 
 @jit
-def layered_dp(cost, tab, aux, f0, nlayers, ktab, algo):
+def layered_dp(kind, tab, aux, f0, nlayers, ktab, algo):
     """Run ``nlayers`` DP layers from ``f0``; return the last layer's value at ``j = n - 1``.
 
     Parameters
     ----------
-    cost, tab, aux : see :func:`row_minima`
+    kind, tab, aux : see :func:`row_minima`
     f0 : float64 array, shape (n,)
         First layer; ``n = f0.shape[0]``.  Not modified.
     nlayers : int
@@ -445,6 +464,8 @@ def layered_dp(cost, tab, aux, f0, nlayers, ktab, algo):
     O(nlayers n) time with SMAWK (O(nlayers n log n) with divide and conquer); memory: two
     float64 rows, an int64 row and the SMAWK scratch (about 48 n bytes) plus ``ktab``.
     """
+    literally(kind)
+    literally(kind)
     n = f0.shape[0]
     if nlayers == 0:
         return f0[n - 1], n - 1
@@ -454,13 +475,13 @@ def layered_dp(cost, tab, aux, f0, nlayers, ktab, algo):
     colbuf, vbuf, offs, cnts = workspace(n if algo == SMAWK else 1)
     for layer in range(nlayers - 1):
         if algo == SMAWK:
-            row_minima(cost, tab, aux, fa, n, colbuf, vbuf, offs, cnts, fb, kbuf)
+            row_minima(kind, tab, aux, fa, n, colbuf, vbuf, offs, cnts, fb, kbuf)
         else:
-            row_minima_dc(cost, tab, aux, fa, n, fb, kbuf)
+            row_minima_dc(kind, tab, aux, fa, n, fb, kbuf)
         krow = ktab[layer]
         for j in range(n):
             krow[j] = kbuf[j]
         tmp = fa
         fa = fb
         fb = tmp
-    return column_min(cost, tab, aux, fa, n - 1)
+    return column_min(kind, tab, aux, fa, n - 1)

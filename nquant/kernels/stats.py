@@ -119,3 +119,51 @@ def histogram_rows(x, row_group, col_step, lo, hi, n_bins, n_tasks):
                 b = min(max(b, 0), n_bins - 1)
                 cnt[t, g, b] += 1
     return cnt.sum(axis=0)
+
+
+@jit_parallel
+def error_moments(x, y, n_tasks):
+    """Error statistics of ``y`` against ``x``: ``[n, sum e^2, sum x^2, sum e, max |e|]``.
+
+    Positions where both are NaN are skipped.  ``e = y - x`` in float64.
+
+    Parameters
+    ----------
+    x, y : ndarray of shape (n,), float32 or float64
+    n_tasks : int, number of slices summed in parallel
+
+    Returns
+    -------
+    ndarray of shape (5,), float64
+    """
+    n = x.shape[0]
+    T = max(1, min(n_tasks, n))
+    per = (n + T - 1) // T
+    part = np.zeros((T, 5))
+    for t in prange(T):
+        cnt = 0.0
+        se = 0.0
+        sx = 0.0
+        s = 0.0
+        mx = 0.0
+        for i in range(t * per, min(n, (t + 1) * per)):
+            a = np.float64(x[i])
+            b = np.float64(y[i])
+            if a != a and b != b:
+                continue
+            e = b - a
+            cnt += 1.0
+            se += e * e
+            sx += a * a
+            s += e
+            mx = max(mx, abs(e)) if e == e else np.nan
+        part[t, 0] = cnt
+        part[t, 1] = se
+        part[t, 2] = sx
+        part[t, 3] = s
+        part[t, 4] = mx
+    out = np.zeros(5)
+    for t in range(T):
+        out[:4] += part[t, :4]
+        out[4] = max(out[4], part[t, 4]) if part[t, 4] == part[t, 4] else np.nan
+    return out
