@@ -1,6 +1,6 @@
 """nquant: quantization for NumPy and Dask arrays with Numba kernels."""
 
-from nquant import errors
+from nquant import codec, errors
 from nquant.api import dequantize, quantize
 from nquant.containers import QuantizedArray
 from nquant.metrics import metrics

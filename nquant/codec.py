@@ -287,10 +287,15 @@ class QuantizeCodec(ArrayBytesCodec):
 
     Examples
     --------
-    >>> import zarr, nquant as nq
+    >>> import numpy as np, zarr, nquant as nq
     >>> from nquant.codec import QuantizeCodec
-    >>> z = zarr.create_array("x.zarr", shape=(1000, 1000), chunks=(250, 1000), dtype="f4",
-    ...                       serializer=QuantizeCodec(nq.Uniform(bits=4)), compressors=None)
+    >>> scheme = nq.Uniform(bits=4, zero_point="float")
+    >>> z = zarr.create_array(zarr.storage.MemoryStore(), shape=(1000, 1000), chunks=(250, 1000),
+    ...                       dtype="f4", serializer=QuantizeCodec(scheme), compressors=None)
+    >>> x = np.linspace(0, 1, 10**6, dtype=np.float32).reshape(1000, 1000)
+    >>> z[...] = x  # each chunk spans 0.25: 16 levels 0.25 / 15 apart
+    >>> bool(abs(z[...] - x).max() <= 0.5 * 0.25 / 15 + 1e-6)
+    True
     """
 
     is_fixed_size = True

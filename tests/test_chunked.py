@@ -139,6 +139,8 @@ def test_chunk_invariance(gran, range_, rounding, data):
 ], ids=["tensor", "axis_last", "blocks", "mse"])
 @pytest.mark.parametrize("shape", [(), (0,), (0, 5), (4, 0), (1,), (7,)], ids=repr)
 def test_chunk_invariance_edge_shapes(scheme, shape):
+    if scheme.axis is not None and not shape:
+        pytest.skip("a 0-d array has no axis")
     x = data(3, shape, np.float32)
     q_np = nq.quantize(x, scheme)
     for chunks in ({}, {"chunks": 2}) if shape else ({},):

@@ -85,7 +85,7 @@ def layouts(x, n_rows_options=(1, 2, 3, 5)):
 
 def run_sorted(x2d, row_index, levels, mode, seed=0):
     out = np.empty(x2d.shape, np.uint8)
-    bad = cb.quantize_sorted(x2d, row_index, levels, mode, stream_key(seed), out)
+    bad = cb.quantize_sorted(x2d, row_index, levels, mode, np.uint64(stream_key(seed)), out)
     return out, bad
 
 

@@ -24,26 +24,28 @@ Kernels trust their inputs: the API (:mod:`nquant.asq`) validates once.
 """
 
 import numpy as np
-from numba import get_num_threads
+from numba import get_num_threads, literally
 
 from nquant.kernels._jit import jit, jit_parallel, prange
 from nquant.kernels.smawk import (
+    ACCEL_MAP,
+    ACCEL_SEARCH,
+    ACCEL_UNIT,
+    ASQ,
     DIVIDE_AND_CONQUER,
     SMAWK,
-    accel_map_cost,
-    accel_search_cost,
-    accel_unit_cost,
-    asq_cost,
+    cost,
     layered_dp,
-    mid_map,
-    mid_search,
-    mid_unit,
+    mid,
 )
 
 __all__ = [
     "SMAWK",
     "DIVIDE_AND_CONQUER",
-    "ACCEL",
+    "ASQ",
+    "ACCEL_UNIT",
+    "ACCEL_MAP",
+    "ACCEL_SEARCH",
     "is_sorted",
     "dedup_sorted",
     "build_table",
@@ -56,14 +58,6 @@ __all__ = [
     "approx_table",
     "objective_sorted_levels",
 ]
-
-ACCEL = {
-    "unit": (accel_unit_cost, mid_unit),
-    "map": (accel_map_cost, mid_map),
-    "search": (accel_search_cost, mid_search),
-}
-"""Cost and middle-index functions of accelerated QUIVER by weight type: ``"unit"`` (all
-weights 1), ``"map"`` (integer counts, with :func:`count_map`), ``"search"`` (any weights)."""
 
 # ----------------------------------------------------------------------------------------------
 # preprocessing
@@ -230,10 +224,10 @@ def quiver_exact(tab, s, algo):
     idx = np.empty(s, dtype=np.int64)
     f0 = np.empty(n, dtype=np.float64)
     for j in range(n):
-        f0[j] = asq_cost(tab, aux, 0, j)
+        f0[j] = cost(ASQ, tab, aux, 0, j)
     nlayers = s - 2
     ktab = np.empty((max(nlayers - 1, 0), n), dtype=np.uint32)
-    value, k_last = layered_dp(asq_cost, tab, aux, f0, nlayers, ktab, algo)
+    value, k_last = layered_dp(ASQ, tab, aux, f0, nlayers, ktab, algo)
     p = s - 1
     idx[p] = n - 1
     if nlayers > 0:
@@ -249,15 +243,15 @@ def quiver_exact(tab, s, algo):
 
 
 @jit
-def quiver_accel(cost, mid, tab, aux, s, algo):
+def quiver_accel(kind, tab, aux, s, algo):
     """Accelerated QUIVER: two levels per layer with the closed-form middle ``b*``.
 
     Parameters
     ----------
-    cost, mid : jitted functions
-        A pair from :data:`ACCEL`: ``"unit"`` (all weights 1), ``"map"`` (integer counts;
-        ``aux`` from :func:`count_map`) or ``"search"`` (any weights; ``b*`` by binary search,
-        an extra O(log n) per evaluation).
+    kind : int
+        ``ACCEL_UNIT`` (all weights 1), ``ACCEL_MAP`` (integer counts; ``aux`` from
+        :func:`count_map`) or ``ACCEL_SEARCH`` (any weights; ``b*`` by binary search, an extra
+        O(log n) per evaluation).  A compile-time constant (one specialisation per kind).
     tab : float64 array, shape (n, 4)
         Prefix table from :func:`build_table`; ``n >= 2``.
     aux : uint32 array
@@ -281,20 +275,21 @@ def quiver_accel(cost, mid, tab, aux, s, algo):
     ``floor(s/2) - 1`` layers.  O(s n) (SMAWK) or O(s n log n) time; memory
     4 (s/2 - 2) n bytes of argmins plus O(n).
     """
+    literally(kind)
     n = tab.shape[0]
     idx = np.empty(s, dtype=np.int64)
     odd = s % 2 == 1
     f0 = np.empty(n, dtype=np.float64)
     if odd:
         for j in range(n):
-            f0[j] = cost(tab, aux, 0, j)
+            f0[j] = cost(kind, tab, aux, 0, j)
         nlayers = (s - 3) // 2
     else:
         for j in range(n):
-            f0[j] = asq_cost(tab, aux, 0, j)
+            f0[j] = cost(ASQ, tab, aux, 0, j)
         nlayers = (s - 2) // 2
     ktab = np.empty((max(nlayers - 1, 0), n), dtype=np.uint32)
-    value, k_last = layered_dp(cost, tab, aux, f0, nlayers, ktab, algo)
+    value, k_last = layered_dp(kind, tab, aux, f0, nlayers, ktab, algo)
     p = s - 1
     j = n - 1
     idx[p] = j
@@ -304,13 +299,13 @@ def quiver_accel(cost, mid, tab, aux, s, algo):
         else:
             k = np.int64(ktab[layer, j])
         p -= 1
-        idx[p] = mid(tab, aux, k, j)
+        idx[p] = mid(kind, tab, aux, k, j)
         p -= 1
         idx[p] = k
         j = k
     if odd:
         p -= 1
-        idx[p] = mid(tab, aux, 0, j)
+        idx[p] = mid(kind, tab, aux, 0, j)
     idx[0] = 0
     return idx, value
 
@@ -328,7 +323,7 @@ def zipml(tab, s):
     fa = np.empty(n, dtype=np.float64)
     fb = np.empty(n, dtype=np.float64)
     for j in range(n):
-        fa[j] = asq_cost(tab, aux, 0, j)
+        fa[j] = cost(ASQ, tab, aux, 0, j)
     nlayers = s - 2
     ktab = np.empty((max(nlayers, 0), n), dtype=np.uint32)
     for layer in range(nlayers):
@@ -339,7 +334,7 @@ def zipml(tab, s):
             best = np.inf
             arg = 0
             for k in range(j + 1):
-                v = fa[k] + asq_cost(tab, aux, k, j)
+                v = fa[k] + cost(ASQ, tab, aux, k, j)
                 if v < best:
                     best = v
                     arg = k

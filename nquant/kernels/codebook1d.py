@@ -254,8 +254,9 @@ def quantize_sorted(x2d, row_index, levels, mode, key, out):
     mode : int
         ``rounding.NEAREST`` (ties to the lower level), ``NEAREST_AWAY`` (ties away from
         zero), ``FLOOR``, ``CEIL`` or ``STOCHASTIC``; see the module docstring.
-    key : uint64
-        ``rng.stream_key(seed)`` (used by ``STOCHASTIC`` only).
+    key : numpy.uint64
+        ``np.uint64(rng.stream_key(seed))`` (used by ``STOCHASTIC`` only; wrap it in
+        ``np.uint64``, a Python int above 2**63 does not fit Numba's int64).
     out : ndarray of shape (R, L), uint8, written
 
     Returns

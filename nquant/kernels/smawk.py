@@ -465,7 +465,6 @@ def layered_dp(kind, tab, aux, f0, nlayers, ktab, algo):
     float64 rows, an int64 row and the SMAWK scratch (about 48 n bytes) plus ``ktab``.
     """
     literally(kind)
-    literally(kind)
     n = f0.shape[0]
     if nlayers == 0:
         return f0[n - 1], n - 1

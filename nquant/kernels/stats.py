@@ -40,13 +40,13 @@ def row_minmax(x):
         for j0 in range(0, nfull, LANES):
             for k in range(LANES):
                 v = x[r, j0 + k]
-                lo[k] = min(v, lo[k])  # min(NaN, m) is m: NaN is ignored
-                hi[k] = max(v, hi[k])
+                lo[k] = min(lo[k], v)  # min(m, NaN) is m: NaN is ignored
+                hi[k] = max(hi[k], v)
                 nn[k] += np.int32(v != v)
         for j in range(nfull, L):
             v = x[r, j]
-            lo[0] = min(v, lo[0])
-            hi[0] = max(v, hi[0])
+            lo[0] = min(lo[0], v)
+            hi[0] = max(hi[0], v)
             nn[0] += np.int32(v != v)
         mins[r] = lo.min()
         maxs[r] = hi.max()
@@ -78,8 +78,8 @@ def column_minmax(x, n_tasks):
         for r in range(t * per, min(R, (t + 1) * per)):
             for j in range(L):
                 v = x[r, j]
-                lo[t, j] = min(v, lo[t, j])
-                hi[t, j] = max(v, hi[t, j])
+                lo[t, j] = min(lo[t, j], v)
+                hi[t, j] = max(hi[t, j], v)
                 nn[t, j] += v != v
     mins = np.empty(L, x.dtype)
     maxs = np.empty(L, x.dtype)

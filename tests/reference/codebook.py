@@ -97,7 +97,8 @@ def stochastic(x2d, row_index, levels, seed):
                 out[r, j] = K - 1
                 continue
             a, b = dt(lv[i]), dt(lv[i + 1])
-            p = dt((v - a) / (b - a))
+            with np.errstate(all="ignore"):
+                p = dt((v - a) / (b - a))
             u = uniform(seed, int(row_index[r]) + j, x2d.dtype)
             out[r, j] = i + int(u < p)
     return out
