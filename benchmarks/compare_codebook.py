@@ -65,8 +65,10 @@ def run_benchmark(n, block, repeat):
     xt = torch.from_numpy(x)
     nb = -(-n // block)
     print(f"NF4 blockwise, {n} float32 values, block {block}, median of {repeat} (warmed)")
+    import numba
     print(f"bitsandbytes {bitsandbytes.__version__}, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads); numpy {np.__version__}")
+          f"({torch.get_num_threads()} threads); numba {numba.__version__} "
+          f"({numba.get_num_threads()} threads); numpy {np.__version__}")
 
     # bitsandbytes
     state = {}
@@ -194,6 +196,8 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=16 * 1024 * 1024)
     p.add_argument("--block", type=int, default=64)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads for both Numba and torch (default: their defaults)")
     p.add_argument("--write-golden", metavar="PATH")
     a = p.parse_args(argv)
     try:
@@ -205,6 +209,11 @@ def main(argv=None):
         return 0
     if a.write_golden:
         return write_golden(a.write_golden)
+    if a.threads:
+        import numba
+        import torch
+        numba.set_num_threads(a.threads)
+        torch.set_num_threads(a.threads)
     return run_benchmark(a.n, a.block, a.repeat)
 
 

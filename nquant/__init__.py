@@ -5,12 +5,17 @@ from nquant.api import dequantize, quantize
 from nquant.containers import QuantizedArray
 from nquant.metrics import metrics
 from nquant.packing import pack, unpack
-from nquant.schemes import Uniform, scheme_from_json
+from nquant.grids import normal_float
+from nquant.schemes import NF4, Blockwise, Codebook, Uniform, scheme_from_json
 from nquant.store import dequantize_zarr, open, quantize_zarr, save
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "NF4",
+    "Blockwise",
+    "Codebook",
+    "normal_float",
     "QuantizedArray",
     "Uniform",
     "dequantize",

@@ -2,13 +2,13 @@
 
 import numpy as np
 
-from nquant import chunked, uniform
+from nquant import blockwise, chunked, codebook, uniform
 from nquant.containers import QuantizedArray
 from nquant.errors import DeviceError, InputError, SchemeError
 from nquant.packing import pack_codes, unpack_codes
 from nquant.schemes import Scheme
 
-FAMILIES = {"uniform": uniform}
+FAMILIES = {"uniform": uniform, "codebook": codebook, "blockwise": blockwise}
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 
@@ -51,10 +51,9 @@ def quantize(x, scheme, *, device="cpu"):
     fam = family(scheme)
     if chunked.is_dask(x):
         x = chunked.prepare(fam, scheme, x)
-        if getattr(scheme, "block_size", None) is not None:
-            params = chunked.blockwise_params(fam, scheme, x)
-        else:
-            params = chunked.fit(fam, scheme, x)
+        params = chunked.fit(fam, scheme, x)
+        if fam.block_quantum(scheme) is not None:
+            params = {**params, **chunked.blockwise_params(fam, scheme, x, params)}
         codes = chunked.pack(chunked.encode(fam, scheme, params, x), scheme.bits)
         return QuantizedArray(scheme=scheme, shape=x.shape, dtype=x.dtype, codes=codes,
                               bits=scheme.bits, side=params, chunks=x.chunks)
@@ -62,7 +61,8 @@ def quantize(x, scheme, *, device="cpu"):
     params = fam.fit(scheme, a)
     codes = fam.encode(scheme, params, a)
     return QuantizedArray(scheme=scheme, shape=a.shape, dtype=a.dtype,
-                          codes=pack_codes(codes, scheme.bits), bits=scheme.bits, side=params)
+                          codes=pack_codes(codes, scheme.bits), bits=scheme.bits,
+                          side=chunked.public(params))
 
 
 def dequantize(q, *, dtype=None, out=None):

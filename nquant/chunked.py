@@ -77,7 +77,13 @@ def reduce_chunks(x, partial, merge, scheme, extra=()):
 
 
 def fit(fam, scheme, x):
-    """Parameters of ``scheme`` for the Dask array ``x`` (computes the statistics passes)."""
+    """Global parameters of ``scheme`` for the Dask array ``x`` (computes the statistics passes).
+
+    Block schemes get only what is global (nothing, or the mean absmax of double
+    quantization); their per-block parameters come from :func:`blockwise_params`.
+    """
+    if not fam.needs_stats(scheme):
+        return fam.finalize(scheme, None)
     st = reduce_chunks(x, fam.partial, fam.merge, scheme)
     if fam.needs_histogram(scheme):
         lo, hi = (f(st) for f in fam.histogram_range)
@@ -157,11 +163,6 @@ def _decode_chunk(codes, fam, scheme, params, dtype, global_shape, block_info=No
 
 
 @in_task
-def _block_params_chunk(chunk, fam, scheme, start, global_shape):
-    st = fam.partial(scheme, chunk, start=start, global_shape=global_shape)
-    return fam.finalize(scheme, st)
-
-
 @in_task
 def _encode_block_chunk(chunk, params, fam, scheme, start, global_shape, first_block):
     return fam.encode(scheme, params, chunk, start=start, global_shape=global_shape,
@@ -175,43 +176,43 @@ def _decode_block_chunk(codes, params, fam, scheme, dtype, start, global_shape, 
 
 
 def _first_block(start, shape, block_size):
-    if not start or 0 in shape:  # 0-d or empty: one (empty) chunk at the origin
-        return 0
-    return int(np.ravel_multi_index(start, shape)) // block_size
+    return int(np.ravel_multi_index(start, shape)) // block_size if start else 0
 
 
-def _param_names(scheme):
-    return ["scale", "zero_point"] if scheme.symmetric or scheme.zero_point == "int" else ["scale", "offset"]
+def public(params):
+    """Parameters without the working values (keys starting with ``_``)."""
+    return {k: v for k, v in params.items() if not k.startswith("_")}
 
 
-def _param_dtypes(scheme):
-    return {"scale": np.float32, "zero_point": np.int32, "offset": np.float32}
+@in_task
+def _chunk_params_task(chunk, fam, scheme, start, global_shape, params):
+    return public(fam.chunk_params(scheme, chunk, start=start, global_shape=global_shape, params=params))
 
 
-def blockwise_params(fam, scheme, x):
-    """Lazy per-block parameters: dict name -> 1-D Dask array, one chunk per chunk of ``x``."""
+def blockwise_params(fam, scheme, x, params):
+    """Lazy per-block parameters of a block scheme: name -> 1-D Dask array, one chunk per chunk of ``x``.
+
+    ``params`` are the global parameters from :func:`fit`.
+    """
     blocks = x.to_delayed()
     starts = chunk_starts(x)
-    bs = scheme.block_size
-    columns = {name: [] for name in _param_names(scheme)}
-    dtypes = _param_dtypes(scheme)
+    columns = {}
     for idx in np.ndindex(*x.numblocks):
         n = int(np.prod([x.chunks[d][i] for d, i in enumerate(idx)]))
-        nb = -(-n // bs)
-        p = dask.delayed(_block_params_chunk, pure=True)(blocks[idx], fam, scheme, starts[idx], x.shape)
-        for name in columns:
-            columns[name].append(da.from_delayed(p[name], shape=(nb,), dtype=dtypes[name]))
-    return {name: da.concatenate(cols) if cols else da.zeros((0,), dtypes[name])
-            for name, cols in columns.items()}
+        p = dask.delayed(_chunk_params_task, pure=True)(blocks[idx], fam, scheme, starts[idx], x.shape, params)
+        for name, (length, dtype) in fam.param_specs(scheme, n).items():
+            columns.setdefault(name, []).append(da.from_delayed(p[name], shape=(length,), dtype=dtype))
+    if not columns:
+        return {name: da.zeros((0,), dtype) for name, (_, dtype) in fam.param_specs(scheme, 0).items()}
+    return {name: da.concatenate(cols) for name, cols in columns.items()}
 
 
 def _per_chunk_params(params, x):
-    """Delayed param dicts aligned with the chunks of ``x`` (block schemes)."""
-    names = list(params)
-    delayed = {name: params[name].to_delayed().ravel() for name in names}
+    """Param dicts aligned with the chunks of ``x``: Dask arrays split per chunk, the rest whole."""
+    lazy = {name: v.to_delayed().ravel() for name, v in params.items() if isinstance(v, da.Array)}
     out = {}
     for k, idx in enumerate(np.ndindex(*x.numblocks)):
-        out[idx] = {name: delayed[name][k] for name in names}
+        out[idx] = {name: (lazy[name][k] if name in lazy else v) for name, v in params.items()}
     return out
 
 
@@ -226,7 +227,7 @@ def _assemble(x, make_block, dtype):
 
 def encode(fam, scheme, params, x):
     """Lazy uint8 codes of ``x`` (Dask array, same shape and chunks)."""
-    if scheme.block_size is None:
+    if fam.block_quantum(scheme) is None:
         return x.map_blocks(_encode_chunk, fam, scheme, params, x.shape, dtype=np.uint8)
     blocks = x.to_delayed()
     starts = chunk_starts(x)
@@ -242,7 +243,7 @@ def encode(fam, scheme, params, x):
 
 def decode(fam, scheme, params, codes, dtype):
     """Lazy dequantized values from lazy uint8 ``codes``."""
-    if scheme.block_size is None:
+    if fam.block_quantum(scheme) is None:
         return codes.map_blocks(_decode_chunk, fam, scheme, params, np.dtype(dtype), codes.shape,
                                 dtype=dtype)
     blocks = codes.to_delayed()
@@ -292,7 +293,8 @@ def check_dtype(x):
 def prepare(fam, scheme, x):
     """``x`` rechunked as the scheme needs (whole blocks; byte-aligned packing)."""
     check_dtype(x)
-    if getattr(scheme, "block_size", None) is not None:
-        x = rechunk_for_blocks(x, scheme.block_size)
+    quantum = fam.block_quantum(scheme)
+    if quantum is not None:
+        x = rechunk_for_blocks(x, quantum)
     return rechunk_for_codes(x, scheme.bits)
 

@@ -218,3 +218,109 @@ class Uniform(Scheme):
         if self.nan == "propagate":
             qmax -= 1
         return qmin, qmax
+
+
+def _check_values(name, values, max_len=256):
+    try:
+        vals = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        _fail(name, values, "a sequence of numbers")
+    if not 1 <= len(vals) <= max_len:
+        _fail(name, f"<{len(vals)} values>", f"1..{max_len} values")
+    if not all(abs(v) < float("inf") for v in vals):
+        _fail(name, vals, "finite values")
+    if any(b <= a for a, b in zip(vals, vals[1:])):
+        _fail(name, vals, "strictly increasing values (a sorted grid without duplicates)")
+    return vals
+
+
+def _code_bits(k):
+    return max(1, (k - 1).bit_length())
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Codebook(Scheme):
+    """Rounding to a sorted 1-D grid of levels (any grid: NF, FP4/FP8, k-means, ...).
+
+    Parameters
+    ----------
+    values : sequence of float, strictly increasing, 1..256 levels
+    rounding : "nearest" (ties to the lower level), "nearest_away", "floor", "ceil",
+        "stochastic" (unbiased between the two neighbouring levels)
+    seed : int, key of the counter-based stream of stochastic rounding
+
+    Codes are indices into ``values`` with ``ceil(log2(len(values)))`` bits.
+    """
+
+    type: ClassVar[str] = "codebook"
+
+    values: tuple = (0.0,)
+    rounding: str = "nearest"
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "values", _check_values("values", self.values))
+        if self.rounding not in MODES:
+            _fail("rounding", self.rounding, f"one of {tuple(MODES)}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            _fail("seed", self.seed, "an integer")
+
+    @property
+    def bits(self):
+        """Bits per code."""
+        return _code_bits(len(self.values))
+
+    block_size = None
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Blockwise(Scheme):
+    """Absmax-scaled blocks coded to a grid in [-1, 1] (QLoRA / bitsandbytes NF4).
+
+    Each block of ``block_size`` consecutive values of the flattened array is divided by
+    its absmax (multiplying by the float32 reciprocal) and coded to the nearest level of
+    ``codebook``, ties at a midpoint going to the lower level, bit-identical to
+    bitsandbytes' CPU ``quantize_4bit``.  With ``double_quant`` the float32 absmax
+    vector, minus its mean, is itself quantized to 8 bits (bitsandbytes' dynamic map) in
+    blocks of 256, with one float32 absmax per 256 blocks (QLoRA).
+
+    Parameters
+    ----------
+    codebook : sequence of float, strictly increasing, 2..256 levels
+    block_size : int >= 1 (even for 4-bit or smaller codes, so blocks start on bytes)
+    double_quant : bool
+    """
+
+    type: ClassVar[str] = "blockwise"
+
+    codebook: tuple = ()
+    block_size: int = 64
+    double_quant: bool = False
+
+    def __post_init__(self):
+        if self.codebook is None or len(self.codebook) == 0:
+            from nquant.grids import normal_float
+
+            object.__setattr__(self, "codebook", tuple(float(v) for v in normal_float(4)))
+        object.__setattr__(self, "codebook", _check_values("codebook", self.codebook))
+        if len(self.codebook) < 2:
+            _fail("codebook", self.codebook, "at least 2 levels")
+        if not isinstance(self.block_size, int) or isinstance(self.block_size, bool) or self.block_size < 1:
+            _fail("block_size", self.block_size, "an integer >= 1")
+        if self.double_quant not in (True, False):
+            _fail("double_quant", self.double_quant, "True or False")
+
+    @property
+    def bits(self):
+        """Bits per code."""
+        return _code_bits(len(self.codebook))
+
+
+def NF4(block_size=64, double_quant=False):  # noqa: N802  (a scheme constructor, named like one)
+    """QLoRA's NF4: ``Blockwise(normal_float(4), block_size, double_quant)``."""
+    from nquant.grids import normal_float
+
+    return Blockwise(codebook=tuple(float(v) for v in normal_float(4)), block_size=block_size,
+                     double_quant=double_quant)

@@ -137,10 +137,12 @@ def _codes_chunks(chunks, bits):
     return tuple(max(1, c) for c in chunks[:-1]) + (max(1, -(-chunks[-1] * bits // 8)),)
 
 
-def _side_chunks(scheme, data_chunks, length):
-    bs = getattr(scheme, "block_size", None)
-    if bs is not None and data_chunks:
-        return (max(1, -(-int(np.prod(data_chunks, dtype=np.int64)) // bs)),)
+def _side_chunks(fam, scheme, name, data_chunks, length):
+    """Zarr chunks of a side array: per data chunk for per-block arrays, one chunk otherwise."""
+    if fam.block_quantum(scheme) is not None and data_chunks:
+        specs = fam.param_specs(scheme, int(np.prod(data_chunks, dtype=np.int64)))
+        if name in specs:
+            return (max(1, specs[name][0]),)
     return (max(1, length),)
 
 
@@ -150,12 +152,12 @@ def _meta_dict(scheme, shape, dtype, chunks, bits, metrics, complete, **extra):
             "bits": int(bits), "metrics": metrics, "complete": complete, **extra}
 
 
-def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs):
+def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs, fam):
     group.create_array("codes", shape=packed_shape(shape, bits), chunks=_codes_chunks(data_chunks, bits),
                        dtype=np.uint8, overwrite=True)
     for name, (length, dtype) in side_specs.items():
         group.create_array(name, shape=(length,), dtype=dtype, overwrite=True,
-                           chunks=_side_chunks(scheme, data_chunks, length))
+                           chunks=_side_chunks(fam, scheme, name, data_chunks, length))
 
 
 # ----------------------------------------------------------------------------- save / open
@@ -191,7 +193,7 @@ def save(q, store, *, chunks=None, overwrite=False, storage_options=None):
         shutil.rmtree(location)
     group = zarr.open_group(location, mode="w")
     specs = {name: (arr.shape[0], arr.dtype) for name, arr in q.side.items()}
-    _create_arrays(group, q.scheme, q.shape, q.bits, data_chunks, specs)
+    _create_arrays(group, q.scheme, q.shape, q.bits, data_chunks, specs, family(q.scheme))
     codes_z = group["codes"]
     targets, sources = [codes_z], [q.codes.rechunk(codes_z.chunks)]
     for name, arr in q.side.items():
@@ -210,21 +212,21 @@ def save(q, store, *, chunks=None, overwrite=False, storage_options=None):
 def _as_dask(q, chunks):
     """Dask-backed view of a NumPy-backed ``q`` with data chunks ``chunks``."""
     scheme = q.scheme
-    from nquant.chunked import rechunk_for_blocks, rechunk_for_codes
-
-    dummy = da.zeros(q.shape, chunks=chunks or -1, dtype=np.uint8)
-    if getattr(scheme, "block_size", None) is not None:
-        dummy = rechunk_for_blocks(dummy, scheme.block_size)
-    dummy = rechunk_for_codes(dummy, q.bits)
+    fam = family(scheme)
+    dummy = chunked.prepare(fam, scheme, da.zeros(q.shape, chunks=chunks or -1, dtype=np.float32))
     data_chunks = dummy.chunks
     codes = da.from_array(np.asarray(q.codes).reshape(packed_shape(q.shape, q.bits)), name=False)
     if q.shape:
         codes = codes.rechunk(data_chunks[:-1] + (tuple(-(-c * q.bits // 8) for c in data_chunks[-1]),))
     side = dict(q.side)
-    if getattr(scheme, "block_size", None) is not None and q.shape:
-        nb = [-(-int(np.prod([data_chunks[d][i] for d, i in enumerate(idx)])) // scheme.block_size)
-              for idx in np.ndindex(*dummy.numblocks)]
-        side = {k: da.from_array(v, chunks=(tuple(nb),), name=False) for k, v in side.items()}
+    if fam.block_quantum(scheme) is not None and q.shape:
+        for name in fam.param_specs(scheme, 0):
+            lengths, done = [], 0
+            for idx in np.ndindex(*dummy.numblocks):
+                n = int(np.prod([data_chunks[d][i] for d, i in enumerate(idx)]))
+                lengths.append(fam.param_specs(scheme, done + n)[name][0] - fam.param_specs(scheme, done)[name][0])
+                done += n
+            side[name] = da.from_array(side[name], chunks=(tuple(lengths),), name=False)
     return QuantizedArray(scheme=scheme, shape=q.shape, dtype=q.dtype, codes=codes, bits=q.bits,
                           side=side, info=q.info, chunks=data_chunks)
 
@@ -252,13 +254,14 @@ def open(store, *, storage_options=None):  # noqa: A001  (nquant.open mirrors za
     if tuple(codes_z.shape) != packed_shape(shape, bits):
         raise StoreError(f"store={store!r}: codes shape={tuple(codes_z.shape)} does not match "
                          f"shape={shape} with bits={bits}")
-    blockwise = getattr(scheme, "block_size", None) is not None
+    fam = family(scheme)
+    block_names = fam.param_specs(scheme, 0) if fam.block_quantum(scheme) is not None else {}
     side = {}
     for name in sorted(group.array_keys()):
         if name in INTERNAL:
             continue
         z = group[name]
-        side[name] = da.from_zarr(z) if blockwise and shape else z[...]
+        side[name] = da.from_zarr(z) if name in block_names and shape else z[...]
     data_chunks = da.core.normalize_chunks(chunks, shape) if shape else ()
     return QuantizedArray(scheme=scheme, shape=shape, dtype=dtype, codes=da.from_zarr(codes_z), bits=bits,
                           side=side, info={"metrics": meta.get("metrics", {})}, chunks=data_chunks)
@@ -286,11 +289,12 @@ def _quantize_chunk(chunk, fam, scheme, params, start, global_shape, block_first
     from nquant.packing import pack_codes
 
     chunk = np.asarray(chunk)
-    if getattr(scheme, "block_size", None) is not None:
-        st = fam.partial(scheme, chunk, start=start, global_shape=global_shape)
-        params = fam.finalize(scheme, st)
+    if fam.block_quantum(scheme) is not None:
+        local = fam.chunk_params(scheme, chunk, start=start, global_shape=global_shape, params=params)
         for name, z in side_z.items():
-            z[side_region] = params[name]
+            if name in side_region:
+                z[side_region[name]] = local[name]
+        params = {**params, **local}
     codes = fam.encode(scheme, params, chunk, start=start, global_shape=global_shape,
                        group_offset=block_first)
     x_hat = fam.decode(scheme, params, codes, chunk.dtype, start=start, global_shape=global_shape,
@@ -341,23 +345,19 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
     fresh = not (resume and meta and not meta.get("complete") and meta.get("scheme") == scheme_json
                  and meta.get("shape") == list(x.shape) and meta.get("chunks") == list(data_chunks)
                  and meta.get("dtype") == np.dtype(x.dtype).str and _has_array(location, "chunk_stats"))
-    blockwise = getattr(scheme, "block_size", None) is not None
+    blockwise = fam.block_quantum(scheme) is not None
     if fresh:
         if _is_local(dst) and os.path.exists(location):
             shutil.rmtree(location)
         group = zarr.open_group(location, mode="w")
         group.attrs[ATTR] = _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits, {}, complete=False)
+        params = _fit(client, fam, scheme, x)
+        specs = {name: (arr.shape[0], arr.dtype) for name, arr in params.items()}
         if blockwise:
-            n = int(np.prod(x.shape, dtype=np.int64))
-            specs = {name: (-(-n // scheme.block_size), dt) for name, dt in _block_param_dtypes(scheme).items()}
-            params = None
-        else:
-            params = _compute(chunked.fit(fam, scheme, x) if client is None else None, client, fam, scheme, x)
-            specs = {name: (arr.shape[0], arr.dtype) for name, arr in params.items()}
-        _create_arrays(group, scheme, x.shape, scheme.bits, data_chunks, specs)
-        if not blockwise:
-            for name, arr in params.items():
-                group[name][...] = arr
+            specs.update(fam.param_specs(scheme, int(np.prod(x.shape, dtype=np.int64))))
+        _create_arrays(group, scheme, x.shape, scheme.bits, data_chunks, specs, fam)
+        for name, arr in params.items():
+            group[name][...] = arr
         # chunk_stats last: a partial group that has it has its parameters (and can be resumed);
         # its last column is each chunk's done flag
         nblocks = x.numblocks if x.ndim else (1,)
@@ -365,7 +365,8 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
                            dtype=np.float64, fill_value=0.0, overwrite=True)
     else:
         group = zarr.open_group(location, mode="r+")
-        params = None if blockwise else {name: group[name][...] for name in _param_names(group)}
+        block_names = fam.param_specs(scheme, 0) if blockwise else {}
+        params = {name: group[name][...] for name in _param_names(group) if name not in block_names}
     done = group["chunk_stats"][..., 5] == 1
     tasks = _chunk_tasks(x, fam, scheme, params, group, done)
     if tasks:
@@ -397,17 +398,12 @@ def run_tasks(tasks, client=None, progress=False):
     return dask.compute(*tasks)
 
 
-def _compute(params, client, fam, scheme, x):
-    if params is not None:
-        return params
+def _fit(client, fam, scheme, x):
+    """Global parameters, computed on ``client`` when given."""
+    if client is None:
+        return chunked.fit(fam, scheme, x)
     with dask.config.set(scheduler=client):
         return chunked.fit(fam, scheme, x)
-
-
-def _block_param_dtypes(scheme):
-    names = chunked._param_names(scheme)
-    dtypes = chunked._param_dtypes(scheme)
-    return {n: dtypes[n] for n in names}
 
 
 def _has_array(store, name):
@@ -425,8 +421,9 @@ def _chunk_tasks(x, fam, scheme, params, group, done):
     blocks = x.to_delayed()
     starts = chunked.chunk_starts(x)
     codes_z = group["codes"]
-    side_z = {name: group[name] for name in _param_names(group)}
-    bs = getattr(scheme, "block_size", None)
+    quantum = fam.block_quantum(scheme)
+    block_names = fam.param_specs(scheme, 0) if quantum is not None else {}
+    side_z = {name: group[name] for name in _param_names(group) if name in block_names}
     bits = scheme.bits
     tasks = []
     for idx in np.ndindex(*x.numblocks):
@@ -441,11 +438,16 @@ def _chunk_tasks(x, fam, scheme, params, group, done):
                                                 -(-(start[-1] + shape[-1]) * bits // 8)),)
         else:
             codes_region = slice(0, 1)
-        first = chunked._first_block(start, x.shape, bs) if bs is not None and x.ndim else 0
+        first_value = int(np.ravel_multi_index(start, x.shape)) if x.ndim and x.size else 0
         n = int(np.prod(shape, dtype=np.int64))
-        side_region = slice(first, first + (-(-n // bs) if bs else 0))
+        side_region = {}
+        if quantum is not None:
+            before = fam.param_specs(scheme, first_value)
+            upto = fam.param_specs(scheme, first_value + n)
+            side_region = {name: slice(before[name][0], upto[name][0]) for name in block_names}
+        first_block = first_value // scheme.block_size if quantum is not None else 0
         tasks.append(dask.delayed(_quantize_chunk, pure=False)(
-            blocks[idx], fam, scheme, params, start, x.shape, first if bs else 0, codes_z, side_z,
+            blocks[idx], fam, scheme, params, start, x.shape, first_block, codes_z, side_z,
             group["chunk_stats"], didx, codes_region, side_region, bits))
     return tasks
 

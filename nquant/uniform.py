@@ -223,6 +223,8 @@ def finalize(scheme, st, data=None):
     dict: ``scale`` float32 (G,), and ``zero_point`` int32 (G,) or ``offset``
     float32 (G,).
     """
+    if st is None:  # block schemes: no global parameters
+        return {}
     check_stats(scheme, st)
     rmin, rmax = clip_range(scheme, st, data)
     qmin, qmax = scheme.qrange
@@ -243,6 +245,28 @@ def finalize(scheme, st, data=None):
         scale = _scale32(scheme, np.where(const, np.abs(rmin), scale), rmin, rmax)
         zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
     return {"scale": scale, "zero_point": zp.astype(np.int32)}
+
+
+def needs_stats(scheme):
+    """Whether fitting needs a global statistics pass (block schemes do not)."""
+    return scheme.block_size is None
+
+
+def block_quantum(scheme):
+    """Values a chunk must hold a whole number of (block schemes), or None."""
+    return scheme.block_size
+
+
+def param_specs(scheme, n):
+    """Per-block side arrays of a block scheme on ``n`` values: name -> (length, dtype)."""
+    nb = -(-n // scheme.block_size)
+    second = ("zero_point", np.int32) if scheme.symmetric or scheme.zero_point == "int" else ("offset", np.float32)
+    return {"scale": (nb, np.float32), second[0]: (nb, second[1])}
+
+
+def chunk_params(scheme, chunk, start=None, global_shape=None, params=None):
+    """Per-block parameters of one chunk of a block scheme (its blocks only)."""
+    return finalize(scheme, partial(scheme, chunk, start=start, global_shape=global_shape))
 
 
 def fit(scheme, x):

@@ -32,7 +32,8 @@ def shapes(min_dims=0, max_dims=3, min_side=0, max_side=7):
 def _finite(dtype):
     dtype = np.dtype(dtype).type
     width = {np.float16: 16, np.float32: 32, np.float64: 64}[dtype]
-    return st.floats(-HUGE[dtype], HUGE[dtype], allow_nan=False, allow_infinity=False,
+    bound = float(dtype(HUGE[dtype]))  # exactly representable in the dtype
+    return st.floats(-bound, bound, allow_nan=False, allow_infinity=False,
                      allow_subnormal=True, width=width)
 
 
@@ -95,7 +96,7 @@ def apply_layout(a, layout):
     """The values of ``a`` in a given memory layout (same shape, same values)."""
     a = np.asarray(a)
     if layout == "c":
-        return np.ascontiguousarray(a)
+        return np.array(a, order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
     if layout in ("strided", "readonly_strided"):
         big = np.zeros(a.shape + (2,), a.dtype)
         big[..., 0] = a
@@ -106,7 +107,7 @@ def apply_layout(a, layout):
             v.setflags(write=False)
         return v
     if layout == "fortran":
-        return np.asfortranarray(a)
+        return np.array(a, order="F")
     if layout == "readonly":
         r = a.copy()
         r.setflags(write=False)

@@ -144,18 +144,21 @@ def _pack_nibbles(codes, out):
 
 
 @jit
-def _encode_task(xflat, absmax, block_size, b0, b1, fused, packed, lut, thr, nc, table, nsteps,
+def _encode_task(xflat, absmax, out_absmax, block_size, b0, b1, packed, lut, thr, nc, table, nsteps,
                  out, scratch):
+    """Encode blocks [b0, b1); scales from ``absmax``, or computed into ``out_absmax`` when
+    ``absmax`` is empty (read-only ``absmax`` arrays are never written)."""
     n = xflat.shape[0]
     s0 = b0 * block_size
     s1 = min(n, b1 * block_size)
+    fused = absmax.shape[0] == 0
     for b in range(b0, b1):
         s = b * block_size
         e = min(n, s + block_size)
         xb = xflat[s:e]
         if fused:
             a = _absmax(xb)
-            absmax[b] = a
+            out_absmax[b] = a
         else:
             a = absmax[b]
         if packed:
@@ -168,7 +171,7 @@ def _encode_task(xflat, absmax, block_size, b0, b1, fused, packed, lut, thr, nc,
 
 
 @jit_parallel
-def _encode(xflat, absmax, block_size, levels, out, fused, packed):
+def _encode(xflat, absmax, out_absmax, block_size, levels, out, packed):
     n = xflat.shape[0]
     K = levels.shape[0]
     nsteps = 0
@@ -183,8 +186,11 @@ def _encode(xflat, absmax, block_size, levels, out, fused, packed):
     per = _blocks_per_task(block_size)
     for t in prange((nb + per - 1) // per):
         scratch = np.empty(per * block_size if packed else 0, np.uint8)
-        _encode_task(xflat, absmax, block_size, t * per, min(nb, t * per + per), fused, packed,
+        _encode_task(xflat, absmax, out_absmax, block_size, t * per, min(nb, t * per + per), packed,
                      lut, thr, nc, thr, nsteps, out, scratch)
+
+
+_NO_ABSMAX = np.empty(0, np.float32)
 
 
 def quantize_blockwise(xflat, absmax, block_size, levels, out_codes, packed=False):
@@ -202,7 +208,7 @@ def quantize_blockwise(xflat, absmax, block_size, levels, out_codes, packed=Fals
         the high nibble.
     packed : bool
     """
-    _encode(xflat, absmax, block_size, levels, out_codes, False, packed)
+    _encode(xflat, absmax, _NO_ABSMAX, block_size, levels, out_codes, packed)
 
 
 def absmax_quantize_blockwise(xflat, block_size, levels, out_absmax, out_codes, packed=False):
@@ -211,29 +217,41 @@ def absmax_quantize_blockwise(xflat, block_size, levels, out_absmax, out_codes, 
     Parameters are those of the two functions; ``out_absmax`` is written.  This is
     bitsandbytes' ``quantize_4bit`` (with ``packed=True`` and the NF4 levels), bit for bit.
     """
-    _encode(xflat, out_absmax, block_size, levels, out_codes, True, packed)
+    _encode(xflat, _NO_ABSMAX, out_absmax, block_size, levels, out_codes, packed)
 
 
 @jit
-def _decode_task(codes, absmax, block_size, b0, b1, n, levels, packed, out):
+def _decode_task(codes, absmax, block_size, b0, b1, n, levels, packed, out, tab):
+    """Decode blocks [b0, b1); ``tab`` (K,) scratch holds ``levels * absmax`` of the block
+    when K is small against the block (one multiply per level instead of per value)."""
+    K = levels.shape[0]
+    scaled = tab.shape[0] == K
     for b in range(b0, b1):
         s = b * block_size
         e = min(n, s + block_size)
         a = absmax[b]
+        if scaled:
+            for k in range(K):
+                tab[k] = levels[k] * a
+            lv = tab
+            m = np.float32(1.0)
+        else:
+            lv = levels
+            m = a
         ob = out[s:e]
         if packed:
             cb = codes[s // 2:(e + 1) // 2]
             h = (e - s) // 2
             for k in range(h):
                 p = cb[k]
-                ob[2 * k] = levels[p >> np.uint8(4)] * a
-                ob[2 * k + 1] = levels[p & np.uint8(15)] * a
+                ob[2 * k] = lv[p >> np.uint8(4)] * m
+                ob[2 * k + 1] = lv[p & np.uint8(15)] * m
             if (e - s) % 2:
-                ob[e - s - 1] = levels[cb[h] >> np.uint8(4)] * a
+                ob[e - s - 1] = lv[cb[h] >> np.uint8(4)] * m
         else:
             cb = codes[s:e]
             for j in range(cb.shape[0]):
-                ob[j] = levels[cb[j]] * a
+                ob[j] = lv[cb[j]] * m
 
 
 @jit_parallel
@@ -242,8 +260,10 @@ def _decode(codes, absmax, block_size, levels, out, packed):
     nb = (n + block_size - 1) // block_size
     per = _blocks_per_task(block_size)
     lv = levels.astype(np.float32)
+    K = lv.shape[0]
     for t in prange((nb + per - 1) // per):
-        _decode_task(codes, absmax, block_size, t * per, min(nb, t * per + per), n, lv, packed, out)
+        tab = np.empty(K if 4 * K <= block_size else 0, np.float32)
+        _decode_task(codes, absmax, block_size, t * per, min(nb, t * per + per), n, lv, packed, out, tab)
 
 
 def dequantize_blockwise(codes, absmax, block_size, levels, out, packed=False):

@@ -170,11 +170,11 @@ def build_lut32(thr, n_thr, lut):
 # ---------------------------------------------------------------------------------------
 @jit(inline="always")
 def _search_lut(v, lut, thr, nc):
-    c = np.int64(lut[_key(v) >> np.uint32(LUT_SHIFT)])
-    c += v > thr[c]
+    c = np.uint32(lut[_key(v) >> np.uint32(LUT_SHIFT)])  # unsigned: no negative-index wrap
+    c += np.uint32(v > thr[c])
     if nc > 1:
-        c += v > thr[c]
-    return c
+        c += np.uint32(v > thr[c])
+    return np.int64(c)
 
 
 @jit(inline="always")

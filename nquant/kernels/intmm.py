@@ -38,7 +38,7 @@ from nquant.kernels._jit import jit, jit_parallel, prange
 # ----------------------------------------------------------------------------- operand conversion
 
 
-@jit_parallel
+@jit
 def to_f32_int8(w, o0, o1, k0, k1, out):
     """``out[:o1-o0, :k1-k0] = float32(w[o0:o1, k0:k1])``.
 
@@ -48,14 +48,14 @@ def to_f32_int8(w, o0, o1, k0, k1, out):
     o0, o1, k0, k1 : int, the block
     out : ndarray of shape (o1 - o0, k1 - k0), float32, C-contiguous, written
     """
-    for i in prange(o1 - o0):
-        src = w[o0 + i]
+    for i in range(o1 - o0):
+        src = w[o0 + i, k0:k1]
         dst = out[i]
-        for j in range(k1 - k0):
-            dst[j] = np.float32(src[k0 + j])
+        for j in range(src.shape[0]):
+            dst[j] = np.float32(src[j])
 
 
-@jit_parallel
+@jit
 def to_f32_int4(packed, qmin, o0, o1, k0, k1, out):
     """Unpack a block of row-packed 4-bit codes to float32 integers ``code + qmin``.
 
@@ -70,15 +70,15 @@ def to_f32_int4(packed, qmin, o0, o1, k0, k1, out):
     half = n // 2
     b0 = k0 // 2
     q = np.float32(qmin)
-    for i in prange(o1 - o0):
-        src = packed[o0 + i]
+    for i in range(o1 - o0):
+        src = packed[o0 + i, b0:b0 + (n + 1) // 2]
         dst = out[i]
         for j in range(half):
-            b = src[b0 + j]
+            b = src[j]
             dst[2 * j] = np.float32(b >> 4) + q
             dst[2 * j + 1] = np.float32(b & 15) + q
         if n % 2:
-            dst[n - 1] = np.float32(src[b0 + half] >> 4) + q
+            dst[n - 1] = np.float32(src[half] >> 4) + q
 
 
 @jit_parallel
@@ -122,7 +122,7 @@ def center_transpose_i16(codes, cx, out):
                     out[n, k] = np.int16(codes[k, n]) - c
 
 
-@jit_parallel
+@jit
 def accumulate_f32(acc, y, first):
     """``acc += int32(y)`` (``acc = int32(y)`` when ``first``); ``y`` holds exact integers.
 
@@ -133,7 +133,7 @@ def accumulate_f32(acc, y, first):
     first : bool
     """
     R, N = y.shape
-    for r in prange(R):
+    for r in range(R):
         a = acc[r]
         v = y[r]
         if first:
@@ -198,10 +198,10 @@ def row_sums_int4(packed, qmin, K):
 
 
 @jit
-def _dot_i16(a, b, k0, k1):
-    """``sum(a[k0:k1] * b[k0:k1])`` in int32 (vectorizes to ``vpmaddwd``)."""
+def _dot_i16(a, b):
+    """``sum(a * b)`` of two int16 vectors in int32 (vectorizes to ``vpmaddwd``)."""
     s = np.int32(0)
-    for k in range(k0, k1):
+    for k in range(a.shape[0]):
         s = np.int32(s + np.int32(a[k]) * np.int32(b[k]))
     return s
 
@@ -260,9 +260,9 @@ def intmm_int16(w, packed, bits, qmin, xt, OB, KB, out):
         for k0 in range(0, K, KB):
             k1 = min(K, k0 + KB)
             for n in range(N):
-                xr = xt[n]
+                xr = xt[n, k0:k1]
                 for i in range(o1 - o0):
-                    out[o0 + i, n] += _dot_i16(buf[i], xr, k0, k1)
+                    out[o0 + i, n] += _dot_i16(buf[i, k0:k1], xr)
 
 
 # ----------------------------------------------------------------------------- epilogue

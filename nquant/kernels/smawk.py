@@ -114,13 +114,32 @@ def _slope(tab, k, b, j):
 
 
 @jit(inline="always")
-def _fix(tab, k, j, b, t, c, tol):
-    """One-step correction of ``b`` by the slope sign when ``t`` is within ``tol`` of an integer."""
-    if c - t < tol or t - (c - 1.0) < tol:
-        if b > k and _slope(tab, k, b - 1, j) >= 0.0:
-            return b - 1
-        if b < j and _slope(tab, k, b, j) < 0.0:
-            return b + 1
+def _frac(tab, k, j):
+    """``(f, tol)``: ``t - W_k = sum_{(k, j]} w_i (x_j - x_i) / (x_j - x_k)`` in ``[0, W_j - W_k]``
+    and a bound on its rounding error (``x_j > x_k`` required)."""
+    xj = tab[j, 0]
+    dx = xj - tab[k, 0]
+    dw = tab[j, 1] - tab[k, 1]
+    dp = tab[j, 2] - tab[k, 2]
+    num = xj * dw - dp
+    tol = 64.0 * 2.220446049250313e-16 * (abs(xj * dw) + abs(dp) + abs(tab[j, 2])) / dx
+    return num / dx, tol
+
+
+@jit(inline="always")
+def _fix(tab, k, j, b, f, tol):
+    """One-step correction of ``b`` by the slope sign when ``f`` is within ``tol`` of an integer.
+
+    Skipped when ``tol >= 0.25``: then the prefix sums cannot locate ``b*`` to one position and
+    the interval is so short that any ``b`` in ``[k, j]`` costs the same up to rounding.
+    """
+    if tol < 0.25:
+        c = np.ceil(f)
+        if c - f < tol or f - (c - 1.0) < tol:
+            if b > k and _slope(tab, k, b - 1, j) >= 0.0:
+                return b - 1
+            if b < j and _slope(tab, k, b, j) < 0.0:
+                return b + 1
     return b
 
 
@@ -144,38 +163,27 @@ def _split(tab, k, b, j):
 
 @jit(inline="always")
 def _mid_unit(tab, k, j):
-    xk = tab[k, 0]
-    xj = tab[j, 0]
-    if j - k < 2 or not (xj > xk):
+    if j - k < 2 or not (tab[j, 0] > tab[k, 0]):
         return k
-    wk = tab[k, 1]
-    wj = tab[j, 1]
-    dp = tab[j, 2] - tab[k, 2]
-    t = (xj * wj - xk * wk - dp) / (xj - xk)
-    c = np.ceil(t)
-    pf = c - 1.0
-    if pf <= k:
+    f, tol = _frac(tab, k, j)
+    # W_b = b + 1: the first b with W_b >= W_k + f is k + ceil(f)
+    c = np.ceil(f)
+    if c <= 0.0:
         b = k
-    elif pf >= j:
+    elif c >= j - k:
         b = j
     else:
-        b = np.int64(pf)
-    tol = 1e-10 * (abs(xj * wj) + abs(xk * wk) + abs(dp)) / (xj - xk)
-    return _fix(tab, k, j, b, t, c, tol)
+        b = k + np.int64(c)
+    return _fix(tab, k, j, b, f, tol)
 
 
 @jit(inline="always")
 def _mid_map(tab, aux, k, j):
-    xk = tab[k, 0]
-    xj = tab[j, 0]
-    if j - k < 2 or not (xj > xk):
+    if j - k < 2 or not (tab[j, 0] > tab[k, 0]):
         return k
-    wk = tab[k, 1]
-    wj = tab[j, 1]
-    dp = tab[j, 2] - tab[k, 2]
-    t = (xj * wj - xk * wk - dp) / (xj - xk)
-    c = np.ceil(t)
-    pf = c - 1.0
+    f, tol = _frac(tab, k, j)
+    # expanded 0-based position of the first point with W >= W_k + f
+    pf = tab[k, 1] + np.ceil(f) - 1.0
     pmax = aux.shape[0] - 1
     if pf <= 0.0:
         b = np.int64(aux[0])
@@ -187,8 +195,7 @@ def _mid_map(tab, aux, k, j):
         b = k
     elif b > j:
         b = j
-    tol = 1e-10 * (abs(xj * wj) + abs(xk * wk) + abs(dp)) / (xj - xk)
-    return _fix(tab, k, j, b, t, c, tol)
+    return _fix(tab, k, j, b, f, tol)
 
 
 @jit(inline="always")
@@ -197,7 +204,8 @@ def _mid_search(tab, k, j):
     xj = tab[j, 0]
     if j - k < 2 or not (xj > xk):
         return k
-    t = (xj * tab[j, 1] - xk * tab[k, 1] - (tab[j, 2] - tab[k, 2])) / (xj - xk)
+    f, tol = _frac(tab, k, j)
+    t = tab[k, 1] + f
     lo = k + 1
     hi = j
     while lo < hi:
@@ -216,9 +224,9 @@ def mid(kind, tab, aux, k, j):
     ``ACCEL_UNIT``: ``ceil(t) - 1``; ``ACCEL_MAP``: ``aux[ceil(t) - 1]``; both clamped to
     ``[k, j]`` and, when ``t`` is within a rounding tolerance of an integer, corrected by one
     step with the sign of the slope ``G``.  ``ACCEL_SEARCH``: binary search of ``W``.
-    Returns ``k`` when ``x_j == x_k`` or ``j - k < 2`` (no interior point).
+    Returns ``k`` when ``x_j == x_k`` or ``j - k < 2`` (no interior point).  (Run-time
+    ``kind``: used O(s) times by the walk back, not in hot loops.)
     """
-    literally(kind)
     if kind == ACCEL_UNIT:
         return _mid_unit(tab, k, j)
     if kind == ACCEL_MAP:
@@ -227,27 +235,53 @@ def mid(kind, tab, aux, k, j):
 
 
 @jit
+def asq_cost(tab, aux, k, j):
+    """``C(k, j)``: sum of rounding variances of the values in ``(x_k, x_j]``, clamped >= 0."""
+    return _asq(tab, k, j)
+
+
+@jit
+def kmeans_cost(tab, aux, k, j):
+    """Weighted within-interval SSE over prefix positions ``(k, j]``, clamped >= 0."""
+    return _kmeans(tab, k, j)
+
+
+@jit
+def accel_unit_cost(tab, aux, k, j):
+    """``C2(k, j)``, the cost of ``[x_k, x_j]`` with the optimal extra level (unit weights)."""
+    return _split(tab, k, _mid_unit(tab, k, j), j)
+
+
+@jit
+def accel_map_cost(tab, aux, k, j):
+    """``C2(k, j)`` for integer counts (``aux`` from ``asq_dp.count_map``)."""
+    return _split(tab, k, _mid_map(tab, aux, k, j), j)
+
+
+@jit
+def accel_search_cost(tab, aux, k, j):
+    """``C2(k, j)`` for arbitrary weights (binary search, O(log n))."""
+    return _split(tab, k, _mid_search(tab, k, j), j)
+
+
+@jit
 def cost(kind, tab, aux, k, j):
     """The interval cost of ``kind`` for source ``k`` and target ``j`` (``k <= j``).
 
     ``ASQ``: ``C(k, j)``; ``ACCEL_*``: ``C2(k, j) = C(k, b*) + C(b*, j)``; ``KMEANS``: the
-    weighted SSE of prefix positions ``(k, j]``.  All clamped at >= 0.
+    weighted SSE of prefix positions ``(k, j]``.  All clamped at >= 0.  ``kind`` is made a
+    compile-time constant (``numba.literally``): one small specialisation per kind.
     """
     literally(kind)
     if kind == ASQ:
-        return _asq(tab, k, j)
+        return asq_cost(tab, aux, k, j)
     if kind == KMEANS:
-        return _kmeans(tab, k, j)
+        return kmeans_cost(tab, aux, k, j)
     if kind == ACCEL_UNIT:
-        return _split(tab, k, _mid_unit(tab, k, j), j)
+        return accel_unit_cost(tab, aux, k, j)
     if kind == ACCEL_MAP:
-        return _split(tab, k, _mid_map(tab, aux, k, j), j)
-    return _split(tab, k, _mid_search(tab, k, j), j)
-
-
-# ----------------------------------------------------------------------------------------------
-# row minima
-# ----------------------------------------------------------------------------------------------
+        return accel_map_cost(tab, aux, k, j)
+    return accel_search_cost(tab, aux, k, j)
 
 
 @jit

@@ -167,3 +167,46 @@ def error_moments(x, y, n_tasks):
         out[:4] += part[t, :4]
         out[4] = max(out[4], part[t, 4]) if part[t, 4] == part[t, 4] else np.nan
     return out
+
+
+@jit_parallel
+def histogram_pow2(x, row_group, col_step, inv_width, origin, n_bins, n_tasks):
+    """Per-group histogram counts on power-of-two-aligned bins (exact bin assignment).
+
+    Group ``g``'s bin ``b`` holds the values ``v`` with
+    ``floor(v * inv_width[g]) - origin[g] == b`` (``inv_width = 2^-e``, so the
+    product is exact and every bin edge is an integer multiple of ``2^e``);
+    values outside ``[0, n_bins)`` go to the end bins, NaN and infinities are
+    skipped.  Used by ``nquant.observers`` for histograms that re-bin exactly
+    when their range grows.
+
+    Parameters
+    ----------
+    x : ndarray of shape (R, L), float32 or float64
+    row_group : ndarray of shape (R,), int64
+    col_step : int, 0 or 1 (see ``nquant._layout``)
+    inv_width : ndarray of shape (G,), float64, powers of two
+    origin : ndarray of shape (G,), int64
+    n_bins : int
+    n_tasks : int, number of row slices counted in parallel
+
+    Returns
+    -------
+    count : ndarray of shape (G, n_bins), int64
+    """
+    R, L = x.shape
+    G = inv_width.shape[0]
+    T = max(1, min(R, n_tasks))
+    per = (R + T - 1) // T
+    cnt = np.zeros((T, G, n_bins), np.int64)
+    for t in prange(T):
+        for r in range(t * per, min(R, (t + 1) * per)):
+            for j in range(L):
+                g = row_group[r] + j * col_step
+                v = np.float64(x[r, j])
+                if not abs(v) < np.inf:
+                    continue
+                b = np.int64(np.floor(v * inv_width[g])) - origin[g]
+                b = min(max(b, 0), n_bins - 1)
+                cnt[t, g, b] += 1
+    return cnt.sum(axis=0)

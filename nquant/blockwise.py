@@ -1,0 +1,159 @@
+"""Blockwise absmax quantization to a grid (``Blockwise`` / ``NF4`` schemes, QLoRA).
+
+Family protocol as in :mod:`nquant.uniform`.  Blocks run over the flattened,
+C-ordered array (float64 data is cast to float32 first, as bitsandbytes does).
+Side arrays: ``absmax`` (float32 per block), or with double quantization
+``absmax_codes`` (uint8 per block), ``absmax2`` (float32 per 256 blocks) and
+``offset`` (float32, the mean absmax).  The mean is exact and mergeable: each
+chunk sums the float32 absmax values exactly as integer mantissas per exponent,
+so a NumPy array and any chunking of a Dask array get the same offset.
+Parameter keys starting with ``_`` are working values that are not stored.
+"""
+
+from fractions import Fraction
+
+import numpy as np
+
+from nquant.errors import InputError
+from nquant.kernels import blockwise as kb
+
+DQ_BLOCK = kb.DOUBLE_QUANT_BLOCK
+
+
+def _levels(scheme):
+    return np.asarray(scheme.codebook, dtype=np.float32)
+
+
+def _flat32(chunk):
+    return np.ascontiguousarray(chunk, dtype=np.float32).reshape(-1)
+
+
+def _absmax(scheme, flat):
+    out = np.empty(-(-flat.size // scheme.block_size), np.float32)
+    if flat.size:
+        kb.blockwise_absmax(flat, scheme.block_size, out)
+    if not np.isfinite(out).all():
+        raise InputError("x contains NaN or infinite values: blockwise quantization needs finite data")
+    return out
+
+
+# ----------------------------------------------------------------------------- exact mean of absmax
+
+
+def exact_sum_partial(a):
+    """Exact, mergeable sum of non-negative finite float32 values.
+
+    Returns
+    -------
+    ndarray of shape (257,), int64: per float32 exponent field the sum of the integer
+    mantissas, then the count.  Sums add exactly (fewer than 2**39 values).
+    """
+    bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    e = (bits >> 23) & 0xFF
+    m = (bits & 0x7FFFFF) | np.where(e > 0, 0x800000, 0).astype(np.uint32)
+    sums = np.bincount(e, weights=m.astype(np.float64), minlength=256).astype(np.int64)
+    return np.append(sums, a.size)
+
+
+def exact_mean(partial):
+    """Mean of the values behind merged :func:`exact_sum_partial` output, as float32."""
+    n = int(partial[-1])
+    if n == 0:
+        return np.float32(0)
+    total = Fraction(0)
+    for e, s in enumerate(partial[:-1]):
+        if s:
+            total += Fraction(int(s)) * Fraction(2) ** (max(e, 1) - 150)
+    return np.float32(float(total / n))
+
+
+# ----------------------------------------------------------------------------- protocol
+
+
+def needs_stats(scheme):
+    """Double quantization needs the global mean absmax; plain blocks need nothing global."""
+    return scheme.double_quant
+
+
+def needs_histogram(scheme):
+    return False
+
+
+def block_quantum(scheme):
+    """Values per chunk quantum: whole blocks, whole groups of 256 blocks with double_quant."""
+    return scheme.block_size * (DQ_BLOCK if scheme.double_quant else 1)
+
+
+def partial(scheme, chunk, start=None, global_shape=None):
+    """Exact partial sum of the chunk's block absmax values (double quantization)."""
+    return {"absmax_sum": exact_sum_partial(_absmax(scheme, _flat32(chunk)))}
+
+
+def merge(a, b):
+    return {"absmax_sum": a["absmax_sum"] + b["absmax_sum"]}
+
+
+def finalize(scheme, stats=None, data=None):
+    """Global parameters: ``offset`` (the mean absmax) with double quantization, else none."""
+    if not scheme.double_quant:
+        return {}
+    return {"offset": np.array([exact_mean(stats["absmax_sum"])], np.float32)}
+
+
+def param_specs(scheme, n):
+    """Per-block side arrays on ``n`` values: name -> (length, dtype)."""
+    nb = -(-n // scheme.block_size)
+    if scheme.double_quant:
+        return {"absmax_codes": (nb, np.uint8), "absmax2": (-(-nb // DQ_BLOCK), np.float32)}
+    return {"absmax": (nb, np.float32)}
+
+
+def chunk_params(scheme, chunk, start=None, global_shape=None, params=None):
+    """Side arrays of one chunk's blocks (plus the exact ``_absmax`` working value)."""
+    absmax = _absmax(scheme, _flat32(chunk))
+    if not scheme.double_quant:
+        return {"absmax": absmax}
+    codes, absmax2, _ = kb.double_quantize(absmax, offset=params["offset"][0])
+    return {"absmax_codes": codes, "absmax2": absmax2, "_absmax": absmax}
+
+
+def fit(scheme, x):
+    """All side arrays of an in-memory array (one chunk of the Dask protocol)."""
+    glob = finalize(scheme, partial(scheme, x)) if scheme.double_quant else {}
+    return {**glob, **chunk_params(scheme, x, params=glob)}
+
+
+def block_absmax(scheme, params):
+    """The float32 absmax per block that decoding uses (dequantized with double_quant)."""
+    if "absmax" in params:
+        return np.asarray(params["absmax"], np.float32)
+    return kb.double_dequantize(np.asarray(params["absmax_codes"]), np.asarray(params["absmax2"]),
+                                np.float32(np.asarray(params["offset"]).reshape(-1)[0]))
+
+
+def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0, out=None):
+    """Codes (uint8, shape of the chunk): each value over its block's absmax, to the nearest level."""
+    flat = _flat32(chunk)
+    codes = np.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
+    absmax = params.get("_absmax", params.get("absmax"))
+    if flat.size:
+        if absmax is None:
+            tmp = np.empty(-(-flat.size // scheme.block_size), np.float32)
+            kb.absmax_quantize_blockwise(flat, scheme.block_size, _levels(scheme), tmp, codes)
+            if not np.isfinite(tmp).all():
+                raise InputError("x contains NaN or infinite values: blockwise quantization needs finite data")
+        else:
+            kb.quantize_blockwise(flat, np.asarray(absmax, np.float32), scheme.block_size, _levels(scheme),
+                                  codes)
+    return codes.reshape(chunk.shape)
+
+
+def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=None, group_offset=0,
+           out=None):
+    """``codebook[code] * absmax[block]`` (float32), cast to ``dtype``."""
+    flat = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
+    res = np.empty(flat.size, np.float32)
+    if flat.size:
+        kb.dequantize_blockwise(flat, block_absmax(scheme, params), scheme.block_size, _levels(scheme), res)
+    res = res.reshape(codes.shape)
+    return res if res.dtype == np.dtype(dtype) else res.astype(dtype)

@@ -1,0 +1,74 @@
+"""Sorted-codebook quantization (``Codebook`` schemes): any 1-D grid, every rounding mode.
+
+Family protocol as in :mod:`nquant.uniform`; a codebook needs no statistics, so
+its only parameter is the grid itself (side array ``codebook``, float32).
+"""
+
+import numpy as np
+
+from nquant import _layout
+from nquant.errors import InputError
+from nquant.kernels import codebook1d
+from nquant.kernels.rng import stream_key
+from nquant.kernels.rounding import MODES
+from nquant.uniform import compute_dtype
+
+
+def needs_stats(scheme):
+    return False
+
+
+def needs_histogram(scheme):
+    return False
+
+
+def block_quantum(scheme):
+    return None
+
+
+def finalize(scheme, stats=None, data=None):
+    """``{"codebook": float32 levels}``."""
+    return {"codebook": np.asarray(scheme.values, dtype=np.float32)}
+
+
+def fit(scheme, x):
+    return finalize(scheme)
+
+
+def _levels(scheme, params, dtype):
+    # float64 data is coded against the scheme's exact (float64) values
+    if dtype == np.float64:
+        return np.asarray(scheme.values, dtype=np.float64)
+    return np.asarray(params["codebook"], dtype=np.float32)
+
+
+def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0, out=None):
+    """Codes (uint8 indices into the grid) of a chunk; ``InputError`` on NaN/inf."""
+    shape = chunk.shape
+    flat = np.ascontiguousarray(chunk, dtype=compute_dtype(chunk.dtype)).reshape(-1)
+    levels = _levels(scheme, params, flat.dtype)
+    lay = _layout.row_layout(shape, start, shape if global_shape is None else global_shape)
+    codes = np.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
+    key = np.uint64(stream_key(scheme.seed))
+    bad = 0
+    for part in lay.parts:
+        if part.R and part.L:
+            bad += codebook1d.quantize_sorted(part.view(flat), part.row_index, levels,
+                                              MODES[scheme.rounding], key, part.view(codes))
+    if bad:
+        raise InputError(f"x contains {bad} non-finite value(s) (NaN or inf): a codebook needs finite data")
+    return codes.reshape(shape)
+
+
+def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=None, group_offset=0,
+           out=None):
+    """Table lookup: ``codebook[code]`` in ``dtype``."""
+    dtype = np.dtype(dtype)
+    cdtype = compute_dtype(dtype)
+    levels = _levels(scheme, params, cdtype)
+    flat = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
+    res = np.empty(flat.size, cdtype)
+    if flat.size:
+        codebook1d.dequantize_table(flat.reshape(1, -1), levels, res.reshape(1, -1))
+    res = res.reshape(codes.shape)
+    return res if res.dtype == dtype else res.astype(dtype)

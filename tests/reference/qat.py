@@ -1,0 +1,170 @@
+"""Slow NumPy references for observers, fake quantization and integer matmul.
+
+Written independently of the kernels: plain loops or NumPy reductions over all
+observed data at once.
+"""
+
+import math
+
+import numpy as np
+
+
+def groups_2d(x, axis):
+    """``x`` as (G, n) float64: one row per group (per tensor: one row)."""
+    x = np.asarray(x, dtype=np.float64)
+    if axis is None:
+        return x.reshape(1, -1)
+    return np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+
+
+def concat_groups(batches, axis):
+    """All batches' values per group, (G, total) float64."""
+    return np.concatenate([groups_2d(b, axis) for b in batches], axis=1)
+
+
+def minmax(batches, axis):
+    """Per-group min and max ignoring NaN (inf / -inf for groups without finite values)."""
+    g = concat_groups(batches, axis)
+    lo = np.array([np.min(r[~np.isnan(r)]) if (~np.isnan(r)).any() else np.inf for r in g])
+    hi = np.array([np.max(r[~np.isnan(r)]) if (~np.isnan(r)).any() else -np.inf for r in g])
+    return lo, hi
+
+
+def ema_minmax(batches, c, axis):
+    """PyTorch's MovingAverageMinMaxObserver, batch by batch (NaN-only groups skipped)."""
+    cur_lo = cur_hi = None
+    for b in batches:
+        blo, bhi = minmax([b], axis)
+        if cur_lo is None:
+            cur_lo = np.full(blo.shape, np.nan)
+            cur_hi = np.full(bhi.shape, np.nan)
+        for g in range(len(blo)):
+            if not np.isfinite(blo[g]):
+                continue
+            if np.isnan(cur_lo[g]):
+                cur_lo[g], cur_hi[g] = blo[g], bhi[g]
+            else:
+                cur_lo[g] = cur_lo[g] + c * (blo[g] - cur_lo[g])
+                cur_hi[g] = cur_hi[g] + c * (bhi[g] - cur_hi[g])
+    return np.nan_to_num(cur_lo, nan=0.0), np.nan_to_num(cur_hi, nan=0.0)
+
+
+def aligned_grid(lo, hi, bins, extra_bits=40):
+    """Smallest exponent e >= exponent(max|v|) - extra_bits with fewer than ``bins`` aligned bins."""
+    if lo == hi == 0:
+        return 0, 0
+    amax = max(abs(lo), abs(hi))
+    e = math.frexp(amax)[1] - extra_bits
+    while math.floor(math.ldexp(hi, -e)) - math.floor(math.ldexp(lo, -e)) >= bins:
+        e += 1
+    return e, math.floor(math.ldexp(lo, -e))
+
+
+def aligned_histogram(batches, bins, axis):
+    """The histogram an observer should hold: all data binned at once on the final grid."""
+    g = concat_groups(batches, axis)
+    lo, hi = minmax(batches, axis)
+    G = g.shape[0]
+    exps = np.zeros(G, np.int64)
+    origins = np.zeros(G, np.int64)
+    counts = np.zeros((G, bins), np.int64)
+    for i in range(G):
+        a = np.where(np.isfinite(lo[i]), lo[i], 0.0)
+        b = np.where(np.isfinite(hi[i]), hi[i], 0.0)
+        e, o = aligned_grid(float(a), float(b), bins)
+        exps[i], origins[i] = e, o
+        v = g[i][np.isfinite(g[i])]
+        idx = np.floor(v * 2.0 ** -e).astype(np.int64) - o
+        assert idx.size == 0 or (idx.min() >= 0 and idx.max() < bins)
+        counts[i] = np.bincount(idx, minlength=bins)
+    return exps, origins, counts
+
+
+def histogram_percentiles(counts, lo, hi, p_low, p_high):
+    """Percentiles from histogram counts, linear inside the bin that reaches the target."""
+    G, B = counts.shape
+    out = np.zeros((2, G))
+    for g in range(G):
+        n = counts[g].sum()
+        width = (hi[g] - lo[g]) / B
+        cum = np.concatenate([[0], np.cumsum(counts[g])])
+        for k, p in enumerate((p_low, p_high)):
+            if n == 0:
+                out[k, g] = lo[g] if k == 0 else hi[g]
+                continue
+            target = p / 100.0 * n
+            # first bin b with count > 0 and cum[b + 1] >= target
+            b = next(b for b in range(B) if counts[g, b] > 0 and cum[b + 1] >= target)
+            frac = (target - cum[b]) / counts[g, b]
+            out[k, g] = min(max(lo[g] + (b + frac) * width, lo[g]), hi[g])
+    return out[0], out[1]
+
+
+def mse_range(counts, lo, hi, n_steps, symmetric, n_grid):
+    """Brute-force MSE search over the same candidates, errors from bin centres."""
+    G, B = counts.shape
+    rmin = np.asarray(lo, np.float64).copy()
+    rmax = np.asarray(hi, np.float64).copy()
+    for g in range(G):
+        width = (hi[g] - lo[g]) / B
+        if not width > 0:
+            continue
+        centres = lo[g] + (np.arange(B) + 0.5) * width
+        n = counts[g].astype(np.float64)
+        amax = max(abs(lo[g]), abs(hi[g]))
+        best = np.inf
+        for i in range(n_grid):
+            for j in range(1 if symmetric else n_grid):
+                if symmetric:
+                    b_ = amax * (n_grid - i) / n_grid
+                    a = -b_
+                else:
+                    a = lo[g] + (hi[g] - lo[g]) * i / (2 * n_grid)
+                    b_ = hi[g] - (hi[g] - lo[g]) * j / (2 * n_grid)
+                step = (b_ - a) / n_steps
+                below = centres < a
+                above = centres > b_
+                inside = ~below & ~above
+                err = (n[inside].sum() * step * step / 12.0 + (n[below] * (centres[below] - a) ** 2).sum()
+                       + (n[above] * (centres[above] - b_) ** 2).sum())
+                if err < best * (1 - 1e-12):
+                    best = err
+                    rmin[g], rmax[g] = a, b_
+    return rmin, rmax
+
+
+def range_error(counts, lo, hi, a, b, n_steps):
+    """Expected squared error of the clipping range ``[a, b]`` for one histogram (bin centres)."""
+    B = counts.shape[0]
+    width = (hi - lo) / B
+    centres = lo + (np.arange(B) + 0.5) * width
+    n = counts.astype(np.float64)
+    step = (b - a) / n_steps
+    below = centres < a
+    above = centres > b
+    inside = ~below & ~above
+    return (n[inside].sum() * step * step / 12.0 + (n[below] * (centres[below] - a) ** 2).sum()
+            + (n[above] * (centres[above] - b) ** 2).sum())
+
+
+def fake_quantize(x, scale, zero_point, qmin, qmax):
+    """Per-tensor integer-zero-point fake quantization in NumPy (float32 data).
+
+    ``t = rint(x * float32(1 / s)) + z`` (multiply by the reciprocal, ties to even),
+    ``y = (clip(t, qmin, qmax) - z) * s``; mask ``qmin <= t <= qmax``.
+    """
+    x = np.asarray(x, np.float32)
+    s = np.float32(scale)
+    inv = np.float32(1) / s
+    z = np.float32(zero_point - qmin)
+    t = np.rint(x * inv) + z  # code space: t - z + qmin is the integer
+    hi = np.float32(qmax - qmin)
+    code = np.clip(t, np.float32(0), hi).astype(np.uint8)
+    y = ((code.astype(np.float32) - z) * s).astype(np.float32)
+    mask = (t >= 0) & (t <= hi)
+    return y, mask
+
+
+def int_matmul(w_q, x_q):
+    """Exact integer product in int64."""
+    return np.asarray(w_q, np.int64) @ np.asarray(x_q, np.int64)

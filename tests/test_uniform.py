@@ -1,0 +1,731 @@
+"""Uniform affine quantization: kernels against the NumPy reference, fit, chunk
+invariance, calibration, containers, metrics and scheme JSON."""
+
+import functools
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from numpy.testing import assert_array_equal
+from reference import uniform as ref
+from strategies import (
+    apply_layout,
+    block_chunkings,
+    chunkings,
+    float_arrays,
+    iter_chunks,
+    layouts,
+    shapes,
+)
+
+import nquant as nq
+from nquant import uniform
+from nquant.errors import SchemeError
+
+MODES = ("nearest", "nearest_away", "floor", "ceil", "stochastic")
+GRANULARITIES = ("tensor", "axis0", "axis-1", "axis_mid", "block1", "block7", "block64")
+
+
+def granularity_kw(g):
+    return {"tensor": {}, "axis0": {"axis": 0}, "axis-1": {"axis": -1}, "axis_mid": {"axis": 1},
+            "block1": {"block_size": 1}, "block7": {"block_size": 7}, "block64": {"block_size": 64}}[g]
+
+
+def granularity_ok(g, ndim):
+    if g in ("axis0", "axis-1"):
+        return ndim >= 1
+    if g == "axis_mid":
+        return ndim == 3
+    return True
+
+
+@st.composite
+def scheme_kwargs(draw, granularity=None, ranges=("minmax", "minmax", "explicit", "percentile_exact")):
+    """Keyword arguments of a valid Uniform (range 'explicit' is resolved by the test)."""
+    kw = {"bits": draw(st.integers(1, 8)), "symmetric": draw(st.booleans())}
+    kw["signed"] = draw(st.sampled_from([None, True, False]))
+    kw["narrow_range"] = draw(st.booleans())
+    if not kw["symmetric"]:
+        kw["zero_point"] = draw(st.sampled_from(["int", "float"]))
+    kw["rounding"] = draw(st.sampled_from(MODES))
+    kw["seed"] = draw(st.integers(-(2**63), 2**64 - 1))
+    kw["nan"] = draw(st.sampled_from(["raise", "propagate"]))
+    if granularity is not None:
+        kw.update(granularity_kw(granularity))
+    blocks = kw.get("block_size") is not None
+    kw["range"] = draw(st.sampled_from([r for r in ranges if not (blocks and r == "percentile_exact")]))
+    if kw["range"] == "percentile_exact":
+        kw["percentile"] = draw(st.sampled_from([(0.0, 100.0), (1.0, 99.0), (10.0, 75.0)]))
+    try:
+        nq.Uniform(**{**kw, "range": "minmax" if kw["range"] == "explicit" else kw["range"]})
+    except SchemeError:
+        assume(False)
+    return kw
+
+
+def make_scheme(kw, x, data):
+    kw = dict(kw)
+    if kw["range"] == "explicit":
+        finite = np.asarray(x, np.float64)
+        finite = finite[np.isfinite(finite)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
+        a, b = sorted(data.draw(st.lists(st.sampled_from([-0.25, 0.0, 0.3, 0.5, 1.0, 1.25]),
+                                         min_size=2, max_size=2)))
+        kw["range"] = (lo + (hi - lo) * a, lo + (hi - lo) * b)
+    return nq.Uniform(**kw)
+
+
+def with_nans(x, scheme, data):
+    if scheme.nan != "propagate" or x.size == 0:
+        return x
+    x = x.copy()
+    k = data.draw(st.integers(0, min(3, x.size)))
+    idx = data.draw(st.lists(st.integers(0, x.size - 1), min_size=k, max_size=k))
+    x.reshape(-1)[idx] = np.nan
+    return x
+
+
+def qmin_of(scheme):
+    return ref.qrange(scheme)[0]
+
+
+def assert_params_equal(got, want):
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k].dtype == want[k].dtype, k
+        assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def grid_bounds(scheme, params):
+    """(lo, hi) per group of the representable grid, float64."""
+    qmin, qmax = ref.qrange(scheme)
+    s = params["scale"].astype(np.float64)
+    if "offset" in params:
+        off = params["offset"].astype(np.float64)
+        return off, off + (qmax - qmin) * s
+    zp = params["zero_point"].astype(np.float64)
+    return (qmin - zp) * s, (qmax - zp) * s
+
+
+def assert_error_bound(scheme, params, x, x_hat):
+    """|x_hat - clip(x, grid)| <= k * scale (+ float slack); k = 1/2 for nearest modes, else 1."""
+    x64 = np.asarray(x, np.float64)
+    y64 = np.asarray(x_hat, np.float64)
+    g = ref.group_ids(scheme, x64.shape).reshape(-1)
+    lo, hi = grid_bounds(scheme, params)
+    s = params["scale"].astype(np.float64)
+    xf, yf = x64.reshape(-1), y64.reshape(-1)
+    nan = np.isnan(xf)
+    assert np.isnan(yf[nan]).all()
+    xf, yf, g = xf[~nan], yf[~nan], g[~nan]
+    if not xf.size:
+        return
+    k = 0.5 if scheme.rounding in ("nearest", "nearest_away") else 1.0
+    cd = ref.compute_dtype(np.asarray(x).dtype)
+    out = np.asarray(x_hat).dtype
+    eps = np.finfo(cd).eps + np.finfo(out).eps
+    mag = np.maximum.reduce([np.abs(xf), np.abs(lo[g]), np.abs(hi[g])])
+    tol = k * s[g] * (1 + 2.0**-12) + 16 * eps * mag + 2 * float(np.finfo(out).smallest_subnormal)
+    err = np.abs(yf - np.clip(xf, lo[g], hi[g]))
+    assert (err <= tol).all(), (err.max(), tol[np.argmax(err - tol)])
+
+
+# ----------------------------------------------------------------------------- kernels vs reference
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_fit_encode_decode_match_reference(data):
+    ndim = data.draw(st.integers(0, 3))
+    g = data.draw(st.sampled_from([g for g in GRANULARITIES if granularity_ok(g, ndim)]))
+    kw = data.draw(scheme_kwargs(granularity=g))
+    x = data.draw(float_arrays(shape=data.draw(shapes(min_dims=ndim, max_dims=ndim, max_side=6))))
+    scheme = make_scheme(kw, x, data)
+    x = with_nans(x, scheme, data)
+    xl = apply_layout(x, data.draw(layouts()))
+
+    params = uniform.fit(scheme, xl)
+    assert_params_equal(params, ref.fit(scheme, x))
+    assert len(params["scale"]) == ref.n_groups(scheme, x.shape)
+
+    codes = uniform.encode(scheme, params, xl)
+    assert codes.dtype == np.uint8 and codes.shape == x.shape
+    want = ref.encode(scheme, params, x)
+    assert_array_equal(codes, want)
+    for dt in {x.dtype, np.dtype(np.float32), np.dtype(np.float64)}:
+        y = uniform.decode(scheme, params, codes, dt)
+        assert y.dtype == dt and y.shape == x.shape
+        assert_array_equal(y, ref.decode(scheme, params, want, dt))
+
+    q = nq.quantize(xl, scheme)
+    assert q.shape == x.shape and q.dtype == x.dtype
+    cu = q.codes_unpacked
+    assert cu.dtype == (np.int8 if scheme.is_signed else np.uint8)
+    assert_array_equal(cu.astype(np.int64), want.astype(np.int64) + qmin_of(scheme))
+    y = nq.dequantize(q)
+    assert y.dtype == x.dtype and y.shape == x.shape
+    assert_array_equal(y, ref.decode(scheme, params, want, x.dtype))
+    assert_error_bound(scheme, params, x, y)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_every_convention_and_bit_width(granularity, mode):
+    """All zero-point conventions x signed/unsigned/narrow x bits 1..8 on fixed adversarial data."""
+    shape = (4, 5, 6) if granularity == "axis_mid" else (9, 14)
+    rs = np.random.default_rng(len(granularity) * 7 + len(mode))
+    base = rs.standard_normal(shape) * 3 + 1
+    base.reshape(-1)[:5] = [0.0, -0.0, 2.5, -2.5, 1e-3]
+    conventions = [dict(symmetric=True), dict(symmetric=True, narrow_range=True),
+                   dict(symmetric=True, signed=False), dict(zero_point="int"),
+                   dict(zero_point="int", signed=True), dict(zero_point="int", signed=True, narrow_range=True),
+                   dict(zero_point="float"), dict(zero_point="float", signed=True)]
+    n_checked = 0
+    for dtype, conv, bits in itertools.product((np.float32, np.float64), conventions, range(1, 9)):
+        try:
+            s = nq.Uniform(bits=bits, rounding=mode, seed=bits, **conv, **granularity_kw(granularity))
+        except SchemeError:
+            assert conv.get("symmetric") or (conv.get("narrow_range") and bits == 1)
+            continue
+        x = base.astype(dtype)
+        p = uniform.fit(s, x)
+        assert_params_equal(p, ref.fit(s, x))
+        c = uniform.encode(s, p, x)
+        assert_array_equal(c, ref.encode(s, p, x))
+        assert c.max() <= ref.qrange(s)[1] - ref.qrange(s)[0]
+        y = uniform.decode(s, p, c, dtype)
+        assert_array_equal(y, ref.decode(s, p, c, dtype))
+        assert_error_bound(s, p, x, y)
+        n_checked += 1
+    assert n_checked == 2 * (len(conventions) * 8 - 4)
+
+
+@settings(max_examples=25)
+@given(st.data())
+def test_ties_after_scaling(data):
+    """Exact ties k + 0.5 with scale 1 in every convention that gives scale 1."""
+    bits = data.draw(st.integers(2, 8))
+    mode = data.draw(st.sampled_from(MODES))
+    dtype = data.draw(st.sampled_from([np.float16, np.float32, np.float64]))
+    top = 2**bits - 1
+    k = data.draw(st.lists(st.integers(0, 2 * top), min_size=1, max_size=40))
+    x = (np.array(k) / 2.0).astype(dtype)
+    for s in [nq.Uniform(bits=bits, range=(0.0, float(top)), zero_point="float", rounding=mode),
+              nq.Uniform(bits=bits, range=(0.0, float(top)), zero_point="int", rounding=mode),
+              nq.Uniform(bits=bits, range=(-float(top // 2), float(top // 2)), symmetric=True,
+                         narrow_range=True, rounding=mode)]:
+        p = uniform.fit(s, x)
+        assert p["scale"][0] == 1.0
+        c = uniform.encode(s, p, x)
+        assert_array_equal(c, ref.encode(s, p, x))
+    s = nq.Uniform(bits=bits, range=(0.0, float(top)), zero_point="float", rounding=mode)
+    c = uniform.encode(s, uniform.fit(s, x), x).astype(np.int64)
+    kk = np.array(k)
+    half = kk // 2
+    odd = kk % 2 == 1
+    if mode == "nearest":
+        want = np.where(odd, half + (half % 2), half)
+    elif mode in ("nearest_away", "ceil"):
+        want = np.where(odd, half + 1, half)
+    elif mode == "floor":
+        want = half
+    else:
+        want = None
+        assert ((c == half) | (c == half + odd)).all()
+    if want is not None:
+        assert_array_equal(c, np.minimum(want, top))
+
+
+# ----------------------------------------------------------------------------- fit statistics
+
+
+@settings(max_examples=30)
+@given(st.data())
+def test_partial_min_max_and_merge_over_chunks(data):
+    shape = data.draw(shapes(min_dims=1, max_dims=3, max_side=7))
+    g = data.draw(st.sampled_from([g for g in GRANULARITIES[:4] if granularity_ok(g, len(shape))]))
+    s = nq.Uniform(nan="propagate", **granularity_kw(g))
+    x = data.draw(float_arrays(shape=shape))
+    x = with_nans(x, s, data)
+    whole = uniform.partial(s, x)
+    mins, maxs, n_nan = ref.raw_minmax(s, x)
+    assert_array_equal(whole["min"], mins)
+    assert_array_equal(whole["max"], maxs)
+    assert whole["n_nan"] == n_nan
+    parts = [uniform.partial(s, x[sl], start=start, global_shape=shape)
+             for sl, start in iter_chunks(data.draw(chunkings(shape)))]
+    merged = functools.reduce(uniform.merge, parts)
+    for k in ("min", "max"):
+        assert_array_equal(merged[k], whole[k])
+    assert merged["n_nan"] == whole["n_nan"]
+    # merge is commutative
+    rev = functools.reduce(uniform.merge, parts[::-1])
+    assert_array_equal(rev["min"], whole["min"])
+    # histograms over the fitted range merge exactly too
+    s2 = s.replace(range="percentile", bins=16)
+    lo, hi = uniform.histogram_range[0](whole), uniform.histogram_range[1](whole)
+    hw = uniform.partial_histogram(s2, x, lo, hi)["counts"]
+    assert_array_equal(hw, ref.histogram_counts(s2, x, lo, hi))
+    hp = sum(uniform.partial_histogram(s2, x[sl], lo, hi, start=start, global_shape=shape)["counts"]
+             for sl, start in iter_chunks(data.draw(chunkings(shape))))
+    assert_array_equal(hp, hw)
+
+
+@settings(max_examples=20)
+@given(st.data())
+def test_block_partials_concatenate_over_chunks(data):
+    bs = data.draw(st.sampled_from([1, 7, 64]))
+    n = data.draw(st.integers(0, 300))
+    x = data.draw(float_arrays(shape=(n,)))
+    s = nq.Uniform(block_size=bs, bits=data.draw(st.integers(1, 8)))
+    whole = uniform.partial(s, x)
+    mins, maxs, _ = ref.raw_minmax(s, x)
+    assert_array_equal(whole["min"], mins)
+    assert_array_equal(whole["max"], maxs)
+    parts = [uniform.partial(s, x[sl], start=start, global_shape=x.shape)
+             for sl, start in iter_chunks(data.draw(block_chunkings(n, bs)))]
+    assert_array_equal(np.concatenate([p["min"] for p in parts]), whole["min"])
+    assert_array_equal(np.concatenate([p["max"] for p in parts]), whole["max"])
+
+
+# ----------------------------------------------------------------------------- chunk invariance
+
+
+@settings(max_examples=40)
+@given(st.data())
+def test_encode_decode_chunk_invariance(data):
+    shape = data.draw(shapes(min_dims=1, max_dims=3, max_side=7))
+    g = data.draw(st.sampled_from([g for g in GRANULARITIES[:4] if granularity_ok(g, len(shape))]))
+    kw = data.draw(scheme_kwargs(granularity=g, ranges=("minmax",)))
+    x = data.draw(float_arrays(shape=shape))
+    s = make_scheme(kw, x, data)
+    x = with_nans(x, s, data)
+    p = uniform.fit(s, x)
+    whole = uniform.encode(s, p, x)
+    assert_array_equal(whole, ref.encode(s, p, x))
+    dec = uniform.decode(s, p, whole, x.dtype)
+    codes = np.empty_like(whole)
+    back = np.empty(shape, x.dtype)
+    for sl, start in iter_chunks(data.draw(chunkings(shape))):
+        codes[sl] = uniform.encode(s, p, x[sl], start=start, global_shape=shape)
+        back[sl] = uniform.decode(s, p, whole[sl], x.dtype, start=start, global_shape=shape)
+    assert_array_equal(codes, whole)
+    assert_array_equal(back, dec)
+
+
+@settings(max_examples=20)
+@given(st.data())
+def test_block_encode_chunk_invariance(data):
+    bs = data.draw(st.sampled_from([1, 7, 64]))
+    cols = data.draw(st.sampled_from([bs, 2 * bs, 3 * bs]))
+    rows = data.draw(st.integers(1, 6))
+    mode = data.draw(st.sampled_from(MODES))
+    x = data.draw(float_arrays(shape=(rows, cols), dtypes=(np.float32, np.float64)))
+    s = nq.Uniform(block_size=bs, rounding=mode, bits=data.draw(st.integers(1, 8)),
+                   seed=data.draw(st.integers(0, 99)))
+    p = uniform.fit(s, x)
+    whole = uniform.encode(s, p, x)
+    assert_array_equal(whole, ref.encode(s, p, x))
+    chunks = data.draw(chunkings((rows,)))[0]
+    out = np.empty_like(whole)
+    for sl, start in iter_chunks((chunks, (cols,))):
+        out[sl] = uniform.encode(s, p, x[sl], start=start, global_shape=x.shape)
+        # per-chunk slices of the block parameters with group_offset
+        g0 = start[0] * cols // bs
+        g1 = g0 + x[sl].size // bs
+        sub = {k: v[g0:g1] for k, v in p.items()}
+        assert_array_equal(uniform.encode(s, sub, x[sl], start=start, global_shape=x.shape,
+                                          group_offset=g0), whole[sl])
+    assert_array_equal(out, whole)
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def _order_gap(sorted_x, target):
+    n = sorted_x.size
+    k = int(np.ceil(target))
+    return sorted_x[min(k + 1, n) - 1] - sorted_x[max(k - 1, 1) - 1]
+
+
+@settings(max_examples=20)
+@given(st.data())
+def test_histogram_percentile_close_to_numpy_percentile(data):
+    axis = data.draw(st.sampled_from([None, 0, 1]))
+    n = data.draw(st.integers(50, 400))
+    dist = data.draw(st.sampled_from(["normal", "uniform", "lognormal", "integers"]))
+    rs = np.random.default_rng(data.draw(st.integers(0, 10**6)))
+    x = {"normal": rs.standard_normal, "uniform": rs.random,
+         "lognormal": lambda size: rs.lognormal(size=size),
+         "integers": lambda size: rs.integers(-5, 6, size=size).astype(float)}[dist]((3, n))
+    pl, ph = data.draw(st.sampled_from([(0.1, 99.9), (1.0, 99.0), (5.0, 95.0), (0.0, 100.0), (25.0, 50.0)]))
+    bins = data.draw(st.sampled_from([16, 256, 2048]))
+    s = nq.Uniform(range="percentile", percentile=(pl, ph), bins=bins, axis=axis, zero_point="float")
+    st_ = uniform.partial(s, x)
+    st_.update(uniform.partial_histogram(s, x, uniform.histogram_range[0](st_), uniform.histogram_range[1](st_)))
+    rmin, rmax = uniform.clip_range(s, st_)
+    groups = ref.group_rows(s, x)
+    for gi, v in enumerate(groups):
+        v = np.sort(v)
+        width = (v[-1] - v[0]) / bins
+        for p, got in ((pl, rmin[gi]), (ph, rmax[gi])):
+            exact = np.percentile(v, p)
+            # the histogram value lies in the bin of the ceil(p n / 100)-th value; np.percentile
+            # interpolates between neighbouring order statistics
+            tol = width * (1 + 1e-9) + _order_gap(v, p / 100 * v.size) + 1e-12
+            assert abs(got - exact) <= tol, (p, got, exact, width)
+            assert v[0] <= got <= v[-1]
+
+
+def test_histogram_percentile_within_one_bin_on_dense_data():
+    rs = np.random.default_rng(1)
+    x = rs.uniform(-3, 7, 200_000)
+    for p in [(0.1, 99.9), (1.0, 99.0), (10.0, 90.0)]:
+        s = nq.Uniform(range="percentile", percentile=p, bins=2048)
+        st_ = uniform.partial(s, x)
+        st_.update(uniform.partial_histogram(s, x, uniform.histogram_range[0](st_), uniform.histogram_range[1](st_)))
+        rmin, rmax = uniform.clip_range(s, st_)
+        width = (x.max() - x.min()) / 2048
+        assert abs(rmin[0] - np.percentile(x, p[0])) <= width
+        assert abs(rmax[0] - np.percentile(x, p[1])) <= width
+
+
+def test_percentile_exact_uses_np_percentile():
+    rs = np.random.default_rng(2)
+    x = rs.standard_normal((5, 300)).astype(np.float32)
+    x[1, :7] = np.nan
+    s = nq.Uniform(range="percentile_exact", percentile=(2.0, 97.0), axis=0, nan="propagate", zero_point="float")
+    p = uniform.fit(s, x)
+    lo = [np.percentile(r[~np.isnan(r)].astype(np.float64), 2.0) for r in x]
+    hi = [np.percentile(r[~np.isnan(r)].astype(np.float64), 97.0) for r in x]
+    assert_array_equal(p["offset"], np.array(lo).astype(np.float32))
+    # nan="propagate" reserves code 255: 254 steps
+    assert_array_equal(p["scale"], ((np.array(hi) - np.array(lo)) / 254).astype(np.float32))
+    # a group of NaN only behaves like an empty group: range (0, 0), scale 1
+    x[2] = np.nan
+    p = uniform.fit(s, x)
+    assert p["offset"][2] == 0 and p["scale"][2] == 1
+    y = nq.dequantize(nq.quantize(x, s))
+    assert np.isnan(y[2]).all() and np.isnan(y[1, :7]).all() and not np.isnan(y[1, 7:]).any()
+
+
+def _mse_objective(counts, lo, hi, a, b, n_steps):
+    B = counts.size
+    width = (hi - lo) / B
+    c = lo + (np.arange(B) + 0.5) * width
+    step = (b - a) / n_steps
+    cost = np.where(c < a, (c - a) ** 2, np.where(c > b, (c - b) ** 2, step * step / 12))
+    return float(np.sum(counts * cost))
+
+
+@settings(max_examples=15)
+@given(st.data())
+def test_mse_search_finds_the_grid_minimum(data):
+    bits = data.draw(st.integers(2, 8))
+    symmetric = data.draw(st.booleans())
+    rs = np.random.default_rng(data.draw(st.integers(0, 10**6)))
+    x = rs.standard_normal((2, 500))
+    x[:, :3] *= data.draw(st.sampled_from([1.0, 10.0, 100.0]))
+    x[1] += data.draw(st.sampled_from([0.0, 3.0]))
+    s = nq.Uniform(bits=bits, symmetric=symmetric, range="mse", axis=0, bins=128)
+    st_ = uniform.partial(s, x)
+    lo, hi = uniform.histogram_range[0](st_), uniform.histogram_range[1](st_)
+    st_.update(uniform.partial_histogram(s, x, lo, hi))
+    rmin, rmax = uniform.clip_range(s, st_)
+    qmin, qmax = s.qrange
+    G = uniform.MSE_GRID
+    for g in range(2):
+        counts = st_["counts"][g]
+        if symmetric:
+            amax = max(abs(lo[g]), abs(hi[g]))
+            cands = [(-amax * (G - i) / G, amax * (G - i) / G) for i in range(G)]
+        else:
+            cands = [(lo[g] + (hi[g] - lo[g]) * i / (2 * G), hi[g] - (hi[g] - lo[g]) * j / (2 * G))
+                     for i in range(G) for j in range(G)]
+        best = min(_mse_objective(counts, lo[g], hi[g], a, b, qmax - qmin) for a, b in cands)
+        got = _mse_objective(counts, lo[g], hi[g], rmin[g], rmax[g], qmax - qmin)
+        assert got <= best * (1 + 1e-9) + 1e-12
+        assert any(np.isclose(rmin[g], a, rtol=1e-12, atol=1e-12) and np.isclose(rmax[g], b, rtol=1e-12, atol=1e-12)
+                   for a, b in cands)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_mse_range_beats_minmax_with_outliers(symmetric):
+    rs = np.random.default_rng(7)
+    x = rs.standard_normal(50_000).astype(np.float32)
+    idx = rs.choice(x.size, 50, replace=False)  # 0.1 % large outliers
+    x[idx] = rs.choice([-1, 1], 50) * rs.uniform(30, 60, 50)
+    errs = {}
+    for r in ("minmax", "mse"):
+        s = nq.Uniform(bits=4, range=r, symmetric=symmetric)
+        errs[r] = nq.metrics(x, nq.dequantize(nq.quantize(x, s)))["mse"]
+    assert errs["mse"] < 0.5 * errs["minmax"], errs
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+@settings(max_examples=30)
+@given(st.data())
+def test_requantizing_dequantized_values_is_idempotent(data):
+    """Values on the grid keep their codes in every rounding mode (snapping absorbs the rounding
+    of the float32 scale and of its reciprocal)."""
+    shape = data.draw(shapes(min_dims=1, max_dims=2, min_side=1, max_side=9))
+    g = data.draw(st.sampled_from([g for g in GRANULARITIES if granularity_ok(g, len(shape))]))
+    kw = data.draw(scheme_kwargs(granularity=g, ranges=("minmax",)))
+    assume(kw.get("zero_point", "int") == "int")
+    kw["nan"] = "raise"
+    x = data.draw(float_arrays(shape=shape, dtypes=(np.float32, np.float64)))
+    s = make_scheme(kw, x, data)
+    p = uniform.fit(s, x)
+    c = uniform.encode(s, p, x)
+    y = uniform.decode(s, p, c, x.dtype)
+    assert_array_equal(uniform.encode(s, p, y), c)
+
+
+CONSTANTS = [7.0, -2.5, 49.0, 3.0, 0.1, -1e-3, 1e20, 123456.789, 1e-30, 0.0, -0.0]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("mode", MODES)
+def test_constant_arrays_round_trip_exactly(mode, dtype):
+    schemes = [nq.Uniform(rounding=mode), nq.Uniform(rounding=mode, zero_point="float"),
+               nq.Uniform(rounding=mode, symmetric=True), nq.Uniform(rounding=mode, bits=1),
+               nq.Uniform(rounding=mode, bits=2, symmetric=True, narrow_range=True),
+               nq.Uniform(rounding=mode, bits=3, axis=0), nq.Uniform(rounding=mode, bits=4, block_size=3),
+               nq.Uniform(rounding=mode, signed=True, bits=5)]
+    for c in CONSTANTS:
+        v = dtype(c)
+        if not np.isfinite(v) or (v != 0 and abs(v) < 1e-37):
+            continue
+        x = np.full((4, 5), v, dtype=dtype)
+        # side arrays are float32: a float64 constant comes back as its nearest float32
+        want = np.full(x.shape, np.float32(v)).astype(dtype)
+        for s in schemes:
+            y = nq.dequantize(nq.quantize(x, s))
+            assert y.dtype == x.dtype
+            assert_array_equal(y, want, err_msg=f"{c} {s}")
+            assert np.isfinite(nq.quantize(x, s).scale).all()
+
+
+def test_constant_float32_exact_including_signs():
+    for v in [np.float32(1) / np.float32(3), np.float32(-49), np.float32(2.0**-100), np.float32(1e38)]:
+        x = np.full(10, v, np.float32)
+        for mode in MODES:
+            for s in [nq.Uniform(rounding=mode), nq.Uniform(rounding=mode, symmetric=True)]:
+                assert_array_equal(nq.dequantize(nq.quantize(x, s)), x)
+
+
+@pytest.mark.parametrize("mode", ["floor", "ceil", "stochastic", "nearest"])
+def test_data_extremes_reach_the_end_codes(mode):
+    """With range='minmax' the data's min and max are grid points: in float32, min -> code 0 and
+    max -> top code (offset form), and with symmetric ranges the larger |x| -> +-qmax."""
+    rs = np.random.default_rng(3)
+    for trial in range(200):
+        x = (rs.standard_normal(40) * rs.uniform(0.01, 100) + rs.uniform(-5, 5)).astype(np.float32)
+        q = nq.quantize(x, nq.Uniform(rounding=mode, zero_point="float", seed=trial))
+        c = q.codes_unpacked
+        assert c[np.argmin(x)] == 0 and c[np.argmax(x)] == 255, trial
+        q = nq.quantize(x, nq.Uniform(rounding=mode, symmetric=True, narrow_range=True, seed=trial))
+        c = q.codes_unpacked
+        i = np.argmax(np.abs(x))
+        assert c[i] == np.sign(x[i]) * 127, trial
+
+
+def test_seed_000_floor_keeps_range_end_on_its_code():
+    v = np.array([4.0, -4.0, 4.0 - 8 / 7, -4.0 + 8 / 7], np.float32)
+    for mode, want in [("floor", [7, 0, 6, 1]), ("ceil", [7, 0, 6, 1])]:
+        s = nq.Uniform(bits=3, range=(-4, 4), zero_point="float", rounding=mode)
+        assert nq.quantize(v, s).codes_unpacked.tolist() == want
+
+
+def test_nan_propagate_round_trip():
+    x = np.array([[1.0, np.nan, 3.0, -2.0], [np.nan, np.nan, 0.5, 0.25]], np.float32)
+    for s in [nq.Uniform(nan="propagate", bits=4), nq.Uniform(nan="propagate", symmetric=True, bits=3),
+              nq.Uniform(nan="propagate", axis=0, zero_point="float", bits=2),
+              nq.Uniform(nan="propagate", block_size=3, signed=True)]:
+        q = nq.quantize(x, s)
+        y = nq.dequantize(q)
+        assert_array_equal(np.isnan(y), np.isnan(x))
+        qmin, qmax = s.qrange
+        cu = q.codes_unpacked
+        assert (cu[np.isnan(x)] == qmax + 1).all()  # the reserved top code
+        assert (cu[~np.isnan(x)] <= qmax).all() and (cu[~np.isnan(x)] >= qmin).all()
+        m = nq.metrics(x, y)
+        assert np.isfinite(m["mse"]) and m["max_abs"] <= float(q.scale.max())
+
+
+def test_empty_and_zero_d_arrays():
+    for shape in [(0,), (3, 0), (0, 4, 2)]:
+        for s in [nq.Uniform(), nq.Uniform(axis=-1, symmetric=True), nq.Uniform(block_size=7),
+                  nq.Uniform(rounding="stochastic", zero_point="float", bits=3)]:
+            x = np.zeros(shape, np.float32)
+            q = nq.quantize(x, s)
+            assert q.codes.size == 0 and q.shape == shape
+            y = nq.dequantize(q)
+            assert y.shape == shape and y.dtype == np.float32
+            assert q.bits_per_value == 0.0
+    assert len(nq.quantize(np.zeros((3, 0)), nq.Uniform(axis=0)).scale) == 3
+    assert len(nq.quantize(np.zeros((3, 0)), nq.Uniform(axis=1)).scale) == 0
+    for v in [0.0, 2.5, -7.0]:
+        for s in [nq.Uniform(), nq.Uniform(symmetric=True), nq.Uniform(zero_point="float", bits=1),
+                  nq.Uniform(block_size=4), nq.Uniform(rounding="ceil")]:
+            x = np.array(v)
+            q = nq.quantize(x, s)
+            assert q.shape == () and q.codes_unpacked.shape == ()
+            y = nq.dequantize(q)
+            assert y.shape == () and y == v
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_float_dtypes_keep_their_dtype(dtype):
+    x = np.linspace(-3, 5, 101).astype(dtype)
+    for s in [nq.Uniform(), nq.Uniform(bits=4, symmetric=True), nq.Uniform(bits=3, zero_point="float")]:
+        q = nq.quantize(x, s)
+        assert q.dtype == dtype
+        y = nq.dequantize(q)
+        assert y.dtype == dtype
+        assert nq.dequantize(q, dtype=np.float64).dtype == np.float64
+        assert_error_bound(s, uniform.fit(s, x), x, y)
+
+
+def test_non_contiguous_and_read_only_inputs_give_the_same_result():
+    rs = np.random.default_rng(4)
+    x = rs.standard_normal((6, 8, 5))
+    for s in [nq.Uniform(axis=1, bits=5), nq.Uniform(axis=-1, rounding="stochastic"),
+              nq.Uniform(block_size=7, symmetric=True), nq.Uniform(rounding="floor")]:
+        want = nq.quantize(x, s)
+        views = [x[:, ::-1], np.asfortranarray(x), apply_layout(x, "strided"), apply_layout(x, "readonly"),
+                 apply_layout(x, "readonly_strided"), np.moveaxis(np.moveaxis(x, 0, 2).copy(), 2, 0)]
+        for k, v in enumerate(views):
+            q = nq.quantize(v, s)
+            if k == 0:  # a reversed view holds other values: compare with its copy
+                assert_array_equal(q.codes, nq.quantize(v.copy(), s).codes)
+                continue
+            assert_array_equal(q.codes, want.codes)
+            assert_array_equal(nq.dequantize(q), nq.dequantize(want))
+    ro = apply_layout(x, "readonly")
+    nq.quantize(ro, nq.Uniform())
+    assert not ro.flags.writeable  # inputs are never modified or unlocked
+    codes = uniform.encode(nq.Uniform(), uniform.fit(nq.Uniform(), ro), ro)
+    ro_codes = codes.copy()
+    ro_codes.setflags(write=False)
+    assert_array_equal(uniform.decode(nq.Uniform(), uniform.fit(nq.Uniform(), ro), ro_codes, np.float64),
+                       nq.dequantize(nq.quantize(x, nq.Uniform())))
+
+
+def test_dequantize_into_out():
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    q = nq.quantize(x, nq.Uniform(axis=0))
+    out = np.empty((5, 4), np.float32)
+    res = nq.dequantize(q, out=out)
+    assert res is out
+    assert_array_equal(out, nq.dequantize(q))
+    out64 = np.empty((5, 4), np.float64)
+    res = nq.dequantize(q, dtype=np.float64, out=out64)
+    assert_array_equal(out64, nq.dequantize(q, dtype=np.float64))
+
+
+# ----------------------------------------------------------------------------- QuantizedArray
+
+
+def test_nbytes_and_bits_per_value_count_side_information():
+    n = 1000
+    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    q = nq.quantize(x, nq.Uniform(bits=8))
+    assert q.nbytes == n + 4 + 4  # codes + float32 scale + int32 zero point
+    assert q.bits_per_value == (n + 4 + 4) * 8 / n
+    q = nq.quantize(x.reshape(10, 100), nq.Uniform(bits=4, axis=0))
+    assert q.codes.nbytes == 500 and q.nbytes == 500 + 10 * 4 + 10 * 4
+    q = nq.quantize(x, nq.Uniform(bits=3, block_size=64, zero_point="float"))
+    assert q.codes.nbytes == 375 and q.scale.size == 16 and q.offset.size == 16
+    assert q.nbytes == 375 + 16 * 4 + 16 * 4
+    assert q.bits_per_value == (375 + 128) * 8 / n
+    q = nq.quantize(x[:13], nq.Uniform(bits=1))
+    assert q.codes.nbytes == 2 and q.nbytes == 10 and q.bits_per_value == 80 / 13
+    q = nq.quantize(x[:7], nq.Uniform(bits=5, symmetric=True, axis=0))
+    assert q.nbytes == 5 + 7 * 8
+    for qq in (q, nq.quantize(x, nq.Uniform(bits=6))):
+        assert qq.nbytes == qq.codes.nbytes + sum(a.nbytes for a in qq.side.values())
+        assert qq.bits_per_value == 8 * qq.nbytes / qq.size
+
+
+def test_codes_unpacked_dtype_and_values():
+    x = np.linspace(-1, 1, 11)
+    q = nq.quantize(x, nq.Uniform(bits=4, symmetric=True))
+    cu = q.codes_unpacked
+    assert cu.dtype == np.int8
+    assert cu.tolist() == [-7, -6, -4, -3, -1, 0, 1, 3, 4, 6, 7]  # round(x * 7), ties to even
+    q = nq.quantize(x, nq.Uniform(bits=8, symmetric=True))
+    assert q.codes_unpacked.min() == -127 and q.codes_unpacked.max() == 127
+    q = nq.quantize(x, nq.Uniform(bits=8))
+    assert q.codes_unpacked.dtype == np.uint8
+    assert q.zero_point[0] == 128 and q.codes_unpacked[5] == 128
+    q = nq.quantize(x, nq.Uniform(bits=8, signed=True))
+    assert q.codes_unpacked.dtype == np.int8 and q.codes_unpacked[5] == q.zero_point[0] == 0
+    assert q.scale.dtype == np.float32 and q.zero_point.dtype == np.int32
+    assert "bits_per_value" in repr(q)
+    with pytest.raises(AttributeError, match="absmax"):
+        q.absmax
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_metrics_on_known_vectors():
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    m = nq.metrics(x, np.array([1.0, 2.0, 3.0, 5.0]))
+    assert m["mse"] == 0.25 and m["rmse"] == 0.5 and m["max_abs"] == 1.0 and m["bias"] == 0.25
+    assert m["sqnr_db"] == pytest.approx(10 * np.log10(30.0), rel=1e-15)  # 14.771212547...
+    m = nq.metrics(x, np.array([0.0, 2.0, 3.0, 4.0]))
+    assert m == {"mse": 0.25, "rmse": 0.5, "max_abs": 1.0, "sqnr_db": pytest.approx(14.771212547196624),
+                 "bias": -0.25}
+    m = nq.metrics(np.array([3.0, -4.0]), np.array([0.0, 0.0]))
+    assert m["mse"] == 12.5 and m["rmse"] == 12.5 ** 0.5 and m["max_abs"] == 4.0
+    assert m["sqnr_db"] == 0.0 and m["bias"] == 0.5
+    m = nq.metrics(x, x)
+    assert m["mse"] == 0 and m["sqnr_db"] == float("inf") and m["bias"] == 0
+    m = nq.metrics(np.zeros(3), np.ones(3))
+    assert m["sqnr_db"] == float("-inf") and m["mse"] == 1.0
+    m = nq.metrics(np.array([1.0, np.nan, 2.0]), np.array([1.5, np.nan, 2.0]))
+    assert m["mse"] == 0.125 and m["bias"] == 0.25 and m["max_abs"] == 0.5
+    m = nq.metrics(np.zeros((0, 3)), np.zeros((0, 3)))
+    assert m["mse"] == 0.0 and m["sqnr_db"] == float("inf")
+    rs = np.random.default_rng(0)
+    a, b = rs.standard_normal(100), rs.standard_normal(100)
+    got, want = nq.metrics(a, b), ref.metrics(a, b)
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=1e-12)
+    assert all(isinstance(v, float) for v in got.values())
+
+
+# ----------------------------------------------------------------------------- scheme JSON
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_scheme_json_round_trip(data):
+    g = data.draw(st.sampled_from(GRANULARITIES))
+    kw = data.draw(scheme_kwargs(granularity=g, ranges=("minmax", "percentile", "percentile_exact", "mse",
+                                                        "explicit")))
+    if kw["range"] == "explicit":
+        a = data.draw(st.floats(-1e6, 1e6))
+        kw["range"] = (a, a + data.draw(st.floats(0, 1e6)))
+    if kw.get("block_size") and kw["range"] in ("percentile", "percentile_exact", "mse"):
+        kw["range"] = "minmax"
+    kw["bins"] = data.draw(st.integers(16, 5000))
+    kw["percentile"] = data.draw(st.sampled_from([(0.1, 99.9), (0, 100), (2.5, 50.0)]))
+    s = nq.Uniform(**kw)
+    text = s.to_json()
+    back = nq.scheme_from_json(text)
+    assert back == s and type(back) is nq.Uniform
+    assert back.to_json() == text
+    assert nq.scheme_from_json(s.to_dict()) == s
+    d = s.to_dict()
+    assert d["type"] == "uniform" and d["format_version"] == 1
+    assert hash(back) == hash(s)
+    # a dict without format_version (older writers) still reads
+    d.pop("format_version")
+    assert nq.scheme_from_json(d) == s
