@@ -4,6 +4,7 @@ from nquant import codec, errors
 from nquant.api import dequantize, quantize
 from nquant.containers import QuantizedArray
 from nquant.metrics import metrics
+from nquant.models import quantize_safetensors
 from nquant.packing import pack, unpack
 from nquant.grids import normal_float
 from nquant.schemes import NF4, Blockwise, Codebook, Uniform, scheme_from_json
@@ -25,6 +26,7 @@ __all__ = [
     "open",
     "pack",
     "quantize",
+    "quantize_safetensors",
     "quantize_zarr",
     "save",
     "scheme_from_json",

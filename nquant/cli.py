@@ -107,11 +107,22 @@ def _source(path):
 @_guard
 def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, scheduler, workers,
              threads_per_worker, memory_limit, as_json, progress, overwrite):
-    """Quantize SRC (a Zarr array or .npy file) into the nquant Zarr group DST."""
+    """Quantize SRC (a Zarr array, .npy or .safetensors file) into the nquant Zarr group DST.
+
+    A .safetensors model gets one group per floating tensor of 2 or more dimensions.
+    """
     from nquant.cluster import scheduler as run_on
     from nquant.store import quantize_zarr
 
     s = _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
+    if str(src).endswith(".safetensors"):
+        from nquant.models import quantize_safetensors
+
+        report = quantize_safetensors(src, dst, s, overwrite=overwrite)
+        total = report["total"]
+        _emit(report, as_json, f"{dst}: {len(report) - 1} tensors, {total['values']} values, "
+              f"{total['bits_per_value']:.4f} bits/value (side information included)")
+        return
     with run_on(scheduler or "threads", workers, threads_per_worker or 1, memory_limit or "auto") as client:
         q = quantize_zarr(_source(src), dst, s, overwrite=overwrite, client=client, progress=progress)
     info = _info_dict(dst, q)

@@ -3,7 +3,7 @@
 import json
 
 from nquant.errors import SchemeError
-from nquant.schemes import Scheme, Uniform, scheme_from_json
+from nquant.schemes import NF4, Scheme, Uniform, scheme_from_json
 
 PRESETS = {
     "int8": lambda: Uniform(bits=8),
@@ -13,6 +13,8 @@ PRESETS = {
     "int4-block64": lambda: Uniform(bits=4, block_size=64),
     "int4-mse": lambda: Uniform(bits=4, range="mse"),
     "int2": lambda: Uniform(bits=2, range="mse"),
+    "nf4": lambda: NF4(),
+    "nf4-dq": lambda: NF4(double_quant=True),
 }
 
 

@@ -52,6 +52,9 @@ __all__ = [
     "count_map",
     "quiver_exact",
     "quiver_accel",
+    "quiver_accel_unit",
+    "quiver_accel_map",
+    "quiver_accel_search",
     "zipml",
     "scan_range",
     "hist_pass",
@@ -638,3 +641,26 @@ def objective_sorted_levels(x, w, levels):
     for b in range(nb):
         total += parts[b]
     return total
+
+
+# ----------------------------------------------------------------------------------------------
+# entry points with a fixed kind (callable from Python without literal dispatch)
+# ----------------------------------------------------------------------------------------------
+
+
+@jit
+def quiver_accel_unit(tab, s, algo):
+    """:func:`quiver_accel` with unit weights (no duplicates, no user weights)."""
+    return quiver_accel(ACCEL_UNIT, tab, np.empty(0, dtype=np.uint32), s, algo)
+
+
+@jit
+def quiver_accel_map(tab, cmap, s, algo):
+    """:func:`quiver_accel` for integer counts; ``cmap`` from :func:`count_map`."""
+    return quiver_accel(ACCEL_MAP, tab, cmap, s, algo)
+
+
+@jit
+def quiver_accel_search(tab, s, algo):
+    """:func:`quiver_accel` for arbitrary non-negative weights (binary search for ``b*``)."""
+    return quiver_accel(ACCEL_SEARCH, tab, np.empty(0, dtype=np.uint32), s, algo)
