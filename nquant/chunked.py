@@ -176,7 +176,9 @@ def _decode_block_chunk(codes, params, fam, scheme, dtype, start, global_shape, 
 
 
 def _first_block(start, shape, block_size):
-    return int(np.ravel_multi_index(start, shape)) // block_size if start else 0
+    if not start or 0 in shape:  # 0-d or empty: one (empty) chunk at the origin
+        return 0
+    return int(np.ravel_multi_index(start, shape)) // block_size
 
 
 def public(params):

@@ -324,10 +324,11 @@ def torch_fake_quantize(x, scheme_or_params):
     -------
     torch.Tensor, the fake-quantized ``x``; its gradient is ``grad * mask``.
     """
+    function = _torch_function()
     params = scheme_or_params
     if isinstance(params, Scheme):
         params = as_params(params, x.detach().cpu().numpy())
-    return _torch_function().apply(x, as_params(params))
+    return function.apply(x, as_params(params))
 
 
 def jax_fake_quantize(x, scheme_or_params):

@@ -237,7 +237,11 @@ def finalize(scheme, st, data=None):
             return {"scale": scale, "zero_point": np.zeros(len(scale), np.int32)}
         if scheme.zero_point == "float":
             scale = _scale32(scheme, (rmax - rmin) / (qmax - qmin), rmin, rmax)
-            return {"scale": scale, "offset": _float32_side(scheme, "offset", rmin, rmin, rmax)}
+            offset = _float32_side(scheme, "offset", rmin, rmin, rmax)
+            # rounded up (float64 data), so that x = rmin gives t <= 0: code 0 in every
+            # rounding mode (ceil of a tiny positive t would give code 1, a whole step off)
+            offset = np.where(offset < rmin, np.nextafter(offset, np.float32(np.inf)), offset)
+            return {"scale": scale, "offset": offset}
         lo = np.minimum(rmin, 0.0)
         hi = np.maximum(rmax, 0.0)
         scale = (hi - lo) / (qmax - qmin)
@@ -363,7 +367,8 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     res = res.reshape(shape)
     if res.dtype != dtype:
         res = res.astype(dtype)
-        if out is not None:
-            out[...] = res
-            return out
-    return res
+    if out is None:
+        return res
+    if not np.may_share_memory(res, out):  # computed elsewhere: copy (and cast) into out
+        out[...] = res
+    return out

@@ -10,6 +10,8 @@
   ``dequantize``.
 """
 
+import itertools
+
 import dask
 import dask.array as da
 import dask.threaded
@@ -80,7 +82,7 @@ def chunkings(draw, shape, max_chunks_per_dim=4):
         k = draw(st.integers(1, min(n, max_chunks_per_dim)))
         cuts = sorted(draw(st.sets(st.integers(1, n - 1), min_size=k - 1, max_size=k - 1))) if k > 1 else []
         edges = [0, *cuts, n]
-        chunks.append(tuple(b - a for a, b in zip(edges[:-1], edges[1:])))
+        chunks.append(tuple(b - a for a, b in itertools.pairwise(edges)))
     return tuple(chunks)
 
 
@@ -131,6 +133,27 @@ def test_chunk_invariance(gran, range_, rounding, data):
         assert_same_quantization(q_np, q_da)
 
 
+OTHER_SCHEMES = [
+    pytest.param(nq.Codebook(values=(-1.5, -0.2, 0.0, 0.4, 2.0)), id="codebook"),
+    pytest.param(nq.Codebook(values=tuple(np.linspace(-3, 3, 7)), rounding="stochastic", seed=3),
+                 id="codebook_stochastic"),
+    pytest.param(nq.NF4(block_size=16), id="nf4"),
+    pytest.param(nq.NF4(block_size=8, double_quant=True), id="nf4_double_quant"),
+    pytest.param(nq.Blockwise(codebook=(-1.0, -0.5, 0.0, 0.5, 1.0), block_size=10), id="blockwise_3bit"),
+]
+
+
+@pytest.mark.parametrize("scheme", OTHER_SCHEMES)
+@settings(max_examples=4)
+@given(data=st.data())
+def test_chunk_invariance_codebook_and_blockwise(scheme, data):
+    ndim = data.draw(st.sampled_from([1, 2, 3]), label="ndim")
+    x, chunks = data.draw(arrays_and_chunks(ndim), label="x, chunks")
+    q_np = nq.quantize(x, scheme)
+    with dask.config.set(scheduler="threads"):
+        assert_same_quantization(q_np, nq.quantize(da.from_array(x, chunks=chunks), scheme))
+
+
 @pytest.mark.parametrize("scheme", [
     nq.Uniform(bits=4),
     nq.Uniform(bits=3, axis=-1, rounding="stochastic"),
@@ -179,7 +202,11 @@ def test_block_scheme_rechunks_chunks_that_split_blocks():
     (nq.Uniform(bits=4, range="mse", axis=1), 2),
     (nq.Uniform(bits=4, block_size=16), 0),
     (nq.Uniform(bits=3, block_size=24, rounding="stochastic"), 0),
-], ids=["minmax", "axis0", "axis_last_sym", "fixed_range", "percentile", "mse", "blocks", "blocks3"])
+    (nq.Codebook(values=(-1.0, 0.0, 0.5, 2.0), rounding="stochastic"), 0),
+    (nq.NF4(block_size=16), 0),
+    (nq.NF4(block_size=16, double_quant=True), 1),  # the mean absmax is a global statistic
+], ids=["minmax", "axis0", "axis_last_sym", "fixed_range", "percentile", "mse", "blocks", "blocks3",
+        "codebook", "nf4", "nf4_double_quant"])
 def test_quantize_computes_only_the_calibration_passes(scheme, passes):
     x = da.from_array(data(0, (12, 10, 8), np.float32), chunks=(5, 4, 8))
     counter = CountingScheduler()

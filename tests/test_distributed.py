@@ -6,6 +6,7 @@ Chunk functions defined here travel to the workers by value (``cloudpickle``), s
 workers need not import this test module.
 """
 
+import itertools
 import logging
 import os
 import signal
@@ -99,6 +100,7 @@ SCHEMES = [
     pytest.param(nq.Uniform(bits=3, axis=1, range="mse", rounding="stochastic", bins=128), id="middle_mse"),
     pytest.param(nq.Uniform(bits=5, axis=-1, range="percentile", bins=256), id="last_percentile"),
     pytest.param(nq.Uniform(bits=4, block_size=16, rounding="stochastic"), id="blocks"),
+    pytest.param(nq.NF4(block_size=16, double_quant=True), id="nf4_double_quant"),
 ]
 
 
@@ -122,7 +124,7 @@ def chunkings(draw, shape):
         k = draw(st.integers(1, min(n, 3)))
         cuts = sorted(draw(st.sets(st.integers(1, n - 1), min_size=k - 1, max_size=k - 1))) if k > 1 else []
         edges = [0, *cuts, n]
-        chunks.append(tuple(b - a for a, b in zip(edges[:-1], edges[1:])))
+        chunks.append(tuple(b - a for a, b in itertools.pairwise(edges)))
     return tuple(chunks)
 
 
@@ -162,7 +164,7 @@ def test_worker_killed_mid_job(two_workers, tmp_path):
     dst = tmp_path / "out.zarr"
     partial = str(dst) + ".partial"
     pids = worker_pids(client)
-    victim = sorted(pids.values())[0]
+    victim = min(pids.values())
     killed = {}
 
     def kill_when_some_chunks_are_done():

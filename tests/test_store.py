@@ -154,6 +154,8 @@ SCHEMES = {
     "uint4_mse_middle": nq.Uniform(bits=4, axis=1, range="mse", bins=128),
     "nf_blocks16": nq.Uniform(bits=4, block_size=16),
     "uint3_blocks12_stochastic": nq.Uniform(bits=3, block_size=12, rounding="stochastic"),
+    "codebook_stochastic": nq.Codebook(values=(-4.0, -1.0, 0.0, 0.5, 3.0), rounding="stochastic", seed=2),
+    "nf4_double_quant": nq.NF4(block_size=8, double_quant=True),
 }
 SCHEME_PARAMS = [pytest.param(s, id=k) for k, s in SCHEMES.items()]
 
@@ -444,7 +446,8 @@ def test_resume_false_and_a_changed_scheme_start_over(tmp_path):
     dst = str(tmp_path / "out.zarr")
     scheme = SCHEMES["nf_blocks16"]
     with dask.config.set(INTERRUPT), pytest.raises(RuntimeError):
-        nq.quantize_zarr(source_array(x, chunks, Source({(5, 0)}, wait_for=(dst + ".partial", 5))), dst, scheme)
+        flaky = Source({(5, 0)}, wait_for=(dst + ".partial", 5))
+        nq.quantize_zarr(source_array(x, chunks, flaky), dst, scheme)
     assert done_flags(dst + ".partial").sum() == 5
 
     src = Source()
@@ -509,7 +512,7 @@ def test_golden_store(name, tmp_path):
 
 
 def test_object_store_completion_marker_memory_url():
-    """Without a rename (fsspec URL), ``complete: true`` is written last and an incomplete group is refused."""
+    """No rename on an fsspec URL: ``complete: true`` is written last; an incomplete group is refused."""
     x = data(9, (24, 16))
     chunks = (4, 16)
     scheme = SCHEMES["uint3_axis_last_stochastic"]

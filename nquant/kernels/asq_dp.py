@@ -24,7 +24,7 @@ Kernels trust their inputs: the API (:mod:`nquant.asq`) validates once.
 """
 
 import numpy as np
-from numba import get_num_threads, literally
+from numba import literally
 
 from nquant.kernels._jit import jit, jit_parallel, prange
 from nquant.kernels.smawk import (
@@ -453,7 +453,7 @@ def _cell(v, edges, m, lo, scale, uniform):
 
 
 @jit_parallel
-def hist_pass(x, w, edges, uniform, hist):
+def hist_pass(x, w, edges, uniform, hist, nthreads):
     """Add one chunk's per-cell statistics to ``hist`` (the approximate-QUIVER histogram).
 
     Parameters
@@ -468,6 +468,8 @@ def hist_pass(x, w, edges, uniform, hist):
     uniform : bool
         True when ``edges`` is the uniform grid (cell found by arithmetic plus a check against
         ``edges``); False: binary search, O(log m) per value.
+    nthreads : int
+        Number of private histograms (``numba.get_num_threads()`` of the caller; 1 for serial).
     hist : float64 array, shape (m, 3), C order
         Accumulated in place: ``hist[l] += (sum w, sum w (x - e_l), sum w (x - e_l)^2)`` over the
         values in cell ``l`` (sums relative to the cell's left edge: small, stable, and simply
@@ -492,7 +494,7 @@ def hist_pass(x, w, edges, uniform, hist):
     hi = edges[m]
     scale = m / (hi - lo) if hi > lo else 0.0
     unit = w.shape[0] == 0
-    nt = max(1, min(get_num_threads(), d // 32768))
+    nt = max(1, min(nthreads, d // 32768))
     size = (d + nt - 1) // nt
     parts = np.zeros((nt, m, 3), dtype=np.float64)
     norms = np.zeros(nt, dtype=np.float64)

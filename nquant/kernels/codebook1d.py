@@ -53,7 +53,7 @@ import numpy as np
 
 from nquant.kernels._jit import jit, jit_parallel, prange
 from nquant.kernels.rng import uniform32, uniform64
-from nquant.kernels.rounding import CEIL, FLOOR, NEAREST, NEAREST_AWAY, STOCHASTIC
+from nquant.kernels.rounding import CEIL, NEAREST, NEAREST_AWAY, STOCHASTIC
 
 __all__ = ["quantize_sorted", "dequantize_table", "CHUNK"]
 

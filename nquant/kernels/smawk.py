@@ -417,7 +417,7 @@ def row_minima(kind, tab, aux, base, n, colbuf, vbuf, offs, cnts, fout, kout):
 
 
 @jit
-def row_minima_dc(kind, tab, aux, base, n, fout, kout):
+def row_minima_dc(kind, tab, aux, base, n, lower, fout, kout):
     """Same result as :func:`row_minima` by divide and conquer over rows (no scratch).
 
     Rows are processed top-down by levels: row ``r`` with ``r + 1`` an odd multiple of ``2^t``
@@ -437,6 +437,8 @@ def row_minima_dc(kind, tab, aux, base, n, fout, kout):
             lo = 0
             if r >= step:
                 lo = kout[r - step]
+            if lower.shape[0] > 0 and lower[r] > lo:
+                lo = lower[r]
             hi = r
             if r + step < n:
                 h2 = kout[r + step]
@@ -506,14 +508,18 @@ def layered_dp(kind, tab, aux, f0, nlayers, ktab, algo):
     fb = np.empty(n, dtype=np.float64)
     kbuf = np.empty(n, dtype=np.int64)
     colbuf, vbuf, offs, cnts = workspace(n if algo == SMAWK else 1)
+    lower = np.zeros(n if algo == DIVIDE_AND_CONQUER else 0, dtype=np.int64)
     for layer in range(nlayers - 1):
         if algo == SMAWK:
             row_minima(kind, tab, aux, fa, n, colbuf, vbuf, offs, cnts, fb, kbuf)
         else:
-            row_minima_dc(kind, tab, aux, fa, n, fb, kbuf)
+            row_minima_dc(kind, tab, aux, fa, n, lower, fb, kbuf)
         krow = ktab[layer]
         for j in range(n):
             krow[j] = kbuf[j]
+        if algo == DIVIDE_AND_CONQUER:
+            # K_i(j) <= K_{i+1}(j): this layer's argmins bound the next layer's from below
+            lower[:] = kbuf
         tmp = fa
         fa = fb
         fb = tmp

@@ -230,7 +230,8 @@ def params_from_range(scheme, rmin, rmax):
     """Side arrays from the clipping range, as the docstrings state them.
 
     - symmetric: zero point 0, ``scale = absmax / qmax`` (a constant ``c``: ``|c|``).
-    - zero_point="float": ``scale = (rmax - rmin) / (qmax - qmin)``, ``offset = rmin``.
+    - zero_point="float": ``scale = (rmax - rmin) / (qmax - qmin)``, ``offset = rmin``
+      (as float32, rounded up).
     - zero_point="int": range widened to contain 0, ``scale = (hi - lo) / (qmax - qmin)``
       (a constant ``c``: ``|c|``), ``zero_point = clip(round(qmin - lo / scale), qmin, qmax)``.
     A zero scale becomes 1; float32 scales are at least the smallest normal float32.
@@ -251,7 +252,10 @@ def params_from_range(scheme, rmin, rmax):
         return {"scale": scale, "zero_point": np.zeros(len(scale), np.int32)}
     if scheme.zero_point == "float":
         scale = f32_scale((rmax - rmin) / (qmax - qmin))
-        return {"scale": scale, "offset": rmin.astype(np.float32)}
+        # the float32 offset is rmin rounded up (so that rmin itself is code 0 in every mode)
+        offset = rmin.astype(np.float32)
+        offset = np.where(offset.astype(np.float64) < rmin, np.nextafter(offset, np.float32(np.inf)), offset)
+        return {"scale": scale, "offset": offset.astype(np.float32)}
     lo = np.minimum(rmin, 0.0)
     hi = np.maximum(rmax, 0.0)
     scale = f32_scale(np.where(const, np.abs(rmin), (hi - lo) / (qmax - qmin)))
