@@ -249,7 +249,7 @@ def fake_quantize(x, scheme_or_params, *, out=None, mask_out=None):
     y = y.reshape(-1)
     mask = mask.reshape(-1)
     lay = uniform.layout(scheme, a.shape)
-    key = stream_key(scheme.seed)
+    key = np.uint64(stream_key(np.uint64(scheme.seed % (1 << 64))))  # as uniform.encode: always uint64
     mode = MODES[scheme.rounding]
     bad = 0
     for part in lay.parts:
