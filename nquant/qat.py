@@ -263,10 +263,12 @@ def fake_quantize(x, scheme_or_params, *, out=None, mask_out=None):
     y = y.reshape(a.shape)
     if y.dtype != a.dtype:
         y = y.astype(a.dtype)
-        if out is not None:
-            out[...] = y
-            y = out
-    return y, mask.reshape(a.shape)
+    if out is not None:
+        if not np.may_share_memory(y, out):
+            _out(out, a.shape, a.dtype, "out")[...] = y
+        y = out
+    mask = mask_out if mask_out is not None else mask.reshape(a.shape)
+    return y, mask
 
 
 def _out(arr, shape, dtype, name):

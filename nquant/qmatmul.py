@@ -77,7 +77,7 @@ class PreparedWeights:
     int8 : ndarray of shape (O, K), int8, or None (the values ``W_q``; bits != 4)
     packed : ndarray of shape (O, ceil(K / 2)), uint8, or None (bits == 4: codes
         ``W_q - qmin``, two per byte, the first in the high nibble)
-    scale : ndarray of shape (O,), float64, per-row scale ``S_w`` (a per-tensor
+    scale : ndarray of shape (O,), float32, per-row scale ``S_w`` (a per-tensor
         scale is repeated)
     rowsum : ndarray of shape (O,), int32, ``R[o] = sum_k W_q[o, k]``
     scheme : Uniform, the weights' scheme
@@ -173,7 +173,7 @@ def prepare_weights(qw, *, packed=None):
                           "avoid the online correction); quantize them with symmetric=True")
     O, K = (int(v) for v in qw.shape)
     qmin, qmax = s.qrange
-    scale = np.broadcast_to(np.asarray(qw.side["scale"], np.float64).reshape(-1), (O,)).copy()
+    scale = np.broadcast_to(np.asarray(qw.side["scale"], np.float32).reshape(-1), (O,)).copy()
     keep_packed = (s.bits == 4) if packed is None else bool(packed)
     if keep_packed and s.bits != 4:
         raise SchemeError(f"packed=True needs bits=4 weights, got bits={s.bits}")

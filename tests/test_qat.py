@@ -14,6 +14,7 @@ from strategies import apply_layout, float_arrays, layouts
 import nquant as nq
 from nquant import observers, qat, uniform
 from nquant.errors import InputError, SchemeError
+from nquant.kernels.affine import SNAP
 
 
 def bits_equal(a, b):
@@ -87,7 +88,11 @@ def test_fake_quantize_equals_quantize_dequantize(data):
         rounding = {"nearest": np.rint, "floor": np.floor, "ceil": np.ceil,
                     "nearest_away": lambda v: np.trunc(v + np.copysign(np.asarray(0.5, v.dtype), v))}
         if scheme.rounding != "nearest_away":
-            t = rounding[scheme.rounding]((xv - off[g]) * inv[g]) + c0[g]
+            t = (xv - off[g]) * inv[g]
+            if scheme.rounding != "nearest":  # the encoder snaps near-integers before floor / ceil
+                n = np.rint(t)
+                t = np.where(np.abs(t - n) <= np.abs(n) * SNAP, n, t)
+            t = rounding[scheme.rounding](t) + c0[g]
             assert_array_equal(mask, (t >= 0) & (t <= hi))
     # where the mask is set, the code was not clipped; elsewhere it sits on a range end
     qmin, qmax = scheme.qrange
@@ -149,8 +154,8 @@ def test_nan_propagate_and_errors():
 
 def test_params_dict_roundtrip_and_observer_params():
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((32, 4)).astype(np.float32)
-    o = observers.PercentileObserver(axis=1, percentile=(1, 99)).observe(x)
+    x = rng.standard_normal((400, 4)).astype(np.float32)
+    o = observers.PercentileObserver(axis=1, percentile=(5, 95)).observe(x)
     p = o.compute_params(nq.Uniform(bits=6))
     d = json.loads(json.dumps(p.to_dict()))
     p2 = qat.QParams.from_dict(d)
@@ -161,7 +166,7 @@ def test_params_dict_roundtrip_and_observer_params():
     bits_equal(y1, nq.dequantize(p2.quantize(x)))
     assert not m1.all()  # percentiles clip the tails
     # Dask quantize with the same params gives the same codes
-    qd = p.quantize(da.from_array(x, chunks=(8, 3), name=False))
+    qd = p.quantize(da.from_array(x, chunks=(80, 3), name=False))
     assert_array_equal(np.asarray(qd.codes_unpacked), p.quantize(x).codes_unpacked)
     with pytest.raises(InputError, match="scheme"):
         qat.QParams.from_dict({"scale": [1.0]})

@@ -485,13 +485,14 @@ def test_dequantize_zarr(tmp_path, x3):
 
 # ----------------------------------------------------------------------------- golden stores
 
-GOLDEN_NAMES = sorted(p.name[:-len(".zarr")] for p in GOLDEN.glob("*.zarr"))
+GOLDEN_NAMES = sorted(p.stem for p in GOLDEN.glob("*.npy"))
 
 
 def test_golden_stores_exist():
     assert len(GOLDEN_NAMES) >= 4, f"golden stores missing under {GOLDEN}: run tests/fixtures/make_golden.py"
     for name in GOLDEN_NAMES:
-        assert (GOLDEN / f"{name}.npy").exists()
+        assert (GOLDEN / f"{name}.zarr" / "zarr.json").is_file(), (
+            f"{name}.zarr is missing beside {name}.npy (a .gitignore rule for *.zarr/ must not hide it)")
 
 
 @pytest.mark.parametrize("name", GOLDEN_NAMES)

@@ -3,12 +3,16 @@
 Same row layout and parameters as ``nquant.kernels.affine`` and, value for
 value, the same arithmetic as ``quantize_affine`` followed by
 ``dequantize_affine`` (so the result equals ``dequantize(quantize(x))`` bit for
-bit):
+bit); the encoder's scalar helpers (``_snap``, ``_round_code``, ``_clip_code``)
+are reused, not copied:
 
     t     = round((x - offset) * inv_scale) + c0      # inv_scale = 1 / scale in x's dtype
     code  = uint8(clip(t, 0, hi))
     y     = (code - c0) * scale + offset
     mask  = 0 <= t <= hi                               # inside the clip range
+
+(``round`` snaps onto a nearby integer first in floor, ceil and stochastic
+modes, exactly as the encoder does.)
 
 The mask is PyTorch's ``fake_quantize_*_cachemask`` mask: the gradient of the
 straight-through estimator passes where the rounded value was not clipped.
@@ -18,8 +22,8 @@ NaN gives ``mask = False`` and, with ``nan_code >= 0``, ``y = NaN``.
 import numpy as np
 
 from nquant.kernels._jit import jit, jit_parallel, prange
-from nquant.kernels.affine import _clip_code
-from nquant.kernels.rounding import CEIL, FLOOR, NEAREST, round_value
+from nquant.kernels.affine import _clip_code, _round_code, _snap
+from nquant.kernels.rounding import CEIL, FLOOR, NEAREST
 
 
 @jit
@@ -38,13 +42,13 @@ def _fq_row(x, r, y, mask, s, inv, off, c, hi, mode, key, base):
             _fq_one(np.rint((x[r, j] - off) * inv) + c, c, s, off, hi, y, mask, r, j)
     elif mode == FLOOR:
         for j in range(L):
-            _fq_one(np.floor((x[r, j] - off) * inv) + c, c, s, off, hi, y, mask, r, j)
+            _fq_one(np.floor(_snap((x[r, j] - off) * inv)) + c, c, s, off, hi, y, mask, r, j)
     elif mode == CEIL:
         for j in range(L):
-            _fq_one(np.ceil((x[r, j] - off) * inv) + c, c, s, off, hi, y, mask, r, j)
+            _fq_one(np.ceil(_snap((x[r, j] - off) * inv)) + c, c, s, off, hi, y, mask, r, j)
     else:
         for j in range(L):
-            t = round_value((x[r, j] - off) * inv, mode, key, base + j)
+            t = _round_code((x[r, j] - off) * inv, mode, key, base + j)
             _fq_one(t + c, c, s, off, hi, y, mask, r, j)
 
 
@@ -82,7 +86,7 @@ def fake_quantize_affine(x, row_index, row_group, col_step, scale, inv_scale, of
             for j in range(L):
                 c = c0[g + j]
                 off = offset[g + j]
-                t = round_value((x[r, j] - off) * inv_scale[g + j], mode, key, base + j)
+                t = _round_code((x[r, j] - off) * inv_scale[g + j], mode, key, base + j)
                 _fq_one(t + c, c, scale[g + j], off, hi, y, mask, r, j)
         nb = 0
         for j in range(L):

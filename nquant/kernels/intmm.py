@@ -280,7 +280,7 @@ def epilogue(acc, rowsum, zfold, w_scale, x_scale, x_offset, out):
     acc : ndarray of shape (O, N), int32, ``sum_k W[o, k] * (C[k, n] - cx)``
     rowsum : ndarray of shape (O,), int32, ``R[o] = sum_k W[o, k]`` (weight-only, precomputed)
     zfold : int, ``cx - c0``: centre minus the activations' zero code (per call)
-    w_scale : ndarray of shape (O,), float64
+    w_scale : ndarray of shape (O,), float32 (used in float64)
     x_scale, x_offset : float
     out : ndarray of shape (O, N), float32, written
     """
@@ -288,7 +288,7 @@ def epilogue(acc, rowsum, zfold, w_scale, x_scale, x_offset, out):
     for o in prange(O):
         r = np.float64(rowsum[o])
         corr = np.float64(zfold) * r
-        sw = w_scale[o]
+        sw = np.float64(w_scale[o])
         sxw = x_scale * sw
         offw = x_offset * r * sw
         for n in range(N):
