@@ -159,7 +159,7 @@ def _as_data(x, name="x", allow_float32=False):
         a = np.ascontiguousarray(a.reshape(-1), dtype=np.float64)
     lo, hi, bad = _k.scan_range(a)
     if bad >= 0:
-        raise InputError(f"{name} contains a non-finite value {a[bad]!r} at flat index {bad}; finite values are required")
+        raise InputError(f"{name} contains a non-finite value {float(a[bad])!r} at flat index {bad}; finite values are required")
     return a, float(lo), float(hi)
 
 
@@ -174,10 +174,10 @@ def _as_weights(weights, x_shape, d):
     w = np.ascontiguousarray(w.reshape(-1), dtype=np.float64)
     lo, _hi, bad = _k.scan_range(w)
     if bad >= 0:
-        raise InputError(f"weights contains a non-finite value {w[bad]!r} at flat index {bad}")
+        raise InputError(f"weights contains a non-finite value {float(w[bad])!r} at flat index {bad}")
     if lo < 0:
         i = int(np.argmax(w < 0))
-        raise InputError(f"weights[{i}]={w[i]!r} is negative; weights must be >= 0")
+        raise InputError(f"weights[{i}]={float(w[i])!r} is negative; weights must be >= 0")
     if not (w.sum() > 0):
         raise InputError("weights sum to 0; at least one weight must be positive")
     return w
@@ -248,6 +248,16 @@ def _check_memory(n, s, method, d, max_memory, label=None):
             else f"{what} on {n} distinct values needs about {need / 2**30:.2f} GiB, "
             f"more than max_memory={limit / 2**30:.2f} GiB; use a smaller k or raise max_memory"
         )
+
+
+DP_PARALLEL_MIN = 1 << 16
+"""Below this many distinct values a DP layer runs serially (a parallel region costs more)."""
+
+
+def dp_threads(n):
+    """Row blocks per SMAWK layer for ``n`` distinct values: the Numba thread count of the
+    calling thread (1 below :data:`DP_PARALLEL_MIN`)."""
+    return 1 if n < DP_PARALLEL_MIN else max(1, numba.get_num_threads())
 
 
 def _repeat_levels(vals, s):
@@ -369,16 +379,17 @@ def solve(x, s, method="quiver", m=None, weights=None, grid="uniform", *, max_me
     _check_memory(n, s, method, a.size, max_memory)
     tab, _centre = _k.build_table(vals, wts)
     algo = _ALGOS[algorithm]
+    nparts = dp_threads(n)
     if method == "zipml":
         idx, _ = _k.zipml(tab, s)
     elif method == "quiver":
-        idx, _ = _k.quiver_exact(tab, s, algo)
+        idx, _ = _k.quiver_exact(tab, s, algo, nparts)
     elif w is None and n == a.size:
-        idx, _ = _k.quiver_accel_unit(tab, s, algo)
+        idx, _ = _k.quiver_accel_unit(tab, s, algo, nparts)
     elif w is None:
-        idx, _ = _k.quiver_accel_map(tab, _k.count_map(wts, a.size), s, algo)
+        idx, _ = _k.quiver_accel_map(tab, _k.count_map(wts, a.size), s, algo, nparts)
     else:
-        idx, _ = _k.quiver_accel_search(tab, s, algo)
+        idx, _ = _k.quiver_accel_search(tab, s, algo, nparts)
     levels = vals[idx]
     obj = float(_k.objective_sorted_levels(vals, wts, levels))
     return ASQResult(levels, obj, _vnmse(obj, norm2))
@@ -564,7 +575,9 @@ def approx_partial(chunk, lo, hi, m=None, weights=None, *, edges=None):
     a, clo, chi = _as_data(chunk, name="chunk", allow_float32=True)
     w = _as_weights(weights, chunk_shape, a.size)
     if clo < e[0] or chi > e[-1]:
-        raise InputError(f"chunk spans [{clo!r}, {chi!r}], outside the grid range [lo, hi] = [{e[0]!r}, {e[-1]!r}]")
+        raise InputError(
+            f"chunk spans [{clo!r}, {chi!r}], outside the grid range [lo, hi] = [{float(e[0])!r}, {float(e[-1])!r}]"
+        )
     stats, _outside = _partial(a, w, e, uniform)
     return stats
 
@@ -574,8 +587,8 @@ def approx_merge(a, b):
     if a.edges.shape != b.edges.shape or not np.array_equal(a.edges, b.edges):
         raise SchemeError(
             f"cannot merge approximate-QUIVER statistics over different grids "
-            f"(m={a.edges.size - 1} on [{a.edges[0]!r}, {a.edges[-1]!r}] vs m={b.edges.size - 1} on "
-            f"[{b.edges[0]!r}, {b.edges[-1]!r}])"
+            f"(m={a.edges.size - 1} on [{float(a.edges[0])!r}, {float(a.edges[-1])!r}] vs m={b.edges.size - 1} on "
+            f"[{float(b.edges[0])!r}, {float(b.edges[-1])!r}])"
         )
     return ApproxStats(a.edges, a.hist + b.hist, a.norm2 + b.norm2)
 
@@ -586,7 +599,7 @@ def _finalize(stats, s):
     if edges[0] == edges[-1]:
         return np.full(s, edges[0]), 0.0
     tab, _c = _k.approx_table(edges, hist)
-    idx, value = _k.quiver_exact(tab, s, _k.SMAWK)
+    idx, value = _k.quiver_exact(tab, s, _k.SMAWK, 1)
     return edges[idx], max(float(value), 0.0)
 
 

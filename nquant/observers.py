@@ -152,8 +152,8 @@ class Observer:
             ax = uniform.norm_axis(_layout_scheme(self.axis), x.ndim)
             groups = int(x.shape[ax])
             if self._groups is not None and groups != self._groups:
-                raise InputError(f"batch shape={tuple(x.shape)} has {groups} channels on axis={self.axis} but "
-                                 f"the observer has seen {self._groups}")
+                raise InputError(f"batch shape={tuple(x.shape)} has {groups} channels on axis={self.axis} "
+                                 f"but the observer has seen {self._groups}")
             self._groups = groups
         else:
             self._groups = 1
@@ -496,7 +496,8 @@ class HistogramObserver(Observer):
     """
 
     def __init__(self, bins=None, axis=None):
-        if bins is not None and (isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 16):
+        bad = isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 16
+        if bins is not None and bad:
             raise SchemeError(f"bins={bins!r} is invalid: expected None or an integer >= 16")
         super().__init__(axis)
         self.bins = int(bins) if bins is not None else (2048 if self.axis is None else 256)
@@ -604,7 +605,8 @@ class MSEObserver(HistogramObserver):
     def _range(self, scheme):
         lo, hi = self.histogram_range
         qmin, qmax = scheme.qrange
-        rmin, rmax = calibrate.mse_search(self.counts, lo, hi, qmax - qmin, scheme.symmetric, uniform.MSE_GRID)
+        rmin, rmax = calibrate.mse_search(self.counts, lo, hi, qmax - qmin, scheme.symmetric,
+                                          uniform.MSE_GRID)
         return self._clip_to_data(rmin, rmax)
 
 

@@ -75,7 +75,8 @@ class QParams:
             raise SchemeError(f"scheme={self.scheme!r} is invalid: expected an nq.Uniform scheme")
         scale = np.ascontiguousarray(np.atleast_1d(np.asarray(self.scale, dtype=np.float32)))
         if scale.ndim != 1 or not np.all(np.isfinite(scale)) or not np.all(scale > 0):
-            raise InputError(f"scale={self.scale!r} is invalid: expected positive finite values of shape (G,)")
+            raise InputError(f"scale={self.scale!r} is invalid: expected positive finite values of "
+                             "shape (G,)")
         object.__setattr__(self, "scale", scale)
         int_zp = self.scheme.symmetric or self.scheme.zero_point == "int"
         if int_zp:
@@ -143,7 +144,8 @@ class QParams:
         expected = uniform.n_groups(self.scheme, tuple(shape))
         if expected != self.n_groups:
             raise InputError(f"params have {self.n_groups} group(s) but x of shape {tuple(shape)} needs "
-                             f"{expected} for scheme axis={self.scheme.axis}, block_size={self.scheme.block_size}")
+                             f"{expected} for scheme axis={self.scheme.axis}, "
+                             f"block_size={self.scheme.block_size}")
 
     def quantize(self, x):
         """Quantize ``x`` with these parameters (no fitting).
@@ -244,8 +246,14 @@ def fake_quantize(x, scheme_or_params, *, out=None, mask_out=None):
     flat = np.ascontiguousarray(a, dtype=cdtype).reshape(-1)
     scale, inv, offset, c0 = uniform.kernel_params(scheme, params.side, cdtype)
     hi, nan_code = uniform.code_limits(scheme)
-    y = _out(out, a.shape, cdtype, "out") if out is not None and a.dtype == cdtype else np.empty(flat.size, cdtype)
-    mask = _out(mask_out, a.shape, np.bool_, "mask_out") if mask_out is not None else np.empty(flat.size, np.bool_)
+    if out is not None and a.dtype == cdtype:
+        y = _out(out, a.shape, cdtype, "out")
+    else:
+        y = np.empty(flat.size, cdtype)
+    if mask_out is not None:
+        mask = _out(mask_out, a.shape, np.bool_, "mask_out")
+    else:
+        mask = np.empty(flat.size, np.bool_)
     y = y.reshape(-1)
     mask = mask.reshape(-1)
     lay = uniform.layout(scheme, a.shape)

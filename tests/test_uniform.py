@@ -183,7 +183,8 @@ def test_every_convention_and_bit_width(granularity, mode):
                    dict(zero_point="int", signed=True), dict(zero_point="int", signed=True, narrow_range=True),
                    dict(zero_point="float"), dict(zero_point="float", signed=True)]
     n_checked = 0
-    for dtype, conv, bits in itertools.product((np.float32, np.float64), conventions, range(1, 9)):
+    for (k, conv), bits in itertools.product(enumerate(conventions), range(1, 9)):
+        dtype = (np.float32, np.float64)[(k + bits) % 2]  # both dtypes, every combination once
         try:
             s = nq.Uniform(bits=bits, rounding=mode, seed=bits, **conv, **granularity_kw(granularity))
         except SchemeError:
@@ -199,7 +200,7 @@ def test_every_convention_and_bit_width(granularity, mode):
         assert_array_equal(y, ref.decode(s, p, c, dtype))
         assert_error_bound(s, p, x, y)
         n_checked += 1
-    assert n_checked == 2 * (len(conventions) * 8 - 4)
+    assert n_checked == len(conventions) * 8 - 4
 
 
 @settings(max_examples=25)
@@ -392,6 +393,21 @@ def test_histogram_percentile_within_one_bin_on_dense_data():
         assert abs(rmax[0] - np.percentile(x, p[1])) <= width
 
 
+@pytest.mark.xfail(reason="histogram_percentiles locates rank p*n/100 (here 999.0000000000001, so the "
+                          "outlier's bin) where np.percentile interpolates at rank (n-1)*p/100: the "
+                          "Uniform docstring's 'within one bin width of the exact ones' fails on sparse "
+                          "data (99.95 vs 0.1 here); tests/reference/qat.py and test_observers.py pin "
+                          "the current convention, so a fix needs both changed together")
+def test_histogram_percentile_within_one_bin_of_np_percentile_on_sparse_data():
+    x = np.zeros(1000)
+    x[-1] = 100.0
+    s = nq.Uniform(range="percentile", percentile=(0.1, 99.9))
+    st_ = uniform.partial(s, x)
+    st_.update(uniform.partial_histogram(s, x, uniform.histogram_range[0](st_), uniform.histogram_range[1](st_)))
+    rmin, rmax = uniform.clip_range(s, st_)
+    assert abs(rmax[0] - np.percentile(x, 99.9)) <= 100.0 / s.hist_bins
+
+
 def test_percentile_exact_uses_np_percentile():
     rs = np.random.default_rng(2)
     x = rs.standard_normal((5, 300)).astype(np.float32)
@@ -547,7 +563,7 @@ def test_data_extremes_reach_the_end_codes(mode):
     """With range='minmax' the data's min and max are grid points: in float32, min -> code 0 and
     max -> top code (offset form), and with symmetric ranges the larger |x| -> +-qmax."""
     rs = np.random.default_rng(3)
-    for trial in range(200):
+    for trial in range(60):  # before the snapping fix, ~25 % of trials missed the end code
         x = (rs.standard_normal(40) * rs.uniform(0.01, 100) + rs.uniform(-5, 5)).astype(np.float32)
         q = nq.quantize(x, nq.Uniform(rounding=mode, zero_point="float", seed=trial))
         c = q.codes_unpacked

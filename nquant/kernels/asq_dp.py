@@ -198,7 +198,7 @@ def count_map(wts, d):
 
 
 @jit
-def quiver_exact(tab, s, algo):
+def quiver_exact(tab, s, algo, nparts):
     """Exact QUIVER: the optimal ``s`` levels by ``s - 2`` row-minima layers.
 
     Parameters
@@ -209,6 +209,8 @@ def quiver_exact(tab, s, algo):
         Number of levels, ``>= 2``.
     algo : int
         ``SMAWK`` (O(n) per layer, the default of the API) or ``DIVIDE_AND_CONQUER``.
+    nparts : int
+        Row blocks per SMAWK layer solved in parallel (1: serial).
 
     Returns
     -------
@@ -230,7 +232,7 @@ def quiver_exact(tab, s, algo):
         f0[j] = cost(ASQ, tab, aux, 0, j)
     nlayers = s - 2
     ktab = np.empty((max(nlayers - 1, 0), n), dtype=np.uint32)
-    value, k_last = layered_dp(ASQ, tab, aux, f0, nlayers, ktab, algo)
+    value, k_last = layered_dp(ASQ, tab, aux, f0, nlayers, ktab, algo, nparts)
     p = s - 1
     idx[p] = n - 1
     if nlayers > 0:
@@ -246,7 +248,7 @@ def quiver_exact(tab, s, algo):
 
 
 @jit
-def quiver_accel(kind, tab, aux, s, algo):
+def quiver_accel(kind, tab, aux, s, algo, nparts):
     """Accelerated QUIVER: two levels per layer with the closed-form middle ``b*``.
 
     Parameters
@@ -264,6 +266,8 @@ def quiver_accel(kind, tab, aux, s, algo):
     algo : int
         ``DIVIDE_AND_CONQUER`` (faster for this cost, see :mod:`nquant.kernels.smawk`) or
         ``SMAWK``.
+    nparts : int
+        Row blocks per SMAWK layer solved in parallel (1: serial).
 
     Returns
     -------
@@ -292,7 +296,7 @@ def quiver_accel(kind, tab, aux, s, algo):
             f0[j] = cost(ASQ, tab, aux, 0, j)
         nlayers = (s - 2) // 2
     ktab = np.empty((max(nlayers - 1, 0), n), dtype=np.uint32)
-    value, k_last = layered_dp(kind, tab, aux, f0, nlayers, ktab, algo)
+    value, k_last = layered_dp(kind, tab, aux, f0, nlayers, ktab, algo, nparts)
     p = s - 1
     j = n - 1
     idx[p] = j
@@ -363,15 +367,78 @@ def zipml(tab, s):
 # ----------------------------------------------------------------------------------------------
 
 _BLOCK = 65536
+PARALLEL_MIN = 1 << 17
+"""Inputs shorter than this run the serial twin of a parallel kernel (a parallel region costs
+more than the work below it, up to ~10 ms on a loaded 2-core machine)."""
+
+
+@jit
+def _range_block(x, i0, i1):
+    """``(lo, hi, z)`` over ``x[i0:i1]``; ``z != 0`` iff a NaN/inf is present (64 lanes)."""
+    lo = np.full(64, np.inf)
+    hi = np.full(64, -np.inf)
+    z = np.zeros(64)
+    i = i0
+    while i + 64 <= i1:
+        for q in range(64):
+            v = np.float64(x[i + q])
+            lo[q] = v if v < lo[q] else lo[q]
+            hi[q] = v if v > hi[q] else hi[q]
+            z[q] += v * 0.0
+        i += 64
+    for q in range(i1 - i):
+        v = np.float64(x[i + q])
+        lo[q] = v if v < lo[q] else lo[q]
+        hi[q] = v if v > hi[q] else hi[q]
+        z[q] += v * 0.0
+    return lo.min(), hi.max(), z.sum()
+
+
+@jit
+def _first_bad(x, i0, i1):
+    for i in range(i0, i1):
+        if not np.isfinite(x[i]):
+            return i
+    return -1
 
 
 @jit_parallel
+def scan_range_parallel(x):
+    """Parallel :func:`scan_range` (blocks of 65536 values)."""
+    d = x.shape[0]
+    nb = (d + _BLOCK - 1) // _BLOCK
+    los = np.empty(nb, dtype=np.float64)
+    his = np.empty(nb, dtype=np.float64)
+    zs = np.empty(nb, dtype=np.float64)
+    for b in prange(nb):
+        los[b], his[b], zs[b] = _range_block(x, b * _BLOCK, min(d, (b + 1) * _BLOCK))
+    lo = np.inf
+    hi = -np.inf
+    bad = -1
+    for b in range(nb):
+        lo = min(lo, los[b])
+        hi = max(hi, his[b])
+        if zs[b] != 0.0 and bad < 0:  # NaN != 0 is True: a NaN or an inf in this block
+            bad = _first_bad(x, b * _BLOCK, min(d, (b + 1) * _BLOCK))
+    return lo, hi, bad
+
+
+@jit
+def scan_range_serial(x):
+    """Serial :func:`scan_range`."""
+    lo, hi, z = _range_block(x, 0, x.shape[0])
+    bad = -1
+    if z != 0.0:
+        bad = _first_bad(x, 0, x.shape[0])
+    return lo, hi, bad
+
+
 def scan_range(x):
-    """Minimum, maximum and finiteness of ``x`` in one parallel pass.
+    """Minimum, maximum and finiteness of ``x`` in one pass (parallel for large ``x``).
 
     Parameters
     ----------
-    x : float32 or float64 array, shape (d,), d >= 1
+    x : float32 or float64 array, shape (d,), d >= 1, C-contiguous
 
     Returns
     -------
@@ -382,65 +449,30 @@ def scan_range(x):
 
     Notes
     -----
-    O(d), 64 running minima/maxima per block so the loop vectorises (PERFORMANCE.md habit 1).
+    O(d); 64 running minima/maxima so the loop vectorises (PERFORMANCE.md habit 1); serial
+    below :data:`PARALLEL_MIN` values.
     """
-    d = x.shape[0]
-    nb = (d + _BLOCK - 1) // _BLOCK
-    los = np.empty(nb, dtype=np.float64)
-    his = np.empty(nb, dtype=np.float64)
-    zs = np.empty(nb, dtype=np.float64)
-    for b in prange(nb):
-        i0 = b * _BLOCK
-        i1 = min(d, i0 + _BLOCK)
-        lo = np.full(64, np.inf)
-        hi = np.full(64, -np.inf)
-        z = np.zeros(64)
-        i = i0
-        while i + 64 <= i1:
-            for q in range(64):
-                v = np.float64(x[i + q])
-                lo[q] = v if v < lo[q] else lo[q]
-                hi[q] = v if v > hi[q] else hi[q]
-                z[q] += v * 0.0
-            i += 64
-        for q in range(i1 - i):
-            v = np.float64(x[i + q])
-            lo[q] = v if v < lo[q] else lo[q]
-            hi[q] = v if v > hi[q] else hi[q]
-            z[q] += v * 0.0
-        los[b] = lo.min()
-        his[b] = hi.max()
-        zs[b] = z.sum()
-    lo = np.inf
-    hi = -np.inf
-    bad = -1
-    for b in range(nb):
-        lo = min(lo, los[b])
-        hi = max(hi, his[b])
-        if zs[b] != 0.0 and bad < 0:  # NaN != 0 is True: a NaN or an inf in this block
-            for i in range(b * _BLOCK, min(d, (b + 1) * _BLOCK)):
-                if not np.isfinite(x[i]):
-                    bad = i
-                    break
-    return lo, hi, bad
+    if x.shape[0] < PARALLEL_MIN:
+        return scan_range_serial(x)
+    return scan_range_parallel(x)
 
 
 @jit
 def _cell(v, edges, m, lo, scale, uniform):
-    """Cell ``l`` in ``[0, m)`` with ``edges[l] <= v < edges[l + 1]`` (last cell closed)."""
+    """Cell ``l`` in ``[0, m)`` of ``v``: ``edges[l] <= v < edges[l + 1]`` (last cell closed).
+
+    Uniform grid: ``floor((v - lo) m / (hi - lo))`` clamped, with no check against ``edges``: a
+    value within rounding of an edge may land in the neighbouring cell, which changes nothing
+    but the last bits (a value on a grid point costs 0 in either cell) and is deterministic, so
+    every chunk bins alike.  (The check cost 40% of the pass.)  Other grids: binary search.
+    """
     if uniform:
         f = (v - lo) * scale
         if f <= 0.0:
-            l = 0
-        elif f >= m - 1:
-            l = m - 1
-        else:
-            l = np.int64(f)
-        while l > 0 and v < edges[l]:
-            l -= 1
-        while l < m - 1 and v >= edges[l + 1]:
-            l += 1
-        return l
+            return 0
+        if f >= m - 1:
+            return m - 1
+        return np.int64(f)
     a = 0
     b = m - 1
     while a < b:  # largest l with edges[l] <= v
@@ -452,73 +484,43 @@ def _cell(v, edges, m, lo, scale, uniform):
     return a
 
 
-@jit_parallel
-def hist_pass(x, w, edges, uniform, hist, nthreads):
-    """Add one chunk's per-cell statistics to ``hist`` (the approximate-QUIVER histogram).
-
-    Parameters
-    ----------
-    x : float32 or float64 array, shape (d,)
-        The chunk, any order; finite; values should lie in ``[edges[0], edges[m]]`` (values
-        outside are put in the first/last cell and counted in the return value).
-    w : float64 array, shape (d,) or (0,)
-        Weights (empty: all 1).
-    edges : float64 array, shape (m + 1,), non-decreasing
-        Grid points ``e_0 <= ... <= e_m``; cell ``l`` is ``[e_l, e_{l+1})`` (the last one closed).
-    uniform : bool
-        True when ``edges`` is the uniform grid (cell found by arithmetic plus a check against
-        ``edges``); False: binary search, O(log m) per value.
-    nthreads : int
-        Number of private histograms (``numba.get_num_threads()`` of the caller; 1 for serial).
-    hist : float64 array, shape (m, 3), C order
-        Accumulated in place: ``hist[l] += (sum w, sum w (x - e_l), sum w (x - e_l)^2)`` over the
-        values in cell ``l`` (sums relative to the cell's left edge: small, stable, and simply
-        added across chunks).
-
-    Returns
-    -------
-    norm2 : float
-        ``sum w x^2`` of the chunk (for vNMSE).
-    outside : int
-        Number of values outside ``[e_0, e_m]``.
-
-    Notes
-    -----
-    O(d) (uniform) or O(d log m) time; parallel over blocks with one private histogram per
-    block group (``threads x m x 3`` float64 scratch).  Within a process the result does not
-    depend on anything but the data and the thread count (summation order).
-    """
-    d = x.shape[0]
+@jit
+def _hist_block(x, w, edges, uniform, i0, i1, h):
+    """Add ``x[i0:i1]`` to the histogram ``h``; returns ``(sum w x^2, number outside)``."""
     m = edges.shape[0] - 1
     lo = edges[0]
     hi = edges[m]
     scale = m / (hi - lo) if hi > lo else 0.0
     unit = w.shape[0] == 0
-    nt = max(1, min(nthreads, d // 32768))
+    nrm = 0.0
+    out = 0
+    for i in range(i0, i1):
+        v = np.float64(x[i])
+        if v < lo or v > hi:
+            out += 1
+        l = _cell(v, edges, m, lo, scale, uniform)
+        y = v - edges[l]
+        wi = 1.0 if unit else w[i]
+        wy = wi * y
+        h[l, 0] += wi
+        h[l, 1] += wy
+        h[l, 2] += wy * y
+        nrm += wi * v * v
+    return nrm, out
+
+
+@jit_parallel
+def hist_pass_parallel(x, w, edges, uniform, hist, nthreads):
+    """Parallel :func:`hist_pass`: one private histogram per thread, then summed."""
+    d = x.shape[0]
+    m = edges.shape[0] - 1
+    nt = max(1, nthreads)
     size = (d + nt - 1) // nt
     parts = np.zeros((nt, m, 3), dtype=np.float64)
     norms = np.zeros(nt, dtype=np.float64)
     outs = np.zeros(nt, dtype=np.int64)
     for t in prange(nt):
-        i0 = t * size
-        i1 = min(d, i0 + size)
-        h = parts[t]
-        nrm = 0.0
-        out = 0
-        for i in range(i0, i1):
-            v = np.float64(x[i])
-            if v < lo or v > hi:
-                out += 1
-            l = _cell(v, edges, m, lo, scale, uniform)
-            y = v - edges[l]
-            wi = 1.0 if unit else w[i]
-            wy = wi * y
-            h[l, 0] += wi
-            h[l, 1] += wy
-            h[l, 2] += wy * y
-            nrm += wi * v * v
-        norms[t] = nrm
-        outs[t] = out
+        norms[t], outs[t] = _hist_block(x, w, edges, uniform, t * size, min(d, (t + 1) * size), parts[t])
     norm2 = 0.0
     outside = 0
     for t in range(nt):
@@ -529,6 +531,54 @@ def hist_pass(x, w, edges, uniform, hist, nthreads):
         norm2 += norms[t]
         outside += outs[t]
     return norm2, outside
+
+
+@jit
+def hist_pass_serial(x, w, edges, uniform, hist):
+    """Serial :func:`hist_pass`."""
+    return _hist_block(x, w, edges, uniform, 0, x.shape[0], hist)
+
+
+def hist_pass(x, w, edges, uniform, hist, nthreads):
+    """Add one chunk's per-cell statistics to ``hist`` (the approximate-QUIVER histogram).
+
+    Parameters
+    ----------
+    x : float32 or float64 array, shape (d,), C-contiguous
+        The chunk, any order; finite; values should lie in ``[edges[0], edges[m]]`` (values
+        outside are put in the first/last cell and counted in the return value).
+    w : float64 array, shape (d,) or (0,)
+        Weights (empty: all 1).
+    edges : float64 array, shape (m + 1,), non-decreasing
+        Grid points ``e_0 <= ... <= e_m``; cell ``l`` is ``[e_l, e_{l+1})`` (the last one closed).
+    uniform : bool
+        True when ``edges`` is the uniform grid (cell found by arithmetic plus a check against
+        ``edges``); False: binary search, O(log m) per value.
+    hist : float64 array, shape (m, 3), C order
+        Accumulated in place: ``hist[l] += (sum w, sum w (x - e_l), sum w (x - e_l)^2)`` over the
+        values in cell ``l`` (sums relative to the cell's left edge: small, stable, and simply
+        added across chunks).
+    nthreads : int
+        Number of threads (private histograms) for large chunks (``numba.get_num_threads()``).
+
+    Returns
+    -------
+    norm2 : float
+        ``sum w x^2`` of the chunk (for vNMSE).
+    outside : int
+        Number of values outside ``[e_0, e_m]``.
+
+    Notes
+    -----
+    O(d) (uniform) or O(d log m) time; parallel above :data:`PARALLEL_MIN` values with
+    ``nthreads x m x 3`` float64 of scratch.  The result depends only on the data, the grid
+    and the thread count (summation order).
+    """
+    d = x.shape[0]
+    nt = max(1, min(int(nthreads), d // (PARALLEL_MIN // 2)))
+    if nt == 1:
+        return hist_pass_serial(x, w, edges, uniform, hist)
+    return hist_pass_parallel(x, w, edges, uniform, hist, nt)
 
 
 @jit
@@ -593,7 +643,52 @@ def approx_table(edges, hist):
 # ----------------------------------------------------------------------------------------------
 
 
+@jit
+def _objective_block(x, w, levels, i0, i1):
+    s = levels.shape[0]
+    unit = w.shape[0] == 0
+    acc = 0.0
+    for i in range(i0, i1):
+        v = np.float64(x[i])
+        # smallest l with levels[l] >= v
+        lo = 0
+        hi = s - 1
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if levels[mid] >= v:
+                hi = mid
+            else:
+                lo = mid + 1
+        ub = levels[lo]
+        if ub > v and lo > 0:
+            t = (ub - v) * (v - levels[lo - 1])
+            if unit:
+                acc += t
+            else:
+                acc += w[i] * t
+    return acc
+
+
 @jit_parallel
+def objective_parallel(x, w, levels):
+    """Parallel :func:`objective_sorted_levels` (blocks of 65536 values)."""
+    d = x.shape[0]
+    nb = (d + _BLOCK - 1) // _BLOCK
+    parts = np.zeros(nb, dtype=np.float64)
+    for b in prange(nb):
+        parts[b] = _objective_block(x, w, levels, b * _BLOCK, min(d, (b + 1) * _BLOCK))
+    total = 0.0
+    for b in range(nb):
+        total += parts[b]
+    return total
+
+
+@jit
+def objective_serial(x, w, levels):
+    """Serial :func:`objective_sorted_levels`."""
+    return _objective_block(x, w, levels, 0, x.shape[0])
+
+
 def objective_sorted_levels(x, w, levels):
     """``sum w (b_x - x)(x - a_x)`` for ascending ``levels`` covering every ``x``.
 
@@ -611,38 +706,11 @@ def objective_sorted_levels(x, w, levels):
 
     Notes
     -----
-    O(d log s) time, parallel, no allocation beyond O(threads).
+    O(d log s) time; parallel above :data:`PARALLEL_MIN` values.
     """
-    d = x.shape[0]
-    s = levels.shape[0]
-    unit = w.shape[0] == 0
-    nb = (d + _BLOCK - 1) // _BLOCK
-    parts = np.zeros(nb, dtype=np.float64)
-    for b in prange(nb):
-        acc = 0.0
-        for i in range(b * _BLOCK, min(d, (b + 1) * _BLOCK)):
-            v = np.float64(x[i])
-            # smallest l with levels[l] >= v
-            lo = 0
-            hi = s - 1
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if levels[mid] >= v:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            ub = levels[lo]
-            if ub > v and lo > 0:
-                t = (ub - v) * (v - levels[lo - 1])
-                if unit:
-                    acc += t
-                else:
-                    acc += w[i] * t
-        parts[b] = acc
-    total = 0.0
-    for b in range(nb):
-        total += parts[b]
-    return total
+    if x.shape[0] < PARALLEL_MIN:
+        return objective_serial(x, w, levels)
+    return objective_parallel(x, w, levels)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -651,18 +719,18 @@ def objective_sorted_levels(x, w, levels):
 
 
 @jit
-def quiver_accel_unit(tab, s, algo):
+def quiver_accel_unit(tab, s, algo, nparts):
     """:func:`quiver_accel` with unit weights (no duplicates, no user weights)."""
-    return quiver_accel(ACCEL_UNIT, tab, np.empty(0, dtype=np.uint32), s, algo)
+    return quiver_accel(ACCEL_UNIT, tab, np.empty(0, dtype=np.uint32), s, algo, nparts)
 
 
 @jit
-def quiver_accel_map(tab, cmap, s, algo):
+def quiver_accel_map(tab, cmap, s, algo, nparts):
     """:func:`quiver_accel` for integer counts; ``cmap`` from :func:`count_map`."""
-    return quiver_accel(ACCEL_MAP, tab, cmap, s, algo)
+    return quiver_accel(ACCEL_MAP, tab, cmap, s, algo, nparts)
 
 
 @jit
-def quiver_accel_search(tab, s, algo):
+def quiver_accel_search(tab, s, algo, nparts):
     """:func:`quiver_accel` for arbitrary non-negative weights (binary search for ``b*``)."""
-    return quiver_accel(ACCEL_SEARCH, tab, np.empty(0, dtype=np.uint32), s, algo)
+    return quiver_accel(ACCEL_SEARCH, tab, np.empty(0, dtype=np.uint32), s, algo, nparts)

@@ -92,7 +92,7 @@ def fake_quantize_affine(x, row_index, row_group, col_step, scale, inv_scale, of
         for j in range(L):
             v = x[r, j]
             if not (abs(v) < np.inf):
-                if v != v and nan_code >= 0:
+                if np.isnan(v) and nan_code >= 0:
                     y[r, j] = np.nan
                     mask[r, j] = False
                 else:

@@ -18,7 +18,11 @@ the caller (``nquant.qmatmul``).  Two ways to the same exact int32 ``A``:
   therefore has an exactly representable result and rounds nothing: the
   float32 block product equals the integer block product exactly.  Block
   results are converted to int32 and summed in int32.  For 8-bit weights and
-  activations ``KB = 1024``; for 4-bit weights ``KB = 16384``.
+  activations ``KB = 1024``; for 4-bit weights ``KB = 16384``.  The conversion,
+  accumulation and epilogue kernels of this path are serial on purpose: they
+  run between GEMM calls, while OpenBLAS's worker threads still spin, and a
+  parallel Numba kernel there fights them for the cores (measured: 3-10x slower
+  conversions); serial, they cost about 10% of the GEMM time.
 - **Integer kernel** (:func:`intmm_int16`): weights and centred activations as
   int16, int32 multiply-accumulate in a loop that LLVM vectorizes to
   ``vpmaddwd`` (int16 pairs -> int32), tiled for cache: a block of ``OB``
@@ -33,7 +37,6 @@ nibble of byte ``j``), each code being ``W - qmin``.
 import numpy as np
 
 from nquant.kernels._jit import jit, jit_parallel, prange
-
 
 # ----------------------------------------------------------------------------- operand conversion
 
@@ -56,8 +59,24 @@ def to_f32_int8(w, o0, o1, k0, k1, out):
 
 
 @jit
+def _nibble_pairs(qmin):
+    """Table of the two float32 weights of every packed byte, as uint64 bit patterns.
+
+    Entry ``b`` holds ``float32((b >> 4) + qmin)`` in its first (low-address) half and
+    ``float32((b & 15) + qmin)`` in its second, so storing it unpacks one byte.
+    """
+    pairs = np.empty((256, 2), np.float32)
+    for b in range(256):
+        pairs[b, 0] = np.float32((b >> 4) + qmin)
+        pairs[b, 1] = np.float32((b & 15) + qmin)
+    return pairs.reshape(-1).view(np.uint64)
+
+
+@jit
 def to_f32_int4(packed, qmin, o0, o1, k0, k1, out):
     """Unpack a block of row-packed 4-bit codes to float32 integers ``code + qmin``.
+
+    One table look-up per byte writes both of its weights (8 bytes).
 
     Parameters
     ----------
@@ -69,19 +88,19 @@ def to_f32_int4(packed, qmin, o0, o1, k0, k1, out):
     n = k1 - k0
     half = n // 2
     b0 = k0 // 2
+    table = _nibble_pairs(qmin)
     q = np.float32(qmin)
     for i in range(o1 - o0):
         src = packed[o0 + i, b0:b0 + (n + 1) // 2]
         dst = out[i]
+        pairs = dst[:2 * half].view(np.uint64)
         for j in range(half):
-            b = src[j]
-            dst[2 * j] = np.float32(b >> 4) + q
-            dst[2 * j + 1] = np.float32(b & 15) + q
+            pairs[j] = table[src[j]]
         if n % 2:
             dst[n - 1] = np.float32(src[half] >> 4) + q
 
 
-@jit_parallel
+@jit
 def center_f32(codes, cx, out):
     """``out = float32(codes - cx)`` (exact integers).
 
@@ -93,9 +112,11 @@ def center_f32(codes, cx, out):
     """
     K, N = codes.shape
     c = np.float32(cx)
-    for k in prange(K):
+    for k in range(K):
+        src = codes[k]
+        dst = out[k]
         for n in range(N):
-            out[k, n] = np.float32(codes[k, n]) - c
+            dst[n] = np.float32(src[n]) - c
 
 
 @jit_parallel
@@ -268,7 +289,7 @@ def intmm_int16(w, packed, bits, qmin, xt, OB, KB, out):
 # ----------------------------------------------------------------------------- epilogue
 
 
-@jit_parallel
+@jit
 def epilogue(acc, rowsum, zfold, w_scale, x_scale, x_offset, out):
     """Float32 output from the int32 accumulator and the folded zero-point terms.
 
@@ -285,11 +306,13 @@ def epilogue(acc, rowsum, zfold, w_scale, x_scale, x_offset, out):
     out : ndarray of shape (O, N), float32, written
     """
     O, N = acc.shape
-    for o in prange(O):
+    for o in range(O):
         r = np.float64(rowsum[o])
         corr = np.float64(zfold) * r
         sw = np.float64(w_scale[o])
         sxw = x_scale * sw
         offw = x_offset * r * sw
+        a = acc[o]
+        dst = out[o]
         for n in range(N):
-            out[o, n] = np.float32((np.float64(acc[o, n]) + corr) * sxw + offw)
+            dst[n] = np.float32((np.float64(a[n]) + corr) * sxw + offw)

@@ -18,6 +18,7 @@ Kernels trust their inputs; :mod:`nquant.optimal1d` validates.
 import numpy as np
 
 from nquant.kernels._jit import jit, jit_parallel, prange
+from nquant.kernels.asq_dp import PARALLEL_MIN
 from nquant.kernels.smawk import KMEANS, SMAWK, cost, layered_dp
 
 _BLOCK = 65536
@@ -72,7 +73,7 @@ def kmeans_table(vals, wts):
 
 
 @jit
-def kmeans_dp(tab, k, algo):
+def kmeans_dp(tab, k, algo, nparts):
     """Optimal partition of the values behind ``tab`` into ``k`` contiguous clusters.
 
     Parameters
@@ -83,6 +84,8 @@ def kmeans_dp(tab, k, algo):
         Number of clusters, ``>= 1``.
     algo : int
         ``smawk.SMAWK`` or ``smawk.DIVIDE_AND_CONQUER``.
+    nparts : int
+        Row blocks per SMAWK layer solved in parallel (1: serial).
 
     Returns
     -------
@@ -103,7 +106,7 @@ def kmeans_dp(tab, k, algo):
         f0[j] = cost(KMEANS, tab, aux, 0, j)
     nlayers = k - 1
     ktab = np.empty((max(nlayers - 1, 0), m), dtype=np.uint32)
-    value, k_last = layered_dp(KMEANS, tab, aux, f0, nlayers, ktab, algo)
+    value, k_last = layered_dp(KMEANS, tab, aux, f0, nlayers, ktab, algo, nparts)
     bounds = np.empty(k + 1, dtype=np.int64)
     bounds[k] = m - 1
     if nlayers > 0:
@@ -141,47 +144,67 @@ def centers_from_bounds(tab, centre, bounds, vals):
     return out
 
 
+@jit
+def _sse_block(x, w, centers, i0, i1):
+    k = centers.shape[0]
+    unit = w.shape[0] == 0
+    acc = 0.0
+    for i in range(i0, i1):
+        v = np.float64(x[i])
+        lo = 0
+        hi = k - 1
+        while lo < hi:  # first centre >= v
+            mid = (lo + hi) >> 1
+            if centers[mid] >= v:
+                hi = mid
+            else:
+                lo = mid + 1
+        e = abs(centers[lo] - v)
+        if lo > 0:
+            e2 = v - centers[lo - 1]
+            if e2 < e:
+                e = e2
+        if unit:
+            acc += e * e
+        else:
+            acc += w[i] * e * e
+    return acc
+
+
 @jit_parallel
+def sse_parallel(x, w, centers):
+    """Parallel :func:`sse_nearest` (blocks of 65536 values)."""
+    d = x.shape[0]
+    nb = (d + _BLOCK - 1) // _BLOCK
+    parts = np.zeros(nb, dtype=np.float64)
+    for b in prange(nb):
+        parts[b] = _sse_block(x, w, centers, b * _BLOCK, min(d, (b + 1) * _BLOCK))
+    total = 0.0
+    for b in range(nb):
+        total += parts[b]
+    return total
+
+
+@jit
+def sse_serial(x, w, centers):
+    """Serial :func:`sse_nearest`."""
+    return _sse_block(x, w, centers, 0, x.shape[0])
+
+
 def sse_nearest(x, w, centers):
-    """``sum w (x - nearest centre)^2`` for ascending ``centers``; O(d log k), parallel.
+    """``sum w (x - nearest centre)^2`` for ascending ``centers``; O(d log k).
 
     Parameters
     ----------
     x : float32 or float64 array, shape (d,)
     w : float64 array, shape (d,) or (0,) (unit weights)
     centers : float64 array, shape (k,), ascending
+
+    Parallel above ``asq_dp.PARALLEL_MIN`` values.
     """
-    d = x.shape[0]
-    k = centers.shape[0]
-    unit = w.shape[0] == 0
-    nb = (d + _BLOCK - 1) // _BLOCK
-    parts = np.zeros(nb, dtype=np.float64)
-    for b in prange(nb):
-        acc = 0.0
-        for i in range(b * _BLOCK, min(d, (b + 1) * _BLOCK)):
-            v = np.float64(x[i])
-            lo = 0
-            hi = k - 1
-            while lo < hi:  # first centre >= v
-                mid = (lo + hi) >> 1
-                if centers[mid] >= v:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            e = abs(centers[lo] - v)
-            if lo > 0:
-                e2 = v - centers[lo - 1]
-                if e2 < e:
-                    e = e2
-            if unit:
-                acc += e * e
-            else:
-                acc += w[i] * e * e
-        parts[b] = acc
-    total = 0.0
-    for b in range(nb):
-        total += parts[b]
-    return total
+    if x.shape[0] < PARALLEL_MIN:
+        return sse_serial(x, w, centers)
+    return sse_parallel(x, w, centers)
 
 
 @jit

@@ -8,8 +8,10 @@ the distances of all points to the ``t`` candidates: the cross terms ``X @ cand.
 GEMMs on blocks of ``KPP_BLOCK`` rows (NumPy, outside any Numba kernel), spread over Python
 threads that run single-threaded BLAS (the caller limits BLAS threads), and a serial kernel per
 block turns them into ``||x||^2 + ||c||^2 - 2 x.c`` (float64) and the block's partial
-potentials.  Then a parallel kernel takes the best candidate: ``closest`` and the per-block
-sums used for sampling are updated from the stored cross terms.
+potentials.  Then another serial kernel per block takes the best candidate: ``closest`` and the
+per-block sums used for sampling are updated from the stored cross terms.  (Serial kernels in
+Python threads, not ``prange``: an OpenMP region per step costs more than its work when the
+cores are shared.)
 
 (A triangle-inequality test that skips points whose current center is far from a candidate was
 tried and dropped: on Gaussian mixtures it skips at most half of the rows, less early on, and a
@@ -82,22 +84,23 @@ def _kpp_block_pots(G, xx, ccand, w, closest, pots):
             pots[tt] += wi * (v if v < cl else cl)
 
 
-@jit_parallel
-def _kpp_update(G, col, xx, cc, w, closest, blocksums):
-    """``closest = min(closest, xx + cc - 2 G[:, col])`` (clipped at 0); per-block weighted sums."""
+@jit
+def _kpp_update(G, col, xx, cc, w, closest):
+    """``closest = min(closest, xx + cc - 2 G[:, col])`` (clipped at 0) over one block.
+
+    Returns the block's sum of ``w * closest``.
+    """
     n = closest.shape[0]
-    nb = blocksums.shape[0]
     weighted = w.shape[0] > 0
-    for b in prange(nb):
-        s = 0.0
-        for i in range(b * KPP_BLOCK, min(n, (b + 1) * KPP_BLOCK)):
-            v = xx[i] + cc - 2.0 * G[i, col]
-            v = v if v > 0 else 0.0
-            cl = closest[i]
-            cl = v if v < cl else cl
-            closest[i] = cl
-            s += w[i] * cl if weighted else cl
-        blocksums[b] = s
+    s = 0.0
+    for i in range(n):
+        v = xx[i] + cc - 2.0 * G[i, col]
+        v = v if v > 0 else 0.0
+        cl = closest[i]
+        cl = v if v < cl else cl
+        closest[i] = cl
+        s += w[i] * cl if weighted else cl
+    return s
 
 
 @jit
@@ -175,14 +178,22 @@ def kmeans_plusplus(X, n_clusters, rng, *, weights=None, n_local_trials=None, nt
     indices[0] = first
     centers[0] = X[first]
 
-    def gemm(b, cand):
+    def wb(s, e):
+        return w[s:e] if w.shape[0] else w
+
+    def first_block(b, c):
         s, e = b * KPP_BLOCK, min(n, (b + 1) * KPP_BLOCK)
-        np.matmul(X[s:e], cand.T, out=G[s:e, :cand.shape[0]])
+        g = np.matmul(X[s:e], c)
+        blocksums[b] = _kpp_update(g, 0, xx[s:e], xx[first], wb(s, e), closest[s:e])
 
     def trial_block(b, cand, ccand):
         s, e = b * KPP_BLOCK, min(n, (b + 1) * KPP_BLOCK)
         np.matmul(X[s:e], cand.T, out=G[s:e])
-        _kpp_block_pots(G[s:e], xx[s:e], ccand, w[s:e] if w.shape[0] else w, closest[s:e], pots[b])
+        _kpp_block_pots(G[s:e], xx[s:e], ccand, wb(s, e), closest[s:e], pots[b])
+
+    def update_block(b, col, cc):
+        s, e = b * KPP_BLOCK, min(n, (b + 1) * KPP_BLOCK)
+        blocksums[b] = _kpp_update(G[s:e], col, xx[s:e], cc, wb(s, e), closest[s:e])
 
     nthreads = max(1, min(int(nthreads), nb))
     ex = ThreadPoolExecutor(nthreads, thread_name_prefix="nquant-kpp") if nthreads > 1 else None
@@ -194,9 +205,7 @@ def kmeans_plusplus(X, n_clusters, rng, *, weights=None, n_local_trials=None, nt
             else:
                 list(ex.map(lambda b: fn(b, *args), range(nb)))
 
-        first_row = np.ascontiguousarray(X[first:first + 1])
-        run(gemm, first_row)
-        _kpp_update(G, 0, xx, xx[first], w, closest, blocksums)
+        run(first_block, np.ascontiguousarray(X[first:first + 1].T))
         for s in range(1, k):
             pot = blocksums.sum()
             rvals = rng.random(t) * pot
@@ -207,7 +216,7 @@ def kmeans_plusplus(X, n_clusters, rng, *, weights=None, n_local_trials=None, nt
             best = int(np.argmin(pots.sum(axis=0)))
             indices[s] = ids[best]
             centers[s] = cand[best]
-            _kpp_update(G, best, xx, ccand[best], w, closest, blocksums)
+            run(update_block, best, ccand[best])
     finally:
         if ex is not None:
             ex.shutdown()

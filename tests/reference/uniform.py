@@ -180,7 +180,8 @@ def raw_minmax(scheme, x):
 
 def histogram_counts(scheme, x, lo, hi):
     """Counts (G, bins): bin ``trunc((v - lo) / (hi - lo) * bins)`` clipped to [0, bins - 1]."""
-    B = scheme.bins
+    # bins: the scheme's, or the documented default (2048 per tensor, 256 per channel)
+    B = scheme.bins if scheme.bins is not None else (2048 if scheme.axis is None else 256)
     rows = group_rows(scheme, x)
     counts = np.zeros((len(rows), B), np.int64)
     for g, v in enumerate(rows):

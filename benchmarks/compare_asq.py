@@ -1,0 +1,72 @@
+"""ASQ solvers side by side: ZipML, exact / accelerated / approximate QUIVER, in one run.
+
+Usage::
+
+    python benchmarks/compare_asq.py [--max-log2d 22] [--min-log2d 10] [--s 4 8 16 32]
+                                     [--m 1000] [--repeat 5] [--zipml-budget 60]
+
+Data: LogNormal(0, 1), seed 0, already sorted (as in the paper's Figure 2; the exact methods
+skip the sort after an O(d) check, so sorting is reported separately: ``np.sort`` of the same,
+unsorted vector is printed for scale).  Every timing is the median of ``--repeat`` calls of
+``nquant.asq.solve`` after one warm-up call (compilation excluded), in this one process.
+ZipML (O(s d^2)) is skipped when its estimated time, extrapolated from the largest size it ran
+at, exceeds ``--zipml-budget`` seconds.  Uses only nquant and NumPy.
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+from nquant import asq
+
+
+def _median_time(fn, repeat):
+    fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--min-log2d", type=int, default=10)
+    p.add_argument("--max-log2d", type=int, default=22)
+    p.add_argument("--s", type=int, nargs="+", default=[4, 8, 16, 32])
+    p.add_argument("--m", type=int, default=1000)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--zipml-budget", type=float, default=60.0)
+    args = p.parse_args(argv)
+
+    print(f"{'d':>9} {'s':>3} {'method':<14} {'time [s]':>10} {'vNMSE':>10}  note")
+    zipml_rate = {}  # s -> seconds per (s d^2)
+    for log2d in range(args.min_log2d, args.max_log2d + 1):
+        d = 1 << log2d
+        raw = np.random.default_rng(0).lognormal(0.0, 1.0, size=d)
+        t_sort = _median_time(lambda: np.sort(raw), args.repeat)
+        x = np.sort(raw)
+        print(f"{d:>9} {'':>3} {'np.sort':<14} {t_sort:>10.4f} {'':>10}  sort of the unsorted vector, for scale")
+        for s in args.s:
+            for method in ("zipml", "quiver", "quiver_accel", "quiver_approx"):
+                note = ""
+                if method == "zipml":
+                    rate = zipml_rate.get(s)
+                    if rate is not None and rate * s * d * d > args.zipml_budget:
+                        print(f"{d:>9} {s:>3} {method:<14} {'skipped':>10} {'':>10}  est. {rate * s * d * d:.0f} s")
+                        continue
+                kw = {"m": args.m} if method == "quiver_approx" else {}
+                res = asq.solve(x, s, method=method, **kw)
+                t = _median_time(lambda: asq.solve(x, s, method=method, **kw), 1 if method == "zipml" else args.repeat)
+                if method == "zipml":
+                    zipml_rate[s] = t / (s * d * d)
+                    note = "median of 1"
+                if method == "quiver_approx":
+                    note = f"m={args.m}"
+                print(f"{d:>9} {s:>3} {method:<14} {t:>10.4f} {res.vnmse:>10.5f}  {note}")
+
+
+if __name__ == "__main__":
+    main()

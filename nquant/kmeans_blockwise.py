@@ -1,0 +1,268 @@
+"""Blockwise absmax quantization to a k-means-fitted codebook (``KMeansBlockwise`` schemes).
+
+Family protocol as in :mod:`nquant.uniform`; blocks, absmax and double quantization exactly
+as :mod:`nquant.blockwise` (whose block functions this module reuses), but the levels are
+fitted to the tensor.
+
+Objective.  With ``y_i = x_i / absmax_b`` the value normalised by its block's absmax, a level
+``c`` reconstructs ``absmax_b * c``, so the squared error of the tensor is
+``sum_b absmax_b**2 * sum_{i in b} (y_i - c(y_i))**2``: an exact *weighted* 1-D k-means of
+``y`` with weights ``absmax_b**2`` (:func:`nquant.optimal1d.kmeans1d`), solved with
+``2**bits`` centres.  (Weights are taken relative to the largest absmax ``A``, ``(absmax_b /
+A)**2``, which does not change the optimum.)
+
+Fits.
+
+- ``fit="histogram"`` (default; NumPy and Dask inputs alike, so both give the same codebook):
+  pass 1 collects the exact mergeable mean absmax (double quantization), the largest absmax
+  ``A`` and the count ``n``; pass 2 builds a weighted histogram of ``y`` over [-1, 1]
+  (``bins`` bins) holding per bin the sum of the weights and the sum of weight times ``y``,
+  both in int64 fixed point (``round(w * 2**F)`` and ``round(round(w * 2**F) * y)`` with
+  ``F = min(52, 62 - bit_length(n))``, so sums never overflow).  Integer sums merge exactly, so
+  every chunking gives the same histogram and the same codebook, bit for bit.  The bin
+  centroids (sum of w y over sum of w: exact means of the values in the bin) with the bin
+  weights then go through the exact weighted k-means.  What is lost against the exact
+  optimum: cluster boundaries can only fall between bins (one bin is ``2 / bins`` wide), and
+  the fixed point rounds each weight to ``2**-F`` of the largest; measured on the 37 matrices
+  of all-MiniLM-L6-v2 with ``bins=16384`` the objective lies within about 1e-6 (relative) of
+  the exact optimum (``benchmarks/compare_models.py`` prints the figures).
+- ``fit="exact"``: the exact weighted k-means over all the values of an in-memory (NumPy)
+  array; ``O(d log d + K d)`` time and about ``(4 K + 140)`` bytes per distinct value.
+
+Side arrays: ``codebook`` (float32, the fitted levels, ascending; fewer than ``2**bits``
+when the data has fewer distinct normalised values) when the tensor has at least
+``min_size`` values, plus the absmax arrays of :mod:`nquant.blockwise` (``absmax``, or
+``absmax_codes``, ``absmax2`` and ``offset`` with double quantization).  Codes are the
+nearest level (ties at a float32 midpoint to the lower level), by the same kernels as NF4.
+"""
+
+import numpy as np
+
+from nquant import blockwise as bw
+from nquant.errors import InputError
+from nquant.kernels import blockwise as kb
+from nquant.kernels._jit import jit
+
+MAX_FRACTION_BITS = 52
+
+
+# ----------------------------------------------------------------------------- kernel
+
+
+@jit
+def weighted_histogram(xflat, absmax, block_size, scale, frac_bits, bins, out_w, out_s):
+    """Add the fixed-point weighted histogram of the normalised values of ``xflat``.
+
+    Parameters
+    ----------
+    xflat : ndarray of shape (n,), float32
+    absmax : ndarray of shape (ceil(n / block_size),), float32, per-block absmax
+    block_size : int
+    scale : float, the largest absmax ``A`` (> 0)
+    frac_bits : int, ``F``: weights are ``round((absmax / A)**2 * 2**F)``
+    bins : int, bins over [-1, 1]
+    out_w, out_s : ndarray of shape (bins,), int64, accumulated: per bin the sum of the
+        fixed-point weights ``wq`` and of ``round(wq * y)``, ``y = x * float32(1 / absmax)``.
+    """
+    n = xflat.shape[0]
+    nb = (n + block_size - 1) // block_size
+    two_f = 2.0 ** frac_bits
+    half = 0.5 * bins
+    for b in range(nb):
+        a = absmax[b]
+        if a == np.float32(0.0):
+            continue
+        r = np.float64(a) / scale
+        wq = np.rint(r * r * two_f)
+        if wq == 0.0:
+            continue
+        iwq = np.int64(wq)
+        ac = a if a > np.float32(1e-38) else np.float32(1e-38)
+        inv = np.float32(1.0) / ac
+        for i in range(b * block_size, min(n, (b + 1) * block_size)):
+            y = xflat[i] * inv
+            if y > np.float32(1.0):
+                y = np.float32(1.0)
+            elif y < np.float32(-1.0):
+                y = np.float32(-1.0)
+            j = np.int64((np.float64(y) + 1.0) * half)
+            if j >= bins:
+                j = bins - 1
+            out_w[j] += iwq
+            out_s[j] += np.int64(np.rint(wq * np.float64(y)))
+
+
+# ----------------------------------------------------------------------------- protocol
+
+
+def needs_stats(scheme):
+    """Always: the fit needs the largest absmax and the count (and the mean absmax with dq)."""
+    return True
+
+
+def needs_histogram(scheme):
+    """``fit="histogram"`` needs the second (histogram) pass."""
+    return scheme.fit == "histogram"
+
+
+def block_quantum(scheme):
+    """Values per chunk quantum: as :func:`nquant.blockwise.block_quantum`."""
+    return bw.block_quantum(scheme)
+
+
+def param_specs(scheme, n):
+    """Per-block side arrays on ``n`` values (as :mod:`nquant.blockwise`)."""
+    return bw.param_specs(scheme, n)
+
+
+def chunk_params(scheme, chunk, start=None, global_shape=None, params=None):
+    """Per-block side arrays of one chunk (as :mod:`nquant.blockwise`)."""
+    return bw.chunk_params(scheme, chunk, start=start, global_shape=global_shape, params=params)
+
+
+def partial(scheme, chunk, start=None, global_shape=None):
+    """Pass 1: exact partial sum of the block absmax values, their maximum, the count."""
+    absmax = bw._absmax(scheme, bw._flat32(chunk))
+    amax = absmax.max() if absmax.size else np.float32(0)
+    return {"absmax_sum": bw.exact_sum_partial(absmax), "absmax_max": np.array([amax], np.float32),
+            "n": np.array([chunk.size], np.int64)}
+
+
+def _scale(st):
+    return float(st["absmax_max"][0])
+
+
+def _frac_bits(st):
+    return int(min(MAX_FRACTION_BITS, 62 - int(st["n"][0]).bit_length()))
+
+
+histogram_range = (_scale, _frac_bits)
+
+
+def partial_histogram(scheme, chunk, scale, frac_bits, start=None, global_shape=None):
+    """Pass 2: the fixed-point weighted histogram of the chunk's normalised values."""
+    hw = np.zeros(scheme.bins, np.int64)
+    hs = np.zeros(scheme.bins, np.int64)
+    flat = bw._flat32(chunk)
+    if flat.size and scale > 0:
+        absmax = bw._absmax(scheme, flat)
+        weighted_histogram(flat, absmax, scheme.block_size, float(scale), int(frac_bits), scheme.bins, hw, hs)
+    return {"hist_w": hw, "hist_s": hs}
+
+
+def merge(a, b):
+    """Merge two partials (max for ``absmax_max``, exact integer sums otherwise)."""
+    return {k: (np.maximum(a[k], b[k]) if k == "absmax_max" else a[k] + b[k]) for k in a}
+
+
+def _fallback(scheme):
+    return np.asarray(scheme.codebook, np.float32)
+
+
+def _as_levels(centers):
+    return np.unique(np.asarray(centers, np.float64).astype(np.float32))
+
+
+def fit_histogram_levels(scheme, hist_w, hist_s):
+    """Levels from a merged fixed-point histogram: exact weighted k-means of the bin centroids."""
+    from nquant.optimal1d import kmeans1d
+
+    w = np.asarray(hist_w)
+    keep = w > 0
+    if not keep.any():
+        return _fallback(scheme)
+    wk = w[keep].astype(np.float64)
+    centroids = np.asarray(hist_s)[keep].astype(np.float64) / wk
+    return _as_levels(kmeans1d(centroids, scheme.levels, weights=wk).centers)
+
+
+def normalised(scheme, x):
+    """``(y, w)``: the normalised values ``x * float32(1 / absmax)`` (float32) and their
+    weights ``(absmax / A)**2`` (float64) of an in-memory array (the exact objective)."""
+    flat = bw._flat32(x)
+    absmax = bw._absmax(scheme, flat)
+    big = absmax.max() if absmax.size else np.float32(0)
+    inv = (np.float32(1) / np.maximum(absmax, np.float32(1e-38))).astype(np.float32)
+    y = flat * np.repeat(inv, scheme.block_size)[:flat.size]
+    np.clip(y, np.float32(-1), np.float32(1), out=y)
+    r = absmax.astype(np.float64) / float(big) if big > 0 else np.zeros(absmax.size)
+    w = np.repeat(r * r, scheme.block_size)[:flat.size]
+    return y, w
+
+
+def fit_exact_levels(scheme, x):
+    """Levels by exact weighted k-means over every value of the in-memory array ``x``."""
+    from nquant.optimal1d import kmeans1d
+
+    y, w = normalised(scheme, x)
+    if not (w > 0).any():
+        return _fallback(scheme)
+    return _as_levels(kmeans1d(y, scheme.levels, weights=w).centers)
+
+
+def finalize(scheme, stats=None, data=None):
+    """Global parameters: ``codebook`` (at least ``min_size`` values) and, with double
+    quantization, ``offset`` (the exact mean absmax)."""
+    params = {}
+    if scheme.double_quant:
+        params["offset"] = np.array([bw.exact_mean(stats["absmax_sum"])], np.float32)
+    n = int(stats["n"][0])
+    if n == 0 or n < scheme.min_size:
+        return params
+    if scheme.fit == "exact":
+        if data is None:
+            raise InputError("fit='exact' needs the data in memory (NumPy input); use fit='histogram' "
+                             "for Dask arrays")
+        params["codebook"] = fit_exact_levels(scheme, data)
+    else:
+        params["codebook"] = fit_histogram_levels(scheme, stats["hist_w"], stats["hist_s"])
+    return params
+
+
+def fit(scheme, x):
+    """All side arrays of an in-memory array, by the same statistics as Dask (one chunk)."""
+    st = partial(scheme, x)
+    if needs_histogram(scheme) and x.size >= max(scheme.min_size, 1):
+        st.update(partial_histogram(scheme, x, _scale(st), _frac_bits(st)))
+    glob = finalize(scheme, st, data=x)
+    return {**glob, **chunk_params(scheme, x, params=glob)}
+
+
+def levels(scheme, params):
+    """The float32 levels that encoding and decoding use: the fitted codebook, else the scheme's."""
+    cb = params.get("codebook")
+    return _fallback(scheme) if cb is None else np.asarray(cb, np.float32)
+
+
+def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0, out=None):
+    """Codes (uint8, shape of the chunk): each value over its block's absmax, to the nearest level."""
+    flat = bw._flat32(chunk)
+    codes = np.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
+    if flat.size:
+        absmax = params.get("_absmax", params.get("absmax"))
+        if absmax is None:
+            absmax = bw._absmax(scheme, flat)
+        kb.quantize_blockwise(flat, np.asarray(absmax, np.float32), scheme.block_size, levels(scheme, params),
+                              codes)
+    return codes.reshape(chunk.shape)
+
+
+def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=None, group_offset=0,
+           out=None):
+    """``codebook[code] * absmax[block]`` (float32), cast to ``dtype``."""
+    flat = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
+    res = np.empty(flat.size, np.float32)
+    if flat.size:
+        kb.dequantize_blockwise(flat, bw.block_absmax(scheme, params), scheme.block_size,
+                                levels(scheme, params), res)
+    res = res.reshape(codes.shape)
+    return res if res.dtype == np.dtype(dtype) else res.astype(dtype)
+
+
+def objective(scheme, x, codebook):
+    """The weighted k-means objective ``sum (absmax_b / A)**2 (y - c(y))**2`` of ``codebook``
+    on the in-memory array ``x`` (nearest level; used to measure a fit against the optimum)."""
+    from nquant.kernels.kmeans1d import sse_nearest
+
+    y, w = normalised(scheme, x)
+    return float(sse_nearest(y, w, np.sort(np.asarray(codebook, np.float64))))
