@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 import nquant as nq
-from nquant import qmatmul as qm
+from nquant.qmatmul import prepare_weights, qmatmul
 
 
 def rel_error(y, ref):
@@ -61,28 +61,28 @@ def main(argv=None):
     xs = nq.Uniform(bits=8)
     qx = nq.quantize(x, xs)
     qw8 = nq.quantize(w, w8)
-    qm.prepare_weights(qw8)  # compiles
+    prepare_weights(qw8)  # compiles
     t0 = time.perf_counter()
-    pw8 = qm.prepare_weights(qw8)
+    pw8 = prepare_weights(qw8)
     t_prep = time.perf_counter() - t0
-    pw4 = qm.prepare_weights(nq.quantize(w, w4))
+    pw4 = prepare_weights(nq.quantize(w, w4))
 
     y32 = np.empty((O, N), np.float32)
     yq = np.empty((O, N), np.float32)
     fns = {
         "np.matmul float32 (OpenBLAS)": lambda: np.matmul(w, x, out=y32),
-        "qmatmul int8 x uint8 (blas)": lambda: qm.qmatmul(pw8, qx, method="blas", out=yq),
-        "qmatmul int8 x uint8 (int)": lambda: qm.qmatmul(pw8, qx, method="int", out=yq),
-        "qmatmul int4 x uint8 (blas)": lambda: qm.qmatmul(pw4, qx, method="blas", out=yq),
+        "qmatmul int8 x uint8 (blas)": lambda: qmatmul(pw8, qx, method="blas", out=yq),
+        "qmatmul int8 x uint8 (int)": lambda: qmatmul(pw8, qx, method="int", out=yq),
+        "qmatmul int4 x uint8 (blas)": lambda: qmatmul(pw4, qx, method="blas", out=yq),
         "quantize X (uint8, per tensor)": lambda: nq.quantize(x, xs),
     }
     t = timed_rounds(fns, args.repeat)
 
     ref = np.matmul(w, x).astype(np.float64)  # the float32 product of the unquantized operands
     results = {
-        "int8 blas": qm.qmatmul(pw8, qx, method="blas"),
-        "int8 int": qm.qmatmul(pw8, qx, method="int"),
-        "int4 blas": qm.qmatmul(pw4, qx, method="blas"),
+        "int8 blas": qmatmul(pw8, qx, method="blas"),
+        "int8 int": qmatmul(pw8, qx, method="int"),
+        "int4 blas": qmatmul(pw4, qx, method="blas"),
     }
     same = np.array_equal(results["int8 blas"], results["int8 int"])
     deq = nq.dequantize(qw8).astype(np.float64) @ nq.dequantize(qx).astype(np.float64)

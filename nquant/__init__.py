@@ -7,12 +7,13 @@ from nquant.metrics import metrics
 from nquant.models import quantize_safetensors
 from nquant.packing import pack, unpack
 from nquant.grids import normal_float
-from nquant.schemes import NF4, Blockwise, Codebook, Uniform, scheme_from_json
+from nquant.schemes import ASQ, NF4, Blockwise, Codebook, Uniform, scheme_from_json
 from nquant.store import dequantize_zarr, open, quantize_zarr, save
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ASQ",
     "NF4",
     "Blockwise",
     "Codebook",

@@ -2,14 +2,14 @@
 
 import numpy as np
 
-from nquant import blockwise, chunked, codebook, kmeans_blockwise, outliers, uniform
+from nquant import asq_family, blockwise, chunked, codebook, kmeans_blockwise, outliers, uniform
 from nquant.containers import QuantizedArray
 from nquant.errors import DeviceError, InputError, SchemeError
 from nquant.packing import pack_codes, unpack_codes
 from nquant.schemes import Scheme
 
 FAMILIES = {"uniform": uniform, "codebook": codebook, "blockwise": blockwise,
-            "kmeans_blockwise": kmeans_blockwise, "outliers": outliers}
+            "kmeans_blockwise": kmeans_blockwise, "outliers": outliers, "asq": asq_family}
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 

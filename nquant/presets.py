@@ -3,7 +3,7 @@
 import json
 
 from nquant.errors import SchemeError
-from nquant.schemes import NF4, Scheme, Uniform, scheme_from_json
+from nquant.schemes import ASQ, NF4, Scheme, Uniform, scheme_from_json
 
 PRESETS = {
     "int8": lambda: Uniform(bits=8),
@@ -15,6 +15,8 @@ PRESETS = {
     "int2": lambda: Uniform(bits=2, range="mse"),
     "nf4": lambda: NF4(),
     "nf4-dq": lambda: NF4(double_quant=True),
+    "asq4": lambda: ASQ(bits=4, method="quiver_approx"),
+    "asq4-exact": lambda: ASQ(bits=4, method="quiver"),
 }
 
 

@@ -518,3 +518,45 @@ class Outliers(Scheme):
     def is_signed(self):
         """Whether the base scheme's codes are signed."""
         return getattr(self.base, "is_signed", False)
+
+
+ASQ_METHODS = ("quiver", "quiver_accel", "zipml", "quiver_approx")
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class ASQ(Scheme):
+    """Adaptive stochastic quantization: the optimal ``2**bits`` levels, unbiased rounding.
+
+    The levels minimise the variance of unbiased stochastic rounding over the data
+    (QUIVER, ``nquant.asq``); every value then rounds to one of its two neighbouring
+    levels with probabilities that keep its expectation (counter-based stream keyed by
+    ``seed`` and the global index).  The levels are stored as the side array ``codebook``.
+
+    Parameters
+    ----------
+    bits : int, 1..8 (``2**bits`` levels)
+    method : "quiver" (exact), "quiver_accel" (exact), "zipml" (exact, slow reference),
+        "quiver_approx" (levels on a grid of ``m`` intervals; two mergeable passes, no sort)
+    m : int or None, grid intervals of ``quiver_approx`` (default: ``nquant.asq.DEFAULT_M``)
+    seed : int
+    """
+
+    type: ClassVar[str] = "asq"
+
+    bits: int = 4
+    method: str = "quiver"
+    m: object = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.bits, int) or isinstance(self.bits, bool) or not 1 <= self.bits <= 8:
+            _fail("bits", self.bits, "an integer in 1..8")
+        if self.method not in ASQ_METHODS:
+            _fail("method", self.method, f"one of {ASQ_METHODS}")
+        if self.m is not None and (not isinstance(self.m, int) or isinstance(self.m, bool) or self.m < 1):
+            _fail("m", self.m, "None or an integer >= 1")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            _fail("seed", self.seed, "an integer")
+
+    block_size = None

@@ -48,7 +48,6 @@ quantization splits the largest cluster instead, as faiss does.
 
 import contextlib
 import ctypes
-import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +62,7 @@ from nquant.errors import InputError, SchemeError
 from nquant.kernels import assign as _assign
 from nquant.kernels import lloyd as _lloyd
 from nquant.kernels import pq as _pq
-from nquant.kernels.rng import stream_key, uniform64
+from nquant.kernels.rng import stream_key
 
 __all__ = ["KMeans", "ProductQuantizer", "assign"]
 
@@ -232,14 +231,12 @@ def _shifted(x, shift):
     return np.subtract(x, shift.astype(x.dtype), dtype=x.dtype)
 
 
+@in_task
 def _labels_chunk(x, centers_c, shift, want):
     x = _as_input(x)
     with _single_blas() as limited:
         labels, d2, _, _ = _pass(_shifted(x, shift), centers_c, nthreads=_gemm_threads(limited))
     return labels if want == "labels" else d2
-
-
-_labels_task = in_task(_labels_chunk)
 
 
 def assign(X, centers):
@@ -273,8 +270,8 @@ def assign(X, centers):
     shift = C.astype(np.float64).mean(axis=0)
     Cc = np.ascontiguousarray((C - shift).astype(dtype))
     if _is_dask(X):
-        labels = X.map_blocks(_labels_task, Cc, shift, "labels", drop_axis=1, dtype=np.int32)
-        d2 = X.map_blocks(_labels_task, Cc, shift, "d2", drop_axis=1, dtype=dtype)
+        labels = X.map_blocks(_labels_chunk, Cc, shift, "labels", drop_axis=1, dtype=np.int32)
+        d2 = X.map_blocks(_labels_chunk, Cc, shift, "d2", drop_axis=1, dtype=dtype)
         return labels, d2
     with _single_blas() as limited:
         labels, d2, _, _ = _pass(_shifted(X, shift), Cc, nthreads=_gemm_threads(limited))
@@ -321,6 +318,7 @@ def _merge_far(a, b, m):
     return d[order], i[order], x[order]
 
 
+@in_task
 def _lloyd_chunk(x, start, centers_c, shift, accumulate, m_far):
     x = _shifted(_as_input(x), shift)
     with _single_blas() as limited:
@@ -330,9 +328,6 @@ def _lloyd_chunk(x, start, centers_c, shift, accumulate, m_far):
     far = _top_far(d2, m_far)
     return {"sums": sums, "counts": counts, "inertia": inertia, "n": x.shape[0],
             "far": (d2[far].astype(np.float64), far + start, x[far]), "m_far": m_far}
-
-
-_lloyd_task = in_task(_lloyd_chunk)
 
 
 def _merge_lloyd(a, b):
@@ -382,6 +377,7 @@ def _memory_budget():
 # ---------------------------------------------------------------------------------------
 # k-means|| (chunk functions)
 # ---------------------------------------------------------------------------------------
+@in_task
 def _kmpar_cost(x, start, cost, new_c, shift):
     """``min(cost, d^2(x, new_c))`` for one chunk (``cost`` None: no previous centers)."""
     x = _shifted(_as_input(x), shift)
@@ -391,6 +387,7 @@ def _kmpar_cost(x, start, cost, new_c, shift):
     return d2 if cost is None else np.minimum(cost, d2)
 
 
+@in_task
 def _kmpar_sample(x, start, cost, key, scale, shift):
     """Rows with ``u(key, start + i) < scale * cost[i]`` (centered)."""
     u = _uniform(key, start, cost.shape[0])
@@ -400,10 +397,11 @@ def _kmpar_sample(x, start, cost, key, scale, shift):
 
 def _uniform(key, start, n):
     out = np.empty(n)
-    _fill_uniform(np.uint64(key), np.int64(start), out)
+    _lloyd.uniform_fill(np.uint64(key), np.int64(start), out)
     return out
 
 
+@in_task
 def _count_chunk(x, start, cands, shift):
     x = _shifted(_as_input(x), shift)
     with _single_blas() as limited:
@@ -411,6 +409,7 @@ def _count_chunk(x, start, cands, shift):
     return np.bincount(labels, minlength=cands.shape[0]).astype(np.float64)
 
 
+@in_task
 def _heldout_chunk(x, start, centers_c, shift, sample_idx):
     x = _as_input(x)
     lo, hi = np.searchsorted(sample_idx, [start, start + x.shape[0]])
@@ -424,15 +423,6 @@ def _heldout_chunk(x, start, centers_c, shift, sample_idx):
 
 def _add(a, b):
     return a + b
-
-
-from nquant.kernels._jit import jit as _jit  # noqa: E402
-
-
-@_jit
-def _fill_uniform(key, start, out):
-    for i in range(out.shape[0]):
-        out[i] = uniform64(key, start + i)
 
 
 # ---------------------------------------------------------------------------------------
@@ -567,10 +557,13 @@ class KMeans:
             return self._fit_sample(X)
         with _single_blas() as limited:
             self._limited = limited
+            stats = self._sample_stats(X, full=not _is_dask(X))
+            if self.algorithm == "lloyd" and _is_dask(X):
+                X = self._maybe_persist(X)
             best = None
             runs = 1 if not isinstance(self.init, str) else self.n_init
             for run in range(runs):
-                res = self._fit_once(X, run)
+                res = self._fit_once(X, stats, run)
                 if best is None or res["inertia"] < best["inertia"]:
                     best = res
         self._set(best)
@@ -663,7 +656,7 @@ class KMeans:
         centers = self._centers_c.astype(X.dtype)
         if _is_dask(X):
             dtype = np.int32 if want == "labels" else X.dtype
-            return X.map_blocks(_labels_task, centers, self._shift, want, drop_axis=1, dtype=dtype)
+            return X.map_blocks(_labels_chunk, centers, self._shift, want, drop_axis=1, dtype=dtype)
         with _single_blas() as limited:
             labels, d2, _, _ = _pass(_shifted(X, self._shift), centers, nthreads=_gemm_threads(limited))
         return labels if want == "labels" else d2
@@ -732,19 +725,17 @@ class KMeans:
         centers, _ = _lloyd.kmeans_plusplus(sample_c, k, rng, nthreads=self._nthreads())
         return centers
 
-    def _fit_once(self, X, run):
-        stats = self._sample_stats(X, full=not _is_dask(X))
+    def _fit_once(self, X, stats, run):
         centers = self._init_centers(X, stats, run)
         tol_abs = self.tol * stats["var"]
         if self.algorithm == "minibatch":
             return self._minibatch(X, stats["shift"], centers, tol_abs, run)
         if _is_dask(X):
             return self._lloyd_dask(X, stats["shift"], centers, tol_abs)
-        if X is stats["sample_c"] or stats["sample_c"].shape[0] != X.shape[0]:
-            Xc = _shifted(X, stats["shift"])
-            xx = None
-        else:
+        if stats["sample_c"].shape[0] == X.shape[0]:  # the sample is X itself
             Xc, xx = stats["sample_c"], stats["xx"]
+        else:
+            Xc, xx = _shifted(X, stats["shift"]), None
         return self._lloyd_numpy(Xc, xx, stats["shift"], centers, tol_abs)
 
     def _lloyd_numpy(self, Xc, xx, shift, centers, tol_abs):
@@ -784,13 +775,12 @@ class KMeans:
         return X
 
     def _lloyd_dask(self, X, shift, centers, tol_abs):
-        X = self._maybe_persist(X)
         k = self.n_clusters
         shift2 = np.inf
         n_iter = 0
         st = None
         for it in range(self.max_iter):
-            st = _reduce(X, _lloyd_task, _merge_lloyd, centers, shift, True, k)
+            st = _reduce(X, _lloyd_chunk, _merge_lloyd, centers, shift, True, k)
             if it == 0 and not np.isfinite(st["inertia"]):
                 raise _nonfinite_error()
             far_x = st["far"][2]
@@ -801,7 +791,7 @@ class KMeans:
             if shift2 <= tol_abs:
                 break
         if shift2 > 0:
-            st = _reduce(X, _lloyd_task, _merge_lloyd, centers, shift, True, 0)
+            st = _reduce(X, _lloyd_chunk, _merge_lloyd, centers, shift, True, 0)
         return {"centers": centers, "inertia": st["inertia"], "n_iter": n_iter, "shift": shift,
                 "counts": st["counts"].astype(np.float64)}
 
@@ -826,7 +816,7 @@ class KMeans:
         def run_all(fn, *args, per_block=()):
             if not _is_dask(X):
                 return [fn(blocks[0], 0, *[a[0] for a in per_block], *args)]
-            tasks = [dask.delayed(in_task(fn), pure=True)(b, s, *[a[i] for a in per_block], *args)
+            tasks = [dask.delayed(fn, pure=True)(b, s, *[a[i] for a in per_block], *args)
                      for i, (b, s) in enumerate(zip(blocks, starts))]
             return list(dask.compute(*tasks))
 
@@ -898,7 +888,7 @@ class KMeans:
                 break
         centers = self._centers_c
         if _is_dask(X):
-            st = _reduce(X, _lloyd_task, _merge_lloyd, centers, shift, False, 0)
+            st = _reduce(X, _lloyd_chunk, _merge_lloyd, centers, shift, False, 0)
             inertia = st["inertia"]
         else:
             _, d2, _, _ = _pass(_shifted(X, shift), centers, nthreads=self._nthreads())
@@ -940,7 +930,7 @@ class KMeans:
             if hasattr(sub, name):
                 setattr(self, name, getattr(sub, name))
         if _is_dask(X):
-            tot = _reduce(X, in_task(_heldout_chunk), _add, self._centers_c, self._shift, idx)
+            tot = _reduce(X, _heldout_chunk, _add, self._centers_c, self._shift, idx)
         else:
             tot = _heldout_chunk(X, 0, self._centers_c, self._shift, idx)
         self.heldout_inertia_ = float(tot[0] / tot[1]) if tot[1] else float("nan")
@@ -969,6 +959,7 @@ def _stream_chunks(X, order, prefetch=1):
 # ---------------------------------------------------------------------------------------
 # product quantization
 # ---------------------------------------------------------------------------------------
+@in_task
 def _pq_stats(x, start, CT, nbits, accumulate):
     x = _as_input(x)
     n = x.shape[0]
@@ -993,18 +984,17 @@ def _pq_stats(x, start, CT, nbits, accumulate):
     return {"sums": sums.sum(axis=0), "counts": counts.sum(axis=0), "inertia": float(d2.sum())}
 
 
-_pq_stats_task = in_task(_pq_stats)
-
-
 def _merge_pq(a, b):
     return {"sums": a["sums"] + b["sums"], "counts": a["counts"] + b["counts"],
             "inertia": a["inertia"] + b["inertia"]}
 
 
+@in_task
 def _pq_encode_chunk(x, CT, nbits):
     return _pq_stats(x, 0, CT, nbits, False)[0]
 
 
+@in_task
 def _pq_decode_chunk(codes, C, nbits):
     out = np.empty((codes.shape[0], C.shape[0] * C.shape[2]), C.dtype)
     if codes.shape[0]:
@@ -1012,6 +1002,7 @@ def _pq_decode_chunk(codes, C, nbits):
     return out
 
 
+@in_task
 def _pq_dot_chunk(codes, T, nbits):
     out = np.empty((codes.shape[0], T.shape[2]), T.dtype)
     if codes.shape[0]:
@@ -1019,6 +1010,7 @@ def _pq_dot_chunk(codes, T, nbits):
     return out
 
 
+@in_task
 def _pq_search_chunk(codes, start, BT, k):
     codes = np.ascontiguousarray(codes)
     D, I = _search_bytes(BT, codes, k)
@@ -1027,16 +1019,9 @@ def _pq_search_chunk(codes, start, BT, k):
 
 
 def _merge_search(a, b):
-    D = np.concatenate([a[0], b[0]], axis=1)
-    I = np.concatenate([a[1], b[1]], axis=1)
-    k = a[0].shape[1]
     outD = np.empty_like(a[0])
     outI = np.empty_like(a[1])
-    _pq.merge_topk(D[:, None, :].copy(), I[:, None, :].copy(), outD, outI) if False else None
-    pD = np.stack([a[0], b[0]], axis=1)
-    pI = np.stack([a[1], b[1]], axis=1)
-    _pq.merge_topk(pD, pI, outD, outI)
-    del D, I, k
+    _pq.merge_topk(np.stack([a[0], b[0]], axis=1), np.stack([a[1], b[1]], axis=1), outD, outI)
     return outD, outI
 
 
@@ -1164,7 +1149,7 @@ class ProductQuantizer:
         for it in range(self.max_iter):
             CT = np.ascontiguousarray(C.transpose(0, 2, 1))
             if _is_dask(X_):
-                st = _reduce(X_, _pq_stats_task, _merge_pq, CT, self.nbits, True)
+                st = _reduce(X_, _pq_stats, _merge_pq, CT, self.nbits, True)
             else:
                 st = _pq_stats(X_, 0, CT, self.nbits, True)
             inertia = st["inertia"]
@@ -1202,7 +1187,7 @@ class ProductQuantizer:
             raise InputError(f"X has n_features={X.shape[1]} but the quantizer has {self.n_features_in_}")
         CT = np.ascontiguousarray(self.codebooks_.transpose(0, 2, 1))
         if _is_dask(X):
-            return X.map_blocks(in_task(_pq_encode_chunk), CT, self.nbits, dtype=np.uint8,
+            return X.map_blocks(_pq_encode_chunk, CT, self.nbits, dtype=np.uint8,
                                 chunks=(X.chunks[0], (self.code_size,)))
         return _pq_stats(X, 0, CT, self.nbits, False)[0]
 
@@ -1231,7 +1216,7 @@ class ProductQuantizer:
         codes = self._check_codes(codes)
         C = self.codebooks_
         if _is_dask(codes):
-            return codes.map_blocks(in_task(_pq_decode_chunk), C, self.nbits, dtype=C.dtype,
+            return codes.map_blocks(_pq_decode_chunk, C, self.nbits, dtype=C.dtype,
                                     chunks=(codes.chunks[0], (self.n_features_in_,)))
         return _pq_decode_chunk(codes, C, self.nbits)
 
@@ -1292,7 +1277,7 @@ class ProductQuantizer:
         BT = np.empty((T.shape[0], self.code_size, 256), np.float32)
         _pq.byte_tables(T, self.nbits, sign, BT)
         if _is_dask(codes):
-            D, I = _reduce(codes, in_task(_pq_search_chunk), _merge_search, BT, k)
+            D, I = _reduce(codes, _pq_search_chunk, _merge_search, BT, k)
         else:
             D, I = _search_bytes(BT, codes, k)
         if metric == "ip":
@@ -1325,7 +1310,7 @@ class ProductQuantizer:
         T = np.stack([C[m] @ B2[m * ds:(m + 1) * ds] for m in range(self.M)])
         T = np.ascontiguousarray(T)
         if _is_dask(codes):
-            out = codes.map_blocks(in_task(_pq_dot_chunk), T, self.nbits, dtype=C.dtype,
+            out = codes.map_blocks(_pq_dot_chunk, T, self.nbits, dtype=C.dtype,
                                    chunks=(codes.chunks[0], (T.shape[2],)))
         else:
             out = _pq_dot_chunk(codes, T, self.nbits)
@@ -1351,5 +1336,3 @@ def _pq_update(C, sums, counts):
             counts[m, big] -= counts[m, j]
     return new.astype(C.dtype)
 
-
-del math  # unused helpers kept out of the namespace

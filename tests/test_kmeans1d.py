@@ -105,3 +105,16 @@ def test_errors():
         optimal1d.lloyd_max([1.0, 2.0], [np.inf])
     with pytest.raises(SchemeError, match=r"kmeans1d with k=64 on 100001 distinct values needs about"):
         optimal1d.kmeans1d(np.arange(100000.0), 64, max_memory=10**6)
+
+
+@given(cases, st.integers(2, 7))
+def test_parallel_row_blocks_give_the_serial_optimum(case, nparts):
+    from nquant.kernels import asq_dp, kmeans1d, smawk
+
+    dist, d, k, seed = case
+    x = np.sort(make(dist, d, seed))
+    vals, wts = asq_dp.dedup_sorted(x, np.empty(0))
+    tab, centre = kmeans1d.kmeans_table(vals, wts)
+    bounds, value = kmeans1d.kmeans_dp(tab, k, smawk.SMAWK, nparts)
+    centers = np.sort(kmeans1d.centers_from_bounds(tab, centre, bounds, vals))
+    assert close(ref.sse_nearest(x, centers), ref.kmeans_dp(x, k), x)

@@ -12,7 +12,7 @@ from reference import qat as ref
 
 import nquant as nq
 from nquant import observers as obs
-from nquant import uniform
+from nquant import qat, uniform
 from nquant.errors import InputError, SchemeError
 from nquant.kernels import calibrate
 
@@ -257,7 +257,7 @@ def test_compute_params_per_channel_and_fake_quantize():
     assert p.scheme.axis == 1 and p.scale.shape == (8,)
     assert o.compute_params(nq.Uniform(bits=8, axis=-1)).scale.shape == (8,)
     x = rng.standard_normal((4, 8)).astype(np.float32)
-    y, _ = nq.qat.fake_quantize(x, p)
+    y, _ = qat.fake_quantize(x, p)
     assert_array_equal(y, nq.dequantize(p.quantize(x)))
     with pytest.raises(SchemeError, match="axis=0"):
         o.compute_params(nq.Uniform(axis=0))

@@ -77,7 +77,7 @@ def test_fake_quantize_equals_quantize_dequantize(data):
     x = data.draw(float_arrays(max_dims=3, max_side=9))
     scheme = data.draw(schemes(x.ndim))
     x = apply_layout(x, data.draw(layouts()))
-    y, mask = nq.qat.fake_quantize(x, scheme)
+    y, mask = qat.fake_quantize(x, scheme)
     expected = nq.dequantize(nq.quantize(x, scheme))
     bits_equal(y, expected)
     assert mask.dtype == np.bool_ and mask.shape == x.shape
@@ -109,7 +109,7 @@ def test_fake_quantize_grid(dtype, kw):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((5, 6, 7)) * 3).astype(dtype)
     scheme = nq.Uniform(**kw)
-    y, mask = nq.qat.fake_quantize(x, scheme)
+    y, mask = qat.fake_quantize(x, scheme)
     bits_equal(y, nq.dequantize(nq.quantize(x, scheme)))
     assert mask.all()  # fitted to x: nothing is clipped
 
@@ -122,7 +122,7 @@ def test_numpy_reference_ties_and_clipping():
     # exact ties of x / s (ties go to even), values far outside the range, zero
     k = np.arange(-140, 141)
     x = np.concatenate([(k + 0.5) * s, k * s, [-5.0, 5.0, 0.0, -0.0]]).astype(np.float32)
-    y, mask = nq.qat.fake_quantize(x, params)
+    y, mask = qat.fake_quantize(x, params)
     ry, rmask = ref.fake_quantize(x, s, z, *scheme.qrange)
     bits_equal(y, ry)
     assert_array_equal(mask, rmask)
@@ -133,25 +133,25 @@ def test_numpy_reference_ties_and_clipping():
 def test_nan_propagate_and_errors():
     x = np.array([1.0, np.nan, -3.0, 0.25], np.float32)
     s = nq.Uniform(bits=4, nan="propagate")
-    y, mask = nq.qat.fake_quantize(x, s)
+    y, mask = qat.fake_quantize(x, s)
     bits_equal(y, nq.dequantize(nq.quantize(x, s)))
     assert np.isnan(y[1]) and not mask[1] and mask[[0, 2, 3]].all()
     with pytest.raises(InputError, match="NaN"):
-        nq.qat.fake_quantize(x, nq.Uniform())
+        qat.fake_quantize(x, nq.Uniform())
     params = qat.as_params(nq.Uniform(), np.array([1.0, 2.0], np.float32))
     with pytest.raises(InputError, match="non-finite"):
-        nq.qat.fake_quantize(np.array([1.0, np.inf], np.float32), params)
+        qat.fake_quantize(np.array([1.0, np.inf], np.float32), params)
     with pytest.raises(InputError, match="in-memory"):
-        nq.qat.fake_quantize(da.zeros(4), params)
+        qat.fake_quantize(da.zeros(4), params)
     with pytest.raises(InputError, match="group"):
-        nq.qat.fake_quantize(np.zeros((3, 4), np.float32),
+        qat.fake_quantize(np.zeros((3, 4), np.float32),
                              qat.as_params(nq.Uniform(axis=0), np.zeros((2, 4))))
     with pytest.raises(InputError, match="dtype"):
-        nq.qat.fake_quantize(np.zeros(3, np.int8), params)
+        qat.fake_quantize(np.zeros(3, np.int8), params)
     with pytest.raises(SchemeError, match="Uniform"):
-        nq.qat.fake_quantize(np.zeros(3, np.float32), nq.schemes.Scheme())
+        qat.fake_quantize(np.zeros(3, np.float32), nq.schemes.Scheme())
     with pytest.raises(SchemeError, match="scheme_or_params"):
-        nq.qat.fake_quantize(np.zeros(3, np.float32), 8)
+        qat.fake_quantize(np.zeros(3, np.float32), 8)
 
 
 def test_params_dict_roundtrip_and_observer_params():
@@ -161,8 +161,8 @@ def test_params_dict_roundtrip_and_observer_params():
     p = o.compute_params(nq.Uniform(bits=6))
     d = json.loads(json.dumps(p.to_dict()))
     p2 = qat.QParams.from_dict(d)
-    y1, m1 = nq.qat.fake_quantize(x, p)
-    y2, m2 = nq.qat.fake_quantize(x, d)
+    y1, m1 = qat.fake_quantize(x, p)
+    y2, m2 = qat.fake_quantize(x, d)
     bits_equal(y1, y2)
     assert_array_equal(m1, m2)
     bits_equal(y1, nq.dequantize(p2.quantize(x)))
@@ -185,17 +185,17 @@ def test_preallocated_outputs_and_readonly_input():
     x.setflags(write=False)
     out = np.empty_like(x)
     m = np.empty(x.shape, np.bool_)
-    y, mask = nq.qat.fake_quantize(x, nq.Uniform(bits=3), out=out, mask_out=m)
+    y, mask = qat.fake_quantize(x, nq.Uniform(bits=3), out=out, mask_out=m)
     assert y is out and mask is m
     bits_equal(y, nq.dequantize(nq.quantize(x, nq.Uniform(bits=3))))
     with pytest.raises(InputError, match="out"):
-        nq.qat.fake_quantize(x, nq.Uniform(), out=np.empty((2, 2), np.float32))
+        qat.fake_quantize(x, nq.Uniform(), out=np.empty((2, 2), np.float32))
 
 
 def test_empty_and_scalar():
-    y, m = nq.qat.fake_quantize(np.zeros((0, 3), np.float32), nq.Uniform())
+    y, m = qat.fake_quantize(np.zeros((0, 3), np.float32), nq.Uniform())
     assert y.shape == (0, 3) and m.shape == (0, 3)
-    y, m = nq.qat.fake_quantize(np.float64(0.3), nq.Uniform())
+    y, m = qat.fake_quantize(np.float64(0.3), nq.Uniform())
     bits_equal(y, nq.dequantize(nq.quantize(np.float64(0.3), nq.Uniform())))
 
 
@@ -204,7 +204,7 @@ def test_torch_adapter():
     x = torch.linspace(-3, 3, 50, requires_grad=True)
     params = qat.as_params(nq.Uniform(bits=4, range=(-1.0, 1.0)), np.zeros(1, np.float32))
     y = qat.torch_fake_quantize(x, params)
-    ry, rm = nq.qat.fake_quantize(x.detach().numpy(), params)
+    ry, rm = qat.fake_quantize(x.detach().numpy(), params)
     assert_array_equal(y.detach().numpy(), ry)
     y.sum().backward()
     assert_array_equal(x.grad.numpy(), rm.astype(np.float32))
@@ -215,7 +215,7 @@ def test_jax_adapter():
     params = qat.as_params(nq.Uniform(bits=4, range=(-1.0, 1.0)), np.zeros(1, np.float32))
     x = jax.numpy.linspace(-3, 3, 50, dtype=jax.numpy.float32)
     y = qat.jax_fake_quantize(x, params)
-    ry, rm = nq.qat.fake_quantize(np.asarray(x), params)
+    ry, rm = qat.fake_quantize(np.asarray(x), params)
     assert_array_equal(np.asarray(y), ry)
     g = jax.grad(lambda v: qat.jax_fake_quantize(v, params).sum())(x)
     assert_array_equal(np.asarray(g), rm.astype(np.float32))

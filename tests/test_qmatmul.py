@@ -7,10 +7,10 @@ from numpy.testing import assert_array_equal
 from reference import qat as ref
 
 import nquant as nq
-from nquant import qmatmul as qm
 from nquant.containers import QuantizedArray
 from nquant.errors import InputError, SchemeError
 from nquant.packing import pack_codes
+from nquant.qmatmul import block_k, int_matmul, prepare_weights, qmatmul
 
 METHODS = ("blas", "int")
 
@@ -61,10 +61,10 @@ def test_random_operands_exact(method, O, K, N):
         zp = int(rng.integers(*xs.qrange, endpoint=True))
         qw = make_q(wv, W8, rng.uniform(1e-3, 1e-2, O))
         qx = make_q(xv, xs, 0.02, zp)
-        acc = qm.int_matmul(qw, qx, method=method)
+        acc = int_matmul(qw, qx, method=method)
         assert acc.dtype == np.int32
         assert_array_equal(acc, ref.int_matmul(wv, xv))
-        assert_close_to_dequantized(qm.qmatmul(qw, qx, method=method), qw, qx)
+        assert_close_to_dequantized(qmatmul(qw, qx, method=method), qw, qx)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -83,19 +83,19 @@ def test_adversarial_operands_exact(method, xscheme):
         for zp in (qmin, qmax):
             qw = make_q(wv, W8, 0.5)
             qx = make_q(xv, xscheme, 0.25, zp)
-            assert_array_equal(qm.int_matmul(qw, qx, method=method), ref.int_matmul(wv, xv))
-            y = qm.qmatmul(qw, qx, method=method)
+            assert_array_equal(int_matmul(qw, qx, method=method), ref.int_matmul(wv, xv))
+            y = qmatmul(qw, qx, method=method)
             assert_array_equal(y, (ref.int_matmul(wv, xv - zp) * 0.125).astype(np.float32))
 
 
 def test_exactness_bound_is_tight():
     """A K-block of products at the 2^14 bound sums to exactly 2^24: still exact in float32."""
-    kb = qm.block_k(128, 128)
+    kb = block_k(128, 128)
     assert kb == 1024 and kb * 128 * 128 == 2**24
-    assert qm.block_k(8, 128) == 2**14
+    assert block_k(8, 128) == 2**14
     wv = np.full((2, kb + 1), -128)
     xv = np.zeros((kb + 1, 1), np.int64)  # codes 0: centred value -128
-    acc = qm.int_matmul(make_q(wv, W8, 1.0), make_q(xv, XU8, 1.0, 0), method="blas")
+    acc = int_matmul(make_q(wv, W8, 1.0), make_q(xv, XU8, 1.0, 0), method="blas")
     assert_array_equal(acc, ref.int_matmul(wv, xv))
 
 
@@ -105,12 +105,12 @@ def test_methods_agree_on_quantized_data():
     x = np.maximum(rng.standard_normal((777, 31)), 0).astype(np.float32)
     qw = nq.quantize(w, W8)
     qx = nq.quantize(x, XU8)
-    pw = qm.prepare_weights(qw)
-    a = qm.int_matmul(pw, qx, method="blas")
-    assert_array_equal(a, qm.int_matmul(pw, qx, method="int"))
+    pw = prepare_weights(qw)
+    a = int_matmul(pw, qx, method="blas")
+    assert_array_equal(a, int_matmul(pw, qx, method="int"))
     assert_array_equal(a, ref.int_matmul(qw.codes_unpacked, qx.codes_unpacked))
-    y = qm.qmatmul(pw, qx)
-    assert_array_equal(y, qm.qmatmul(qw, qx, method="int"))
+    y = qmatmul(pw, qx)
+    assert_array_equal(y, qmatmul(qw, qx, method="int"))
     assert_close_to_dequantized(y, qw, qx)
     # close to the float product of the unquantized operands too (8-bit error)
     exact = w.astype(np.float64) @ x.astype(np.float64)
@@ -131,21 +131,21 @@ def test_int4_weights_packed(method, K):
     xv = rng.integers(0, 256, (K, N))
     xv[:, 0] = 0
     qx = make_q(xv, XU8, 0.01, 255)
-    pw = qm.prepare_weights(qw)
+    pw = prepare_weights(qw)
     assert pw.packed is not None and pw.int8 is None
     assert pw.packed.shape == (O, (K + 1) // 2)
-    assert_array_equal(qm.int_matmul(pw, qx, method=method), ref.int_matmul(wv, xv))
-    unpacked = qm.prepare_weights(qw, packed=False)
+    assert_array_equal(int_matmul(pw, qx, method=method), ref.int_matmul(wv, xv))
+    unpacked = prepare_weights(qw, packed=False)
     assert unpacked.int8 is not None
-    assert_array_equal(qm.qmatmul(pw, qx, method=method), qm.qmatmul(unpacked, qx))
-    assert_close_to_dequantized(qm.qmatmul(pw, qx, method=method), qw, qx)
+    assert_array_equal(qmatmul(pw, qx, method=method), qmatmul(unpacked, qx))
+    assert_close_to_dequantized(qmatmul(pw, qx, method=method), qw, qx)
 
 
 def test_int4_memory_is_an_eighth_of_float32():
     rng = np.random.default_rng(5)
     w = rng.standard_normal((256, 512)).astype(np.float32)
-    pw4 = qm.prepare_weights(nq.quantize(w, W4))
-    pw8 = qm.prepare_weights(nq.quantize(w, W8))
+    pw4 = prepare_weights(nq.quantize(w, W4))
+    pw8 = prepare_weights(nq.quantize(w, W8))
     assert pw4.weight_nbytes * 8 == w.nbytes
     assert pw8.weight_nbytes * 4 == w.nbytes
     # with the side arrays: a float32 scale and an int32 row sum per output channel
@@ -165,9 +165,9 @@ def test_float_zero_point_activations_and_per_tensor_weights():
                    (W8, nq.Uniform(bits=7, signed=True))):
         qw, qx = nq.quantize(w, ws), nq.quantize(x, xs)
         for method in METHODS:
-            assert_array_equal(qm.int_matmul(qw, qx, method=method),
+            assert_array_equal(int_matmul(qw, qx, method=method),
                                ref.int_matmul(qw.codes_unpacked, qx.codes_unpacked))
-            assert_close_to_dequantized(qm.qmatmul(qw, qx, method=method), qw, qx)
+            assert_close_to_dequantized(qmatmul(qw, qx, method=method), qw, qx)
 
 
 def test_dask_backed_operands_and_out():
@@ -177,16 +177,16 @@ def test_dask_backed_operands_and_out():
     qw = nq.quantize(da.from_array(w, chunks=(8, 8), name=False), W8)
     qx = nq.quantize(da.from_array(x, chunks=(12, 5), name=False), XU8)
     out = np.empty((16, 5), np.float32)
-    y = qm.qmatmul(qw, qx, out=out)
+    y = qmatmul(qw, qx, out=out)
     assert y is out
-    assert_array_equal(y, qm.qmatmul(nq.quantize(w, W8), nq.quantize(x, XU8)))
+    assert_array_equal(y, qmatmul(nq.quantize(w, W8), nq.quantize(x, XU8)))
 
 
 def test_empty_dimensions():
     qw = make_q(np.zeros((3, 0)), W8, 1.0)
     qx = make_q(np.zeros((0, 2)), XU8, 1.0, 5)
-    assert_array_equal(qm.qmatmul(qw, qx), np.zeros((3, 2), np.float32))
-    assert qm.qmatmul(make_q(np.zeros((0, 4)), W8, 1.0), make_q(np.zeros((4, 2)), XU8, 1.0)).shape == (0, 2)
+    assert_array_equal(qmatmul(qw, qx), np.zeros((3, 2), np.float32))
+    assert qmatmul(make_q(np.zeros((0, 4)), W8, 1.0), make_q(np.zeros((4, 2)), XU8, 1.0)).shape == (0, 2)
 
 
 def test_errors():
@@ -195,30 +195,30 @@ def test_errors():
     x = rng.standard_normal((6, 3)).astype(np.float32)
     qx = nq.quantize(x, XU8)
     with pytest.raises(SchemeError, match="symmetric"):
-        qm.qmatmul(nq.quantize(w, nq.Uniform(bits=8, axis=0)), qx)
+        qmatmul(nq.quantize(w, nq.Uniform(bits=8, axis=0)), qx)
     with pytest.raises(SchemeError, match="axis"):
-        qm.qmatmul(nq.quantize(w, nq.Uniform(bits=8, symmetric=True, axis=1)), qx)
+        qmatmul(nq.quantize(w, nq.Uniform(bits=8, symmetric=True, axis=1)), qx)
     with pytest.raises(SchemeError, match="axis"):
-        qm.qmatmul(nq.quantize(w, W8), nq.quantize(x, nq.Uniform(bits=8, axis=1)))
+        qmatmul(nq.quantize(w, W8), nq.quantize(x, nq.Uniform(bits=8, axis=1)))
     with pytest.raises(SchemeError, match="block_size"):
-        qm.qmatmul(nq.quantize(w, W8), nq.quantize(x, nq.Uniform(bits=8, block_size=2)))
+        qmatmul(nq.quantize(w, W8), nq.quantize(x, nq.Uniform(bits=8, block_size=2)))
     with pytest.raises(SchemeError, match="nan"):
-        qm.qmatmul(nq.quantize(w, W8), nq.quantize(x, nq.Uniform(bits=8, nan="propagate")))
+        qmatmul(nq.quantize(w, W8), nq.quantize(x, nq.Uniform(bits=8, nan="propagate")))
     with pytest.raises(SchemeError, match="signed"):
-        qm.qmatmul(nq.quantize(w, nq.Uniform(bits=8, symmetric=True, signed=False)), qx)
+        qmatmul(nq.quantize(w, nq.Uniform(bits=8, symmetric=True, signed=False)), qx)
     with pytest.raises(InputError, match="align"):
-        qm.qmatmul(nq.quantize(w[:, :5], W8), qx)
+        qmatmul(nq.quantize(w[:, :5], W8), qx)
     with pytest.raises(InputError, match="2-D"):
-        qm.qmatmul(nq.quantize(w.ravel(), nq.Uniform(bits=8, symmetric=True)), qx)
+        qmatmul(nq.quantize(w.ravel(), nq.Uniform(bits=8, symmetric=True)), qx)
     with pytest.raises(InputError, match="QuantizedArray"):
-        qm.qmatmul(w, qx)
+        qmatmul(w, qx)
     with pytest.raises(InputError, match="method"):
-        qm.qmatmul(nq.quantize(w, W8), qx, method="gpu")
+        qmatmul(nq.quantize(w, W8), qx, method="gpu")
     with pytest.raises(InputError, match="out"):
-        qm.qmatmul(nq.quantize(w, W8), qx, out=np.empty((4, 3), np.float64))
+        qmatmul(nq.quantize(w, W8), qx, out=np.empty((4, 3), np.float64))
     with pytest.raises(SchemeError, match="packed"):
-        qm.prepare_weights(nq.quantize(w, W8), packed=True)
+        prepare_weights(nq.quantize(w, W8), packed=True)
     # K beyond the int32 accumulator's reach
     big = 65794
     with pytest.raises(InputError, match="int32"):
-        qm.qmatmul(make_q(np.zeros((1, big)), W8, 1.0), make_q(np.zeros((big, 1)), XU8, 1.0))
+        qmatmul(make_q(np.zeros((1, big)), W8, 1.0), make_q(np.zeros((big, 1)), XU8, 1.0))

@@ -4,7 +4,7 @@ import numpy as np
 
 import nquant as nq
 from nquant import observers, qat
-from nquant import qmatmul as qm
+from nquant.qmatmul import prepare_weights, qmatmul
 
 from . import common
 
@@ -83,21 +83,21 @@ class QMatmul:
         self.w = common.weight_matrix()
         rng = np.random.default_rng(1)
         self.x = rng.standard_normal((self.w.shape[1], 256), dtype=np.float32) + np.float32(0.7)
-        self.pw = qm.prepare_weights(nq.quantize(self.w, nq.Uniform(bits=bits, symmetric=True, axis=0)))
+        self.pw = prepare_weights(nq.quantize(self.w, nq.Uniform(bits=bits, symmetric=True, axis=0)))
         self.qx = nq.quantize(self.x, nq.Uniform(bits=8))
         self.out = np.empty((self.w.shape[0], self.x.shape[1]), np.float32)
         self.ref = np.empty_like(self.out)
-        qm.qmatmul(self.pw, self.qx, method=method, out=self.out)  # compiles the kernels
+        qmatmul(self.pw, self.qx, method=method, out=self.out)  # compiles the kernels
         np.matmul(self.w, self.x, out=self.ref)
 
     def time_qmatmul(self, method, bits):
-        qm.qmatmul(self.pw, self.qx, method=method, out=self.out)
+        qmatmul(self.pw, self.qx, method=method, out=self.out)
 
     def time_matmul_float32(self, method, bits):
         np.matmul(self.w, self.x, out=self.ref)
 
     def track_rel_error(self, method, bits):
-        y = qm.qmatmul(self.pw, self.qx, method=method)
+        y = qmatmul(self.pw, self.qx, method=method)
         ref = np.matmul(self.w, self.x).astype(np.float64)
         return float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
 

@@ -26,12 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from nquant.kernels._jit import jit, jit_parallel, prange
+from nquant.kernels.rng import uniform64
 
 __all__ = [
     "KPP_BLOCK",
     "kmeans_plusplus",
     "minibatch_update",
     "sq_distances",
+    "uniform_fill",
 ]
 
 KPP_BLOCK = 8192
@@ -261,3 +263,10 @@ def minibatch_update(centers, weight_sums, sums, counts):
             shift += diff * diff
         weight_sums[j] = tot
     return shift
+
+
+@jit
+def uniform_fill(key, start, out):
+    """``out[i] = uniform64(key, start + i)``: k-means|| sampling keyed by the global row index."""
+    for i in range(out.shape[0]):
+        out[i] = uniform64(key, start + i)
