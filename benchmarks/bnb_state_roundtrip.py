@@ -15,7 +15,11 @@ double quantization) it checks:
 2. nquant -> bnb: ``QuantState.from_dict(to_bnb_state(q))`` with ``to_bnb_weight(q)``
    dequantizes in bitsandbytes to ``nq.dequantize(q)``, bit for bit;
 3. nquant's own NF4 codes equal bitsandbytes' packed weight (and its absmax, without double
-   quantization) on the same data.
+   quantization) on the same data;
+4. nquant -> dict -> nquant keeps every side array and the codes;
+5. the safetensors form: ``to_bnb_state(from_bnb_state(packed, as_dict()), packed=True)`` equals
+   bitsandbytes' ``as_dict(packed=True)`` byte for byte (arrays and the JSON item), and
+   ``from_bnb_state`` reads that form too.
 
 Exits 1 if any check fails.  ``--write-golden`` saves small bitsandbytes states and their
 dequantized values for ``tests/test_bnb_state.py``.
@@ -48,10 +52,11 @@ def _data(shape, seed, zero_tail=False, block=64):
     return x.astype(np.float32)
 
 
-def _state_numpy(st):
+def _state_numpy(st, packed=False):
     import torch
 
-    return {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in st.as_dict().items()}
+    d = st.as_dict(packed=packed)
+    return {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in d.items()}
 
 
 def _state_torch(d):
@@ -114,7 +119,13 @@ def run_case(shape, dtype, block, nested, zero_tail, seed):
     # the round trip nquant -> dict -> nquant keeps every side array
     back = from_bnb_state(to_bnb_weight(qn), to_bnb_state(qn, dtype=dtype))
     ok4 = all(_same(back.side[k], v) for k, v in qn.side.items()) and _same(back.codes, qn.codes)
-    return ok1, ok2, ok3, ok4, d, packed.numpy().reshape(-1), _f32_view(bnb_hat), x
+
+    # 5. the packed (safetensors) form
+    dp = _state_numpy(st, packed=True)
+    ours = to_bnb_state(q, packed=True)
+    ok5 = list(ours) == list(dp) and all(_same(ours[k], dp[k]) for k in dp)
+    ok5 = ok5 and _same(nq.dequantize(from_bnb_state(packed.numpy(), dp)), nq.dequantize(q))
+    return ok1, ok2, ok3, ok4 and ok5, d, packed.numpy().reshape(-1), _f32_view(bnb_hat), x, dp
 
 
 def run():
@@ -122,7 +133,8 @@ def run():
     import torch
 
     print(f"bitsandbytes {bitsandbytes.__version__}, torch {torch.__version__}")
-    print(f"{'shape':<14}{'dtype':<10}{'block':>6}{'nested':>8}  bnb->nq  nq->bnb  codes==bnb  nq->dict->nq")
+    print(f"{'shape':<14}{'dtype':<10}{'block':>6}{'nested':>8}  bnb->nq  nq->bnb  codes==bnb  "
+          "nq->dict->nq, packed dict")
     all_ok = True
     for i, (shape, dtype, block, nested, zero_tail) in enumerate(CASES):
         ok1, ok2, ok3, ok4, *_ = run_case(shape, dtype, block, nested, zero_tail, seed=i)
@@ -138,22 +150,26 @@ def write_golden(path):
     import bitsandbytes
     import torch
 
-    out = {"bitsandbytes_version": np.array(bitsandbytes.__version__), "torch_version": np.array(torch.__version__)}
+    out = {"bitsandbytes_version": np.array(bitsandbytes.__version__),
+           "torch_version": np.array(torch.__version__)}
     names = []
     for i, (shape, dtype, block, nested, zero_tail) in enumerate(CASES):
         if int(np.prod(shape)) > 20000:
             continue
-        ok1, ok2, ok3, ok4, d, packed, bnb_hat, x = run_case(shape, dtype, block, nested, zero_tail, seed=i)
+        ok1, ok2, ok3, ok4, d, packed, bnb_hat, x, dp = run_case(shape, dtype, block, nested, zero_tail,
+                                                                 seed=i)
         if not (ok1 and ok2 and ok3 and ok4):
             raise SystemExit(f"case {i} is not bit-identical; not writing golden vectors")
         name = f"case{i}"
         names.append(name)
-        scalars = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if not isinstance(v, np.ndarray)}
+        scalars = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()
+                   if not isinstance(v, np.ndarray)}
         out[f"{name}/scalars"] = np.array(json.dumps(scalars))
         for k, v in d.items():
             if isinstance(v, np.ndarray):
                 out[f"{name}/{k}"] = v
         out[f"{name}/packed"] = packed
+        out[f"{name}/packed_state_json"] = dp["quant_state.bitsandbytes__nf4"]
         out[f"{name}/x"] = x
         out[f"{name}/x_hat"] = bnb_hat
     out["cases"] = np.array(names)

@@ -48,18 +48,21 @@ def main(argv=None):
         raw = np.random.default_rng(0).lognormal(0.0, 1.0, size=d)
         t_sort = _median_time(lambda: np.sort(raw), args.repeat)
         x = np.sort(raw)
-        print(f"{d:>9} {'':>3} {'np.sort':<14} {t_sort:>10.4f} {'':>10}  sort of the unsorted vector, for scale")
+        note = "sort of the unsorted vector, for scale"
+        print(f"{d:>9} {'':>3} {'np.sort':<14} {t_sort:>10.4f} {'':>10}  {note}")
         for s in args.s:
             for method in ("zipml", "quiver", "quiver_accel", "quiver_approx"):
                 note = ""
                 if method == "zipml":
                     rate = zipml_rate.get(s)
                     if rate is not None and rate * s * d * d > args.zipml_budget:
-                        print(f"{d:>9} {s:>3} {method:<14} {'skipped':>10} {'':>10}  est. {rate * s * d * d:.0f} s")
+                        est = rate * s * d * d
+                        print(f"{d:>9} {s:>3} {method:<14} {'skipped':>10} {'':>10}  est. {est:.0f} s")
                         continue
                 kw = {"m": args.m} if method == "quiver_approx" else {}
                 res = asq.solve(x, s, method=method, **kw)
-                t = _median_time(lambda: asq.solve(x, s, method=method, **kw), 1 if method == "zipml" else args.repeat)
+                reps = 1 if method == "zipml" else args.repeat
+                t = _median_time(lambda: asq.solve(x, s, method=method, **kw), reps)
                 if method == "zipml":
                     zipml_rate[s] = t / (s * d * d)
                     note = "median of 1"

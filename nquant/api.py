@@ -3,8 +3,9 @@
 import numpy as np
 
 from nquant import asq_family, blockwise, chunked, codebook, kmeans_blockwise, outliers, uniform
+from nquant._device import is_cuda_array, resolve_device
 from nquant.containers import QuantizedArray
-from nquant.errors import DeviceError, InputError, SchemeError
+from nquant.errors import InputError, SchemeError
 from nquant.packing import pack_codes, unpack_codes
 from nquant.schemes import Scheme
 
@@ -41,14 +42,19 @@ def quantize(x, scheme, *, device="cpu"):
         empty included).  A Dask array gives a lazy, Dask-backed result: only the
         calibration statistics are computed here (none for block schemes).
     scheme : Scheme, e.g. ``nq.Uniform(bits=8)``
-    device : "cpu"
+    device : "cpu" or "cuda"
+        ``"cuda"`` (or an ``x`` in device memory: CuPy, numba device arrays) runs the CUDA
+        twins of the kernels (:mod:`nquant.cuda.api`; ``DeviceError`` when numba-cuda or a
+        GPU is missing); codes stay on the device for a device ``x``.
 
     Returns
     -------
     QuantizedArray
     """
-    if device != "cpu":
-        raise DeviceError(f"device={device!r} is not available: expected 'cpu'")
+    if resolve_device(x, device) == "cuda":
+        from nquant.cuda.api import quantize as cuda_quantize
+
+        return cuda_quantize(x, scheme)
     fam = family(scheme)
     if chunked.is_dask(x):
         x = chunked.prepare(fam, scheme, x)
@@ -81,6 +87,10 @@ def dequantize(q, *, dtype=None, out=None):
     """
     if not isinstance(q, QuantizedArray):
         raise InputError(f"q of type {type(q).__name__} is invalid: expected a QuantizedArray")
+    if is_cuda_array(q.codes):  # quantized on the device: decoded there
+        from nquant.cuda.api import dequantize as cuda_dequantize
+
+        return cuda_dequantize(q, dtype=dtype, out=out)
     fam = family(q.scheme)
     dtype = np.dtype(q.dtype if dtype is None else dtype)
     if out is not None and (out.shape != tuple(q.shape) or not out.flags.c_contiguous):

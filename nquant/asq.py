@@ -159,7 +159,10 @@ def _as_data(x, name="x", allow_float32=False):
         a = np.ascontiguousarray(a.reshape(-1), dtype=np.float64)
     lo, hi, bad = _k.scan_range(a)
     if bad >= 0:
-        raise InputError(f"{name} contains a non-finite value {float(a[bad])!r} at flat index {bad}; finite values are required")
+        raise InputError(
+            f"{name} contains a non-finite value {float(a[bad])!r} at flat index {bad}; "
+            "finite values are required"
+        )
     return a, float(lo), float(hi)
 
 
@@ -217,7 +220,7 @@ def exact_memory(n, s, method="quiver", d=None):
     -------
     int
         Argmin table (uint32: ``4 (s - 3) n``; ``4 (s/2 - 2) n`` for ``quiver_accel``;
-        ``4 (s - 2) n`` for ``zipml``) + prefix table ``32 n`` + DP rows and SMAWK scratch
+        ``4 (s - 2) n`` for ``zipml``) + prefix tables ``64 n`` + DP rows and SMAWK scratch
         ``80 n`` + sort/dedup copies ``8 d + 16 n`` (+ ``4 d`` count map for ``quiver_accel``).
     """
     d = n if d is None else d
@@ -230,7 +233,7 @@ def exact_memory(n, s, method="quiver", d=None):
     else:
         layers = max(s - 3, 0)
         extra = 0
-    return 4 * layers * n + (32 + 80 + 16) * n + 8 * d + extra
+    return 4 * layers * n + (32 + 32 + 80 + 16) * n + 8 * d + extra
 
 
 def _check_memory(n, s, method, d, max_memory, label=None):
@@ -343,9 +346,13 @@ def solve(x, s, method="quiver", m=None, weights=None, grid="uniform", *, max_me
     Notes
     -----
     Time: ``quiver`` O(d log d + s n) (O(d + s n) when ``x`` is sorted); ``quiver_accel`` the
-    same with half the layers; ``zipml`` O(s n^2); ``quiver_approx`` O(d + s m) (O(d log m) for
+    same with half the layers (each evaluation costs more; measured slower than ``quiver`` for
+    even ``s``); ``zipml`` O(s n^2); ``quiver_approx`` O(d + s m) (O(d log m) for
     the adaptive grid).  Memory: see :func:`exact_memory`; ``quiver_approx`` O(m) beyond the
-    input (plus ``threads x m x 3`` float64 of histogram scratch).
+    input (plus ``threads x m x 3`` float64 of histogram scratch).  Parallelism: above
+    :data:`DP_PARALLEL_MIN` distinct values every SMAWK layer is split into one row block per
+    Numba thread (``numba.set_num_threads`` limits it); the range, histogram and objective passes
+    are parallel above ``nquant.kernels.asq_dp.PARALLEL_MIN`` values.
 
     Examples
     --------
@@ -438,7 +445,8 @@ def objective(x, levels, weights=None):
     w = _as_weights(weights, x_shape, a.size)
     if qlo > lo or qhi < hi:
         raise InputError(
-            f"levels span [{qlo!r}, {qhi!r}] but x spans [{lo!r}, {hi!r}]; the levels must cover min(x) and max(x)"
+            f"levels span [{qlo!r}, {qhi!r}] but x spans [{lo!r}, {hi!r}]; "
+            "the levels must cover min(x) and max(x)"
         )
     q = np.sort(q)
     return float(_k.objective_sorted_levels(a, np.empty(0) if w is None else w, q))
@@ -448,7 +456,10 @@ def vnmse(x, levels, weights=None):
     """``objective(x, levels, weights) / sum w x^2`` (0 when both are 0); see :func:`objective`."""
     obj = objective(x, levels, weights)
     a = np.asarray(x, dtype=np.float64).reshape(-1)
-    norm2 = float(np.dot(a, a)) if weights is None else float(np.dot(np.asarray(weights, dtype=np.float64).reshape(-1), a * a))
+    if weights is None:
+        norm2 = float(np.dot(a, a))
+    else:
+        norm2 = float(np.dot(np.asarray(weights, dtype=np.float64).reshape(-1), a * a))
     return _vnmse(obj, norm2)
 
 
@@ -527,7 +538,8 @@ def approx_range(chunk):
 def _partial(a, w, edges, uniform):
     m = edges.size - 1
     hist = np.zeros((m, 3), dtype=np.float64)
-    norm2, outside = _k.hist_pass(a, np.empty(0) if w is None else w, edges, uniform, hist, numba.get_num_threads())
+    wk = np.empty(0) if w is None else w
+    norm2, outside = _k.hist_pass(a, wk, edges, uniform, hist, numba.get_num_threads())
     return ApproxStats(edges, hist, float(norm2)), int(outside)
 
 
@@ -576,7 +588,8 @@ def approx_partial(chunk, lo, hi, m=None, weights=None, *, edges=None):
     w = _as_weights(weights, chunk_shape, a.size)
     if clo < e[0] or chi > e[-1]:
         raise InputError(
-            f"chunk spans [{clo!r}, {chi!r}], outside the grid range [lo, hi] = [{float(e[0])!r}, {float(e[-1])!r}]"
+            f"chunk spans [{clo!r}, {chi!r}], outside the grid range [lo, hi] = "
+            f"[{float(e[0])!r}, {float(e[-1])!r}]"
         )
     stats, _outside = _partial(a, w, e, uniform)
     return stats
@@ -587,8 +600,8 @@ def approx_merge(a, b):
     if a.edges.shape != b.edges.shape or not np.array_equal(a.edges, b.edges):
         raise SchemeError(
             f"cannot merge approximate-QUIVER statistics over different grids "
-            f"(m={a.edges.size - 1} on [{float(a.edges[0])!r}, {float(a.edges[-1])!r}] vs m={b.edges.size - 1} on "
-            f"[{float(b.edges[0])!r}, {float(b.edges[-1])!r}])"
+            f"(m={a.edges.size - 1} on [{float(a.edges[0])!r}, {float(a.edges[-1])!r}] "
+            f"vs m={b.edges.size - 1} on [{float(b.edges[0])!r}, {float(b.edges[-1])!r}])"
         )
     return ApproxStats(a.edges, a.hist + b.hist, a.norm2 + b.norm2)
 

@@ -29,6 +29,8 @@ offset).  NumPy has no bfloat16: a ``"bfloat16"`` state is read with dtype float
 dequantized values before bitsandbytes' final rounding to bfloat16).
 """
 
+import json
+
 import numpy as np
 
 from nquant.containers import QuantizedArray
@@ -40,6 +42,7 @@ from nquant.schemes import NF4, Blockwise
 
 __all__ = ["to_bnb_state", "to_bnb", "to_bnb_weight", "from_bnb_state", "BNB_BLOCKSIZES"]
 
+PACKED_KEY = "quant_state.bitsandbytes__nf4"
 BNB_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 _NF4_ZERO_CODE = 7
 _DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfloat16": np.dtype(np.float32)}
@@ -100,8 +103,8 @@ def to_bnb_weight(q):
     return flat.reshape(-1, 1)
 
 
-def to_bnb_state(q, dtype=None):
-    """bitsandbytes' ``QuantState.as_dict(packed=False)`` of an NF4 ``QuantizedArray``.
+def to_bnb_state(q, dtype=None, packed=False):
+    """bitsandbytes' ``QuantState.as_dict(packed)`` of an NF4 ``QuantizedArray``.
 
     Parameters
     ----------
@@ -109,34 +112,61 @@ def to_bnb_state(q, dtype=None):
         one of bitsandbytes' 32..4096), NumPy- or Dask-backed (then computed)
     dtype : str, optional
         ``"float32"``, ``"float16"`` or ``"bfloat16"``: the dtype bitsandbytes dequantizes to.
-        Default: the original dtype (float64, which bitsandbytes lacks, as ``"float32"``).
+        Default: the one recorded by :func:`from_bnb_state` (``q.info["bnb_dtype"]``), else
+        the original dtype (float64, which bitsandbytes lacks, as ``"float32"``).
+    packed : bool
+        ``False``: the plain dict.  ``True``: the safetensors-friendly form of
+        ``as_dict(packed=True)``: the arrays, plus the other items as JSON in a uint8 array
+        under ``"quant_state.bitsandbytes__nf4"`` (bitsandbytes' key order and encoding,
+        byte for byte).
 
     Returns
     -------
     dict
-        The keys of ``QuantState.as_dict``; arrays are NumPy arrays (make them tensors with
-        ``torch.from_numpy`` before ``QuantState.from_dict``), the rest Python scalars.
+        The keys of ``QuantState.as_dict``, in its order; arrays are NumPy arrays (make them
+        tensors with ``torch.from_numpy`` before ``QuantState.from_dict``), the rest Python
+        scalars.
     """
     _check_nf4(q.scheme)
     side, _ = _materialize(q)
     if dtype is None:
-        dtype = "float16" if np.dtype(q.dtype) == np.float16 else "float32"
+        dtype = q.info.get("bnb_dtype") or ("float16" if np.dtype(q.dtype) == np.float16 else "float32")
     if dtype not in _DTYPES:
         raise InputError(f"dtype={dtype!r} is invalid: expected one of {sorted(_DTYPES)}")
-    state = {"quant_type": "nf4", "blocksize": int(q.scheme.block_size),
+    nested = q.scheme.double_quant
+    absmax = side["absmax_codes"].astype(np.uint8) if nested else side["absmax"].astype(np.float32)
+    state = {"quant_type": "nf4", "absmax": absmax, "blocksize": int(q.scheme.block_size),
              "quant_map": NF4_BITSANDBYTES.copy(), "dtype": dtype, "shape": tuple(int(s) for s in q.shape)}
-    if q.scheme.double_quant:
+    if nested:
         state.update({
-            "absmax": side["absmax_codes"].astype(np.uint8),
             "nested_absmax": side["absmax2"].astype(np.float32),
             "nested_blocksize": DOUBLE_QUANT_BLOCK,
             "nested_quant_map": dynamic_map(),
             "nested_dtype": "float32",
             "nested_offset": float(np.float32(side["offset"].reshape(-1)[0])),
         })
-    else:
-        state["absmax"] = side["absmax"].astype(np.float32)
-    return state
+    if not packed:
+        return state
+    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    rest = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
+    arrays[PACKED_KEY] = np.frombuffer(json.dumps(rest).encode("utf-8"), np.uint8).copy()
+    return arrays
+
+
+def _unpacked(state):
+    """A state dict with prefixes (``"weight.absmax"``) stripped and the packed JSON item
+    (``"quant_state.bitsandbytes__nf4"``) expanded, as ``QuantState.from_dict`` does."""
+    out = {}
+    for key, value in state.items():
+        short = str(key).split(".")[-1]
+        if short.startswith("bitsandbytes__"):
+            try:
+                out.update(json.loads(bytes(np.asarray(value, np.uint8).reshape(-1)).decode("utf-8")))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise InputError(f"state[{key!r}] is not bitsandbytes' packed JSON: {e}") from e
+        else:
+            out[short] = value
+    return out
 
 
 def to_bnb(q, dtype=None):
@@ -151,14 +181,17 @@ def from_bnb_state(packed_weight, state):
     ----------
     packed_weight : array_like of uint8, ``(n + 1) // 2`` bytes (any shape, e.g. ``((n + 1) // 2, 1)``):
         the flat C-ordered 4-bit codes, first value in the high nibble
-    state : dict, ``QuantState.as_dict(packed=False)`` (arrays as NumPy arrays or CPU tensors)
+    state : dict, ``QuantState.as_dict(packed=False)``, or ``as_dict(packed=True)`` (the
+        safetensors form: the non-array items as JSON bytes under
+        ``"quant_state.bitsandbytes__nf4"``), keys possibly prefixed (``"weight.absmax"``);
+        arrays as NumPy arrays or CPU tensors
 
     Returns
     -------
     QuantizedArray
         NumPy-backed, scheme ``nq.NF4(blocksize, double_quant=nested)``; ``nq.dequantize``
         of it equals bitsandbytes' ``dequantize_4bit`` bit for bit (as float32 for a
-        bfloat16 state).
+        bfloat16 state).  ``info["bnb_dtype"]`` keeps the state's dtype for :func:`to_bnb_state`.
 
     Raises
     ------
@@ -167,6 +200,7 @@ def from_bnb_state(packed_weight, state):
         ``quant_map`` or ``nested_quant_map`` other than bitsandbytes' NF4 and dynamic maps,
         ``nested_blocksize`` other than 256, or sizes that do not match ``shape``.
     """
+    state = _unpacked(state)
     missing = {"quant_type", "absmax", "blocksize", "quant_map", "dtype", "shape"} - set(state)
     if missing:
         raise InputError(f"state lacks {sorted(missing)}: expected QuantState.as_dict(packed=False)")
@@ -216,4 +250,4 @@ def from_bnb_state(packed_weight, state):
     else:
         side = {"absmax": absmax.astype(np.float32)}
     return QuantizedArray(scheme=NF4(block_size=block, double_quant=nested), shape=shape,
-                          dtype=_DTYPES[dtype], codes=codes, bits=4, side=side)
+                          dtype=_DTYPES[dtype], codes=codes, bits=4, side=side, info={"bnb_dtype": dtype})

@@ -23,9 +23,11 @@ Fits.
   centroids (sum of w y over sum of w: exact means of the values in the bin) with the bin
   weights then go through the exact weighted k-means.  What is lost against the exact
   optimum: cluster boundaries can only fall between bins (one bin is ``2 / bins`` wide), and
-  the fixed point rounds each weight to ``2**-F`` of the largest; measured on the 37 matrices
-  of all-MiniLM-L6-v2 with ``bins=16384`` the objective lies within about 1e-6 (relative) of
-  the exact optimum (``benchmarks/compare_models.py`` prints the figures).
+  the fixed point rounds each weight to ``2**-F`` of the largest.  Measured on the 39 matrices
+  of all-MiniLM-L6-v2 that get a codebook (``bins=16384``, block 66, ``benchmarks/compare_models.py``
+  prints the figures): the objective exceeds the exact optimum by 1.8e-7 (relative) on average,
+  4.4e-7 at most, and the final RMSE (with double quantization) differs from the exact fit's by
+  at most 2.4e-5 relative, either way.
 - ``fit="exact"``: the exact weighted k-means over all the values of an in-memory (NumPy)
   array; ``O(d log d + K d)`` time and about ``(4 K + 140)`` bytes per distinct value.
 

@@ -91,10 +91,14 @@ def _finite_range(st):
 
 
 def _params(scheme, axis, rmin, rmax, n_nan):
-    """QParams of ``scheme`` (with ``axis``) for the clipping range ``[rmin, rmax]`` per group."""
-    scheme = scheme.replace(axis=axis, range="minmax")
+    """QParams of ``scheme`` (with ``axis``) for the clipping range ``[rmin, rmax]`` per group.
+
+    ``uniform.finalize`` of a ``minmax`` scheme turns a range into parameters (zero
+    widened into the range, constant groups, symmetric scales) exactly as ``fit`` does.
+    """
+    scheme = scheme.replace(axis=axis)
     st = {"min": np.asarray(rmin, np.float64), "max": np.asarray(rmax, np.float64), "n_nan": int(n_nan)}
-    return QParams(scheme, **uniform.finalize(scheme, st))
+    return QParams(scheme, **uniform.finalize(scheme.replace(range="minmax"), st))
 
 
 # ----------------------------------------------------------------------------- base

@@ -87,7 +87,8 @@ def kmeans1d(x, k, weights=None, *, max_memory=None, algorithm="smawk"):
         return KMeans1DResult(centers, 0.0)
     _check_memory(n + 1, k + 1, "quiver", a.size, max_memory, label=f"kmeans1d with k={k}")
     tab, centre = _k.kmeans_table(vals, wts)
-    bounds, _value = _k.kmeans_dp(tab, k, SMAWK if algorithm == "smawk" else DIVIDE_AND_CONQUER, dp_threads(n + 1))
+    algo = SMAWK if algorithm == "smawk" else DIVIDE_AND_CONQUER
+    bounds, _value = _k.kmeans_dp(tab, k, algo, dp_threads(n + 1))
     centers = _k.centers_from_bounds(tab, centre, bounds, vals)
     centers = np.sort(centers)
     sse = float(_k.sse_nearest(vals, wts, centers))

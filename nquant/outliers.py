@@ -170,7 +170,8 @@ def param_specs(scheme, n):
 def chunk_params(scheme, chunk, start=None, global_shape=None, params=None):
     """The base scheme's per-block side arrays of the chunk with its outliers zeroed."""
     filled = _fill(scheme, params, chunk, start, global_shape)
-    return _bfam(scheme).chunk_params(scheme.base, filled, start=start, global_shape=global_shape, params=params)
+    return _bfam(scheme).chunk_params(scheme.base, filled, start=start, global_shape=global_shape,
+                                      params=params)
 
 
 def partial(scheme, chunk, start=None, global_shape=None):

@@ -15,8 +15,11 @@ bit for bit):
   ``t = round((x - offset) * inv) + c0`` with ``c0 = zero_point - qmin``;
 - ``round`` is the scheme's rounding: ``"nearest"`` rounds **ties to even**
   (``np.rint``), as PyTorch's ``fake_quantize_per_tensor_affine`` does;
-  ``"stochastic"`` draws from the counter-based stream keyed by the element's
-  flat index, exactly as ``quantize`` does;
+  ``"floor"``, ``"ceil"`` and ``"stochastic"`` first snap ``t`` onto an
+  integer within ``2^-21`` relative (the encoder's rule, so a value on the grid
+  is not moved a whole code by the rounded reciprocal); ``"stochastic"``
+  draws from the counter-based stream keyed by the element's flat index,
+  exactly as ``quantize`` does;
 - ``code = clip(t, 0, hi)``; ``y = (code - c0) * s + offset``;
 - ``mask = (0 <= t <= hi)``: PyTorch's ``fake_quantize_*_cachemask`` mask.
 

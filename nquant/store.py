@@ -203,8 +203,9 @@ def save(q, store, *, chunks=None, overwrite=False, storage_options=None):
         else:
             group[name][...] = arr
     da.store(sources, targets, lock=False)
+    extra = {"adaptive_round": q.info["adaptive_round"]} if "adaptive_round" in q.info else {}
     group.attrs[ATTR] = _meta_dict(q.scheme, q.shape, q.dtype, data_chunks, q.bits,
-                                   q.info.get("metrics", {}), complete=True)
+                                   q.info.get("metrics", {}), complete=True, **extra)
     _finish(location, store)
     return store
 
@@ -263,8 +264,11 @@ def open(store, *, storage_options=None):  # noqa: A001  (nquant.open mirrors za
         z = group[name]
         side[name] = da.from_zarr(z) if name in block_names and shape else z[...]
     data_chunks = da.core.normalize_chunks(chunks, shape) if shape else ()
+    info = {"metrics": meta.get("metrics", {})}
+    if "adaptive_round" in meta:  # recorded by nquant.adaptive.adaptive_round
+        info["adaptive_round"] = meta["adaptive_round"]
     return QuantizedArray(scheme=scheme, shape=shape, dtype=dtype, codes=da.from_zarr(codes_z), bits=bits,
-                          side=side, info={"metrics": meta.get("metrics", {})}, chunks=data_chunks)
+                          side=side, info=info, chunks=data_chunks)
 
 
 # ----------------------------------------------------------------------------- streaming jobs

@@ -188,7 +188,11 @@ def test_golden_three_levels():
 # ---------------------------------------------------------------------------------------------
 
 
-@given(st.sampled_from(DISTS), st.integers(2, 150), st.integers(2, 8), st.integers(1, 40), st.integers(0, 2**32 - 1))
+SEEDS = st.integers(0, 2**32 - 1)
+approx_cases = (st.sampled_from(DISTS), st.integers(2, 150), st.integers(2, 8), st.integers(1, 40), SEEDS)
+
+
+@given(*approx_cases)
 def test_approx_equals_bruteforce_dp_over_its_grid(dist, d, s, m, seed):
     x = make(dist, d, seed)
     for grid in asq.GRIDS:
@@ -199,7 +203,7 @@ def test_approx_equals_bruteforce_dp_over_its_grid(dist, d, s, m, seed):
         assert close(r.objective, ref.variance_sum(x, r.levels), x)
 
 
-@given(st.sampled_from(DISTS), st.integers(2, 150), st.integers(2, 8), st.integers(1, 40), st.integers(0, 2**32 - 1))
+@given(*approx_cases)
 def test_approx_meets_lemma_6_1(dist, d, s, m, seed):
     x = make(dist, d, seed)
     w = np.random.default_rng(seed).uniform(0.1, 2.0, size=d)
@@ -263,7 +267,7 @@ def test_adaptive_grid_beats_uniform_grid_on_heavy_tails():
         assert opt <= ada400 <= 1.25 * opt
 
 
-@given(st.sampled_from(DISTS), st.integers(2, 150), st.integers(2, 8), st.integers(2, 40), st.integers(0, 2**32 - 1))
+@given(st.sampled_from(DISTS), st.integers(2, 150), st.integers(2, 8), st.integers(2, 40), SEEDS)
 def test_adaptive_grid_keeps_the_guarantee_with_half_the_intervals(dist, d, s, m, seed):
     x = make(dist, d, seed)
     edges = asq.approx_edges(x.min(), x.max(), m, "adaptive", sample=x)
@@ -286,7 +290,9 @@ def test_approx_accepts_float32_without_changing_the_result_type():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("s, text", [(1, "s=1"), (0, "s=0"), (2.5, "s=2.5"), (True, "s=True"), ("4", "s='4'")])
+@pytest.mark.parametrize(
+    "s, text", [(1, "s=1"), (0, "s=0"), (2.5, "s=2.5"), (True, "s=True"), ("4", "s='4'")]
+)
 def test_bad_s(s, text):
     with pytest.raises(SchemeError, match=text):
         asq.solve([1.0, 2.0, 3.0], s)

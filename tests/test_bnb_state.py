@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import nquant as nq
-from nquant.bnb import from_bnb_state, to_bnb, to_bnb_state, to_bnb_weight
+from nquant.bnb import PACKED_KEY, from_bnb_state, to_bnb, to_bnb_state, to_bnb_weight
 from nquant.errors import InputError
 from nquant.safetensors_io import bf16_to_float32, float32_to_bf16
 
@@ -36,7 +36,7 @@ def golden():
             if f"{name}/{key}" in g:
                 state[key] = g[f"{name}/{key}"]
         cases[name] = {"state": state, "packed": g[f"{name}/packed"], "x": g[f"{name}/x"],
-                       "x_hat": g[f"{name}/x_hat"]}
+                       "x_hat": g[f"{name}/x_hat"], "packed_json": g[f"{name}/packed_state_json"]}
     return cases
 
 
@@ -86,7 +86,8 @@ def test_nquant_quantization_gives_bitsandbytes_weight_and_state(golden, case):
     if nested:
         np.testing.assert_array_equal(st["nested_quant_map"], state["nested_quant_map"])
         # the mean absmax: exactly rounded here, torch's float32 mean there (within 2 ulp)
-        assert abs(st["nested_offset"] - state["nested_offset"]) <= 2 * np.spacing(np.float32(state["nested_offset"]))
+        ulp = np.spacing(np.float32(state["nested_offset"]))
+        assert abs(st["nested_offset"] - state["nested_offset"]) <= 2 * ulp
     else:
         # bitsandbytes stores 1e-38 as the absmax of an all-zero partial last block (nquant: 0)
         bnb_absmax = np.where((st["absmax"] == 0) & (state["absmax"] == np.float32(1e-38)), np.float32(0),
@@ -107,6 +108,23 @@ def test_state_round_trip_through_nquant(golden, case):
         else:
             assert st[key] == value, key
     assert _same(to_bnb_weight(q).reshape(-1), c["packed"])
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_packed_safetensors_form(golden, case):
+    """``as_dict(packed=True)``: arrays plus the other items as JSON bytes, read and written."""
+    c = golden[case]
+    state = c["state"]
+    packed_state = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    packed_state[PACKED_KEY] = c["packed_json"]
+    prefixed = {f"model.layer.weight.{k}": v for k, v in packed_state.items()}
+    for form in (packed_state, prefixed):
+        q = from_bnb_state(c["packed"], form)
+        assert _same(_bits(nq.dequantize(q), state["dtype"]), c["x_hat"])
+    out = to_bnb_state(q, packed=True)  # the dtype (bfloat16 too) comes back from q.info
+    assert list(out) == list(packed_state)
+    for key, value in packed_state.items():
+        assert _same(out[key], value), key
 
 
 def test_all_zero_partial_block_decodes_to_zero(golden):
@@ -152,6 +170,8 @@ def test_bad_states_are_refused(golden):
     nested = golden["case0"]["state"]
     with pytest.raises(InputError, match="nested_blocksize"):
         from_bnb_state(golden["case0"]["packed"], {**nested, "nested_blocksize": 128})
+    with pytest.raises(InputError, match="packed JSON"):
+        from_bnb_state(c["packed"], {**state, PACKED_KEY: np.array([255, 0], np.uint8)})
 
 
 def test_only_nf4_schemes_convert():

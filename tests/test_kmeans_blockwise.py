@@ -166,7 +166,8 @@ def arrays_and_chunks(draw):
 
 SCHEMES = [
     pytest.param(KMeansBlockwise(block_size=8, min_size=0), id="4bit"),
-    pytest.param(KMeansBlockwise(bits=3, block_size=5, double_quant=True, min_size=0, bins=512), id="3bit_dq"),
+    pytest.param(KMeansBlockwise(bits=3, block_size=5, double_quant=True, min_size=0, bins=512),
+                 id="3bit_dq"),
     pytest.param(KMeansBlockwise(bits=2, block_size=6, min_size=50), id="2bit_min_size"),
 ]
 

@@ -5,7 +5,7 @@ import functools
 import dask.array as da
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 from reference import qat as ref
@@ -201,6 +201,7 @@ def test_moving_average_merge_keeps_order():
     assert_allclose(ba[0], ref_ba[0], rtol=1e-12)
 
 
+@settings(max_examples=15)
 @given(st.integers(0, 2**32 - 1), st.lists(st.integers(1, 40), min_size=1, max_size=5),
        st.sampled_from([None, 1]))
 def test_histogram_any_split_any_tree(seed, sizes, axis):

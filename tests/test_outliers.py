@@ -60,8 +60,9 @@ def test_json_round_trip_nests_the_base():
     assert t.bits == 4 and t.block_size == 64
 
 
-@pytest.mark.parametrize("kw", [{}, {"fraction": 0.1, "threshold": 1.0}, {"fraction": 1.5}, {"fraction": -0.1},
-                                {"threshold": -1.0}, {"threshold": math.inf}, {"fraction": True}])
+@pytest.mark.parametrize("kw", [{}, {"fraction": 0.1, "threshold": 1.0}, {"fraction": 1.5},
+                                {"fraction": -0.1}, {"threshold": -1.0}, {"threshold": math.inf},
+                                {"fraction": True}])
 def test_validation(kw):
     with pytest.raises(SchemeError):
         Outliers(base=nq.NF4(), **kw)
@@ -148,7 +149,8 @@ def test_original_dtype_is_kept_and_casts_without_warnings():
     assert nq.dequantize(q)[2, 3] == 1e300
     assert nq.dequantize(q, dtype=np.float16)[2, 3] == np.inf  # no overflow warning (warnings are errors)
     h = _data(3, (6, 8), np.float16)
-    assert nq.quantize(h, Outliers(base=nq.NF4(block_size=8), fraction=0.05)).outlier_value.dtype == np.float16
+    qh = nq.quantize(h, Outliers(base=nq.NF4(block_size=8), fraction=0.05))
+    assert qh.outlier_value.dtype == np.float16
 
 
 # ----------------------------------------------------------------------------- Dask and Zarr

@@ -5,7 +5,7 @@ import json
 import dask.array as da
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
 from reference import qat as ref
@@ -72,6 +72,7 @@ def schemes(draw, ndim):
         assume(False)
 
 
+@settings(max_examples=20)
 @given(st.data())
 def test_fake_quantize_equals_quantize_dequantize(data):
     x = data.draw(float_arrays(max_dims=3, max_side=9))
@@ -136,6 +137,11 @@ def test_nan_propagate_and_errors():
     y, mask = qat.fake_quantize(x, s)
     bits_equal(y, nq.dequantize(nq.quantize(x, s)))
     assert np.isnan(y[1]) and not mask[1] and mask[[0, 2, 3]].all()
+    x2 = np.array([[1.0, np.nan, 2.0], [np.nan, -1.0, 0.5]], np.float32)
+    s2 = nq.Uniform(bits=3, nan="propagate", axis=-1)
+    y2, mask2 = qat.fake_quantize(x2, s2)
+    bits_equal(y2, nq.dequantize(nq.quantize(x2, s2)))
+    assert_array_equal(mask2, ~np.isnan(x2))
     with pytest.raises(InputError, match="NaN"):
         qat.fake_quantize(x, nq.Uniform())
     params = qat.as_params(nq.Uniform(), np.array([1.0, 2.0], np.float32))

@@ -29,30 +29,17 @@ If ``nan_code >= 0``, NaN inputs get that code and decode to NaN.
 import numpy as np
 
 from nquant.kernels._jit import jit, jit_parallel, prange
-from nquant.kernels.rounding import CEIL, FLOOR, NEAREST, round_value
+from nquant.kernels.rounding import CEIL, FLOOR, NEAREST, round_value  # noqa: F401
+from nquant.kernels.scalar import SNAP, cpu_helpers  # noqa: F401
 
-SNAP = 2.0 ** -21
-
-
-@jit
-def _snap(t):
-    """``t`` moved onto the nearest integer ``n != 0`` when ``|t - n| <= SNAP * |n|``."""
-    n = np.rint(t)
-    return n if abs(t - n) <= abs(n) * SNAP else t
-
-
-@jit
-def _round_code(t, mode, key, index):
-    """Round ``t`` for the encoder: snapped first in floor, ceil and stochastic modes."""
-    if mode >= FLOOR:  # FLOOR, CEIL, STOCHASTIC
-        t = _snap(t)
-    return round_value(t, mode, key, index)
-
-
-@jit
-def _clip_code(t, hi):
-    """uint8 of ``t`` clipped to [0, hi] (NaN gives an unspecified code)."""
-    return np.uint8(np.int32(min(max(t, hi * 0), hi)))
+# The scalar steps are written once in nquant.kernels.scalar (shared with nquant.cuda.affine).
+_cpu = cpu_helpers()
+_snap = _cpu["snap"]
+"""``t`` moved onto the nearest integer ``n != 0`` when ``|t - n| <= SNAP * |n|``."""
+_round_code = _cpu["round_code"]
+"""Round ``t`` for the encoder: snapped first in floor, ceil and stochastic modes."""
+_clip_code = _cpu["clip_code"]
+"""uint8 of ``t`` clipped to [0, hi] (NaN gives an unspecified code)."""
 
 
 @jit

@@ -32,11 +32,13 @@ from nquant.kernels.smawk import (
     ACCEL_SEARCH,
     ACCEL_UNIT,
     ASQ,
+    ASQ_SPLIT,
     DIVIDE_AND_CONQUER,
     SMAWK,
     cost,
     layered_dp,
     mid,
+    split_table,
 )
 
 __all__ = [
@@ -221,18 +223,19 @@ def quiver_exact(tab, s, algo, nparts):
 
     Notes
     -----
-    O(s n) time; memory 4 (s - 3) n bytes for the argmin table plus about 80 n bytes of rows
-    and scratch.
+    O(s n) time; memory 4 (s - 3) n bytes for the argmin table plus about 110 n bytes of rows,
+    the separated table (``smawk.split_table``) and scratch.
     """
     n = tab.shape[0]
     aux = np.empty(0, dtype=np.uint32)
     idx = np.empty(s, dtype=np.int64)
+    sep = split_table(tab)  # C(k, j) = A_j - A_k + x_k U_j - x_j U_k: shorter latency
     f0 = np.empty(n, dtype=np.float64)
     for j in range(n):
-        f0[j] = cost(ASQ, tab, aux, 0, j)
+        f0[j] = cost(ASQ_SPLIT, sep, aux, 0, j)
     nlayers = s - 2
     ktab = np.empty((max(nlayers - 1, 0), n), dtype=np.uint32)
-    value, k_last = layered_dp(ASQ, tab, aux, f0, nlayers, ktab, algo, nparts)
+    value, k_last = layered_dp(ASQ_SPLIT, sep, aux, f0, nlayers, ktab, algo, nparts)
     p = s - 1
     idx[p] = n - 1
     if nlayers > 0:

@@ -43,6 +43,7 @@ __all__ = [
     "direct_pass",
     "gemm_pass",
     "row_sqnorms",
+    "row_sqnorms_serial",
 ]
 
 BLOCK = 1024
@@ -189,6 +190,18 @@ def _direct_pass(X, CT, labels, d2, sums, counts, accumulate, group):
                 _accumulate(X[r0:r0 + w], idx[:w], sums[g], counts[g])
 
 
+@jit
+def row_sqnorms_serial(X, out):
+    """``out[r] = ||X[r]||^2`` (float64 accumulation), serial: for use inside worker threads."""
+    n, d = X.shape
+    for r in range(n):
+        s = 0.0
+        xr = X[r]
+        for q in range(d):
+            s += np.float64(xr[q]) * xr[q]
+        out[r] = s
+
+
 @jit_parallel
 def _row_sqnorms(X, out):
     n, d = X.shape
@@ -236,7 +249,7 @@ def _outputs(X, k, labels, d2, accumulate, ngroups):
     return labels, d2, sums, counts
 
 
-def gemm_pass(X, C, xx=None, *, accumulate=False, nthreads=1, labels=None, d2=None):
+def gemm_pass(X, C, xx=None, *, accumulate=False, nthreads=1, labels=None, d2=None, shift=None):
     """Nearest center of every row through blocked GEMMs, optionally with partial sums.
 
     Parameters
@@ -252,6 +265,10 @@ def gemm_pass(X, C, xx=None, *, accumulate=False, nthreads=1, labels=None, d2=No
         BLAS to one thread (otherwise BLAS and the threads oversubscribe the cores).
     labels, d2 : ndarray, optional
         Preallocated outputs (int32, dtype of X).
+    shift : ndarray of shape (d,), dtype of X, optional
+        Work on ``X - shift`` (subtracted block by block into a thread-local buffer, so no
+        shifted copy of ``X`` is made; ``xx`` is then ignored and the sums are of the shifted
+        rows).  ``C`` must be given in the shifted coordinates.
 
     Returns
     -------
@@ -263,7 +280,7 @@ def gemm_pass(X, C, xx=None, *, accumulate=False, nthreads=1, labels=None, d2=No
     """
     n, d = X.shape
     k = C.shape[0]
-    if xx is None:
+    if shift is None and xx is None:
         xx = row_sqnorms(X)
     cc = row_sqnorms(C)
     group = _group_rows(n)
@@ -275,11 +292,20 @@ def gemm_pass(X, C, xx=None, *, accumulate=False, nthreads=1, labels=None, d2=No
         buf = getattr(local, "buf", None)
         if buf is None:
             buf = local.buf = np.empty(k * BLOCK, X.dtype)
+            if shift is not None:
+                local.xb = np.empty((BLOCK, d), X.dtype)
+                local.xxb = np.empty(BLOCK, X.dtype)
         for s in range(g * group, min(n, (g + 1) * group), BLOCK):
             e = min(n, s + BLOCK)
             G = buf[:k * (e - s)].reshape(k, e - s)
-            np.matmul(C, X[s:e].T, out=G)
-            assign_block(G, cc, X[s:e], xx[s:e], labels[s:e], d2[s:e], sums[g], counts[g], accumulate)
+            if shift is None:
+                xb, xxb = X[s:e], xx[s:e]
+            else:
+                xb, xxb = local.xb[:e - s], local.xxb[:e - s]
+                np.subtract(X[s:e], shift, out=xb)
+                row_sqnorms_serial(xb, xxb)
+            np.matmul(C, xb.T, out=G)
+            assign_block(G, cc, xb, xxb, labels[s:e], d2[s:e], sums[g], counts[g], accumulate)
 
     if n:
         nthreads = max(1, min(int(nthreads), ngroups))
@@ -300,7 +326,7 @@ def direct_pass(X, C, *, accumulate=False, labels=None, d2=None):
     Distances are computed as sums of squared differences (exact up to rounding, whatever the
     offset of the data).  Parameters and returns as :func:`gemm_pass` (no ``xx``/``nthreads``).
     """
-    n, d = X.shape
+    n = X.shape[0]
     k = C.shape[0]
     group = _group_rows(n)
     ngroups = max(1, -(-n // group))

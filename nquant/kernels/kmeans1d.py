@@ -19,7 +19,7 @@ import numpy as np
 
 from nquant.kernels._jit import jit, jit_parallel, prange
 from nquant.kernels.asq_dp import PARALLEL_MIN
-from nquant.kernels.smawk import KMEANS, SMAWK, cost, layered_dp
+from nquant.kernels.smawk import KMEANS, cost, layered_dp
 
 _BLOCK = 65536
 

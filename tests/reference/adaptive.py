@@ -1,0 +1,209 @@
+"""Slow, obvious NumPy reference of adaptive rounding (``nquant.adaptive.adaptive_round``).
+
+The same procedure written plainly, for small problems:
+
+- ``H = X X^T``;
+- the clipping search: every group tries each ``alpha`` of the grid, then the refinement
+  ``alpha_best +- k * step``; the objective of a group is the sum over its elements of
+  ``e_ij * sum_k S[i, j, k] H[j, k] e_ik`` with the segment mask ``S`` written out (whole
+  row, the element's column block, or the element itself);
+- GPTQ *without* lazy batching: one column at a time, the whole trailing part updated with
+  an outer product, ``U`` from ``np.linalg.inv`` of the damped Hessian (not through its
+  Cholesky factor), the nearest code by ``rint`` (affine) or by brute-force nearest level
+  (codebook, ties to the lower level);
+- each row keeps the best of the candidates (``gptq``, ``nearest_clipped``, ``nearest``) on
+  ``e H e^T``, computed as ``||e X||^2`` when ``X`` is given.
+
+Encoding with given parameters reuses ``nquant.uniform.encode`` / ``decode`` (tested on
+their own), and parameters come from ``nquant.uniform.finalize`` of the scaled ranges.
+"""
+
+import numpy as np
+
+from nquant import codebook, uniform
+from nquant.schemes import Codebook
+
+GRID = tuple(round(1.0 - 0.05 * k, 2) for k in range(11))
+REFINE = 4
+
+
+def groups_of(scheme, shape):
+    """Group of every element, by the definitions (block of the flat index, row, column)."""
+    out, n = shape
+    g = np.zeros(shape, np.int64)
+    for i in range(out):
+        for j in range(n):
+            if isinstance(scheme, Codebook):
+                g[i, j] = 0
+            elif scheme.block_size is not None:
+                g[i, j] = (i * n + j) // scheme.block_size
+            elif scheme.axis is None:
+                g[i, j] = 0
+            elif scheme.axis % 2 == 0:
+                g[i, j] = i
+            else:
+                g[i, j] = j
+    return g
+
+
+def segment_mask(scheme, shape):
+    """``S[j, k]``: whether column ``k`` counts in element ``(., j)``'s search objective."""
+    out, n = shape
+    if scheme.block_size is not None:
+        B = scheme.block_size
+        if B % n == 0 or (out == 1 and B >= n):
+            return np.ones((n, n), bool)
+        if n % B == 0:
+            c = np.arange(n) // B
+            return c[:, None] == c[None, :]
+        return np.eye(n, dtype=bool)
+    if scheme.axis is None or scheme.axis % 2 == 0 or out == 1:
+        return np.ones((n, n), bool)
+    return np.eye(n, dtype=bool)
+
+
+def search(scheme, W, H, grid=GRID, refine=REFINE):
+    """Per-group clipping search: returns params and alpha (G,)."""
+    base = scheme.replace(range="minmax")
+    Wc = np.asarray(W, dtype=np.float64 if W.dtype == np.float64 else np.float32)
+    st = uniform.partial(base, Wc)
+    g = groups_of(scheme, W.shape)
+    G = len(st["min"])
+    HS = H * segment_mask(scheme, W.shape)
+    best = np.full(G, np.inf)
+    alpha = np.ones(G)
+    params = None
+
+    def objective(a):
+        p = uniform.finalize(base, {"min": st["min"] * a, "max": st["max"] * a, "n_nan": 0})
+        W_hat = uniform.decode(base, p, uniform.encode(base, p, Wc), dtype=W.dtype)
+        E = W.astype(np.float64) - W_hat.astype(np.float64)
+        c = E * (E @ HS)
+        obj = np.zeros(G)
+        for gg in range(G):
+            obj[gg] = c[g == gg].sum()
+        return p, obj
+
+    def consider(a, first=False):
+        nonlocal params
+        p, obj = objective(a)
+        for gg in range(G):
+            if first or obj[gg] < best[gg]:
+                best[gg] = obj[gg]
+                alpha[gg] = a[gg]
+                if params is None:
+                    params = {k: v.copy() for k, v in p.items()}
+                for k in params:
+                    params[k][gg] = p[k][gg]
+
+    for i, a in enumerate(grid):
+        consider(np.full(G, a), first=i == 0)
+    vals = np.unique(np.asarray(grid, dtype=np.float64))
+    gap = np.diff(vals).min() if vals.size > 1 else vals[0] / 2
+    step = gap / (refine + 1)
+    centre = alpha.copy()
+    for k in range(1, refine + 1):
+        for sign in (-1.0, 1.0):
+            consider(np.clip(centre + sign * k * step, step, 1.0))
+    return params, alpha
+
+
+def inverse_factor(H, damp, perm):
+    """Upper ``U`` with ``U^T U = (P H P^T, dead diagonal 1, + damp * mean diag)^-1``."""
+    Hp = H[perm][:, perm].copy()
+    d = np.diag(Hp).copy()
+    d[d == 0] = 1.0
+    Hp[np.diag_indices(len(d))] = d + damp * d.mean()
+    Hinv = np.linalg.inv(Hp)
+    return np.linalg.cholesky((Hinv + Hinv.T) / 2).T
+
+
+def quantize_value(scheme, params, W_dtype, w, g):
+    """``(code, q)`` of a float64 value in group ``g``: the scheme's nearest rounding in float64."""
+    if isinstance(scheme, Codebook):
+        levels = np.asarray(codebook._levels(scheme, params, uniform.compute_dtype(W_dtype)), np.float64)
+        d = np.abs(w - levels)
+        k = int(np.argmin(d))  # ties: the lower level
+        return k, levels[k]
+    qmin, qmax = scheme.qrange
+    hi = qmax - qmin
+    scale = float(params["scale"][g])
+    inv = 1.0 / scale
+    if "offset" in params:
+        off, c0 = float(params["offset"][g]), 0.0
+    else:
+        off, c0 = 0.0, float(int(params["zero_point"][g]) - qmin)
+    t = min(max(np.rint((w - off) * inv) + c0, 0.0), hi)
+    return int(t), (t - c0) * scale + off
+
+
+def gptq(scheme, params, W, H, damp=0.01, act_order=False):
+    """Textbook GPTQ codes (out, in) uint8: one column at a time, full trailing update."""
+    out, n = W.shape
+    perm = np.argsort(-np.diag(H), kind="stable") if act_order else np.arange(n)
+    U = inverse_factor(H, damp, perm)
+    g = groups_of(scheme, W.shape)[:, perm]
+    Wp = W.astype(np.float64)[:, perm].copy()
+    codes = np.zeros((out, n), np.uint8)
+    for j in range(n):
+        err = np.zeros(out)
+        for i in range(out):
+            code, q = quantize_value(scheme, params, W.dtype, Wp[i, j], g[i, j])
+            codes[i, j] = code
+            err[i] = (Wp[i, j] - q) / U[j, j]
+        Wp[:, j + 1:] -= np.outer(err, U[j, j + 1:])
+    res = np.zeros_like(codes)
+    res[:, perm] = codes
+    return res
+
+
+def adaptive_round(scheme, W, X, damp=0.01, act_order=False, clip_search=True):
+    """Reference result: ``(codes uint8 (out, in), params, per-row objective, labels)``."""
+    from nquant.schemes import Uniform
+
+    fam = codebook if isinstance(scheme, Codebook) else uniform
+    X = np.asarray(X, dtype=np.float64)
+    H = X @ X.T
+    Wc = np.asarray(W, dtype=np.float64 if W.dtype == np.float64 else np.float32)
+    fit = fam.fit(scheme, Wc)
+    searched = clip_search and isinstance(scheme, Uniform)
+    params = search(scheme, W, H)[0] if searched else fit
+    cands = [("gptq", params, gptq(scheme, params, W, H, damp, act_order))]
+    if searched:
+        cands.append(("nearest_clipped", params, fam.encode(scheme, params, Wc)))
+    cands.append(("nearest", fit, fam.encode(scheme, fit, Wc)))
+
+    def row_obj(p, c):
+        E = W.astype(np.float64) - fam.decode(scheme, p, c, dtype=W.dtype).astype(np.float64)
+        return np.sum((E @ X) ** 2, axis=1)
+
+    objs = [row_obj(p, c) for _, p, c in cands]
+    out = W.shape[0]
+    g = groups_of(scheme, W.shape)
+    separable = all(len(np.unique(np.nonzero(g == gg)[0])) == 1 for gg in np.unique(g)) \
+        or isinstance(scheme, Codebook)
+    if separable or not searched:
+        allowed = [list(range(len(cands)))]
+    else:  # rows choose among candidates with the same parameters; the better set wins
+        allowed = [[0, 1], [2]]
+    best = None
+    for members in allowed:
+        which = []
+        for i in range(out):
+            k = members[0]
+            for m in members[1:]:
+                if objs[m][i] < objs[k][i]:
+                    k = m
+            which.append(k)
+        total = sum(objs[k][i] for i, k in enumerate(which))
+        if best is None or total < best[0]:
+            best = (total, which)
+    which = best[1]
+    codes = np.stack([cands[k][2][i] for i, k in enumerate(which)])
+    ps = {k: v.copy() for k, v in cands[which[0]][1].items()}
+    if not isinstance(scheme, Codebook):
+        for gg in range(len(ps["scale"])):
+            i = int(np.nonzero(g == gg)[0][0])
+            for k in ps:
+                ps[k][gg] = cands[which[i]][1][k][gg]
+    return codes, ps, np.array([objs[k][i] for i, k in enumerate(which)]), [cands[k][0] for k in which]
