@@ -10,12 +10,23 @@ from nquant.qmatmul import PreparedWeights, int_matmul, prepare_weights, qmatmul
 from nquant.models import quantize_safetensors
 from nquant.packing import pack, unpack
 from nquant.grids import normal_float
-from nquant.schemes import ASQ, NF4, Blockwise, Codebook, Uniform, scheme_from_json
+from nquant.schemes import ASQ, NF4, Blockwise, Codebook, KMeansBlockwise, Outliers, Uniform, scheme_from_json
+from nquant import bnb
+from nquant.adaptive import adaptive_round, hessian
+from nquant.vq import KMeans, ProductQuantizer, assign
 from nquant.store import dequantize_zarr, open, quantize_zarr, save
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "KMeans",
+    "KMeansBlockwise",
+    "Outliers",
+    "ProductQuantizer",
+    "adaptive_round",
+    "assign",
+    "bnb",
+    "hessian",
     "PreparedWeights",
     "QParams",
     "fake_quantize",
