@@ -11,7 +11,7 @@ from nquant.models import quantize_safetensors
 from nquant.packing import pack, unpack
 from nquant.grids import normal_float
 from nquant.schemes import ASQ, NF4, Blockwise, Codebook, KMeansBlockwise, Outliers, Uniform, scheme_from_json
-from nquant import bnb
+from nquant import asq, bnb, optimal1d
 from nquant.adaptive import adaptive_round, hessian
 from nquant.vq import KMeans, ProductQuantizer, assign
 from nquant.store import dequantize_zarr, open, quantize_zarr, save
