@@ -29,6 +29,7 @@ If ``nan_code >= 0``, NaN inputs get that code and decode to NaN.
 import numpy as np
 
 from nquant.kernels._jit import jit, jit_parallel, prange
+from nquant.kernels.bits import bit_constants, int_view
 from nquant.kernels.rounding import CEIL, FLOOR, NEAREST, round_value  # noqa: F401
 from nquant.kernels.scalar import SNAP, cpu_helpers  # noqa: F401
 
@@ -43,22 +44,33 @@ _clip_code = _cpu["clip_code"]
 
 
 @jit
-def _encode_row(x, r, out, inv, off, c, hi, mode, key, base):
-    """One row with one parameter set; a loop per mode so each one vectorizes."""
+def _encode_row(x, xi, r, out, inv, off, c, hi, mode, key, base, abs_mask):
+    """One row with one parameter set; a loop per mode so each one vectorizes.
+
+    Returns the largest ``bits & abs_mask`` of the row (integer, so it vectorizes
+    with the loop): at least ``inf_bits`` iff the row holds a NaN or an infinity.
+    """
     L = x.shape[1]
+    I = xi.dtype.type  # integer arithmetic is widened to 64 bits unless cast back
+    m = I(0)
     if mode == NEAREST:
         for j in range(L):
             out[r, j] = _clip_code(np.rint((x[r, j] - off) * inv) + c, hi)
+            m = max(m, I(xi[r, j] & abs_mask))
     elif mode == FLOOR:
         for j in range(L):
             out[r, j] = _clip_code(np.floor(_snap((x[r, j] - off) * inv)) + c, hi)
+            m = max(m, I(xi[r, j] & abs_mask))
     elif mode == CEIL:
         for j in range(L):
             out[r, j] = _clip_code(np.ceil(_snap((x[r, j] - off) * inv)) + c, hi)
+            m = max(m, I(xi[r, j] & abs_mask))
     else:
         for j in range(L):
             t = _round_code((x[r, j] - off) * inv, mode, key, base + j)
             out[r, j] = _clip_code(t + c, hi)
+            m = max(m, I(xi[r, j] & abs_mask))
+    return m
 
 
 @jit
@@ -91,17 +103,25 @@ def quantize_affine(x, row_index, row_group, col_step, inv_scale, offset, c0, hi
     int : number of NaN or infinite inputs (NaN excluded when ``nan_code >= 0``).
     """
     R, L = x.shape
+    xi = int_view(x)
+    abs_mask, inf_bits = bit_constants(x)
     bad = np.zeros(R, np.int64)
     hi = x.dtype.type(hi)
     for r in prange(R):
         g = row_group[r]
         base = row_index[r]
         if col_step == 0:
-            _encode_row(x, r, out, inv_scale[g], offset[g], c0[g], hi, mode, key, base)
+            m = _encode_row(x, xi, r, out, inv_scale[g], offset[g], c0[g], hi, mode, key, base,
+                            abs_mask)
         else:
+            I = xi.dtype.type
+            m = I(0)
             for j in range(L):
                 t = _round_code((x[r, j] - offset[g + j]) * inv_scale[g + j], mode, key, base + j)
                 out[r, j] = _clip_code(t + c0[g + j], hi)
+                m = max(m, I(xi[r, j] & abs_mask))
+        if m < inf_bits:  # all finite: nothing to count or mark
+            continue
         nb = _count_nonfinite(x, r)
         if nan_code >= 0:
             for j in range(L):

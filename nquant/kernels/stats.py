@@ -9,19 +9,25 @@ ignored by min/max and counted; an infinity shows up as an infinite min or max
 import numpy as np
 
 from nquant.kernels._jit import jit, jit_parallel, prange
+from nquant.kernels.bits import bit_constants, float_view, int_view, uint_view
 
-LANES = 64
 
 
 @jit_parallel
 def row_minmax(x):
     """Min and max of each row (NaN ignored) and the number of NaN per row.
 
-    64 independent running minima/maxima per row let the loop vectorize.
+    The reductions run on the integer views of the bits (``nquant.kernels.bits``),
+    which vectorize where float min/max does not: with ``s`` the largest signed
+    bit pattern, ``mu`` / ``nu`` the largest / smallest unsigned one, the max is
+    ``s`` if any value is non-negative (``s >= 0``), else ``nu`` (the negative
+    value nearest zero); the min is ``mu`` if any value is negative, else ``nu``.
+    NaN shows as ``s`` above ``+inf`` or ``mu`` above ``-inf``; such rows (and
+    empty ones) are redone by a plain loop that skips NaN and counts it.
 
     Parameters
     ----------
-    x : ndarray of shape (R, L), float32 or float64
+    x : ndarray of shape (R, L), float32 or float64, C-contiguous
 
     Returns
     -------
@@ -29,28 +35,46 @@ def row_minmax(x):
     n_nan : ndarray of shape (R,), int64
     """
     R, L = x.shape
-    mins = np.empty(R, x.dtype)
-    maxs = np.empty(R, x.dtype)
-    n_nan = np.zeros(R, np.int64)
-    nfull = L - L % LANES
+    xi = int_view(x)
+    xu = uint_view(x)
+    abs_mask, inf_bits = bit_constants(x)
+    I = xi.dtype.type  # integer arithmetic is widened to 64 bits unless cast back
+    U = xu.dtype.type
+    smallest = I(~abs_mask)
+    all_ones = U(~U(0))
+    sign_u = U(U(abs_mask) + U(1))
+    neg_inf_u = U(sign_u | U(inf_bits))
+    min_bits = np.empty(R, xi.dtype)
+    max_bits = np.empty(R, xi.dtype)
+    redo = np.zeros(R, np.bool_)
     for r in prange(R):
-        lo = np.full(LANES, np.inf, x.dtype)
-        hi = np.full(LANES, -np.inf, x.dtype)
-        nn = np.zeros(LANES, np.int32)
-        for j0 in range(0, nfull, LANES):
-            for k in range(LANES):
-                v = x[r, j0 + k]
-                lo[k] = min(lo[k], v)  # min(m, NaN) is m: NaN is ignored
-                hi[k] = max(hi[k], v)
-                nn[k] += np.int32(v != v)
-        for j in range(nfull, L):
-            v = x[r, j]
-            lo[0] = min(lo[0], v)
-            hi[0] = max(hi[0], v)
-            nn[0] += np.int32(v != v)
-        mins[r] = lo.min()
-        maxs[r] = hi.max()
-        n_nan[r] = nn.sum()
+        s = smallest
+        mu = U(0)
+        nu = all_ones
+        for j in range(L):
+            s = max(s, xi[r, j])
+            v = xu[r, j]
+            mu = max(mu, v)
+            nu = min(nu, v)
+        min_bits[r] = I(mu) if mu >= sign_u else I(nu)
+        max_bits[r] = s if s >= 0 else I(nu)
+        redo[r] = L == 0 or s > inf_bits or mu > neg_inf_u
+    mins = float_view(min_bits)
+    maxs = float_view(max_bits)
+    n_nan = np.zeros(R, np.int64)
+    for r in prange(R):
+        if redo[r]:
+            lo = x.dtype.type(np.inf)
+            hi = -lo
+            nn = 0
+            for j in range(L):
+                v = x[r, j]
+                lo = min(lo, v)  # min(m, NaN) is m: NaN is ignored
+                hi = max(hi, v)
+                nn += v != v
+            mins[r] = lo
+            maxs[r] = hi
+            n_nan[r] = nn
     return mins, maxs, n_nan
 
 
