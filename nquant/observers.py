@@ -609,7 +609,7 @@ class MSEObserver(HistogramObserver):
     def _range(self, scheme):
         lo, hi = self.histogram_range
         qmin, qmax = scheme.qrange
-        rmin, rmax = calibrate.mse_search(self.counts, lo, hi, qmax - qmin, scheme.symmetric,
+        rmin, rmax = calibrate.mse_search(self.counts, lo, hi, qmin, qmax, uniform.mse_mode(scheme),
                                           uniform.MSE_GRID)
         return self._clip_to_data(rmin, rmax)
 

@@ -172,7 +172,14 @@ def clip_range(scheme, st, data=None):
     if r == "percentile":
         return calibrate.histogram_percentiles(counts, lo, hi, *scheme.percentile)
     qmin, qmax = scheme.qrange
-    return calibrate.mse_search(counts, lo, hi, qmax - qmin, scheme.symmetric, MSE_GRID)
+    return calibrate.mse_search(counts, lo, hi, qmin, qmax, mse_mode(scheme), MSE_GRID)
+
+
+def mse_mode(scheme):
+    """The grid mode of ``calibrate.mse_search`` for ``scheme``."""
+    if scheme.symmetric:
+        return calibrate.MSE_SYMMETRIC
+    return calibrate.MSE_FLOAT if scheme.zero_point == "float" else calibrate.MSE_INT
 
 
 def _exact_percentiles(scheme, data):

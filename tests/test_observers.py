@@ -138,11 +138,13 @@ def test_mse_observer_matches_reference(bits, symmetric):
     rmin, rmax = o.clip_range(scheme)
     lo, hi = o.histogram_range
     qmin, qmax = scheme.qrange
-    r_lo, r_hi = ref.mse_range(o.counts, lo, hi, qmax - qmin, symmetric, uniform.MSE_GRID)
-    best = ref.range_error(o.counts[0], lo[0], hi[0], r_lo[0], r_hi[0], qmax - qmin)
-    k_lo, k_hi = calibrate.mse_search(o.counts, lo, hi, qmax - qmin, symmetric, uniform.MSE_GRID)
+    mode = "symmetric" if symmetric else "int"
+    r_lo, r_hi = ref.mse_range(o.counts, lo, hi, qmin, qmax, mode, uniform.MSE_GRID)
+    best = ref.range_error(o.counts[0], lo[0], hi[0], r_lo[0], r_hi[0], qmin, qmax, mode)
+    k_lo, k_hi = calibrate.mse_search(o.counts, lo, hi, qmin, qmax, uniform.mse_mode(scheme),
+                                      uniform.MSE_GRID)
     # the kernel's choice is optimal among the candidates, and the observer clips it to the data
-    assert ref.range_error(o.counts[0], lo[0], hi[0], k_lo[0], k_hi[0], qmax - qmin) <= best * (1 + 1e-9)
+    assert ref.range_error(o.counts[0], lo[0], hi[0], k_lo[0], k_hi[0], qmin, qmax, mode) <= best * (1 + 1e-9)
     d_lo, d_hi = ref.minmax(batches, None)
     assert_array_equal(rmin, np.clip(k_lo, d_lo, d_hi))
     assert_array_equal(rmax, np.clip(k_hi, d_lo, d_hi))

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
+from reference import qat as qat_ref
 from reference import uniform as ref
 from strategies import (
     apply_layout,
@@ -432,41 +433,27 @@ def test_percentile_exact_uses_np_percentile():
     assert np.isnan(y[2]).all() and np.isnan(y[1, :7]).all() and not np.isnan(y[1, 7:]).any()
 
 
-def _mse_objective(counts, lo, hi, a, b, n_steps):
-    B = counts.size
-    width = (hi - lo) / B
-    c = lo + (np.arange(B) + 0.5) * width
-    step = (b - a) / n_steps
-    cost = np.where(c < a, (c - a) ** 2, np.where(c > b, (c - b) ** 2, step * step / 12))
-    return float(np.sum(counts * cost))
-
-
 @settings(max_examples=15)
 @given(st.data())
 def test_mse_search_finds_the_grid_minimum(data):
     bits = data.draw(st.integers(2, 8))
-    symmetric = data.draw(st.booleans())
+    conv = data.draw(st.sampled_from(["int", "float", "symmetric"]))
     rs = np.random.default_rng(data.draw(st.integers(0, 10**6)))
     x = rs.standard_normal((2, 500))
     x[:, :3] *= data.draw(st.sampled_from([1.0, 10.0, 100.0]))
     x[1] += data.draw(st.sampled_from([0.0, 3.0]))
-    s = nq.Uniform(bits=bits, symmetric=symmetric, range="mse", axis=0, bins=128)
+    s = nq.Uniform(bits=bits, symmetric=conv == "symmetric", range="mse", axis=0, bins=128,
+                   zero_point="float" if conv == "float" else "int")
     st_ = uniform.partial(s, x)
     lo, hi = uniform.histogram_range[0](st_), uniform.histogram_range[1](st_)
     st_.update(uniform.partial_histogram(s, x, lo, hi))
     rmin, rmax = uniform.clip_range(s, st_)
     qmin, qmax = s.qrange
-    G = uniform.MSE_GRID
     for g in range(2):
         counts = st_["counts"][g]
-        if symmetric:
-            amax = max(abs(lo[g]), abs(hi[g]))
-            cands = [(-amax * (G - i) / G, amax * (G - i) / G) for i in range(G)]
-        else:
-            cands = [(lo[g] + (hi[g] - lo[g]) * i / (2 * G), hi[g] - (hi[g] - lo[g]) * j / (2 * G))
-                     for i in range(G) for j in range(G)]
-        best = min(_mse_objective(counts, lo[g], hi[g], a, b, qmax - qmin) for a, b in cands)
-        got = _mse_objective(counts, lo[g], hi[g], rmin[g], rmax[g], qmax - qmin)
+        cands = qat_ref.mse_candidates(lo[g], hi[g], conv == "symmetric", uniform.MSE_GRID)
+        best = min(qat_ref.range_error(counts, lo[g], hi[g], a, b, qmin, qmax, conv) for a, b in cands)
+        got = qat_ref.range_error(counts, lo[g], hi[g], rmin[g], rmax[g], qmin, qmax, conv)
         assert got <= best * (1 + 1e-9) + 1e-12
         assert any(np.isclose(rmin[g], a, rtol=1e-12, atol=1e-12) and np.isclose(rmax[g], b, rtol=1e-12, atol=1e-12)
                    for a, b in cands)
@@ -495,13 +482,12 @@ def test_mse_range_beats_minmax_with_outliers(symmetric, outlier_sigma):
     assert _mse_of(x, bits=8, symmetric=symmetric, range="mse") <= _mse_of(x, bits=8, symmetric=symmetric)
 
 
-@pytest.mark.xfail(reason="calibrate.mse_search models in-range error as step**2 / 12, which overestimates "
-                          "it when the step is much wider than the bulk of the data (all of it rounds to one "
-                          "level): with 45-sigma outliers at 4 bits it picks a range worse than minmax "
-                          "(MSE 1.8 vs 1.0)")
-def test_mse_range_not_worse_than_minmax_with_very_large_outliers():
-    x = _gaussian_with_outliers(45)
-    assert _mse_of(x, bits=4, range="mse") <= _mse_of(x, bits=4)
+@pytest.mark.parametrize("bits, outlier_sigma", [(4, 45), (2, 45), (4, 200), (3, 100), (8, 1000)])
+def test_mse_range_not_worse_than_minmax_with_very_large_outliers(bits, outlier_sigma):
+    """With steps far wider than the bulk of the data, rounding error is scored level by
+    level, not as step**2 / 12 (which would make clipping the outliers look cheap)."""
+    x = _gaussian_with_outliers(outlier_sigma)
+    assert _mse_of(x, bits=bits, range="mse") <= _mse_of(x, bits=bits)
 
 
 # ----------------------------------------------------------------------------- properties

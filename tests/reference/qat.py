@@ -100,51 +100,74 @@ def histogram_percentiles(counts, lo, hi, p_low, p_high):
     return out[0], out[1]
 
 
-def mse_range(counts, lo, hi, n_steps, symmetric, n_grid):
-    """Brute-force MSE search over the same candidates, errors from bin centres."""
-    G, B = counts.shape
+EXACT_CELLS = 4.0  # steps of at least this many bins are scored by rounding each bin centre
+
+
+def candidate_grid(a, b, qmin, qmax, mode):
+    """First level and step of the grid the range [a, b] gives (``nquant.uniform.finalize``,
+    float64): mode "float" (levels a + k s), "int" (range widened to hold 0, integer zero
+    point) or "symmetric" (levels q * absmax / qmax)."""
+    n_steps = qmax - qmin
+    if mode == "symmetric":
+        step = max(abs(a), abs(b)) / qmax
+        return qmin * step, step
+    if mode == "float":
+        return a, (b - a) / n_steps
+    lo, hi = min(a, 0.0), max(b, 0.0)
+    step = (hi - lo) / n_steps
+    zp = np.clip(np.rint(qmin - lo / step), qmin, qmax)
+    return (qmin - zp) * step, step
+
+
+def grid_error(counts, lo, hi, first, step, n_steps):
+    """Squared error of the histogram's bin centres on the grid ``first + k step``, k = 0..n_steps.
+
+    Steps of at least EXACT_CELLS bins: each centre rounds to its nearest level (half up)
+    or is clipped to an end.  Narrower steps: step**2 / 12 per value in range, clipping
+    error outside.
+    """
+    B = counts.shape[0]
+    width = (hi - lo) / B
+    c = lo + (np.arange(B) + 0.5) * width
+    n = counts.astype(np.float64)
+    last = first + n_steps * step
+    if step >= EXACT_CELLS * width:
+        k = np.clip(np.floor((c - first) / step + 0.5), 0, n_steps)
+        return float(np.sum(n * (c - (first + k * step)) ** 2))
+    cost = np.where(c < first, (c - first) ** 2, np.where(c > last, (c - last) ** 2, step * step / 12.0))
+    return float(np.sum(n * cost))
+
+
+def mse_candidates(lo, hi, symmetric, n_grid):
+    """The candidate ranges of the MSE search for one histogram range."""
+    if symmetric:
+        amax = max(abs(lo), abs(hi))
+        return [(-amax * (n_grid - i) / n_grid, amax * (n_grid - i) / n_grid) for i in range(n_grid)]
+    return [(lo + (hi - lo) * i / (2 * n_grid), hi - (hi - lo) * j / (2 * n_grid))
+            for i in range(n_grid) for j in range(n_grid)]
+
+
+def range_error(counts, lo, hi, a, b, qmin, qmax, mode):
+    """Expected squared error of the clipping range ``[a, b]`` for one histogram."""
+    first, step = candidate_grid(a, b, qmin, qmax, mode)
+    return grid_error(counts, lo, hi, first, step, qmax - qmin)
+
+
+def mse_range(counts, lo, hi, qmin, qmax, mode, n_grid):
+    """Brute-force MSE search: the candidate of least ``range_error`` per group."""
+    G = counts.shape[0]
     rmin = np.asarray(lo, np.float64).copy()
     rmax = np.asarray(hi, np.float64).copy()
     for g in range(G):
-        width = (hi[g] - lo[g]) / B
-        if not width > 0:
+        if not hi[g] > lo[g]:
             continue
-        centres = lo[g] + (np.arange(B) + 0.5) * width
-        n = counts[g].astype(np.float64)
-        amax = max(abs(lo[g]), abs(hi[g]))
         best = np.inf
-        for i in range(n_grid):
-            for j in range(1 if symmetric else n_grid):
-                if symmetric:
-                    b_ = amax * (n_grid - i) / n_grid
-                    a = -b_
-                else:
-                    a = lo[g] + (hi[g] - lo[g]) * i / (2 * n_grid)
-                    b_ = hi[g] - (hi[g] - lo[g]) * j / (2 * n_grid)
-                step = (b_ - a) / n_steps
-                below = centres < a
-                above = centres > b_
-                inside = ~below & ~above
-                err = (n[inside].sum() * step * step / 12.0 + (n[below] * (centres[below] - a) ** 2).sum()
-                       + (n[above] * (centres[above] - b_) ** 2).sum())
-                if err < best * (1 - 1e-12):
-                    best = err
-                    rmin[g], rmax[g] = a, b_
+        for a, b in mse_candidates(lo[g], hi[g], mode == "symmetric", n_grid):
+            err = range_error(counts[g], lo[g], hi[g], a, b, qmin, qmax, mode)
+            if err < best * (1 - 1e-12):
+                best = err
+                rmin[g], rmax[g] = a, b
     return rmin, rmax
-
-
-def range_error(counts, lo, hi, a, b, n_steps):
-    """Expected squared error of the clipping range ``[a, b]`` for one histogram (bin centres)."""
-    B = counts.shape[0]
-    width = (hi - lo) / B
-    centres = lo + (np.arange(B) + 0.5) * width
-    n = counts.astype(np.float64)
-    step = (b - a) / n_steps
-    below = centres < a
-    above = centres > b
-    inside = ~below & ~above
-    return (n[inside].sum() * step * step / 12.0 + (n[below] * (centres[below] - a) ** 2).sum()
-            + (n[above] * (centres[above] - b) ** 2).sum())
 
 
 def fake_quantize(x, scale, zero_point, qmin, qmax):
