@@ -5,9 +5,29 @@ import numpy as np
 from nquant.kernels._jit import jit, jit_parallel, prange
 
 
+@jit
+def order_statistic(counts, k, lo, width):
+    """Estimated ``k``-th smallest value (0-based) of a histogram row.
+
+    The ``c`` values of a bin are taken at the midpoints of ``c`` equal parts of
+    it, so the estimate lies in the bin of the true value (within one bin width).
+    """
+    cum = 0
+    for b in range(counts.shape[0]):
+        c = counts[b]
+        if k < cum + c:
+            return lo + (b + (k - cum + 0.5) / c) * width
+        cum += c
+    return lo + counts.shape[0] * width
+
+
 @jit_parallel
 def histogram_percentiles(counts, lo, hi, p_low, p_high):
-    """Percentiles (in %) per group from histogram counts, linear within a bin.
+    """Percentiles (in %) per group from histogram counts, as ``np.percentile`` defines them.
+
+    ``np.percentile``'s linear method: rank ``r = p / 100 * (n - 1)``, interpolated
+    between order statistics ``floor(r)`` and ``floor(r) + 1``, each estimated by
+    :func:`order_statistic` -- so the result is within one bin width of the exact one.
 
     Parameters
     ----------
@@ -17,7 +37,7 @@ def histogram_percentiles(counts, lo, hi, p_low, p_high):
 
     Returns
     -------
-    rmin, rmax : ndarray of shape (G,), float64
+    rmin, rmax : ndarray of shape (G,), float64 (``lo`` / ``hi`` for an empty histogram)
     """
     G, B = counts.shape
     rmin = np.empty(G)
@@ -27,22 +47,20 @@ def histogram_percentiles(counts, lo, hi, p_low, p_high):
         width = (hi[g] - lo[g]) / B
         for k in range(2):
             p = p_low if k == 0 else p_high
-            target = p / 100.0 * n
-            cum = 0.0
-            value = hi[g]
-            for b in range(B):
-                c = counts[g, b]
-                if c > 0 and cum + c >= target:
-                    frac = (target - cum) / c
-                    value = lo[g] + (b + frac) * width
-                    break
-                cum += c
             if n == 0:
                 value = lo[g] if k == 0 else hi[g]
-            if k == 0:
-                rmin[g] = max(value, lo[g])
             else:
-                rmax[g] = min(value, hi[g])
+                r = p / 100.0 * (n - 1)
+                k0 = min(int(np.floor(r)), n - 1)
+                frac = r - k0
+                v0 = order_statistic(counts[g], k0, lo[g], width)
+                value = v0
+                if frac > 0 and k0 + 1 < n:
+                    value = v0 + frac * (order_statistic(counts[g], k0 + 1, lo[g], width) - v0)
+            if k == 0:
+                rmin[g] = min(max(value, lo[g]), hi[g])
+            else:
+                rmax[g] = min(max(value, lo[g]), hi[g])
     return rmin, rmax
 
 

@@ -81,22 +81,21 @@ def aligned_histogram(batches, bins, axis):
 
 
 def histogram_percentiles(counts, lo, hi, p_low, p_high):
-    """Percentiles from histogram counts, linear inside the bin that reaches the target."""
+    """np.percentile's linear rule on a histogram: rank p/100 (n - 1) between two order
+    statistics, the j-th of a bin's c values taken at lo + (b + (j + 1/2) / c) width."""
     G, B = counts.shape
     out = np.zeros((2, G))
     for g in range(G):
-        n = counts[g].sum()
+        n = int(counts[g].sum())
         width = (hi[g] - lo[g]) / B
-        cum = np.concatenate([[0], np.cumsum(counts[g])])
+        if n == 0:
+            out[:, g] = lo[g], hi[g]
+            continue
+        # every value's estimated position, in order
+        pos = np.concatenate([lo[g] + (b + (np.arange(c) + 0.5) / c) * width
+                              for b, c in enumerate(counts[g]) if c])
         for k, p in enumerate((p_low, p_high)):
-            if n == 0:
-                out[k, g] = lo[g] if k == 0 else hi[g]
-                continue
-            target = p / 100.0 * n
-            # first bin b with count > 0 and cum[b + 1] >= target
-            b = next(b for b in range(B) if counts[g, b] > 0 and cum[b + 1] >= target)
-            frac = (target - cum[b]) / counts[g, b]
-            out[k, g] = min(max(lo[g] + (b + frac) * width, lo[g]), hi[g])
+            out[k, g] = min(max(np.percentile(pos, p), lo[g]), hi[g])
     return out[0], out[1]
 
 
