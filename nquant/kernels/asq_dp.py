@@ -487,17 +487,28 @@ def _cell(v, edges, m, lo, scale, uniform):
     return a
 
 
+HIST_LANES = 4
+"""Interleaved sub-histograms of :func:`_hist_block`: consecutive values (sorted data hits one
+cell many times in a row) add into different copies, so the adds do not wait on each other."""
+
+
 @jit
 def _hist_block(x, w, edges, uniform, i0, i1, h):
-    """Add ``x[i0:i1]`` to the histogram ``h``; returns ``(sum w x^2, number outside)``."""
+    """Add ``x[i0:i1]`` to the histogram ``h``; returns ``(sum w x^2, number outside)``.
+
+    Value ``i`` goes to sub-histogram ``(i - i0) % HIST_LANES``; the copies are summed into
+    ``h`` at the end (a fixed order: the result depends only on the data and ``i0, i1``).
+    """
     m = edges.shape[0] - 1
     lo = edges[0]
     hi = edges[m]
     scale = m / (hi - lo) if hi > lo else 0.0
     unit = w.shape[0] == 0
-    nrm = 0.0
+    acc = np.zeros((HIST_LANES, m, 3))
+    nrm = np.zeros(HIST_LANES)
     out = 0
     for i in range(i0, i1):
+        k = (i - i0) % HIST_LANES
         v = np.float64(x[i])
         if v < lo or v > hi:
             out += 1
@@ -505,11 +516,16 @@ def _hist_block(x, w, edges, uniform, i0, i1, h):
         y = v - edges[l]
         wi = 1.0 if unit else w[i]
         wy = wi * y
-        h[l, 0] += wi
-        h[l, 1] += wy
-        h[l, 2] += wy * y
-        nrm += wi * v * v
-    return nrm, out
+        acc[k, l, 0] += wi
+        acc[k, l, 1] += wy
+        acc[k, l, 2] += wy * y
+        nrm[k] += wi * v * v
+    for k in range(HIST_LANES):
+        for l in range(m):
+            h[l, 0] += acc[k, l, 0]
+            h[l, 1] += acc[k, l, 1]
+            h[l, 2] += acc[k, l, 2]
+    return nrm.sum(), out
 
 
 @jit_parallel
