@@ -1,8 +1,10 @@
 """Top-level entry points: ``quantize`` and ``dequantize``."""
 
+import dataclasses
+
 import numpy as np
 
-from nquant import asq_family, blockwise, chunked, codebook, kmeans_blockwise, outliers, uniform
+from nquant import asq_family, blockwise, chunked, codebook, kmeans_blockwise, labels, outliers, uniform
 from nquant._device import is_cuda_array, resolve_device
 from nquant.containers import QuantizedArray
 from nquant.errors import InputError, SchemeError
@@ -40,7 +42,9 @@ def quantize(x, scheme, *, device="cpu"):
     ----------
     x : ndarray or dask.array.Array, float16, float32 or float64, any shape (0-d and
         empty included).  A Dask array gives a lazy, Dask-backed result: only the
-        calibration statistics are computed here (none for block schemes).
+        calibration statistics are computed here (none for block schemes).  An
+        ``xarray.DataArray`` (NumPy- or Dask-backed) is quantized as its data, and its
+        dims, coordinates, attributes and name come back with ``dequantize``.
     scheme : Scheme, e.g. ``nq.Uniform(bits=8)``
     device : "cpu" or "cuda"
         ``"cuda"`` (or an ``x`` in device memory: CuPy, numba device arrays) runs the CUDA
@@ -51,10 +55,11 @@ def quantize(x, scheme, *, device="cpu"):
     -------
     QuantizedArray
     """
+    x, xr_labels = labels.unwrap(x)
     if resolve_device(x, device) == "cuda":
         from nquant.cuda.api import quantize as cuda_quantize
 
-        return cuda_quantize(x, scheme)
+        return dataclasses.replace(cuda_quantize(x, scheme), labels=xr_labels)
     fam = family(scheme)
     if chunked.is_dask(x):
         x = chunked.prepare(fam, scheme, x)
@@ -63,13 +68,13 @@ def quantize(x, scheme, *, device="cpu"):
             params = {**params, **chunked.blockwise_params(fam, scheme, x, params)}
         codes = chunked.pack(chunked.encode(fam, scheme, params, x), scheme.bits)
         return QuantizedArray(scheme=scheme, shape=x.shape, dtype=x.dtype, codes=codes,
-                              bits=scheme.bits, side=params, chunks=x.chunks)
+                              bits=scheme.bits, side=params, chunks=x.chunks, labels=xr_labels)
     a = check_input(x)
     params = fam.fit(scheme, a)
     codes = fam.encode(scheme, params, a)
     return QuantizedArray(scheme=scheme, shape=a.shape, dtype=a.dtype,
                           codes=pack_codes(codes, scheme.bits), bits=scheme.bits,
-                          side=chunked.public(params))
+                          side=chunked.public(params), labels=xr_labels)
 
 
 def dequantize(q, *, dtype=None, out=None):
@@ -83,7 +88,8 @@ def dequantize(q, *, dtype=None, out=None):
 
     Returns
     -------
-    ndarray of shape ``q.shape`` (a lazy Dask array for a Dask-backed ``q``)
+    ndarray of shape ``q.shape`` (a lazy Dask array for a Dask-backed ``q``), inside an
+    ``xarray.DataArray`` with the input's labels when ``q`` was made from one
     """
     if not isinstance(q, QuantizedArray):
         raise InputError(f"q of type {type(q).__name__} is invalid: expected a QuantizedArray")
@@ -97,6 +103,6 @@ def dequantize(q, *, dtype=None, out=None):
         raise InputError(f"out shape={out.shape} is invalid: expected a C-contiguous array of shape {q.shape}")
     if q.is_dask:
         codes = chunked.unpack(q.codes, q.bits, q.shape, q.chunks)
-        return chunked.decode(fam, q.scheme, q.side, codes, dtype)
+        return labels.wrap(chunked.decode(fam, q.scheme, q.side, codes, dtype), q.labels)
     codes = unpack_codes(q.codes, q.bits, q.shape)
-    return fam.decode(q.scheme, q.side, codes, dtype, out=out)
+    return labels.wrap(fam.decode(q.scheme, q.side, codes, dtype, out=out), q.labels)

@@ -26,6 +26,8 @@ class QuantizedArray:
     info : dict, summary figures (error metrics) recorded with the array
     chunks : tuple of tuples or None, chunks of the original for a Dask-backed array
         (then ``codes`` and block-wise side arrays are lazy Dask arrays)
+    labels : dict or None, dims, coordinates, attributes and name of an ``xarray.DataArray``
+        input (``nquant.labels``); ``dequantize`` returns a DataArray with them
     """
 
     scheme: object
@@ -36,6 +38,7 @@ class QuantizedArray:
     side: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     chunks: object = None
+    labels: dict = None
 
     @property
     def is_dask(self):

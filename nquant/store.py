@@ -26,7 +26,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from nquant import chunked
+from nquant import chunked, labels
 from nquant._threads import in_task
 from nquant.api import dequantize, family
 from nquant.containers import QuantizedArray
@@ -183,6 +183,7 @@ def save(q, store, *, chunks=None, overwrite=False, storage_options=None):
     if _try_meta(store) is not None or (_is_local(store) and os.path.exists(_local_path(store))):
         if not overwrite:
             raise StoreError(f"store={store!r} already exists; pass overwrite=True to replace it")
+    xr_labels = q.labels
     if q.is_dask:
         data_chunks = tuple(c[0] for c in q.chunks)
     else:
@@ -203,6 +204,7 @@ def save(q, store, *, chunks=None, overwrite=False, storage_options=None):
         else:
             group[name][...] = arr
     da.store(sources, targets, lock=False)
+    labels.write(group, xr_labels)
     extra = {"adaptive_round": q.info["adaptive_round"]} if "adaptive_round" in q.info else {}
     group.attrs[ATTR] = _meta_dict(q.scheme, q.shape, q.dtype, data_chunks, q.bits,
                                    q.info.get("metrics", {}), complete=True, **extra)
@@ -268,7 +270,7 @@ def open(store, *, storage_options=None):  # noqa: A001  (nquant.open mirrors za
     if "adaptive_round" in meta:  # recorded by nquant.adaptive.adaptive_round
         info["adaptive_round"] = meta["adaptive_round"]
     return QuantizedArray(scheme=scheme, shape=shape, dtype=dtype, codes=da.from_zarr(codes_z), bits=bits,
-                          side=side, info=info, chunks=data_chunks)
+                          side=side, info=info, chunks=data_chunks, labels=labels.read(group, store))
 
 
 # ----------------------------------------------------------------------------- streaming jobs
