@@ -186,6 +186,47 @@ def verify(store, source, as_json):
           f"bias {m['bias']:.3g}, {m['bits_per_value']:.4f} bits/value")
 
 
+@main.command("fit-codebook")
+@click.argument("src")
+@click.argument("out")
+@click.option("--method", type=click.Choice(["kmeans", "quiver", "quiver-approx"]), default="kmeans",
+              show_default=True, help="kmeans: exact 1-D k-means (nearest rounding); quiver / quiver-approx: "
+              "optimal levels of unbiased stochastic rounding (QUIVER; approx: on a grid).")
+@click.option("--levels", "k", type=int, default=None, help="Number of levels, 2..256 [default: 2**bits].")
+@click.option("--bits", type=int, default=4, show_default=True, help="Levels = 2**bits (unless --levels).")
+@click.option("--m", type=int, default=None, help="Grid intervals of quiver-approx.")
+@click.option("--tensor", default=None, help="Glob of the tensor names of a .safetensors SRC "
+              "[default: every floating matrix].")
+@click.option("--max-values", type=int, default=1 << 20, show_default=True,
+              help="Fit on a seeded sample of this many values when SRC is larger (0: all values).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@_guard
+def fit_codebook(src, out, method, k, bits, m, tensor, max_values, seed, overwrite, as_json):
+    """Fit 1-D levels to SRC (Zarr array, .npy or .safetensors) and write them to OUT.
+
+    OUT.json holds a Codebook scheme (nearest rounding for kmeans, stochastic for
+    QUIVER levels) and OUT.npy the levels; either is then a valid --scheme value
+    (nquant quantize data.zarr q.zarr --scheme OUT.json).
+    """
+    from nquant.levels import fit_levels, load_values, save_levels
+
+    k = (1 << bits) if k is None else k
+    if not out.endswith((".json", ".npy")):
+        raise click.BadParameter(f"{out!r} is invalid: expected a .json or .npy file name", param_hint="OUT")
+    if os.path.exists(out) and not overwrite:
+        raise click.BadParameter(f"{out!r} exists; pass --overwrite to replace it", param_hint="OUT")
+    x = load_values(src, tensor=tensor, max_values=max_values or None, seed=seed)
+    levels, figures = fit_levels(x, k, method, m=m)
+    save_levels(out, levels, method)
+    d = {"out": out, "method": method, "levels": [float(v) for v in levels], "values_fitted": int(x.size),
+         **figures}
+    text = (f"{out}: {len(levels)} {method} levels in [{levels[0]:.4g}, {levels[-1]:.4g}] fitted on "
+            f"{x.size} values; " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
+    _emit(d, as_json, text)
+
+
 @main.command()
 @click.argument("workflow", type=click.Path(dir_okay=False))
 @click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE", help="Override a variable.")
@@ -216,11 +257,12 @@ def _run(workflow, assignments, overwrite, progress, scheduler, workers, threads
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     else:
+        nan = float("nan")
         for j in report["jobs"]:
-            click.echo(f"  {j['job']:<24} {j.get('bits_per_value', float('nan')):7.3f} bits/value  "
-                       f"rmse {j.get('rmse', float('nan')):.4g}  SQNR {j.get('sqnr_db', float('nan')):6.2f} dB  "
-                       f"{j['throughput_mb_s']:8.1f} MB/s")
-        click.echo(f"report: {report['paths']['markdown']}")
+            click.echo(f"  {j['job']:<24} {j['status']:<8} {j.get('bits_per_value', nan):7.3f} bits/value  "
+                       f"rmse {j.get('rmse', nan):.4g}  SQNR {j.get('sqnr_db', nan):6.2f} dB  "
+                       f"{j.get('throughput_mb_s', nan):8.1f} MB/s")
+        click.echo(f"report: {report['paths']['html']}")
 
 
 @main.command()
