@@ -2,8 +2,8 @@
 
 - per job: the value histogram with the quantization levels drawn on it, and the
   histogram of the reconstruction error;
-- across jobs: SQNR against bits per value (side information included), one curve per
-  source through its jobs sorted by bits.
+- across jobs: SQNR against bits per value (side information included), one marker per
+  job, one colour per source.
 """
 
 import os
@@ -68,15 +68,19 @@ def job_figure(job, view, path):
     a.set_ylabel("count (log)")
     a.set_title(f"{job['job']}: values and quantization levels"
                 + (f"\n{clipped:.2%} clipped" if isinstance(clipped, float) else ""), fontsize=10)
-    a.legend(loc="upper right", fontsize=8)
+    a.legend(loc="best", fontsize=8, framealpha=0.9)
     if error.size:
         elo, ehi = float(error.min()), float(error.max())
         if elo == ehi:
             elo, ehi = elo - 1, ehi + 1
-        b.hist(np.clip(error, elo, ehi), bins=120, range=(elo, ehi), color="tab:gray")
-    b.set_yscale("log")
+        counts, _, _ = b.hist(np.clip(error, elo, ehi), bins=120, range=(elo, ehi), color="tab:gray")
+        nonzero = counts[counts > 0]
+        log = nonzero.size and counts.max() > 100 * np.median(nonzero)  # long tails: log counts
+    else:
+        log = False
+    b.set_yscale("log" if log else "linear")
     b.set_xlabel("reconstruction error (dequantized - original)")
-    b.set_ylabel("count (log)")
+    b.set_ylabel("count (log)" if log else "count")
     b.set_title(f"error: RMSE {job.get('rmse', float('nan')):.3g}, max {job.get('max_abs', float('nan')):.3g}",
                 fontsize=10)
     fig.tight_layout()
@@ -86,7 +90,7 @@ def job_figure(job, view, path):
 
 
 def error_vs_bits(jobs, path):
-    """SQNR (dB) against bits per value for every verified job; one line per source."""
+    """SQNR (dB) against bits per value for every verified job; one colour per source."""
     import matplotlib.pyplot as plt
 
     jobs = [j for j in jobs if np.isfinite(j.get("sqnr_db", np.nan)) and "bits_per_value" in j]
@@ -98,7 +102,7 @@ def error_vs_bits(jobs, path):
         js = sorted(js, key=lambda j: j["bits_per_value"])
         x = [j["bits_per_value"] for j in js]
         y = [j["sqnr_db"] for j in js]
-        ax.plot(x, y, "o-", ms=6, label=os.path.basename(src.rstrip("/")))
+        ax.plot(x, y, "o", ms=7, label=os.path.basename(src.rstrip("/")))
         for j in js:
             ax.annotate(j["job"], (j["bits_per_value"], j["sqnr_db"]), textcoords="offset points",
                         xytext=(6, -3), fontsize=8)
