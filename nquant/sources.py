@@ -170,6 +170,18 @@ def model_shapes(src, include=None):
             (patterns is None or any(fnmatch.fnmatchcase(n, p) for p in patterns))]
 
 
+def model_itemsize(src):
+    """Bytes per value of a model source's tensors (the first floating tensor's, or the generated dtype's)."""
+    path = src["path"]
+    if os.path.exists(path):
+        from nquant.safetensors_io import FLOATS, read_header
+
+        header, _, _ = read_header(path)
+        tags = [h["dtype"] for h in header.values() if h["dtype"] in FLOATS]
+        return {"F64": 8, "F32": 4}.get(tags[0], 2) if tags else 4
+    return 4 if src.get("generate", {}).get("dtype", "float16") == "float32" else 2
+
+
 def describe(src):
     """``(shape, chunks, dtype)`` of a source without reading its values (generated ones from ``generate``)."""
     import zarr

@@ -278,7 +278,7 @@ def plan(spec):
     """
     from nquant.jobs import pq_from_spec
     from nquant.presets import resolve_scheme
-    from nquant.sources import model_shapes
+    from nquant.sources import model_itemsize, model_shapes
 
     rows = []
     for job in spec["jobs"]:
@@ -289,7 +289,7 @@ def plan(spec):
             scheme = resolve_scheme(job["scheme"], **job.get("overrides", {}))
             n = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
             bits = sum(estimate_bits_per_value(scheme, s) * int(np.prod(s)) for s in shapes)
-            shape, chunks, itemsize, tasks = [n], [n], 4, len(shapes)
+            shape, chunks, itemsize, tasks = [n], [n], model_itemsize(src), len(shapes)
             bpv = bits / n if n else 0.0
             scheme_json = json.loads(scheme.to_json())
         else:
