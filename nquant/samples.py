@@ -32,7 +32,10 @@ def _uniform_view(scheme, side, x, x_hat):
     if scheme.type != "uniform" or "scale" not in side:
         return None
     scale = np.asarray(side["scale"], np.float64).reshape(-1)
-    zp = np.asarray(side.get("zero_point", np.zeros_like(scale)), np.float64).reshape(-1)
+    if "offset" in side:  # real zero point: x_hat = q * scale + offset
+        zp = -np.asarray(side["offset"], np.float64).reshape(-1) / scale
+    else:
+        zp = np.asarray(side.get("zero_point", np.zeros_like(scale)), np.float64).reshape(-1)
     n = x.size
     if scheme.block_size:
         nb = -(-n // scheme.block_size)
