@@ -121,6 +121,14 @@ def make_source(path, generate):
     return path
 
 
+def remove_source(path):
+    """Delete a generated source (a Zarr directory or a file)."""
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
 def open_source(src):
     """The source table ``src`` as a Dask array (Zarr and ``.npy`` paths, or one safetensors tensor)."""
     import dask.array as da

@@ -36,7 +36,7 @@ import numpy as np
 
 from nquant import __version__
 from nquant.errors import NQuantError
-from nquant.sources import GENERATORS, describe, kind_of, make_source, open_source
+from nquant.sources import GENERATORS, describe, kind_of, make_source, open_source, remove_source
 
 SCHEMA = {
     "workflow": {"name": str, "output": str, "description": str},
@@ -138,7 +138,7 @@ def load(path, overrides=None):
             raw = tomllib.load(f)
     except FileNotFoundError:
         raise WorkflowError(f"workflow file {os.fspath(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise WorkflowError(f"workflow file {os.fspath(path)!r} is not valid TOML: {e}") from None
     variables = dict(raw.get("vars", {}))
     if not isinstance(variables, dict):
@@ -347,7 +347,17 @@ class Manifest:
                                 f"spec (fingerprint {self.data.get('fingerprint')} != {fp}); pass "
                                 "--overwrite to start over")
         if not self.data or overwrite or self.data.get("fingerprint") != fp:
-            self.data = {"fingerprint": fp, "nquant": __version__, "jobs": {}}
+            # sources this output generated stay recorded: a changed generate table remakes them
+            self.data = {"fingerprint": fp, "nquant": __version__, "jobs": {},
+                         "generated": (self.data or {}).get("generated", {})}
+        self.save()
+
+    def generated(self, path):
+        """The ``generate`` table that made ``path`` for this output (None if it did not)."""
+        return self.data.setdefault("generated", {}).get(os.path.abspath(path))
+
+    def set_generated(self, path, generate):
+        self.data.setdefault("generated", {})[os.path.abspath(path)] = generate
         self.save()
 
     def state(self, job):
@@ -408,9 +418,17 @@ def run(spec, overwrite=False, progress=True, echo=print, scheduler_overrides=No
     with scheduler(cl.get("scheduler", "threads"), cl.get("workers"), cl.get("threads_per_worker", 1),
                    cl.get("memory_limit", "auto")) as client:
         for name, src in spec.get("sources", {}).items():
-            if src.get("generate") is not None and not os.path.exists(src["path"]):
-                echo(f"source {name}: generating {src['path']}")
-                make_source(src["path"], src["generate"])
+            gen, path = src.get("generate"), src["path"]
+            if gen is None:
+                continue
+            made = manifest.generated(path)
+            if os.path.exists(path) and made is not None and made != gen:  # made by this output, differently
+                echo(f"source {name}: generate table changed, remaking {path}")
+                remove_source(path)
+            if not os.path.exists(path):
+                echo(f"source {name}: generating {path}")
+                make_source(path, gen)
+                manifest.set_generated(path, gen)
         for job in spec["jobs"]:
             name = job["name"]
             kind = job_kind(spec, job)
