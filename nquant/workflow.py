@@ -378,7 +378,6 @@ class Manifest:
 def verify(store, source):
     """Error figures of a stored quantized array against its source (streamed, chunk by chunk)."""
     import dask
-    import dask.array as da
 
     from nquant.api import dequantize
     from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
