@@ -170,9 +170,27 @@ def _info_text(info):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @_guard
 def info(store, as_json):
-    """Describe a quantized STORE: scheme, shape, bits/value with side information, error summary."""
+    """Describe a quantized STORE: scheme, shape, bits/value with side information, error summary.
+
+    STORE is an nquant group, or a model group written from a .safetensors file (one line per tensor).
+    """
+    from nquant.models import MODEL_ATTR, is_complete_model
     from nquant.store import open as open_store
 
+    if is_complete_model(store):
+        import zarr
+
+        meta = zarr.open_group(store, mode="r").attrs.asdict()[MODEL_ATTR]
+        tensors = {k: v for k, v in meta["tensors"].items() if k != "total"}
+        total = meta["tensors"]["total"]
+        lines = [f"{store}: model {meta['source']}, {len(tensors)} tensors, {total['values']} values, "
+                 f"{total['bits_per_value']:.4f} bits/value (side information included)",
+                 f"  scheme: {json.dumps({k: v for k, v in meta['scheme'].items() if k != 'format_version'})}"]
+        for name, t in tensors.items():
+            lines.append(f"  {name}: {t['dtype']} {tuple(t['shape'])}, {t['bits_per_value']:.4f} bits/value, "
+                         f"rmse {t['rmse']:.4g}, SQNR {t['sqnr_db']:.2f} dB")
+        _emit({"store": os.fspath(store), **meta}, as_json, "\n".join(lines))
+        return
     q = open_store(store)
     d = _info_dict(store, q)
     _emit(d, as_json, _info_text(d))
@@ -182,13 +200,15 @@ def info(store, as_json):
 @click.argument("src")
 @click.argument("dst")
 @click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @_guard
-def dequantize(src, dst, overwrite):
+def dequantize(src, dst, overwrite, as_json):
     """Write the dequantized values of the nquant group SRC to the Zarr array DST."""
     from nquant.store import dequantize_zarr
 
     arr = dequantize_zarr(src, dst, overwrite=overwrite)
-    click.echo(f"{dst}: {arr.dtype} {tuple(arr.shape)}")
+    _emit({"dst": dst, "dtype": str(arr.dtype), "shape": list(arr.shape)}, as_json,
+          f"{dst}: {arr.dtype} {tuple(arr.shape)}")
 
 
 @main.command()

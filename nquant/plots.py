@@ -3,7 +3,7 @@
 - per job: the value histogram with the quantization levels drawn on it, and the
   histogram of the reconstruction error;
 - across jobs: SQNR against bits per value (side information included), one marker per
-  job, one colour per source.
+  job, coloured by scheme type, with a curve through jobs that differ in bits only.
 """
 
 import os
@@ -90,22 +90,40 @@ def job_figure(job, view, path):
 
 
 def error_vs_bits(jobs, path):
-    """SQNR (dB) against bits per value for every verified job; one colour per source."""
+    """SQNR (dB) against bits per value for every verified job.
+
+    Colour: the scheme type; marker: the source; a dashed line joins jobs on one source
+    whose schemes differ in ``bits`` only (an error-vs-bits curve of one scheme).
+    """
+    import json
+
     import matplotlib.pyplot as plt
 
     jobs = [j for j in jobs if np.isfinite(j.get("sqnr_db", np.nan)) and "bits_per_value" in j]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    by_source = {}
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    types = sorted({j["scheme"].get("type", "?") for j in jobs})
+    sources = sorted({j["source"] for j in jobs})
+    colours = {t: f"C{i}" for i, t in enumerate(types)}
+    markers = {s: "osD^v<>p*h"[i % 10] for i, s in enumerate(sources)}
+    curves = {}
     for j in jobs:
-        by_source.setdefault(j["source"], []).append(j)
-    for src, js in by_source.items():
-        js = sorted(js, key=lambda j: j["bits_per_value"])
-        x = [j["bits_per_value"] for j in js]
-        y = [j["sqnr_db"] for j in js]
-        ax.plot(x, y, "o", ms=7, label=os.path.basename(src.rstrip("/")))
-        for j in js:
-            ax.annotate(j["job"], (j["bits_per_value"], j["sqnr_db"]), textcoords="offset points",
-                        xytext=(6, -3), fontsize=8)
+        rest = {k: v for k, v in j["scheme"].items() if k != "bits"}
+        curves.setdefault((j["source"], json.dumps(rest, sort_keys=True, default=str)), []).append(j)
+    for js in curves.values():
+        if len(js) > 1:
+            js = sorted(js, key=lambda j: j["bits_per_value"])
+            ax.plot([j["bits_per_value"] for j in js], [j["sqnr_db"] for j in js], "--", lw=1,
+                    color=colours[js[0]["scheme"].get("type", "?")], alpha=0.7)
+    for j in jobs:
+        ax.plot(j["bits_per_value"], j["sqnr_db"], markers[j["source"]], ms=7,
+                color=colours[j["scheme"].get("type", "?")])
+        ax.annotate(j["job"], (j["bits_per_value"], j["sqnr_db"]), textcoords="offset points",
+                    xytext=(6, -3), fontsize=8)
+    for t in types:
+        ax.plot([], [], "-", lw=5, color=colours[t], label=f"scheme: {t}")
+    if len(sources) > 1:
+        for s in sources:
+            ax.plot([], [], markers[s], color="gray", label=f"source: {os.path.basename(s.rstrip('/'))}")
     ax.set_xlabel("bits per value (side information included)")
     ax.set_ylabel("SQNR (dB), higher is better")
     ax.set_title("Error vs bits across schemes")
@@ -113,7 +131,7 @@ def error_vs_bits(jobs, path):
     if jobs:
         xs = [j["bits_per_value"] for j in jobs]
         ax.set_xlim(min(xs) - 0.5, max(xs) + 0.25 * (max(xs) - min(xs) + 1) + 0.5)
-        ax.legend(title="source", fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

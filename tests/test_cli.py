@@ -147,8 +147,8 @@ def test_quantize_info_verify_dequantize(data):
     assert info["metrics"]["rmse"] == pytest.approx(m["rmse"], rel=1e-6)
     v = ok_json("verify", d / "q8.zarr", "--source", d / "x.npy")
     assert v["rmse"] == pytest.approx(m["rmse"], rel=1e-6) and v["max_abs"] == pytest.approx(m["max_abs"])
-    r = nquant("dequantize", d / "q8.zarr", d / "x8.zarr")
-    assert r.returncode == 0, r.stderr
+    r = ok_json("dequantize", d / "q8.zarr", d / "x8.zarr")
+    assert r == {"dst": str(d / "x8.zarr"), "dtype": "float32", "shape": [96, 64]}
     np.testing.assert_array_equal(zarr.open_array(str(d / "x8.zarr"))[...], nq.dequantize(ref))
     text = nquant("info", d / "q8.zarr").stdout
     assert f"bits/value: {ref.bits_per_value:.4f}" in text and f"SQNR {m['sqnr_db']:.2f} dB" in text
@@ -168,6 +168,14 @@ def test_quantize_safetensors_model(tmp_path):
     assert set(r) == {"w", "total"}  # 1-D tensors are kept as they are
     ref = nq.quantize(w.astype(np.float16), nq.NF4(double_quant=True))
     assert r["w"]["bits_per_value"] == pytest.approx(ref.bits_per_value)
+    info = ok_json("info", tmp_path / "m.zarr")
+    assert info["source"] == "m.safetensors" and info["tensors"]["w"]["shape"] == [64, 128]
+    assert info["tensors"]["w"]["rmse"] == pytest.approx(nq.metrics(w.astype(np.float16),
+                                                                    nq.dequantize(ref))["rmse"], rel=1e-5)
+    # levels fitted on one tensor of the model
+    r = ok_json("fit-codebook", tmp_path / "m.safetensors", tmp_path / "w.npy", "--tensor", "w", "--bits", "2")
+    np.testing.assert_allclose(np.load(tmp_path / "w.npy"),
+                               nq.optimal1d.kmeans1d(w.astype(np.float16).astype(np.float64), 4).centers)
 
 
 def test_fit_codebook_writes_levels_usable_as_scheme(data):

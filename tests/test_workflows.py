@@ -263,3 +263,24 @@ def test_fit_levels_matches_the_solvers():
         fit_levels(x, 1)
     with pytest.raises(InputError, match="NaN"):
         fit_levels(np.array([1.0, np.nan, 2.0]), 2)
+
+
+def test_load_values_samples_zarr_and_safetensors(tmp_path):
+    import zarr
+
+    from nquant.levels import load_values
+    from nquant.safetensors_io import write_tensors
+
+    x = np.random.default_rng(3).standard_normal((40, 30)).astype(np.float32)
+    z = zarr.open_array(str(tmp_path / "x.zarr"), mode="w", shape=x.shape, chunks=(8, 30), dtype="float32")
+    z[...] = x
+    np.testing.assert_array_equal(load_values(str(tmp_path / "x.zarr"), max_values=None), x.reshape(-1))
+    idx = np.sort(np.random.default_rng(5).choice(x.size, size=100, replace=False))
+    np.testing.assert_array_equal(load_values(str(tmp_path / "x.zarr"), max_values=100, seed=5), x.reshape(-1)[idx])
+    write_tensors(tmp_path / "m.safetensors", {"a.weight": (x, "F32"), "a.bias": (x[0], "F32"),
+                                               "b.weight": (2 * x, "F32")})
+    both = load_values(str(tmp_path / "m.safetensors"))  # every matrix, in file order
+    np.testing.assert_array_equal(both, np.concatenate([x.reshape(-1), 2 * x.reshape(-1)]))
+    np.testing.assert_array_equal(load_values(str(tmp_path / "m.safetensors"), tensor="a.bias"), x[0])
+    with pytest.raises(InputError, match="tensor='c.\\*'"):
+        load_values(str(tmp_path / "m.safetensors"), tensor="c.*")
