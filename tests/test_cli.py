@@ -97,6 +97,8 @@ BAD_IN_PROCESS = [  # the same handling, more cases, without a process each
     (["fit-codebook", "{d}/x.npy", "{d}/levels.txt"], "levels.txt"),
     (["fit-codebook", "{d}/x.npy", "{d}/l.json", "--method", "lloyd"], "'lloyd' is not one of"),
     (["fit-codebook", "{d}/missing.npy", "{d}/l.json"], "missing.npy"),
+    (["fit-codebook", "{d}/x.npy", "{d}/x.npy"], "exists; pass --overwrite"),
+    (["quantize", "{d}/x.npy", "{d}/q.zarr", "--scheme", "{d}/none.json"], "none.json'"),
     (["run", "{d}/missing.toml"], "missing.toml"),
     (["plan", "{d}/x.npy"], "not valid TOML"),
     (["--log-level", "LOUD", "info", "x"], "'LOUD' is not one of"),
@@ -195,11 +197,10 @@ def test_fit_codebook_writes_levels_usable_as_scheme(data):
     sample = load_values(str(d / "x.npy"), max_values=2000, seed=4)
     assert r["values_fitted"] == 2000
     np.testing.assert_allclose(np.load(d / "qv.npy"), nq.asq.solve(sample, 5).levels)
-    q = ok_json("quantize", d / "x.npy", d / "qqv.zarr", "--scheme", d / "qv.npy", "--no-progress")
-    assert len(q["scheme"]["values"]) == 5
-    # an existing OUT needs --overwrite
-    r = nquant("fit-codebook", d / "x.npy", d / "km.json")
-    assert r.returncode == 2 and "--overwrite" in r.stderr
+    from nquant.presets import resolve_scheme
+
+    scheme = resolve_scheme(str(d / "qv.npy"))  # what --scheme FILE.npy gives
+    assert scheme.type == "codebook" and scheme.values == tuple(np.load(d / "qv.npy"))
 
 
 # ----------------------------------------------------------------------------- workflows
