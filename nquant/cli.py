@@ -74,7 +74,26 @@ def _guard(func):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrors(click.Group):
+    """A click group whose usage errors are one line (``nquant quantize: error: ...``), status 2."""
+
+    def main(self, args=None, prog_name=None, **kwargs):
+        kwargs.pop("standalone_mode", None)
+        try:
+            return super().main(args, prog_name="nquant", standalone_mode=False, **kwargs)
+        except click.UsageError as e:
+            cmd = e.ctx.command_path if e.ctx is not None else "nquant"
+            click.echo(f"{cmd}: error: {e.format_message()} (see '{cmd} --help')", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"nquant: error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("nquant: aborted", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nquant")
 @click.option("--log-level", default="WARNING", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
@@ -151,9 +170,27 @@ def _info_text(info):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @_guard
 def info(store, as_json):
-    """Describe a quantized STORE: scheme, shape, bits/value with side information, error summary."""
+    """Describe a quantized STORE: scheme, shape, bits/value with side information, error summary.
+
+    STORE is an nquant group, or a model group written from a .safetensors file (one line per tensor).
+    """
+    from nquant.models import MODEL_ATTR, is_complete_model
     from nquant.store import open as open_store
 
+    if is_complete_model(store):
+        import zarr
+
+        meta = zarr.open_group(store, mode="r").attrs.asdict()[MODEL_ATTR]
+        tensors = {k: v for k, v in meta["tensors"].items() if k != "total"}
+        total = meta["tensors"]["total"]
+        lines = [f"{store}: model {meta['source']}, {len(tensors)} tensors, {total['values']} values, "
+                 f"{total['bits_per_value']:.4f} bits/value (side information included)",
+                 f"  scheme: {json.dumps({k: v for k, v in meta['scheme'].items() if k != 'format_version'})}"]
+        for name, t in tensors.items():
+            lines.append(f"  {name}: {t['dtype']} {tuple(t['shape'])}, {t['bits_per_value']:.4f} bits/value, "
+                         f"rmse {t['rmse']:.4g}, SQNR {t['sqnr_db']:.2f} dB")
+        _emit({"store": os.fspath(store), **meta}, as_json, "\n".join(lines))
+        return
     q = open_store(store)
     d = _info_dict(store, q)
     _emit(d, as_json, _info_text(d))
@@ -163,13 +200,15 @@ def info(store, as_json):
 @click.argument("src")
 @click.argument("dst")
 @click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @_guard
-def dequantize(src, dst, overwrite):
+def dequantize(src, dst, overwrite, as_json):
     """Write the dequantized values of the nquant group SRC to the Zarr array DST."""
     from nquant.store import dequantize_zarr
 
     arr = dequantize_zarr(src, dst, overwrite=overwrite)
-    click.echo(f"{dst}: {arr.dtype} {tuple(arr.shape)}")
+    _emit({"dst": dst, "dtype": str(arr.dtype), "shape": list(arr.shape)}, as_json,
+          f"{dst}: {arr.dtype} {tuple(arr.shape)}")
 
 
 @main.command()
@@ -184,6 +223,47 @@ def verify(store, source, as_json):
     m = verify_store(store, _source(source))
     _emit(m, as_json, f"{store}: rmse {m['rmse']:.4g}, max abs {m['max_abs']:.4g}, SQNR {m['sqnr_db']:.2f} dB, "
           f"bias {m['bias']:.3g}, {m['bits_per_value']:.4f} bits/value")
+
+
+@main.command("fit-codebook")
+@click.argument("src")
+@click.argument("out")
+@click.option("--method", type=click.Choice(["kmeans", "quiver", "quiver-approx"]), default="kmeans",
+              show_default=True, help="kmeans: exact 1-D k-means (nearest rounding); quiver / quiver-approx: "
+              "optimal levels of unbiased stochastic rounding (QUIVER; approx: on a grid).")
+@click.option("--levels", "k", type=int, default=None, help="Number of levels, 2..256 [default: 2**bits].")
+@click.option("--bits", type=int, default=4, show_default=True, help="Levels = 2**bits (unless --levels).")
+@click.option("--m", type=int, default=None, help="Grid intervals of quiver-approx.")
+@click.option("--tensor", default=None, help="Glob of the tensor names of a .safetensors SRC "
+              "[default: every floating matrix].")
+@click.option("--max-values", type=int, default=1 << 20, show_default=True,
+              help="Fit on a seeded sample of this many values when SRC is larger (0: all values).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@_guard
+def fit_codebook(src, out, method, k, bits, m, tensor, max_values, seed, overwrite, as_json):
+    """Fit 1-D levels to SRC (Zarr array, .npy or .safetensors) and write them to OUT.
+
+    OUT.json holds a Codebook scheme (nearest rounding for kmeans, stochastic for
+    QUIVER levels) and OUT.npy the levels; either is then a valid --scheme value
+    (nquant quantize data.zarr q.zarr --scheme OUT.json).
+    """
+    from nquant.levels import fit_levels, load_values, save_levels
+
+    k = (1 << bits) if k is None else k
+    if not out.endswith((".json", ".npy")):
+        raise click.BadParameter(f"{out!r} is invalid: expected a .json or .npy file name", param_hint="OUT")
+    if os.path.exists(out) and not overwrite:
+        raise click.BadParameter(f"{out!r} exists; pass --overwrite to replace it", param_hint="OUT")
+    x = load_values(src, tensor=tensor, max_values=max_values or None, seed=seed)
+    levels, figures = fit_levels(x, k, method, m=m)
+    save_levels(out, levels, method)
+    d = {"out": out, "method": method, "levels": [float(v) for v in levels], "values_fitted": int(x.size),
+         **figures}
+    text = (f"{out}: {len(levels)} {method} levels in [{levels[0]:.4g}, {levels[-1]:.4g}] fitted on "
+            f"{x.size} values; " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
+    _emit(d, as_json, text)
 
 
 @main.command()
@@ -216,11 +296,12 @@ def _run(workflow, assignments, overwrite, progress, scheduler, workers, threads
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     else:
+        nan = float("nan")
         for j in report["jobs"]:
-            click.echo(f"  {j['job']:<24} {j.get('bits_per_value', float('nan')):7.3f} bits/value  "
-                       f"rmse {j.get('rmse', float('nan')):.4g}  SQNR {j.get('sqnr_db', float('nan')):6.2f} dB  "
-                       f"{j['throughput_mb_s']:8.1f} MB/s")
-        click.echo(f"report: {report['paths']['markdown']}")
+            click.echo(f"  {j['job']:<24} {j['status']:<8} {j.get('bits_per_value', nan):7.3f} bits/value  "
+                       f"rmse {j.get('rmse', nan):.4g}  SQNR {j.get('sqnr_db', nan):6.2f} dB  "
+                       f"{j.get('throughput_mb_s', nan):8.1f} MB/s")
+        click.echo(f"report: {report['paths']['html']}")
 
 
 @main.command()

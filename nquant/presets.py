@@ -1,6 +1,7 @@
 """Named scheme presets for the CLI and workflow files (``--scheme int8 --axis 0``)."""
 
 import json
+import os
 
 from nquant.errors import SchemeError
 from nquant.schemes import ASQ, NF4, Scheme, Uniform, scheme_from_json
@@ -31,7 +32,9 @@ def resolve_scheme(spec, **overrides):
     Parameters
     ----------
     spec : str, dict or Scheme
-        ``"int8"``, ``'{"type": "uniform", "bits": 4}'``, a dict of the same, or a scheme.
+        ``"int8"``, ``'{"type": "uniform", "bits": 4}'``, a dict of the same, a scheme, or
+        the path of a ``.json`` scheme file or a ``.npy`` file of levels (a ``Codebook``;
+        ``nquant fit-codebook`` writes both).
     **overrides
         Scheme fields to change (``axis=0``); ``None`` values are ignored.
     """
@@ -46,8 +49,15 @@ def resolve_scheme(spec, **overrides):
             raise SchemeError(f"scheme={spec!r} is not valid JSON: {e}") from e
     elif isinstance(spec, str) and spec in PRESETS:
         scheme = PRESETS[spec]()
+    elif isinstance(spec, str) and spec.endswith((".json", ".npy")):
+        if not os.path.isfile(spec):
+            raise SchemeError(f"scheme={spec!r}: no such file (a scheme JSON or levels .npy file)")
+        from nquant.levels import load_levels_scheme
+
+        scheme = load_levels_scheme(spec)
     else:
-        raise SchemeError(f"scheme={spec!r} is not a preset or scheme JSON: presets are {sorted(PRESETS)}")
+        raise SchemeError(f"scheme={spec!r} is not a preset, a scheme JSON or a .json/.npy file: "
+                          f"presets are {sorted(PRESETS)}")
     changes = {k: v for k, v in overrides.items() if v is not None}
     if changes:
         fields = set(scheme.to_dict()) - {"type", "format_version"}

@@ -388,20 +388,11 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
 
 
 def run_tasks(tasks, client=None, progress=False):
-    """Compute delayed ``tasks`` on ``client`` or the current scheduler, with an optional progress bar."""
-    if client is not None:
-        futures = client.compute(tasks)
-        if progress:
-            from distributed import progress as distributed_progress
+    """Compute delayed ``tasks`` on ``client`` or the current scheduler, with an optional progress bar
+    on standard error (local and distributed schedulers alike: :mod:`nquant.progress`)."""
+    from nquant.progress import compute
 
-            distributed_progress(futures)
-        return client.gather(futures)
-    if progress:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar():
-            return dask.compute(*tasks)
-    return dask.compute(*tasks)
+    return compute(tasks, client, progress, label="chunks")
 
 
 def _fit(client, fam, scheme, x):

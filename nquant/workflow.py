@@ -6,20 +6,25 @@ A workflow file::
     [vars]                values substituted for "${name}" anywhere; overridable (--set k=v)
     [cluster]             scheduler ("threads" | "processes" | "local" | "tcp://..."),
                           workers, threads_per_worker, memory_limit
-    [sources.<name>]      path (a Zarr array), optional generate = {kind, shape, chunks,
-                          seed, dtype}: made if missing
-    [[jobs]]              name, source, scheme (preset or JSON), overrides = {field = value},
-                          verify (default true)
+    [sources.<name>]      path (a Zarr array, .npy or .safetensors file), tensor (one
+                          tensor of a .safetensors file), generate = {kind, shape, chunks,
+                          seed, dtype, clusters, layers}: made if missing (nquant.sources)
+    [[jobs]]              name, source, scheme (preset, JSON, .json/.npy file, or a table:
+                          {type = "pq", M, nbits, ...}), overrides = {field = value},
+                          verify (default true), include (model jobs: tensor name globs),
+                          queries, k (pq jobs: held-out query rows, recall@k)
 
-Each job streams its source to ``<output>/<job>.zarr`` with ``nquant.quantize_zarr``
-(calibrate, quantize, write), recomputes the error against the source (verify), and
-the report step writes ``report.json`` and ``report.md`` (with PNG plots when
-matplotlib is installed).  A manifest records the workflow's fingerprint and each
-job's state: a rerun resumes unfinished jobs (chunk by chunk), skips finished ones,
-and refuses an output made by a different spec unless ``overwrite``.
+Steps per job (:mod:`nquant.jobs`): source -> calibrate -> quantize -> write (into
+``<output>/<job>.zarr``; a .safetensors source without ``tensor`` quantizes the whole
+model, a ``pq`` scheme runs a product quantizer) -> verify (the error recomputed
+against the source) -> report (``report.json``, ``report.md`` and a self-contained
+``report.html`` with figures when matplotlib is installed; :mod:`nquant.report`).
+Variables may refer to other variables.  A manifest records the workflow's
+fingerprint and each job's state: a rerun resumes unfinished jobs (array jobs chunk by
+chunk), skips finished ones, and refuses an output made by a different spec unless
+``overwrite``.
 """
 
-import copy
 import hashlib
 import json
 import os
@@ -31,16 +36,18 @@ import numpy as np
 
 from nquant import __version__
 from nquant.errors import NQuantError
+from nquant.sources import GENERATORS, describe, kind_of, make_source, open_source, remove_source
 
 SCHEMA = {
     "workflow": {"name": str, "output": str, "description": str},
     "vars": None,  # free-form
     "cluster": {"scheduler": str, "workers": int, "threads_per_worker": int, "memory_limit": (str, int)},
-    "sources": {"*": {"path": str, "generate": {"kind": str, "shape": list, "chunks": list, "seed": int,
-                                                 "dtype": str}}},
-    "jobs": [{"name": str, "source": str, "scheme": (str, dict), "overrides": dict, "verify": bool}],
+    "sources": {"*": {"path": str, "tensor": str,
+                      "generate": {"kind": str, "shape": list, "chunks": list, "seed": int, "dtype": str,
+                                   "clusters": int, "layers": int}}},
+    "jobs": [{"name": str, "source": str, "scheme": (str, dict), "overrides": dict, "verify": bool,
+              "include": (str, list), "queries": int, "k": int}],
 }
-GENERATORS = ("weights", "gaussian", "lognormal")
 
 
 class WorkflowError(NQuantError):
@@ -131,14 +138,21 @@ def load(path, overrides=None):
             raw = tomllib.load(f)
     except FileNotFoundError:
         raise WorkflowError(f"workflow file {os.fspath(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise WorkflowError(f"workflow file {os.fspath(path)!r} is not valid TOML: {e}") from None
     variables = dict(raw.get("vars", {}))
+    if not isinstance(variables, dict):
+        raise WorkflowError(f"vars: expected a table, got {variables!r}")
     unknown = set(overrides or {}) - set(variables)
     if unknown:
         raise WorkflowError(f"--set {sorted(unknown)[0]}: not a variable of this workflow "
                             f"(variables: {sorted(variables)})")
     variables.update(overrides or {})
+    for _ in range(8):  # variables may refer to variables: "${out}/model.safetensors"
+        resolved = {k: _substitute(v, variables, f"vars.{k}") for k, v in variables.items()}
+        if resolved == variables:
+            break
+        variables = resolved
     spec = _substitute({k: v for k, v in raw.items() if k != "vars"}, variables, "")
     spec["vars"] = variables
     _check(spec, SCHEMA, "")
@@ -148,8 +162,6 @@ def load(path, overrides=None):
 
 def validate(spec):
     """Semantic checks: required keys, known sources and generators, valid schemes."""
-    from nquant.presets import resolve_scheme
-
     wf = spec.get("workflow", {})
     for key in ("name", "output"):
         if key not in wf:
@@ -157,6 +169,37 @@ def validate(spec):
     jobs = spec.get("jobs", [])
     if not jobs:
         raise WorkflowError("jobs: a workflow needs at least one [[jobs]] table")
+    for name, src in spec.get("sources", {}).items():
+        if "path" not in src:
+            raise WorkflowError(f"sources.{name}.path: missing")
+        kind = kind_of(src["path"])
+        if "tensor" in src and kind != "safetensors":
+            raise WorkflowError(f"sources.{name}.tensor: only a .safetensors source has tensors "
+                                f"(path {src['path']!r})")
+        gen = src.get("generate")
+        if gen is not None:
+            gkind = gen.get("kind", "weights")
+            if gkind not in GENERATORS:
+                raise WorkflowError(f"sources.{name}.generate.kind: {gkind!r} is not one of {GENERATORS}")
+            if (gkind == "model") != (kind == "safetensors"):
+                raise WorkflowError(f"sources.{name}.generate.kind: {gkind!r} cannot make {src['path']!r} "
+                                    "(kind 'model' makes .safetensors files, the others Zarr arrays or .npy)")
+            if "shape" not in gen:
+                raise WorkflowError(f"sources.{name}.generate.shape: missing")
+            for key in ("shape", "chunks"):
+                vals = gen.get(key, [])
+                for j, v in enumerate(vals):
+                    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                        raise WorkflowError(f"sources.{name}.generate.{key}[{j}]: {v!r} is not an integer >= 1")
+            if "chunks" in gen and len(gen["chunks"]) != len(gen["shape"]):
+                raise WorkflowError(f"sources.{name}.generate.chunks: {gen['chunks']} does not match "
+                                    f"shape {gen['shape']}")
+            if gkind == "model" and len(gen["shape"]) != 2:
+                raise WorkflowError(f"sources.{name}.generate.shape: {gen['shape']} is invalid for kind "
+                                    "'model': expected [rows, cols]")
+            dtypes = ("float16", "bfloat16", "float32") if gkind == "model" else ("float16", "float32", "float64")
+            if gen.get("dtype", dtypes[-1] if gkind != "model" else "float16") not in dtypes:
+                raise WorkflowError(f"sources.{name}.generate.dtype: {gen['dtype']!r} is not one of {dtypes}")
     names = set()
     for i, job in enumerate(jobs):
         for key in ("name", "source", "scheme"):
@@ -168,24 +211,49 @@ def validate(spec):
         if job["source"] not in spec.get("sources", {}):
             raise WorkflowError(f"jobs[{i}].source: unknown source {job['source']!r} "
                                 f"(sources: {sorted(spec.get('sources', {}))})")
-        try:
-            resolve_scheme(job["scheme"], **job.get("overrides", {}))
-        except NQuantError as e:
-            raise WorkflowError(f"jobs[{i}].scheme: {e}") from None
-    for name, src in spec.get("sources", {}).items():
-        if "path" not in src:
-            raise WorkflowError(f"sources.{name}.path: missing")
-        gen = src.get("generate")
-        if gen is not None:
-            if gen.get("kind", "weights") not in GENERATORS:
-                raise WorkflowError(f"sources.{name}.generate.kind: {gen.get('kind')!r} is not one of "
-                                    f"{GENERATORS}")
-            if "shape" not in gen:
-                raise WorkflowError(f"sources.{name}.generate.shape: missing")
+        _validate_job(spec, i, job)
     sched = spec.get("cluster", {}).get("scheduler", "threads")
     if sched not in ("threads", "processes", "sync", "local") and "://" not in sched:
         raise WorkflowError(f"cluster.scheduler: {sched!r} is not threads, processes, sync, local or "
                             "tcp://host:port")
+
+
+def job_kind(spec, job):
+    """``"pq"``, ``"model"`` or ``"array"``."""
+    from nquant.jobs import is_pq
+
+    if is_pq(job["scheme"]):
+        return "pq"
+    src = spec["sources"][job["source"]]
+    if kind_of(src["path"]) == "safetensors" and "tensor" not in src:
+        return "model"
+    return "array"
+
+
+def _validate_job(spec, i, job):
+    from nquant.jobs import pq_from_spec
+    from nquant.presets import resolve_scheme
+
+    kind = job_kind(spec, job)
+    allowed = {"array": (), "model": ("include",), "pq": ("queries", "k")}[kind]
+    for key in ("include", "queries", "k"):
+        if key in job and key not in allowed:
+            raise WorkflowError(f"jobs[{i}].{key}: not a key of {kind} jobs")
+    for key in ("queries", "k"):
+        if key in job and job[key] < 1:
+            raise WorkflowError(f"jobs[{i}].{key}: {job[key]!r} is not an integer >= 1")
+    if kind == "pq":
+        if "overrides" in job:
+            raise WorkflowError(f"jobs[{i}].overrides: a pq scheme takes its fields in the scheme table")
+        try:
+            pq_from_spec(job["scheme"])
+        except NQuantError as e:
+            raise WorkflowError(f"jobs[{i}].scheme.{e}") from None
+        return
+    try:
+        resolve_scheme(job["scheme"], **job.get("overrides", {}))
+    except NQuantError as e:
+        raise WorkflowError(f"jobs[{i}].scheme: {e}") from None
 
 
 def fingerprint(spec):
@@ -193,47 +261,6 @@ def fingerprint(spec):
     body = {k: v for k, v in spec.items() if k not in ("vars", "cluster")}
     text = json.dumps({"spec": body, "nquant": __version__}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# ----------------------------------------------------------------------------- sources
-
-
-def _generate_block(block_info=None, kind="weights", seed=0, out_dtype="float32"):
-    info = block_info[None]
-    loc = info["array-location"]
-    shape = info["chunk-shape"]
-    rng = np.random.default_rng([seed] + [lo for lo, _ in loc])
-    x = rng.standard_normal(shape)
-    if kind == "weights" and len(shape) >= 1:
-        rows = np.random.default_rng([seed, 1] + [lo for lo, _ in loc[:1]]).lognormal(0, 0.5, (shape[0],))
-        x *= rows.reshape((-1,) + (1,) * (len(shape) - 1))
-        x[rng.random(shape) < 1e-3] *= 8
-    elif kind == "lognormal":
-        x = np.exp(x)
-    return x.astype(out_dtype)
-
-
-def make_source(path, generate):
-    """Write a synthetic Zarr array at ``path`` unless it exists (written, then renamed)."""
-    import shutil
-
-    import dask.array as da
-    import zarr
-
-    if os.path.exists(path):
-        return zarr.open_array(path, mode="r")
-    shape = tuple(int(s) for s in generate["shape"])
-    chunks = tuple(int(c) for c in generate.get("chunks", shape))
-    dtype = generate.get("dtype", "float32")
-    x = da.map_blocks(_generate_block, chunks=da.core.normalize_chunks(chunks, shape), dtype=dtype,
-                      kind=generate.get("kind", "weights"), seed=int(generate.get("seed", 0)),
-                      out_dtype=dtype)
-    tmp = path.rstrip("/") + ".partial"
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    da.to_zarr(x, tmp, overwrite=True)
-    os.replace(tmp, path)
-    return zarr.open_array(path, mode="r")
 
 
 # ----------------------------------------------------------------------------- plan / run
@@ -249,43 +276,59 @@ def plan(spec):
     Computes nothing; sources that do not exist yet are described from their
     ``generate`` table.
     """
-    import zarr
-
+    from nquant.jobs import pq_from_spec
     from nquant.presets import resolve_scheme
+    from nquant.sources import model_itemsize, model_shapes
 
     rows = []
     for job in spec["jobs"]:
         src = spec["sources"][job["source"]]
-        scheme = resolve_scheme(job["scheme"], **job.get("overrides", {}))
-        if os.path.exists(src["path"]):
-            arr = zarr.open_array(src["path"], mode="r")
-            shape, chunks, dtype = tuple(arr.shape), tuple(arr.chunks), arr.dtype
+        kind = job_kind(spec, job)
+        if kind == "model":
+            shapes = model_shapes(src, job.get("include"))
+            scheme = resolve_scheme(job["scheme"], **job.get("overrides", {}))
+            n = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
+            bits = sum(estimate_bits_per_value(scheme, s) * int(np.prod(s)) for s in shapes)
+            shape, chunks, itemsize, tasks = [n], [n], model_itemsize(src), len(shapes)
+            bpv = bits / n if n else 0.0
+            scheme_json = json.loads(scheme.to_json())
         else:
-            gen = src.get("generate", {})
-            shape = tuple(int(v) for v in gen.get("shape", ()))
-            chunks = tuple(int(v) for v in gen.get("chunks", shape))
-            dtype = np.dtype(gen.get("dtype", "float32"))
-        n = int(np.prod(shape, dtype=np.int64))
-        nchunks = int(np.prod([-(-s // c) for s, c in zip(shape, chunks)], dtype=np.int64)) if shape else 1
-        bpv = estimate_bits_per_value(scheme, shape)
-        rows.append({"job": job["name"], "source": src["path"], "output": _job_output(spec, job),
-                     "scheme": json.loads(scheme.to_json()), "shape": list(shape), "chunks": list(chunks),
-                     "bytes_in": n * np.dtype(dtype).itemsize, "bytes_out": int(np.ceil(n * bpv / 8)),
-                     "bits_per_value": bpv, "tasks": nchunks})
+            shape, chunks, dtype = describe(src)
+            n = int(np.prod(shape, dtype=np.int64))
+            itemsize = np.dtype(dtype).itemsize
+            tasks = int(np.prod([-(-s // c) for s, c in zip(shape, chunks)], dtype=np.int64)) if shape else 1
+            if kind == "pq":
+                pq = pq_from_spec(job["scheme"])
+                d = shape[-1]
+                bpv = (pq.M * pq.nbits + (pq.ksub * d * 32) / max(1, shape[0])) / d
+                scheme_json = dict(job["scheme"])
+            else:
+                scheme = resolve_scheme(job["scheme"], **job.get("overrides", {}))
+                bpv = estimate_bits_per_value(scheme, shape)
+                scheme_json = json.loads(scheme.to_json())
+        rows.append({"job": job["name"], "kind": kind, "source": src["path"], "output": _job_output(spec, job),
+                     "scheme": scheme_json, "shape": list(shape), "chunks": list(chunks),
+                     "bytes_in": n * itemsize, "bytes_out": int(np.ceil(n * bpv / 8)),
+                     "bits_per_value": bpv, "tasks": tasks})
     return rows
 
 
 def estimate_bits_per_value(scheme, shape):
-    """Bits per value of ``scheme`` on an array of ``shape``, side information included."""
+    """Bits per value of ``scheme`` on an array of ``shape``, side information included (estimate)."""
     n = int(np.prod(shape, dtype=np.int64)) or 1
     bits = scheme.bits
-    if getattr(scheme, "block_size", None):
-        groups = -(-n // scheme.block_size)
-    elif getattr(scheme, "axis", None) is not None:
-        groups = shape[scheme.axis]
+    if scheme.type == "blockwise":
+        nb = -(-n // scheme.block_size)
+        side = nb * 8 + -(-nb // 256) * 32 + 32 if scheme.double_quant else nb * 32
+    elif scheme.type in ("codebook", "asq"):
+        side = (1 << bits) * 64
+    elif getattr(scheme, "block_size", None):
+        side = -(-n // scheme.block_size) * 64
+    elif getattr(scheme, "axis", None) is not None and shape:
+        side = shape[scheme.axis] * 64
     else:
-        groups = 1
-    return bits + groups * 64 / n
+        side = 64
+    return bits + side / n
 
 
 class Manifest:
@@ -304,7 +347,17 @@ class Manifest:
                                 f"spec (fingerprint {self.data.get('fingerprint')} != {fp}); pass "
                                 "--overwrite to start over")
         if not self.data or overwrite or self.data.get("fingerprint") != fp:
-            self.data = {"fingerprint": fp, "nquant": __version__, "jobs": {}}
+            # sources this output generated stay recorded: a changed generate table remakes them
+            self.data = {"fingerprint": fp, "nquant": __version__, "jobs": {},
+                         "generated": (self.data or {}).get("generated", {})}
+        self.save()
+
+    def generated(self, path):
+        """The ``generate`` table that made ``path`` for this output (None if it did not)."""
+        return self.data.setdefault("generated", {}).get(os.path.abspath(path))
+
+    def set_generated(self, path, generate):
+        self.data.setdefault("generated", {})[os.path.abspath(path)] = generate
         self.save()
 
     def state(self, job):
@@ -325,7 +378,6 @@ class Manifest:
 def verify(store, source):
     """Error figures of a stored quantized array against its source (streamed, chunk by chunk)."""
     import dask
-    import dask.array as da
 
     from nquant.api import dequantize
     from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
@@ -344,10 +396,16 @@ def verify(store, source):
 
 
 def run(spec, overwrite=False, progress=True, echo=print, scheduler_overrides=None):
-    """Run a loaded workflow; returns the report dict (also written to the output directory)."""
+    """Run a loaded workflow; returns the report dict (also written to the output directory).
+
+    Each job's result carries ``status``: ``"done"`` (computed now), ``"resumed"``
+    (finished now after an interrupted run) or ``"skipped"`` (finished before).
+    """
+    from nquant import jobs as J
     from nquant.cluster import scheduler
+    from nquant.models import is_complete_model
     from nquant.presets import resolve_scheme
-    from nquant.store import is_complete, quantize_zarr
+    from nquant.store import is_complete
 
     out_dir = spec["workflow"]["output"]
     os.makedirs(out_dir, exist_ok=True)
@@ -355,35 +413,51 @@ def run(spec, overwrite=False, progress=True, echo=print, scheduler_overrides=No
     manifest.start(fingerprint(spec), overwrite)
     cl = {**spec.get("cluster", {}), **{k: v for k, v in (scheduler_overrides or {}).items() if v is not None}}
     results = []
+    complete = {"array": is_complete, "model": is_complete_model, "pq": J.is_complete_pq}
     with scheduler(cl.get("scheduler", "threads"), cl.get("workers"), cl.get("threads_per_worker", 1),
                    cl.get("memory_limit", "auto")) as client:
         for name, src in spec.get("sources", {}).items():
-            if src.get("generate") is not None and not os.path.exists(src["path"]):
-                echo(f"source {name}: generating {src['path']}")
-                make_source(src["path"], src["generate"])
+            gen, path = src.get("generate"), src["path"]
+            if gen is None:
+                continue
+            made = manifest.generated(path)
+            if os.path.exists(path) and made is not None and made != gen:  # made by this output, differently
+                echo(f"source {name}: generate table changed, remaking {path}")
+                remove_source(path)
+            if not os.path.exists(path):
+                echo(f"source {name}: generating {path}")
+                make_source(path, gen)
+                manifest.set_generated(path, gen)
         for job in spec["jobs"]:
             name = job["name"]
+            kind = job_kind(spec, job)
             dst = _job_output(spec, job)
-            src = spec["sources"][job["source"]]["path"]
-            scheme = resolve_scheme(job["scheme"], **job.get("overrides", {}))
-            if manifest.state(name) == "done" and is_complete(dst) and not overwrite:
+            source = spec["sources"][job["source"]]
+            state = manifest.state(name)
+            if state == "done" and complete[kind](dst) and not overwrite:
                 echo(f"job {name}: done already, skipped")
-                results.append(manifest.data["jobs"][name]["result"])
+                results.append({**manifest.data["jobs"][name]["result"], "status": "skipped"})
                 continue
-            manifest.set(name, state="running")
-            echo(f"job {name}: {src} -> {dst}")
-            t0 = time.perf_counter()
-            quantize_zarr(src, dst, scheme, overwrite=overwrite, client=client, progress=progress)
-            seconds = time.perf_counter() - t0
-            figures = verify(dst, src) if job.get("verify", True) else {}
-            import zarr
-
-            arr = zarr.open_array(src, mode="r")
-            result = {"job": name, "source": src, "output": dst, "scheme": json.loads(scheme.to_json()),
-                      "shape": list(arr.shape), "seconds": seconds,
-                      "throughput_mb_s": arr.nbytes / seconds / 1e6, **figures}
+            manifest.set(name, state="running", started=time.time())
+            echo(f"job {name}: {source['path']} -> {dst}" + (" (resuming)" if state == "running" else ""))
+            verify_ = job.get("verify", True)
+            if kind == "pq":
+                result, view = J.run_pq_job(open_source(source), dst, job["scheme"], overwrite=overwrite,
+                                            queries=job.get("queries", 100), k=job.get("k", 10), verify=verify_)
+                scheme_json = dict(job["scheme"])
+            else:
+                scheme = resolve_scheme(job["scheme"], **job.get("overrides", {}))
+                scheme_json = json.loads(scheme.to_json())
+                if kind == "model":
+                    result, view = J.run_model_job(source["path"], dst, scheme, include=job.get("include"),
+                                                   overwrite=overwrite, verify=verify_)
+                else:
+                    result, view = J.run_array_job(open_source(source), dst, scheme, overwrite=overwrite,
+                                                   client=client, progress=progress, verify=verify_)
+            J.save_view(os.path.join(out_dir, f"{name}.sample.npz"), view)
+            result = {"job": name, "source": source["path"], "output": dst, "scheme": scheme_json, **result}
             manifest.set(name, state="done", result=result)
-            results.append(result)
+            results.append({**result, "status": "resumed" if state == "running" else "done"})
     report = {"workflow": spec["workflow"]["name"], "fingerprint": manifest.data["fingerprint"],
               "nquant": __version__, "jobs": results}
     from nquant.report import write_report

@@ -1,0 +1,61 @@
+"""Progress bars on standard error, for the local schedulers and for ``distributed`` clients.
+
+Dask's ``dask.diagnostics.ProgressBar`` sees only the local schedulers (it shows
+nothing under a ``distributed`` client) and ``distributed.progress`` writes to standard
+output, where ``--json`` output goes.  :func:`compute` picks the right one and always
+draws on standard error.
+"""
+
+import sys
+import time
+
+import dask
+
+
+class TextBar:
+    """``label [#####     ] 50% 5/10 tasks 1.2s`` redrawn in place on ``out`` (at most every ``dt`` s)."""
+
+    def __init__(self, total, label="tasks", out=None, width=30, dt=0.1):
+        self.total, self.label, self.width, self.dt = int(total), label, width, dt
+        self.out = sys.stderr if out is None else out
+        self.t0 = time.perf_counter()
+        self.last = -1.0
+        self.done = 0
+
+    def update(self, done, force=False):
+        self.done = done
+        now = time.perf_counter()
+        if not force and now - self.last < self.dt:
+            return
+        self.last = now
+        frac = done / self.total if self.total else 1.0
+        bar = "#" * int(round(frac * self.width))
+        self.out.write(f"\r[{bar:<{self.width}}] {frac:4.0%} {done}/{self.total} {self.label} "
+                       f"{now - self.t0:.1f}s")
+        self.out.flush()
+
+    def close(self):
+        self.update(self.done, force=True)
+        self.out.write("\n")
+        self.out.flush()
+
+
+def compute(tasks, client=None, progress=False, label="chunks"):
+    """Compute the delayed ``tasks`` on ``client`` (or the current scheduler); results in order."""
+    if client is None:
+        if not progress:
+            return list(dask.compute(*tasks))
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(out=sys.stderr, dt=0.2):
+            return list(dask.compute(*tasks))
+    futures = client.compute(list(tasks))
+    if progress:
+        from distributed import as_completed
+
+        bar = TextBar(len(futures), label)
+        bar.update(0, force=True)
+        for i, _ in enumerate(as_completed(futures), 1):
+            bar.update(i)
+        bar.close()
+    return client.gather(futures)
