@@ -61,7 +61,8 @@ def _rows(scheme, chunk, start, global_shape):
     axis = norm_axis(scheme, len(gshape))
     first = 0 if start is None else int(start[axis])
     a = np.moveaxis(np.asarray(chunk), axis, 0)
-    return np.ascontiguousarray(a.reshape(a.shape[0], -1)), first, n_groups(scheme, gshape)
+    rest = int(np.prod(a.shape[1:], dtype=np.int64))
+    return np.ascontiguousarray(a.reshape(a.shape[0], rest)), first, n_groups(scheme, gshape)
 
 
 def partial(scheme, chunk, start=None, global_shape=None):
