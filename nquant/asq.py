@@ -740,7 +740,7 @@ def solve_tables(table, G, s, method="quiver", *, max_memory=None):
     if G:
         nmax = int(np.diff(offsets).max())
         if nmax > s:
-            _check_memory(nmax, s, method, int(counts.max(initial=0)) + nmax, max_memory)
+            _check_memory(nmax, s, method, nmax, max_memory)
     return _k.solve_groups(np.ascontiguousarray(values, np.float64), counts.astype(np.float64),
                            offsets, s, _GROUP_METHODS[method])
 
