@@ -805,8 +805,8 @@ def solve_rows(x, s, method="quiver", m=None):
 
     Notes
     -----
-    Exact methods: a row sort and deduplication, then one serial solve per row in a ``prange``
-    loop (``numba.set_num_threads`` limits it).  ``quiver_approx``: per-row range, one histogram
+    Exact methods: each row sorted, deduplicated and solved serially inside one ``prange`` loop
+    over rows (``numba.set_num_threads`` limits it).  ``quiver_approx``: per-row range, one histogram
     per row over that row's grid, and one DP per row, all parallel over rows; no sort.
     """
     s = _check_s(s)
@@ -833,7 +833,9 @@ def solve_rows(x, s, method="quiver", m=None):
     else:
         if m is not None:
             raise SchemeError(f"m={m!r} applies to method='quiver_approx' only (method={method!r})")
-        levels, obj = solve_tables(row_tables(a), a.shape[0], s, method)
+        if a.shape[1] > s:
+            _check_memory(a.shape[1], s, method, a.shape[1], None)
+        levels, obj = _k.solve_rows(np.ascontiguousarray(a, dtype=np.float64), s, _GROUP_METHODS[method])
     with np.errstate(divide="ignore", invalid="ignore"):
         vn = np.where(norm2 > 0, obj / np.where(norm2 > 0, norm2, 1.0), np.where(obj == 0, 0.0, np.inf))
     return ASQResult(levels, obj, vn)

@@ -63,6 +63,7 @@ __all__ = [
     "approx_table",
     "objective_sorted_levels",
     "solve_groups",
+    "solve_rows",
     "hist_groups",
     "approx_groups",
 ]
@@ -882,3 +883,23 @@ def approx_groups(edges2d, hist, s):
             levels[g, i] = e[idx[i]]
         value[g] = max(v, 0.0)
     return levels, value
+
+
+@jit_parallel
+def solve_rows(x2d, s, method):
+    """Exact levels of every row of an in-memory matrix: sort, deduplicate and solve each row in
+    parallel over rows (``prange``); same outputs as :func:`solve_groups` on the rows' tables.
+
+    Parameters
+    ----------
+    x2d : float64 array, shape (R, L), finite
+    s, method : as :func:`solve_groups`
+    """
+    R = x2d.shape[0]
+    levels = np.empty((R, s), dtype=np.float64)
+    obj = np.zeros(R, dtype=np.float64)
+    unit = np.empty(0, dtype=np.float64)
+    for r in prange(R):
+        vals, wts = dedup_sorted(np.sort(x2d[r]), unit)
+        obj[r] = _solve_distinct(vals, wts, s, method, levels[r])
+    return levels, obj
