@@ -73,6 +73,13 @@ __all__ = [
     "approx_partial",
     "approx_merge",
     "approx_finalize",
+    "uniform_edges",
+    "solve_rows",
+    "row_tables",
+    "merge_tables",
+    "solve_tables",
+    "rows_partial",
+    "rows_finalize",
 ]
 
 METHODS = ("zipml", "quiver", "quiver_accel", "quiver_approx")
@@ -496,8 +503,8 @@ def approx_edges(lo, hi, m, grid="uniform", sample=None, sample_weights=None):
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
         raise InputError(f"lo={lo!r}, hi={hi!r}: a finite range with lo <= hi is required")
     if grid == "uniform":
-        e = lo + (hi - lo) * (np.arange(m + 1, dtype=np.float64) / m)
-    elif grid == "adaptive":
+        return uniform_edges(np.array([lo]), np.array([hi]), m)[0]
+    if grid == "adaptive":
         if sample is None:
             raise SchemeError("grid='adaptive' needs a sample of the data (sample=...)")
         mu = max(m // 2, 1)
@@ -522,10 +529,30 @@ def approx_edges(lo, hi, m, grid="uniform", sample=None, sample_weights=None):
         e[0] = lo
         e[-1] = hi
         return e
+    raise SchemeError(f"grid={grid!r} is not one of {', '.join(map(repr, GRIDS))}")
+
+
+def uniform_edges(lo, hi, m):
+    """Uniform grids of several ranges at once: row ``g`` is ``approx_edges(lo[g], hi[g], m)``.
+
+    Parameters
+    ----------
+    lo, hi : float64 arrays, shape (G,), finite, ``lo <= hi``
+    m : int, number of intervals
+
+    Returns
+    -------
+    float64 ndarray, shape (G, m + 1)
+        ``lo + (hi - lo) * (l / m)``, clipped, first point ``lo`` and last ``hi`` exactly,
+        non-decreasing.
+    """
+    lo = np.asarray(lo, dtype=np.float64)[:, None]
+    hi = np.asarray(hi, dtype=np.float64)[:, None]
+    e = lo + (hi - lo) * (np.arange(m + 1, dtype=np.float64) / m)[None, :]
     e = np.clip(e, lo, hi)
-    e[0] = lo
-    e[-1] = hi
-    return np.maximum.accumulate(e)
+    e[:, 0] = lo[:, 0]
+    e[:, -1] = hi[:, 0]
+    return np.maximum.accumulate(e, axis=1)
 
 
 def approx_range(chunk):
@@ -636,3 +663,179 @@ def approx_finalize(stats, s):
     """
     s = _check_s(s)
     return _finalize(stats, s)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# one level set per row (group): tables and histograms per group, solved in parallel
+# ----------------------------------------------------------------------------------------------
+
+_GROUP_METHODS = {"quiver": _k.GROUP_QUIVER, "quiver_accel": _k.GROUP_QUIVER_ACCEL, "zipml": _k.GROUP_ZIPML}
+
+
+def row_tables(x2d, first_group=0):
+    """The (group, value, count) table of every row of ``x2d``: row ``r`` is group ``first_group + r``.
+
+    Parameters
+    ----------
+    x2d : ndarray of shape (R, L), finite real values
+    first_group : int
+
+    Returns
+    -------
+    groups : int64 ndarray, shape (N,)
+    values : float64 ndarray, shape (N,)
+    counts : int64 ndarray, shape (N,)
+        Sorted by (group, value); each (group, value) once.  Merge tables with
+        :func:`merge_tables`; solve them with :func:`solve_tables`.
+    """
+    xs = np.sort(np.asarray(x2d, dtype=np.float64), axis=1)
+    R, L = xs.shape
+    if xs.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64)
+    new = np.ones(xs.shape, dtype=bool)
+    new[:, 1:] = xs[:, 1:] != xs[:, :-1]
+    pos = np.flatnonzero(new)
+    counts = np.diff(np.append(pos, xs.size)).astype(np.int64)
+    return pos // L + first_group, xs.reshape(-1)[pos], counts
+
+
+def merge_tables(a, b):
+    """Union of two (groups, values, counts) tables, counts added (associative, commutative)."""
+    g = np.concatenate([a[0], b[0]])
+    v = np.concatenate([a[1], b[1]])
+    c = np.concatenate([a[2], b[2]])
+    if g.size == 0:
+        return g, v, c
+    order = np.lexsort((v, g))
+    g, v, c = g[order], v[order], c[order]
+    new = np.ones(g.size, dtype=bool)
+    new[1:] = (g[1:] != g[:-1]) | (v[1:] != v[:-1])
+    starts = np.flatnonzero(new)
+    return g[starts], v[starts], np.add.reduceat(c, starts)
+
+
+def solve_tables(table, G, s, method="quiver", *, max_memory=None):
+    """Exact levels of every group of a (groups, values, counts) table, in parallel over groups.
+
+    Parameters
+    ----------
+    table : (groups, values, counts) from :func:`row_tables` / :func:`merge_tables`
+    G : int, number of groups (groups without values get zeros)
+    s : int, levels per group
+    method : {"quiver", "quiver_accel", "zipml"}
+    max_memory : int, optional
+        Byte limit of one group's tables (default: half the physical memory), checked for the
+        largest group.
+
+    Returns
+    -------
+    levels : float64 ndarray, shape (G, s)
+        Row ``g`` is what :func:`solve` returns for the values of group ``g`` (up to ties:
+        the same objective).
+    objective : float64 ndarray, shape (G,)
+    """
+    s = _check_s(s)
+    groups, values, counts = table
+    offsets = np.searchsorted(groups, np.arange(G + 1)).astype(np.int64)
+    if G:
+        nmax = int(np.diff(offsets).max())
+        if nmax > s:
+            _check_memory(nmax, s, method, nmax, max_memory)
+    return _k.solve_groups(np.ascontiguousarray(values, np.float64), counts.astype(np.float64),
+                           offsets, s, _GROUP_METHODS[method])
+
+
+def rows_partial(x2d, lo, hi, m):
+    """Approximate-QUIVER statistics of every row of ``x2d`` over its own uniform grid.
+
+    Parameters
+    ----------
+    x2d : ndarray of shape (G, L), float32 or float64, finite
+        Row ``g`` holds values of group ``g``.
+    lo, hi : float64 ndarrays, shape (G,)
+        Each group's global minimum and maximum (over all chunks).
+    m : int
+
+    Returns
+    -------
+    hist : float64 ndarray, shape (G, m, 3)
+        Per group and cell ``(count, sum (x - e_l), sum (x - e_l)^2)``; merged by addition.
+    norm2 : float64 ndarray, shape (G,)
+    """
+    m = _check_m(m)
+    x2d = np.asarray(x2d)
+    if x2d.dtype not in (np.float32, np.float64):
+        x2d = x2d.astype(np.float64)
+    x2d = np.ascontiguousarray(x2d)
+    G = x2d.shape[0]
+    hist = np.zeros((G, m, 3), dtype=np.float64)
+    norm2 = np.zeros(G, dtype=np.float64)
+    if x2d.size:
+        _k.hist_groups(x2d, uniform_edges(lo, hi, m), hist, norm2)
+    return hist, norm2
+
+
+def rows_finalize(lo, hi, hist, s):
+    """Approximate-QUIVER levels (G, s) of every group from merged :func:`rows_partial` sums."""
+    s = _check_s(s)
+    m = hist.shape[1]
+    levels, _value = _k.approx_groups(uniform_edges(lo, hi, m), np.ascontiguousarray(hist), s)
+    return levels
+
+
+def solve_rows(x, s, method="quiver", m=None):
+    """Optimal (or approximate) levels of every row of a matrix, solved in parallel over rows.
+
+    Row ``r`` gets the levels that :func:`solve` finds for ``x[r]`` alone (exact methods: the
+    same objective; ``quiver_approx``: the same levels for rows shorter than
+    ``asq_dp.PARALLEL_MIN / 2``, whose histogram :func:`solve` sums serially too).
+
+    Parameters
+    ----------
+    x : array_like of shape (R, L), finite real values
+    s : int, levels per row (``>= 2``)
+    method : {"quiver", "quiver_accel", "zipml", "quiver_approx"}
+    m : int, optional, grid intervals of ``quiver_approx`` (default :data:`DEFAULT_M`)
+
+    Returns
+    -------
+    ASQResult
+        ``levels`` float64 (R, s) (rows sorted, repeats possible), ``objective`` and ``vnmse``
+        float64 (R,).
+
+    Notes
+    -----
+    Exact methods: each row sorted, deduplicated and solved serially inside one ``prange`` loop
+    over rows (``numba.set_num_threads`` limits it).  ``quiver_approx``: per-row range, one histogram
+    per row over that row's grid, and one DP per row, all parallel over rows; no sort.
+    """
+    s = _check_s(s)
+    if method not in METHODS:
+        raise SchemeError(f"method={method!r} is not one of {', '.join(map(repr, METHODS))}")
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise InputError(f"x has shape {a.shape}; solve_rows needs a 2-D array (rows, values)")
+    if a.shape[1] == 0:
+        raise InputError(f"x has shape {a.shape}; every row needs at least one value")
+    if a.dtype.kind not in "biuf":
+        raise InputError(f"x has dtype {a.dtype}; a real numeric array is required")
+    if a.dtype != np.float32:
+        a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise InputError("x contains NaN or infinite values; finite values are required")
+    norm2 = np.einsum("ij,ij->i", a, a, dtype=np.float64)
+    if method == "quiver_approx":
+        m = _check_m(m)
+        lo = a.min(axis=1).astype(np.float64)
+        hi = a.max(axis=1).astype(np.float64)
+        hist, _n2 = rows_partial(a, lo, hi, m)
+        levels, obj = _k.approx_groups(uniform_edges(lo, hi, m), hist, s)
+    else:
+        if m is not None:
+            raise SchemeError(f"m={m!r} applies to method='quiver_approx' only (method={method!r})")
+        if a.shape[1] > s:
+            _check_memory(a.shape[1], s, method, a.shape[1], None)
+        levels, obj = _k.solve_rows(np.ascontiguousarray(a, dtype=np.float64), s, _GROUP_METHODS[method])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vn = np.where(norm2 > 0, obj / np.where(norm2 > 0, norm2, 1.0), np.where(obj == 0, 0.0, np.inf))
+    return ASQResult(levels, obj, vn)

@@ -11,6 +11,15 @@ Family protocol as in :mod:`nquant.uniform`.  Statistics per method:
 The side array ``codebook`` (float64) holds the distinct levels; the codes
 index them (in the data's precision: the levels are cast to float32 for float32
 data and made unique again).
+
+``axis=k``: one level set per index of axis ``k`` (each row of a matrix its own
+levels with ``axis=0``).  The statistics are kept per group -- the exact
+methods' table holds (group, value, count) triples, ``quiver_approx`` keeps
+per-group min/max and then per-group cell sums over each group's own grid --
+and the groups are solved in parallel (``nquant.asq.solve_tables``,
+``nquant.asq.rows_finalize``).  ``codebook`` is then float64 of shape
+``(G, 2**bits)``: row ``g`` holds group ``g``'s distinct levels, padded by
+repeating its largest one; the codes of group ``g`` index row ``g``.
 """
 
 import numpy as np
@@ -20,7 +29,7 @@ from nquant.errors import InputError
 from nquant.kernels import codebook1d
 from nquant.kernels.rng import stream_key
 from nquant.kernels.rounding import STOCHASTIC
-from nquant.uniform import compute_dtype
+from nquant.uniform import compute_dtype, n_groups, norm_axis
 
 MAX_DISTINCT = 1 << 24
 
@@ -41,11 +50,27 @@ def _flat(chunk):
     return np.ascontiguousarray(chunk).reshape(-1)
 
 
-def partial(scheme, chunk, start=None, global_shape=None):
-    """min/max (``quiver_approx``) or the (value, count) table of one chunk."""
-    flat = _flat(chunk)
+def _check_finite(flat):
     if flat.size and not np.isfinite(flat).all():
         raise InputError("x contains NaN or infinite values: ASQ needs finite data")
+
+
+def _rows(scheme, chunk, start, global_shape):
+    """The chunk as (groups in this chunk, values) and its first global group (``axis`` set)."""
+    gshape = chunk.shape if global_shape is None else tuple(global_shape)
+    axis = norm_axis(scheme, len(gshape))
+    first = 0 if start is None else int(start[axis])
+    a = np.moveaxis(np.asarray(chunk), axis, 0)
+    rest = int(np.prod(a.shape[1:], dtype=np.int64))
+    return np.ascontiguousarray(a.reshape(a.shape[0], rest)), first, n_groups(scheme, gshape)
+
+
+def partial(scheme, chunk, start=None, global_shape=None):
+    """min/max (``quiver_approx``) or the (value, count) table of one chunk (per group with ``axis``)."""
+    if scheme.axis is not None:
+        return _partial_rows(scheme, chunk, start, global_shape)
+    flat = _flat(chunk)
+    _check_finite(flat)
     if scheme.method == "quiver_approx":
         if flat.size == 0:
             return {"min": np.inf, "max": -np.inf}
@@ -54,12 +79,37 @@ def partial(scheme, chunk, start=None, global_shape=None):
     return {"values": values, "counts": counts.astype(np.int64)}
 
 
+def _partial_rows(scheme, chunk, start, global_shape):
+    rows, first, G = _rows(scheme, chunk, start, global_shape)
+    _check_finite(rows)
+    if scheme.method == "quiver_approx":
+        lo = np.full(G, np.inf)
+        hi = np.full(G, -np.inf)
+        if rows.size:
+            lo[first:first + rows.shape[0]] = rows.min(axis=1)
+            hi[first:first + rows.shape[0]] = rows.max(axis=1)
+        return {"min": lo, "max": hi}
+    groups, values, counts = asq.row_tables(rows, first)
+    return {"groups": groups, "values": values, "counts": counts, "n_groups": G}
+
+
 def partial_histogram(scheme, chunk, lo, hi, start=None, global_shape=None):
-    """Per-cell sums of one chunk over the grid of ``quiver_approx``."""
+    """Per-cell sums of one chunk over the grid of ``quiver_approx`` (each group's own grid)."""
+    if scheme.axis is not None:
+        rows, first, G = _rows(scheme, chunk, start, global_shape)
+        m = asq.DEFAULT_M if scheme.m is None else scheme.m
+        hist = np.zeros((G, m, 3))
+        sl = slice(first, first + rows.shape[0])
+        hist[sl] = asq.rows_partial(rows, _finite(lo[sl]), _finite(hi[sl]), m)[0]
+        return {"ghist": hist}
     flat = _flat(chunk)
     if flat.size == 0:
         return {"hist": _empty_hist(lo, hi, scheme.m)}
     return {"hist": asq.approx_partial(flat, lo, hi, scheme.m)}
+
+
+def _finite(v):
+    return np.where(np.isfinite(v), v, 0.0)
 
 
 def _empty_hist(lo, hi, m):
@@ -71,29 +121,49 @@ def merge(a, b):
     out = {}
     for k in a:
         if k == "min":
-            out[k] = min(a[k], b[k])
+            out[k] = np.fmin(a[k], b[k]) if np.ndim(a[k]) else min(a[k], b[k])
         elif k == "max":
-            out[k] = max(a[k], b[k])
+            out[k] = np.fmax(a[k], b[k]) if np.ndim(a[k]) else max(a[k], b[k])
         elif k == "hist":
             out[k] = asq.approx_merge(a[k], b[k])
-        elif k == "values":
+        elif k == "n_groups":
+            out[k] = a[k]
+        elif k == "ghist":
+            out[k] = a[k] + b[k]
+        elif k == "groups":
+            g, v, c = asq.merge_tables((a["groups"], a["values"], a["counts"]),
+                                       (b["groups"], b["values"], b["counts"]))
+            _check_size(v.size)
+            out.update(groups=g, values=v, counts=c)
+        elif k == "values" and "groups" not in a:
             v = np.concatenate([a["values"], b["values"]])
             c = np.concatenate([a["counts"], b["counts"]])
             u, inv = np.unique(v, return_inverse=True)
-            if u.size > MAX_DISTINCT:
-                raise InputError(f"x has more than {MAX_DISTINCT} distinct values: the exact ASQ methods "
-                                 "need the (value, count) table in memory; use method='quiver_approx'")
+            _check_size(u.size)
             out["values"] = u
             out["counts"] = np.bincount(inv, weights=c, minlength=u.size).astype(np.int64)
     return out
+
+
+def _check_size(n):
+    if n > MAX_DISTINCT:
+        raise InputError(f"x has more than {MAX_DISTINCT} distinct values (over all groups): the exact "
+                         "ASQ methods need the (value, count) table in memory; use method='quiver_approx'")
 
 
 histogram_range = (lambda st: st["min"], lambda st: st["max"])
 
 
 def finalize(scheme, st, data=None):
-    """``{"codebook": distinct optimal levels (float64)}``."""
+    """``{"codebook": distinct optimal levels (float64)}``; shape (G, 2**bits) with ``axis``."""
     s = 1 << scheme.bits
+    if scheme.axis is not None:
+        if scheme.method == "quiver_approx":
+            levels = asq.rows_finalize(_finite(st["min"]), _finite(st["max"]), st["ghist"], s)
+        else:
+            levels, _obj = asq.solve_tables((st["groups"], st["values"], st["counts"]),
+                                            st["n_groups"], s, scheme.method)
+        return {"codebook": compact_rows(levels)[0]}
     if scheme.method == "quiver_approx":
         if not np.isfinite(st["min"]):
             return {"codebook": np.zeros(1)}
@@ -103,6 +173,28 @@ def finalize(scheme, st, data=None):
             return {"codebook": np.zeros(1)}
         levels = asq.solve(st["values"], s, method=scheme.method, weights=st["counts"]).levels
     return {"codebook": np.unique(np.asarray(levels, np.float64))}
+
+
+def compact_rows(levels):
+    """Each row's distinct values (rows sorted ascending), padded by repeating the row maximum.
+
+    Returns ``(rows, n)``: same shape and dtype as ``levels``, and the number of distinct
+    values of each row (int64).
+    """
+    levels = np.asarray(levels)
+    G, K = levels.shape
+    if K == 0 or G == 0:
+        return levels.copy(), np.full(G, max(K, 0), np.int64)
+    new = np.ones((G, K), dtype=bool)
+    new[:, 1:] = levels[:, 1:] != levels[:, :-1]
+    n = new.sum(axis=1).astype(np.int64)
+    pos = np.cumsum(new, axis=1) - 1
+    out = np.empty_like(levels)
+    r = np.broadcast_to(np.arange(G)[:, None], (G, K))
+    out[r[new], pos[new]] = levels[new]
+    j = np.arange(K)[None, :]
+    last = out[np.arange(G), n - 1][:, None]
+    return np.where(j < n[:, None], out, last), n
 
 
 def fit(scheme, x):
@@ -118,19 +210,40 @@ def levels_for(params, dtype):
     return np.unique(np.asarray(params["codebook"]).astype(dtype))
 
 
+def group_levels_for(params, dtype):
+    """Per-group codebook (G, K) in the compute dtype, each row compacted, and its row lengths."""
+    cb = np.asarray(params["codebook"], np.float64)
+    return compact_rows(np.ascontiguousarray(cb.astype(dtype)))
+
+
+def _layout_of(scheme, shape, start, global_shape):
+    gshape = shape if global_shape is None else tuple(global_shape)
+    axis = None if scheme.axis is None else norm_axis(scheme, len(gshape))
+    return _layout.row_layout(shape, start, gshape, axis=axis)
+
+
 def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0, out=None):
-    """Codes: unbiased stochastic rounding to the levels (index into the codebook)."""
+    """Codes: unbiased stochastic rounding to the levels (index into the codebook, or into its
+    row for the value's group with ``axis``)."""
     shape = chunk.shape
     flat = np.ascontiguousarray(chunk, dtype=compute_dtype(chunk.dtype)).reshape(-1)
-    levels = levels_for(params, flat.dtype)
-    lay = _layout.row_layout(shape, start, shape if global_shape is None else global_shape)
+    lay = _layout_of(scheme, shape, start, global_shape)
     codes = np.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
     key = np.uint64(stream_key(scheme.seed))
     bad = 0
-    for part in lay.parts:
-        if part.R and part.L:
-            bad += codebook1d.quantize_sorted(part.view(flat), part.row_index, levels, STOCHASTIC, key,
-                                              part.view(codes))
+    if scheme.axis is None:
+        levels = levels_for(params, flat.dtype)
+        for part in lay.parts:
+            if part.R and part.L:
+                bad += codebook1d.quantize_sorted(part.view(flat), part.row_index, levels, STOCHASTIC,
+                                                  key, part.view(codes))
+    else:
+        levels, n = group_levels_for(params, flat.dtype)
+        for part in lay.parts:
+            if part.R and part.L:
+                bad += codebook1d.quantize_sorted_groups(part.view(flat), part.row_index, part.row_group,
+                                                         lay.col_step, levels, n, STOCHASTIC, key,
+                                                         part.view(codes))
     if bad:
         raise InputError(f"x contains {bad} non-finite value(s): ASQ needs finite data")
     return codes.reshape(shape)
@@ -138,13 +251,21 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
 
 def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=None, group_offset=0,
            out=None):
-    """``codebook[code]`` in ``dtype``."""
+    """``codebook[code]`` (``codebook[group, code]`` with ``axis``) in ``dtype``."""
     dtype = np.dtype(dtype)
     cdtype = compute_dtype(dtype)
-    levels = levels_for(params, cdtype)
     flat = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
     res = np.empty(flat.size, cdtype)
-    if flat.size:
-        codebook1d.dequantize_table(flat.reshape(1, -1), levels, res.reshape(1, -1))
+    if scheme.axis is None:
+        levels = levels_for(params, cdtype)
+        if flat.size:
+            codebook1d.dequantize_table(flat.reshape(1, -1), levels, res.reshape(1, -1))
+    else:
+        levels, _n = group_levels_for(params, cdtype)
+        lay = _layout_of(scheme, codes.shape, start, global_shape)
+        for part in lay.parts:
+            if part.R and part.L:
+                codebook1d.dequantize_groups(part.view(flat), part.row_group, lay.col_step, levels,
+                                             part.view(res))
     res = res.reshape(codes.shape)
     return res if res.dtype == dtype else res.astype(dtype)

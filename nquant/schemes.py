@@ -539,6 +539,13 @@ class ASQ(Scheme):
     method : "quiver" (exact), "quiver_accel" (exact), "zipml" (exact, slow reference),
         "quiver_approx" (levels on a grid of ``m`` intervals; two mergeable passes, no sort)
     m : int or None, grid intervals of ``quiver_approx`` (default: ``nquant.asq.DEFAULT_M``)
+    axis : int or None
+        ``None``: one level set for the whole tensor.  ``k``: one level set per index of axis
+        ``k`` (``axis=0`` on a gradient matrix gives each row its own ``2**bits`` levels); the
+        groups are fitted independently and in parallel, and ``codebook`` has shape
+        ``(shape[k], 2**bits)`` (row ``g``: group ``g``'s distinct levels, the largest repeated
+        to fill the row).  Negative values count from the end; out of range for the data is an
+        ``InputError``.
     seed : int
     """
 
@@ -547,6 +554,7 @@ class ASQ(Scheme):
     bits: int = 4
     method: str = "quiver"
     m: object = None
+    axis: object = None
     seed: int = 0
 
     def __post_init__(self):
@@ -556,6 +564,8 @@ class ASQ(Scheme):
             _fail("method", self.method, f"one of {ASQ_METHODS}")
         if self.m is not None and (not isinstance(self.m, int) or isinstance(self.m, bool) or self.m < 1):
             _fail("m", self.m, "None or an integer >= 1")
+        if self.axis is not None and (not isinstance(self.axis, int) or isinstance(self.axis, bool)):
+            _fail("axis", self.axis, "None or an integer")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             _fail("seed", self.seed, "an integer")
 

@@ -137,13 +137,23 @@ def _codes_chunks(chunks, bits):
     return tuple(max(1, c) for c in chunks[:-1]) + (max(1, -(-chunks[-1] * bits // 8)),)
 
 
+def _side_shape(length):
+    """Shape of a side array from its spec: a length (1-D) or a shape tuple (e.g. (G, K) levels)."""
+    return tuple(int(n) for n in length) if isinstance(length, tuple) else (int(length),)
+
+
 def _side_chunks(fam, scheme, name, data_chunks, length):
     """Zarr chunks of a side array: per data chunk for per-block arrays, one chunk otherwise."""
     if fam.block_quantum(scheme) is not None and data_chunks:
         specs = fam.param_specs(scheme, int(np.prod(data_chunks, dtype=np.int64)))
         if name in specs:
             return (max(1, specs[name][0]),)
-    return (max(1, length),)
+    return tuple(max(1, n) for n in _side_shape(length))
+
+
+def _spec_length(arr):
+    """Length of a 1-D side array, or the shape of an N-d one (per-group codebooks)."""
+    return arr.shape[0] if arr.ndim == 1 else tuple(arr.shape)
 
 
 def _meta_dict(scheme, shape, dtype, chunks, bits, metrics, complete, **extra):
@@ -156,7 +166,7 @@ def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs, fam):
     group.create_array("codes", shape=packed_shape(shape, bits), chunks=_codes_chunks(data_chunks, bits),
                        dtype=np.uint8, overwrite=True)
     for name, (length, dtype) in side_specs.items():
-        group.create_array(name, shape=(length,), dtype=dtype, overwrite=True,
+        group.create_array(name, shape=_side_shape(length), dtype=dtype, overwrite=True,
                            chunks=_side_chunks(fam, scheme, name, data_chunks, length))
 
 
@@ -193,7 +203,7 @@ def save(q, store, *, chunks=None, overwrite=False, storage_options=None):
     if _is_local(store) and os.path.exists(location):
         shutil.rmtree(location)
     group = zarr.open_group(location, mode="w")
-    specs = {name: (arr.shape[0], arr.dtype) for name, arr in q.side.items()}
+    specs = {name: (_spec_length(arr), arr.dtype) for name, arr in q.side.items()}
     _create_arrays(group, q.scheme, q.shape, q.bits, data_chunks, specs, family(q.scheme))
     codes_z = group["codes"]
     targets, sources = [codes_z], [q.codes.rechunk(codes_z.chunks)]
@@ -358,7 +368,7 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
         group = zarr.open_group(location, mode="w")
         group.attrs[ATTR] = _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits, {}, complete=False)
         params = _fit(client, fam, scheme, x)
-        specs = {name: (arr.shape[0], arr.dtype) for name, arr in params.items()}
+        specs = {name: (_spec_length(arr), arr.dtype) for name, arr in params.items()}
         if blockwise:
             specs.update(fam.param_specs(scheme, int(np.prod(x.shape, dtype=np.int64))))
         _create_arrays(group, scheme, x.shape, scheme.bits, data_chunks, specs, fam)

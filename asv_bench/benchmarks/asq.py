@@ -56,6 +56,35 @@ class Approx:
     track_vnmse.unit = "vNMSE"
 
 
+class Rows:
+    """One level set per row of a gradient-like matrix (``ASQ(axis=0)``): the parallel kernel
+    over rows against a Python loop of ``asq.solve`` per row."""
+
+    params = (["quiver", "quiver_approx"], [16])
+    param_names = ["method", "s"]
+
+    def setup(self, method, s):
+        cols = 4096
+        rows = max(common.N // (4 * cols), 4)  # 1024 rows at the standard N = 2^24
+        rng = np.random.default_rng(0)
+        self.x = rng.standard_normal((rows, cols)) * np.exp(rng.normal(size=(rows, 1)))
+        self.kw = {"m": 1000} if method == "quiver_approx" else {}
+        self.result = asq.solve_rows(self.x, s, method, **self.kw)  # compiles
+        asq.solve(self.x[0], s, method=method, **self.kw)
+
+    def time_solve_rows(self, method, s):
+        asq.solve_rows(self.x, s, method, **self.kw)
+
+    def time_loop_of_solve(self, method, s):
+        for row in self.x:
+            asq.solve(row, s, method=method, **self.kw)
+
+    def track_mean_vnmse(self, method, s):
+        return float(np.mean(self.result.vnmse))
+
+    track_mean_vnmse.unit = "vNMSE"
+
+
 class KMeans1D:
     params = ([4, 16],)
     param_names = ["k"]

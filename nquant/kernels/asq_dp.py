@@ -62,6 +62,10 @@ __all__ = [
     "hist_pass",
     "approx_table",
     "objective_sorted_levels",
+    "solve_groups",
+    "solve_rows",
+    "hist_groups",
+    "approx_groups",
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -753,3 +757,165 @@ def quiver_accel_map(tab, cmap, s, algo, nparts):
 def quiver_accel_search(tab, s, algo, nparts):
     """:func:`quiver_accel` for arbitrary non-negative weights (binary search for ``b*``)."""
     return quiver_accel(ACCEL_SEARCH, tab, np.empty(0, dtype=np.uint32), s, algo, nparts)
+
+
+# ----------------------------------------------------------------------------------------------
+# one level set per group (per row of a matrix): independent solves in parallel over groups
+# ----------------------------------------------------------------------------------------------
+
+GROUP_QUIVER = 0
+GROUP_QUIVER_ACCEL = 1
+GROUP_ZIPML = 2
+
+
+@jit
+def _solve_distinct(vals, wts, s, method, out):
+    """Optimal levels of one group's distinct sorted values into ``out`` (s,); returns the objective.
+
+    Fewer than ``s + 1`` distinct values: the values themselves (the maximum repeated), objective
+    0; no values: zeros.
+    """
+    n = vals.shape[0]
+    if n == 0:
+        out[:] = 0.0
+        return 0.0
+    if n <= s:
+        for i in range(s):
+            out[i] = vals[min(i, n - 1)]
+        return 0.0
+    tab, _c = build_table(vals, wts)
+    if method == GROUP_ZIPML:
+        idx, _v = zipml(tab, s)
+    elif method == GROUP_QUIVER_ACCEL:
+        idx, _v = quiver_accel_search(tab, s, SMAWK, 1)
+    else:
+        idx, _v = quiver_exact(tab, s, SMAWK, 1)
+    for i in range(s):
+        out[i] = vals[idx[i]]
+    return objective_serial(vals, wts, out)
+
+
+@jit_parallel
+def solve_groups(vals, wts, offsets, s, method):
+    """Exact levels of ``G`` independent groups, in parallel over the groups (``prange``).
+
+    Parameters
+    ----------
+    vals : float64 array, shape (N,)
+        Distinct values of every group, group after group, each group ascending.
+    wts : float64 array, shape (N,), > 0
+        Their counts (or weights).
+    offsets : int64 array, shape (G + 1,)
+        Group ``g`` is ``vals[offsets[g]:offsets[g + 1]]`` (possibly empty).
+    s : int
+        Levels per group, ``>= 2``.
+    method : int
+        ``GROUP_QUIVER`` (SMAWK layers), ``GROUP_QUIVER_ACCEL`` (two levels per layer) or
+        ``GROUP_ZIPML`` (O(s n^2)).
+
+    Returns
+    -------
+    levels : float64 array, shape (G, s)
+        Each row sorted ascending (repeats possible), as :func:`quiver_exact` chooses them.
+    objective : float64 array, shape (G,)
+        Each group's sum of variances, computed from the levels directly.
+
+    Notes
+    -----
+    Each group runs the serial solver (one SMAWK block per layer); memory per running group as
+    for one solve on its ``n_g`` distinct values.
+    """
+    G = offsets.shape[0] - 1
+    levels = np.empty((G, s), dtype=np.float64)
+    obj = np.zeros(G, dtype=np.float64)
+    for g in prange(G):
+        a = offsets[g]
+        b = offsets[g + 1]
+        obj[g] = _solve_distinct(vals[a:b], wts[a:b], s, method, levels[g])
+    return levels, obj
+
+
+@jit_parallel
+def hist_groups(x2d, edges2d, hist, norm2):
+    """Approximate-QUIVER cell sums of ``G`` groups (rows), each over its own grid, in parallel.
+
+    Parameters
+    ----------
+    x2d : float32 or float64 array, shape (G, L), C-contiguous
+        Row ``g`` holds values of group ``g`` only (in their global order).
+    edges2d : float64 array, shape (G, m + 1)
+        Uniform grid of each group (``nquant.asq.approx_edges`` of its own range).
+    hist : float64 array, shape (G, m, 3)
+        Accumulated in place (as :func:`hist_pass` for each row).
+    norm2 : float64 array, shape (G,)
+        ``sum x^2`` per group, accumulated in place.
+
+    Returns
+    -------
+    int
+        Values outside their group's ``[e_0, e_m]``.
+    """
+    G = x2d.shape[0]
+    L = x2d.shape[1]
+    w = np.empty(0, dtype=np.float64)
+    outs = np.zeros(G, dtype=np.int64)
+    for g in prange(G):
+        nrm, out = _hist_block(x2d[g], w, edges2d[g], True, 0, L, hist[g])
+        norm2[g] += nrm
+        outs[g] = out
+    return outs.sum()
+
+
+@jit_parallel
+def approx_groups(edges2d, hist, s):
+    """Approximate-QUIVER levels of ``G`` groups from their merged cell sums, in parallel.
+
+    Parameters
+    ----------
+    edges2d : float64 array, shape (G, m + 1)
+    hist : float64 array, shape (G, m, 3)
+    s : int
+
+    Returns
+    -------
+    levels : float64 array, shape (G, s)
+        Grid points of each group; a group whose grid is one point (constant group, or no data)
+        gets that point ``s`` times.
+    value : float64 array, shape (G,)
+        DP optimum per group (clamped at 0).
+    """
+    G = edges2d.shape[0]
+    m = edges2d.shape[1] - 1
+    levels = np.empty((G, s), dtype=np.float64)
+    value = np.zeros(G, dtype=np.float64)
+    for g in prange(G):
+        e = edges2d[g]
+        if e[0] == e[m]:
+            levels[g, :] = e[0]
+            continue
+        tab, _c = approx_table(e, hist[g])
+        idx, v = quiver_exact(tab, s, SMAWK, 1)
+        for i in range(s):
+            levels[g, i] = e[idx[i]]
+        value[g] = max(v, 0.0)
+    return levels, value
+
+
+@jit_parallel
+def solve_rows(x2d, s, method):
+    """Exact levels of every row of an in-memory matrix: sort, deduplicate and solve each row in
+    parallel over rows (``prange``); same outputs as :func:`solve_groups` on the rows' tables.
+
+    Parameters
+    ----------
+    x2d : float64 array, shape (R, L), finite
+    s, method : as :func:`solve_groups`
+    """
+    R = x2d.shape[0]
+    levels = np.empty((R, s), dtype=np.float64)
+    obj = np.zeros(R, dtype=np.float64)
+    unit = np.empty(0, dtype=np.float64)
+    for r in prange(R):
+        vals, wts = dedup_sorted(np.sort(x2d[r]), unit)
+        obj[r] = _solve_distinct(vals, wts, s, method, levels[r])
+    return levels, obj

@@ -55,7 +55,7 @@ from nquant.kernels._jit import jit, jit_parallel, prange
 from nquant.kernels.rng import uniform32, uniform64
 from nquant.kernels.rounding import CEIL, NEAREST, NEAREST_AWAY, STOCHASTIC
 
-__all__ = ["quantize_sorted", "dequantize_table", "CHUNK"]
+__all__ = ["quantize_sorted", "dequantize_table", "quantize_sorted_groups", "dequantize_groups", "CHUNK"]
 
 CHUNK = 16384
 """Elements per parallel task (a row longer than this is split across tasks)."""
@@ -315,3 +315,100 @@ def dequantize_table(codes2d, levels, out):
         r = t // per_row
         j0 = (t - r * per_row) * CHUNK
         _decode_span(codes2d, levels, out, r, j0, min(L, j0 + CHUNK))
+
+
+# ---------------------------------------------------------------------------------------
+# one codebook per parameter group (per-row / per-channel levels)
+# ---------------------------------------------------------------------------------------
+@jit
+def _group_thresholds(levels2d, n_levels, mode, dtype_like):
+    """Threshold tables (G, 2**nsteps) in the data's dtype, +inf padded, and ``nsteps``."""
+    G = levels2d.shape[0]
+    kmax = 1
+    for g in range(G):
+        kmax = max(kmax, n_levels[g])
+    nsteps = 0
+    while (1 << nsteps) < kmax:
+        nsteps += 1
+    thr = np.empty((G, 1 << nsteps), dtype_like.dtype)
+    for g in range(G):
+        _fill_thresholds(levels2d[g, :n_levels[g]], mode, thr[g])
+    return thr, nsteps
+
+
+@jit_parallel
+def quantize_sorted_groups(x2d, row_index, row_group, col_step, levels2d, n_levels, mode, key, out):
+    """:func:`quantize_sorted` with one sorted codebook per parameter group.
+
+    Parameters
+    ----------
+    x2d : ndarray of shape (R, L), float32 or float64, C-contiguous (may be read-only)
+    row_index : ndarray of shape (R,), int64, global flat index of each row's first element
+    row_group : ndarray of shape (R,), int64
+        Group of row ``r`` (``col_step = 0``) or of its column 0 (``col_step = 1``: column ``j``
+        uses group ``row_group[r] + j``), as ``nquant._layout`` lays a chunk out.
+    col_step : int, 0 or 1
+    levels2d : ndarray of shape (G, K), float32 or float64
+        Row ``g``: group ``g``'s levels, sorted ascending, the first ``n_levels[g]`` distinct.
+    n_levels : ndarray of shape (G,), int64, each in 1..K
+    mode, key, out : as :func:`quantize_sorted`
+
+    Returns
+    -------
+    int
+        Number of NaN/inf inputs.
+
+    Notes
+    -----
+    Fixed-step binary search over each group's thresholds (no lookup table: it would cost
+    ~0.1 ms per group); the code of a value is the same as :func:`quantize_sorted` with that
+    group's levels gives.
+    """
+    R, L = x2d.shape
+    thr, nsteps = _group_thresholds(levels2d, n_levels, mode, x2d[:0, :0])
+    per_row = (L + CHUNK - 1) // CHUNK
+    ntask = R * per_row
+    bad = np.zeros(ntask, np.int64)
+    for t in prange(ntask):
+        r = t // per_row
+        j0 = (t - r * per_row) * CHUNK
+        j1 = min(L, j0 + CHUNK)
+        xs = x2d[r, j0:j1]
+        os = out[r, j0:j1]
+        base = row_index[r] + j0
+        g0 = row_group[r] + col_step * j0
+        nb = 0
+        for j in range(xs.shape[0]):
+            v = xs[j]
+            nb += not (v - v == 0)
+            g = g0 + col_step * j
+            i = _search_binary(v, thr[g], nsteps)
+            if mode == STOCHASTIC:
+                os[j] = _stochastic_code(v, i, levels2d[g], n_levels[g], key, base + j)
+            else:
+                os[j] = i
+        bad[t] = nb
+    return bad.sum()
+
+
+@jit_parallel
+def dequantize_groups(codes2d, row_group, col_step, levels2d, out):
+    """Decode with one table per group: ``out[r, j] = levels2d[row_group[r] + col_step * j, codes2d[r, j]]``.
+
+    Parameters
+    ----------
+    codes2d : ndarray of shape (R, L), uint8
+    row_group : ndarray of shape (R,), int64; col_step : int, 0 or 1 (see
+        :func:`quantize_sorted_groups`)
+    levels2d : ndarray of shape (G, K), float32 or float64, codes < K
+    out : ndarray of shape (R, L), float32 or float64, written
+    """
+    R, L = codes2d.shape
+    per_row = (L + CHUNK - 1) // CHUNK
+    for t in prange(R * per_row):
+        r = t // per_row
+        j0 = (t - r * per_row) * CHUNK
+        j1 = min(L, j0 + CHUNK)
+        g0 = row_group[r] + col_step * j0
+        for j in range(j0, j1):
+            out[r, j] = levels2d[g0 + col_step * (j - j0), codes2d[r, j]]
