@@ -11,7 +11,7 @@ skip the sort after an O(d) check, so sorting is reported separately: ``np.sort`
 unsorted vector is printed for scale).  Every timing is the median of ``--repeat`` calls of
 ``nquant.asq.solve`` after one warm-up call (compilation excluded), in this one process.
 ZipML (O(s d^2)) is skipped when its estimated time, extrapolated from the largest size it ran
-at, exceeds ``--zipml-budget`` seconds.  Uses only nquant and NumPy.
+at (or from one run at d = 1024), exceeds ``--zipml-budget`` seconds.  Uses only nquant and NumPy.
 
 Per-row levels (``ASQ(axis=0)``, each row of a gradient-like matrix its own ``s`` levels):
 ``--rows x --cols`` values, rows N(0, 1) with LogNormal(0, 1) row scales, unsorted; the
@@ -73,6 +73,12 @@ def per_row(args, s=16):
         print(f"{method:<14} {t_kernel:>10.4f} {t_loop:>10.4f} {t_loop / t_kernel:>12.2f} {diff:>19.2e}")
 
 
+def _zipml_rate(s, d=1024):
+    """Seconds per ``s d^2`` of ZipML, timed once at a small ``d`` (the estimate's seed)."""
+    x = np.sort(np.random.default_rng(1).lognormal(0.0, 1.0, size=d))
+    return _median_time(lambda: asq.solve(x, s, method="zipml"), 1) / (s * d * d)
+
+
 def per_vector(args):
     print(f"{'d':>9} {'s':>3} {'method':<14} {'time [s]':>10} {'vNMSE':>10}  note")
     zipml_rate = {}  # s -> seconds per (s d^2)
@@ -87,8 +93,8 @@ def per_vector(args):
             for method in ("zipml", "quiver", "quiver_accel", "quiver_approx"):
                 note = ""
                 if method == "zipml":
-                    rate = zipml_rate.get(s)
-                    if rate is not None and rate * s * d * d > args.zipml_budget:
+                    rate = zipml_rate.setdefault(s, _zipml_rate(s))
+                    if rate * s * d * d > args.zipml_budget:
                         est = rate * s * d * d
                         print(f"{d:>9} {s:>3} {method:<14} {'skipped':>10} {'':>10}  est. {est:.0f} s")
                         continue
