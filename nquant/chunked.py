@@ -91,6 +91,32 @@ def fit(fam, scheme, x):
     return fam.finalize(scheme, st)
 
 
+def fit_chunk(fam, scheme, chunk):
+    """Parameters of ``scheme`` for one in-memory chunk taken as a whole array: :func:`fit`'s
+    statistics passes on NumPy data (so a chunk holding whole groups gets exactly the
+    parameters that :func:`fit` gives those groups)."""
+    st = fam.partial(scheme, chunk)
+    if fam.needs_histogram(scheme):
+        lo, hi = (f(st) for f in fam.histogram_range)
+        st.update(fam.partial_histogram(scheme, chunk, lo, hi))
+    return fam.finalize(scheme, st)
+
+
+def chunk_local_axis(fam, scheme, x):
+    """The per-channel axis of ``scheme`` when every chunk of ``x`` spans all other axes, so each
+    channel's values lie in one chunk and a chunk can be fitted on its own; else None.
+
+    Only for families with per-channel side arrays (``side_dtypes``) and no per-block parameters.
+    """
+    axis = getattr(scheme, "axis", None)
+    if axis is None or x.ndim == 0 or not hasattr(fam, "side_dtypes") or fam.block_quantum(scheme) is not None:
+        return None
+    axis = axis % x.ndim
+    if all(len(c) == 1 for d, c in enumerate(x.chunks) if d != axis):
+        return axis
+    return None
+
+
 # ----------------------------------------------------------------------------- chunk layout
 
 

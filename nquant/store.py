@@ -142,8 +142,12 @@ def _side_shape(length):
     return tuple(int(n) for n in length) if isinstance(length, tuple) else (int(length),)
 
 
-def _side_chunks(fam, scheme, name, data_chunks, length):
-    """Zarr chunks of a side array: per data chunk for per-block arrays, one chunk otherwise."""
+def _side_chunks(fam, scheme, name, data_chunks, length, local_axis=None):
+    """Zarr chunks of a side array: per data chunk for the arrays that each chunk's task writes
+    (per-block ones, and per-channel ones when every chunk holds whole channels), one chunk
+    otherwise."""
+    if local_axis is not None and name in fam.side_dtypes(scheme):
+        return (max(1, data_chunks[local_axis]),)
     if fam.block_quantum(scheme) is not None and data_chunks:
         specs = fam.param_specs(scheme, int(np.prod(data_chunks, dtype=np.int64)))
         if name in specs:
@@ -162,12 +166,12 @@ def _meta_dict(scheme, shape, dtype, chunks, bits, metrics, complete, **extra):
             "bits": int(bits), "metrics": metrics, "complete": complete, **extra}
 
 
-def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs, fam):
+def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs, fam, local_axis=None):
     group.create_array("codes", shape=packed_shape(shape, bits), chunks=_codes_chunks(data_chunks, bits),
                        dtype=np.uint8, overwrite=True)
     for name, (length, dtype) in side_specs.items():
         group.create_array(name, shape=_side_shape(length), dtype=dtype, overwrite=True,
-                           chunks=_side_chunks(fam, scheme, name, data_chunks, length))
+                           chunks=_side_chunks(fam, scheme, name, data_chunks, length, local_axis))
 
 
 # ----------------------------------------------------------------------------- save / open
@@ -299,25 +303,32 @@ def _open_source(src):
 
 
 @in_task
-def _quantize_chunk(chunk, fam, scheme, params, start, global_shape, block_first, codes_z, side_z,
-                    stats_z, idx, codes_region, side_region, bits):
-    """Encode one chunk, write its codes (and block parameters), then its error stats and done flag."""
+def _quantize_chunk(chunk, job):
+    """Encode one chunk, write its codes (and its own parameters), then its error stats and done flag."""
     from nquant.packing import pack_codes
 
+    job = job.value
+    fam, scheme, params = job["fam"], job["scheme"], job["params"]
+    start, global_shape, bits = job["start"], job["global_shape"], job["bits"]
     chunk = np.asarray(chunk)
-    if fam.block_quantum(scheme) is not None:
-        local = fam.chunk_params(scheme, chunk, start=start, global_shape=global_shape, params=params)
-        for name, z in side_z.items():
-            if name in side_region:
-                z[side_region[name]] = local[name]
+    if job["local"] is not None:
+        if job["local"] == "block":
+            local = fam.chunk_params(scheme, chunk, start=start, global_shape=global_shape, params=params)
+        else:
+            local = chunked.fit_chunk(fam, scheme, chunk)
+        for name, z in job["side_z"].items():
+            z[job["side_region"][name]] = local[name]
         params = {**params, **local}
-    codes = fam.encode(scheme, params, chunk, start=start, global_shape=global_shape,
-                       group_offset=block_first)
+    offset = job["group_offset"]
+    codes = fam.encode(scheme, params, chunk, start=start, global_shape=global_shape, group_offset=offset)
     x_hat = fam.decode(scheme, params, codes, chunk.dtype, start=start, global_shape=global_shape,
-                       group_offset=block_first)
-    codes_z[codes_region] = pack_codes(codes, bits).reshape(codes_z[codes_region].shape) \
-        if chunk.ndim else pack_codes(codes, bits)
-    stats_z[idx] = np.append(error_stats(chunk, x_hat), 1.0)  # last column: done
+                       group_offset=offset)
+    packed = pack_codes(codes, bits)
+    region = job["codes_region"]
+    if chunk.ndim:
+        packed = packed.reshape(tuple(r.stop - r.start for r in region))
+    job["codes_z"][region] = packed
+    job["stats_z"][job["index"]] = np.append(error_stats(chunk, x_hat), 1.0)  # last column: done
     return 1
 
 
@@ -335,6 +346,13 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
     resume : bool
         Continue an interrupted job: chunks whose ``done`` flag is set are skipped
         (the parameters are read back, not refitted).
+
+    Notes
+    -----
+    Global parameters come from a statistics pass over the whole source first (for per-tensor
+    and per-channel schemes), then one pass encodes and writes.  Block schemes, and per-channel
+    schemes whose chunks each hold whole channels (a chunk spans every other axis), need no
+    first pass: each task fits its own chunk, with the same parameters as the global fit.
     client : distributed.Client, optional
         Run on this cluster (default: the current Dask scheduler).
     progress : bool
@@ -362,16 +380,20 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
                  and meta.get("shape") == list(x.shape) and meta.get("chunks") == list(data_chunks)
                  and meta.get("dtype") == np.dtype(x.dtype).str and _has_array(location, "chunk_stats"))
     blockwise = fam.block_quantum(scheme) is not None
+    local_axis = chunked.chunk_local_axis(fam, scheme, x)  # whole channels per chunk: fitted in the tasks
+    local_names = _local_names(fam, scheme, local_axis)
     if fresh:
         if _is_local(dst) and os.path.exists(location):
             shutil.rmtree(location)
         group = zarr.open_group(location, mode="w")
         group.attrs[ATTR] = _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits, {}, complete=False)
-        params = _fit(client, fam, scheme, x)
+        params = {} if local_axis is not None else _fit(client, fam, scheme, x)
         specs = {name: (_spec_length(arr), arr.dtype) for name, arr in params.items()}
         if blockwise:
             specs.update(fam.param_specs(scheme, int(np.prod(x.shape, dtype=np.int64))))
-        _create_arrays(group, scheme, x.shape, scheme.bits, data_chunks, specs, fam)
+        elif local_axis is not None:
+            specs.update({name: (x.shape[local_axis], dtype) for name, dtype in local_names.items()})
+        _create_arrays(group, scheme, x.shape, scheme.bits, data_chunks, specs, fam, local_axis)
         for name, arr in params.items():
             group[name][...] = arr
         # chunk_stats last: a partial group that has it has its parameters (and can be resumed);
@@ -381,10 +403,9 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
                            dtype=np.float64, fill_value=0.0, overwrite=True)
     else:
         group = zarr.open_group(location, mode="r+")
-        block_names = fam.param_specs(scheme, 0) if blockwise else {}
-        params = {name: group[name][...] for name in _param_names(group) if name not in block_names}
+        params = {name: group[name][...] for name in _param_names(group) if name not in local_names}
     done = group["chunk_stats"][..., 5] == 1
-    tasks = _chunk_tasks(x, fam, scheme, params, group, done)
+    tasks = _chunk_tasks(x, fam, scheme, params, group, done, local_axis)
     if tasks:
         run_tasks(tasks, client, progress)
     stats = group["chunk_stats"][..., :5].reshape(-1, 5)
@@ -424,13 +445,23 @@ def _param_names(group):
     return [k for k in sorted(group.array_keys()) if k not in INTERNAL]
 
 
-def _chunk_tasks(x, fam, scheme, params, group, done):
+def _local_names(fam, scheme, local_axis):
+    """Side arrays that each chunk fits and writes itself (name -> dtype)."""
+    if fam.block_quantum(scheme) is not None:
+        return {name: dtype for name, (_, dtype) in fam.param_specs(scheme, 0).items()}
+    if local_axis is not None:
+        return fam.side_dtypes(scheme)
+    return {}
+
+
+def _chunk_tasks(x, fam, scheme, params, group, done, local_axis):
+    """One delayed task per chunk not yet done.  Each task's arguments but the chunk travel in one
+    dict (``job``), opaque to Dask, so building the graph does not walk them."""
     blocks = x.to_delayed()
     starts = chunked.chunk_starts(x)
-    codes_z = group["codes"]
     quantum = fam.block_quantum(scheme)
-    block_names = fam.param_specs(scheme, 0) if quantum is not None else {}
-    side_z = {name: group[name] for name in _param_names(group) if name in block_names}
+    local = "block" if quantum is not None else ("axis" if local_axis is not None else None)
+    side_z = {name: group[name] for name in _local_names(fam, scheme, local_axis)}
     bits = scheme.bits
     tasks = []
     for idx in np.ndindex(*x.numblocks):
@@ -445,18 +476,32 @@ def _chunk_tasks(x, fam, scheme, params, group, done):
                                                 -(-(start[-1] + shape[-1]) * bits // 8)),)
         else:
             codes_region = slice(0, 1)
-        first_value = int(np.ravel_multi_index(start, x.shape)) if x.ndim and x.size else 0
-        n = int(np.prod(shape, dtype=np.int64))
-        side_region = {}
-        if quantum is not None:
+        side_region, group_offset = {}, 0
+        if local == "block":
+            first_value = int(np.ravel_multi_index(start, x.shape)) if x.ndim and x.size else 0
+            n = int(np.prod(shape, dtype=np.int64))
             before = fam.param_specs(scheme, first_value)
             upto = fam.param_specs(scheme, first_value + n)
-            side_region = {name: slice(before[name][0], upto[name][0]) for name in block_names}
-        first_block = first_value // scheme.block_size if quantum is not None else 0
-        tasks.append(dask.delayed(_quantize_chunk, pure=False)(
-            blocks[idx], fam, scheme, params, start, x.shape, first_block, codes_z, side_z,
-            group["chunk_stats"], didx, codes_region, side_region, bits))
+            side_region = {name: slice(before[name][0], upto[name][0]) for name in side_z}
+            group_offset = first_value // scheme.block_size
+        elif local == "axis":
+            group_offset = start[local_axis]
+            side_region = dict.fromkeys(side_z, slice(group_offset, group_offset + shape[local_axis]))
+        job = {"fam": fam, "scheme": scheme, "params": params, "start": start, "global_shape": x.shape,
+               "bits": bits, "local": local, "side_z": side_z, "side_region": side_region,
+               "group_offset": group_offset, "codes_z": group["codes"], "codes_region": codes_region,
+               "stats_z": group["chunk_stats"], "index": didx}
+        tasks.append(dask.delayed(_quantize_chunk, pure=False)(blocks[idx], _Opaque(job)))
     return tasks
+
+
+class _Opaque:
+    """A task argument that Dask passes through untouched (not traversed for collections)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
 
 
 def dequantize_zarr(src, dst, *, overwrite=False, storage_options=None):

@@ -101,15 +101,24 @@ def partial(scheme, chunk, start=None, global_shape=None):
             continue
         if lay.col_step:
             lo, hi, nn = stats.column_minmax(x2d, 4 * numba.get_num_threads())
-            g0 = part.row_group[0]
-            np.fmin.at(mins, np.arange(g0, g0 + part.L), lo)
-            np.fmax.at(maxs, np.arange(g0, g0 + part.L), hi)
+            _merge_minmax(mins, maxs, np.arange(part.row_group[0], part.row_group[0] + part.L), lo, hi)
         else:
             lo, hi, nn = stats.row_minmax(x2d)
-            np.fmin.at(mins, part.row_group - offset, lo)
-            np.fmax.at(maxs, part.row_group - offset, hi)
+            _merge_minmax(mins, maxs, part.row_group - offset, lo, hi)
         n_nan += int(nn.sum())
     return {"min": mins, "max": maxs, "n_nan": n_nan}
+
+
+def _merge_minmax(mins, maxs, groups, lo, hi):
+    """``mins[g] = fmin(mins[g], lo)``, ``maxs[g] = fmax(maxs[g], hi)`` for each ``g`` of ``groups``
+    (repeats allowed); a run of consecutive groups, the common case, as one slice."""
+    if groups.size and groups[-1] - groups[0] == groups.size - 1 and (np.diff(groups) == 1).all():
+        sl = slice(groups[0], groups[-1] + 1)
+        np.fmin(mins[sl], lo, out=mins[sl])
+        np.fmax(maxs[sl], hi, out=maxs[sl])
+    else:
+        np.fmin.at(mins, groups, lo)
+        np.fmax.at(maxs, groups, hi)
 
 
 def needs_histogram(scheme):
@@ -268,11 +277,16 @@ def block_quantum(scheme):
     return scheme.block_size
 
 
+def side_dtypes(scheme):
+    """Names and dtypes of the side arrays: ``scale`` and ``zero_point`` or ``offset``."""
+    second = ("zero_point", np.int32) if scheme.symmetric or scheme.zero_point == "int" else ("offset", np.float32)
+    return {"scale": np.dtype(np.float32), second[0]: np.dtype(second[1])}
+
+
 def param_specs(scheme, n):
     """Per-block side arrays of a block scheme on ``n`` values: name -> (length, dtype)."""
     nb = -(-n // scheme.block_size)
-    second = ("zero_point", np.int32) if scheme.symmetric or scheme.zero_point == "int" else ("offset", np.float32)
-    return {"scale": (nb, np.float32), second[0]: (nb, second[1])}
+    return {name: (nb, dtype) for name, dtype in side_dtypes(scheme).items()}
 
 
 def chunk_params(scheme, chunk, start=None, global_shape=None, params=None):

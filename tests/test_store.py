@@ -380,12 +380,44 @@ def test_quantize_zarr_overwrite_recomputes(tmp_path, scheme):
     assert sorted(os.listdir(tmp_path)) == ["out.zarr"]
 
 
+# per-channel schemes on chunks that hold whole channels: each task fits its own chunk
+WHOLE_CHANNELS = [
+    pytest.param(nq.Uniform(bits=4, symmetric=True, axis=0), (5, 16), id="sym_axis0"),
+    pytest.param(nq.Uniform(bits=3, axis=0, zero_point="float", rounding="stochastic", seed=5), (7, 16),
+                 id="float_zp_stochastic"),
+    pytest.param(nq.Uniform(bits=5, axis=1, range="percentile", bins=256), (30, 5), id="percentile_axis1"),
+    pytest.param(nq.Uniform(bits=4, axis=0, range="mse", bins=128), (6, 16), id="mse"),
+]
+
+
+@pytest.mark.parametrize(("scheme", "chunks"), WHOLE_CHANNELS)
+def test_quantize_zarr_whole_channel_chunks_take_one_pass(tmp_path, scheme, chunks):
+    x = data(9, (30, 16))
+    src = Source()
+    with dask.config.set(scheduler="threads"):
+        q = nq.quantize_zarr(source_array(x, chunks, src), str(tmp_path / "out.zarr"), scheme)
+    nblocks = da.from_array(x, chunks=chunks).numblocks
+    assert src.counts() == {idx: 1 for idx in np.ndindex(*nblocks)}  # no statistics pass
+    assert_same(nq.quantize(x, scheme), q)
+    assert_same(nq.quantize(da.from_array(x, chunks=(4, 3)), scheme), q)  # the global fit, too
+
+
+def test_quantize_zarr_whole_channel_chunks_refuse_nan(tmp_path):
+    x = data(10, (12, 8)).copy()
+    x[7, 3] = np.nan
+    with pytest.raises(nq.errors.InputError, match="NaN"):
+        nq.quantize_zarr(da.from_array(x, chunks=(4, 8)), str(tmp_path / "out.zarr"), nq.Uniform(axis=0))
+    with pytest.raises(StoreError):
+        nq.open(str(tmp_path / "out.zarr"))
+
+
 # ----------------------------------------------------------------------------- resume
 
 # (scheme, how many reads of a chunk happen before encoding: fit passes)
 RESUME_CASES = [
     pytest.param(SCHEMES["nf_blocks16"], 0, id="blocks"),
     pytest.param(SCHEMES["uint3_axis_last_stochastic"], 1, id="minmax_axis"),
+    pytest.param(nq.Uniform(bits=5, axis=0, range="percentile", bins=64), 0, id="whole_channels"),
     pytest.param(SCHEMES["uint5_percentile"], 2, id="percentile"),
 ]
 
