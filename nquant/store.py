@@ -39,6 +39,7 @@ ATTR = "nquant"
 PARTIAL = ".partial"
 TARGET_CHUNK_VALUES = 1 << 22
 INTERNAL = ("codes", "chunk_stats")
+WRITE_ALL = {"write_empty_chunks": True}
 
 
 # ----------------------------------------------------------------------------- locations
@@ -461,7 +462,9 @@ def _chunk_tasks(x, fam, scheme, params, group, done, local_axis):
     starts = chunked.chunk_starts(x)
     quantum = fam.block_quantum(scheme)
     local = "block" if quantum is not None else ("axis" if local_axis is not None else None)
-    side_z = {name: group[name] for name in _local_names(fam, scheme, local_axis)}
+    # every chunk is written once, whole: skip Zarr's check for chunks equal to the fill value
+    side_z = {name: group[name].with_config(WRITE_ALL) for name in _local_names(fam, scheme, local_axis)}
+    codes_z = group["codes"].with_config(WRITE_ALL)
     bits = scheme.bits
     tasks = []
     for idx in np.ndindex(*x.numblocks):
@@ -489,7 +492,7 @@ def _chunk_tasks(x, fam, scheme, params, group, done, local_axis):
             side_region = dict.fromkeys(side_z, slice(group_offset, group_offset + shape[local_axis]))
         job = {"fam": fam, "scheme": scheme, "params": params, "start": start, "global_shape": x.shape,
                "bits": bits, "local": local, "side_z": side_z, "side_region": side_region,
-               "group_offset": group_offset, "codes_z": group["codes"], "codes_region": codes_region,
+               "group_offset": group_offset, "codes_z": codes_z, "codes_region": codes_region,
                "stats_z": group["chunk_stats"], "index": didx}
         tasks.append(dask.delayed(_quantize_chunk, pure=False)(blocks[idx], _Opaque(job)))
     return tasks
