@@ -271,8 +271,8 @@ def quiver_accel(kind, tab, aux, s, algo, nparts):
     s : int
         Number of levels, ``>= 2``.
     algo : int
-        ``DIVIDE_AND_CONQUER`` (faster for this cost, see :mod:`nquant.kernels.smawk`) or
-        ``SMAWK``.
+        ``SMAWK`` (about twice as fast for this cost, see :mod:`nquant.kernels.smawk`) or
+        ``DIVIDE_AND_CONQUER``.
     nparts : int
         Row blocks per SMAWK layer solved in parallel (1: serial).
 
