@@ -124,7 +124,8 @@ def round_value(v, mode, key, index):
 def snap(t):
     """``t`` moved onto the nearest integer ``n != 0`` when ``|t - n| <= SNAP * |n|``."""
     n = np.rint(t)
-    return n if abs(t - n) <= abs(n) * SNAP else t
+    tol = np.float32(SNAP) if isinstance(t, np.float32) else SNAP  # exact: a power of two
+    return n if abs(t - n) <= abs(n) * tol else t
 
 
 def round_code(t, mode, key, index):
@@ -136,7 +137,7 @@ def round_code(t, mode, key, index):
 
 def clip_code(t, hi):
     """uint8 of ``t`` clipped to [0, hi] (NaN gives an unspecified code)."""
-    return np.uint8(np.int32(min(max(t, hi * 0), hi)))
+    return np.uint8(np.int32(min(max(t, hi - hi), hi)))
 
 
 # ----------------------------------------------------------------------------- compilation
