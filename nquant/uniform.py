@@ -23,7 +23,7 @@ import warnings
 import numba
 import numpy as np
 
-from nquant import _layout
+from nquant import _alloc, _layout
 from nquant.errors import InputError, SchemeError
 from nquant.kernels import affine, calibrate, stats
 from nquant.kernels.rng import stream_key
@@ -350,7 +350,7 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
     _, inv, offset, c0 = kernel_params(scheme, params, dtype)
     hi, nan_code = code_limits(scheme)
     lay = layout(scheme, shape, start, global_shape, group_offset)
-    codes = np.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
+    codes = _alloc.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
     # always a uint64 (a Python int key >= 2**63 cannot use a kernel compiled for int64);
     # any integer seed works, taken modulo 2**64
     key = np.uint64(stream_key(np.uint64(scheme.seed % (1 << 64))))
@@ -380,7 +380,7 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     if out is not None and out.dtype == cdtype:
         res = out.reshape(-1)
     else:
-        res = np.empty(flat_codes.size, cdtype)
+        res = _alloc.empty(flat_codes.size, cdtype)
     for part in lay.parts:
         if part.R and part.L:
             affine.dequantize_affine(part.view(flat_codes), part.row_group, lay.col_step, scale,
