@@ -27,10 +27,12 @@ If ``nan_code >= 0``, NaN inputs get that code and decode to NaN.
 """
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
-from nquant.kernels._jit import jit, jit_parallel, prange
+from nquant.kernels._jit import OPTIONS, jit, jit_parallel, prange
 from nquant.kernels.bits import bit_constants, int_view
-from nquant.kernels.rounding import CEIL, FLOOR, NEAREST, round_value  # noqa: F401
+from nquant.kernels.rounding import CEIL, FLOOR, NEAREST, NEAREST_AWAY, STOCHASTIC, round_value  # noqa: F401
 from nquant.kernels.scalar import SNAP, cpu_helpers  # noqa: F401
 
 # The scalar steps are written once in nquant.kernels.scalar (shared with nquant.cuda.affine).
@@ -43,34 +45,48 @@ _clip_code = _cpu["clip_code"]
 """uint8 of ``t`` clipped to [0, hi] (NaN gives an unspecified code)."""
 
 
-@jit
-def _encode_row(x, xi, r, out, inv, off, c, hi, mode, key, base, abs_mask):
-    """One row with one parameter set; a loop per mode so each one vectorizes.
+def _at(p, k):
+    """``p[k]`` for an array of per-column parameters, ``p`` itself for a scalar."""
+    return p[k] if isinstance(p, np.ndarray) else p
 
-    Returns the largest ``bits & abs_mask`` of the row (integer, so it vectorizes
-    with the loop): at least ``inf_bits`` iff the row holds a NaN or an infinity.
+
+@overload(_at, jit_options=OPTIONS)
+def _at_overload(p, k):
+    if isinstance(p, types.Array):
+        return lambda p, k: p[k]
+    return lambda p, k: p
+
+
+@jit(inline="always")
+def _encode_loop(x, xi, r, out, inv, off, c, hi, mode, key, base, abs_mask):
+    """Row ``r`` with parameters ``inv, off, c``: scalars, or arrays indexed by column.
+
+    Inlined at call sites where ``mode`` is a constant, so each mode gets its own
+    loop, which vectorizes.  Returns the largest ``bits & abs_mask`` of the row
+    (integer, so it vectorizes with the loop): at least ``inf_bits`` iff the row
+    holds a NaN or an infinity.
     """
-    L = x.shape[1]
     I = xi.dtype.type  # integer arithmetic is widened to 64 bits unless cast back
     m = I(0)
-    if mode == NEAREST:
-        for j in range(L):
-            out[r, j] = _clip_code(np.rint((x[r, j] - off) * inv) + c, hi)
-            m = max(m, I(xi[r, j] & abs_mask))
-    elif mode == FLOOR:
-        for j in range(L):
-            out[r, j] = _clip_code(np.floor(_snap((x[r, j] - off) * inv)) + c, hi)
-            m = max(m, I(xi[r, j] & abs_mask))
-    elif mode == CEIL:
-        for j in range(L):
-            out[r, j] = _clip_code(np.ceil(_snap((x[r, j] - off) * inv)) + c, hi)
-            m = max(m, I(xi[r, j] & abs_mask))
-    else:
-        for j in range(L):
-            t = _round_code((x[r, j] - off) * inv, mode, key, base + j)
-            out[r, j] = _clip_code(t + c, hi)
-            m = max(m, I(xi[r, j] & abs_mask))
+    for j in range(x.shape[1]):
+        t = _round_code((x[r, j] - _at(off, j)) * _at(inv, j), mode, key, base + j)
+        out[r, j] = _clip_code(t + _at(c, j), hi)
+        m = max(m, I(xi[r, j] & abs_mask))
     return m
+
+
+@jit
+def _encode_row(x, xi, r, out, inv, off, c, hi, mode, key, base, abs_mask):
+    """:func:`_encode_loop` specialized for each rounding mode."""
+    if mode == NEAREST:
+        return _encode_loop(x, xi, r, out, inv, off, c, hi, NEAREST, key, base, abs_mask)
+    if mode == NEAREST_AWAY:
+        return _encode_loop(x, xi, r, out, inv, off, c, hi, NEAREST_AWAY, key, base, abs_mask)
+    if mode == FLOOR:
+        return _encode_loop(x, xi, r, out, inv, off, c, hi, FLOOR, key, base, abs_mask)
+    if mode == CEIL:
+        return _encode_loop(x, xi, r, out, inv, off, c, hi, CEIL, key, base, abs_mask)
+    return _encode_loop(x, xi, r, out, inv, off, c, hi, STOCHASTIC, key, base, abs_mask)
 
 
 @jit
@@ -114,12 +130,8 @@ def quantize_affine(x, row_index, row_group, col_step, inv_scale, offset, c0, hi
             m = _encode_row(x, xi, r, out, inv_scale[g], offset[g], c0[g], hi, mode, key, base,
                             abs_mask)
         else:
-            I = xi.dtype.type
-            m = I(0)
-            for j in range(L):
-                t = _round_code((x[r, j] - offset[g + j]) * inv_scale[g + j], mode, key, base + j)
-                out[r, j] = _clip_code(t + c0[g + j], hi)
-                m = max(m, I(xi[r, j] & abs_mask))
+            m = _encode_row(x, xi, r, out, inv_scale[g:g + L], offset[g:g + L], c0[g:g + L], hi,
+                            mode, key, base, abs_mask)
         if m < inf_bits:  # all finite: nothing to count or mark
             continue
         nb = _count_nonfinite(x, r)

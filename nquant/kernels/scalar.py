@@ -87,10 +87,11 @@ def round_half_away(v):
     """Round to nearest, ties away from zero (exact: ``v - trunc(v)`` has no rounding error)."""
     t = np.trunc(v)
     d = v - t
-    if d >= 0.5:
-        return t + 1
-    if d <= -0.5:
-        return t - 1
+    one = np.float32(1) if isinstance(v, np.float32) else 1.0  # stays in the type of v
+    if d >= one / 2:
+        return t + one
+    if d <= -one / 2:
+        return t - one
     return t
 
 
