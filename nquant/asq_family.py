@@ -24,7 +24,7 @@ repeating its largest one; the codes of group ``g`` index row ``g``.
 
 import numpy as np
 
-from nquant import _layout, asq
+from nquant import _alloc, _layout, asq
 from nquant.errors import InputError
 from nquant.kernels import codebook1d
 from nquant.kernels.rng import stream_key
@@ -228,7 +228,7 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
     shape = chunk.shape
     flat = np.ascontiguousarray(chunk, dtype=compute_dtype(chunk.dtype)).reshape(-1)
     lay = _layout_of(scheme, shape, start, global_shape)
-    codes = np.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
+    codes = _alloc.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
     key = np.uint64(stream_key(scheme.seed))
     bad = 0
     if scheme.axis is None:

@@ -14,6 +14,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from nquant import _alloc
 from nquant.errors import InputError
 from nquant.kernels import blockwise as kb
 
@@ -134,7 +135,7 @@ def block_absmax(scheme, params):
 def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0, out=None):
     """Codes (uint8, shape of the chunk): each value over its block's absmax, to the nearest level."""
     flat = _flat32(chunk)
-    codes = np.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
+    codes = _alloc.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
     absmax = params.get("_absmax", params.get("absmax"))
     if flat.size:
         if absmax is None:

@@ -6,7 +6,7 @@ its only parameter is the grid itself (side array ``codebook``, float32).
 
 import numpy as np
 
-from nquant import _layout
+from nquant import _alloc, _layout
 from nquant.errors import InputError
 from nquant.kernels import codebook1d
 from nquant.kernels.rng import stream_key
@@ -48,7 +48,7 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
     flat = np.ascontiguousarray(chunk, dtype=compute_dtype(chunk.dtype)).reshape(-1)
     levels = _levels(scheme, params, flat.dtype)
     lay = _layout.row_layout(shape, start, shape if global_shape is None else global_shape)
-    codes = np.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
+    codes = _alloc.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
     key = np.uint64(stream_key(scheme.seed))
     bad = 0
     for part in lay.parts:

@@ -40,6 +40,7 @@ nearest level (ties at a float32 midpoint to the lower level), by the same kerne
 
 import numpy as np
 
+from nquant import _alloc
 from nquant import blockwise as bw
 from nquant.errors import InputError
 from nquant.kernels import blockwise as kb
@@ -239,7 +240,7 @@ def levels(scheme, params):
 def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0, out=None):
     """Codes (uint8, shape of the chunk): each value over its block's absmax, to the nearest level."""
     flat = bw._flat32(chunk)
-    codes = np.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
+    codes = _alloc.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
     if flat.size:
         absmax = params.get("_absmax", params.get("absmax"))
         if absmax is None:

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from nquant import _alloc
 from nquant.errors import InputError, SchemeError
 from nquant.kernels import bitpack
 
@@ -73,7 +74,7 @@ def pack_codes(codes, bits):
     shape = codes.shape
     if bits == 8:
         return codes.reshape(packed_shape(shape, bits))
-    out = np.empty(packed_shape(shape, bits), np.uint8)
+    out = _alloc.empty(packed_shape(shape, bits), np.uint8)
     src = _rows(codes, shape)
     if src.size:
         bitpack.pack_rows(src, bits, out.reshape(src.shape[0], -1))
@@ -86,7 +87,7 @@ def unpack_codes(packed, bits, shape):
     shape = tuple(shape)
     if bits == 8:
         return packed.reshape(shape)
-    out = np.empty(shape, np.uint8)
+    out = _alloc.empty(shape, np.uint8)
     dst = _rows(out, shape)
     if dst.size:
         bitpack.unpack_rows(packed.reshape(dst.shape[0], -1), bits, dst.shape[1], dst)

@@ -14,15 +14,98 @@ from nquant.kernels._jit import jit, jit_parallel, prange
 GROUP = 8  # codes per group; a group packs into `bits` bytes
 
 
+SPAN = 4096  # groups per parallel task of the flat kernels
+
+
 @jit
 def _pack_group(codes, i0, n, bits, out, o0):
-    """Pack codes[i0:i0+n] (n <= 8) into out[o0:o0+bits] (zero padded)."""
+    """Pack codes[i0:i0+n] (n <= 8) into out[o0:o0+bits] (zero padded); one group, any width."""
     acc = np.uint64(0)
     for k in range(n):
         acc = (acc << np.uint64(bits)) | np.uint64(codes[i0 + k])
     acc <<= np.uint64(bits * (GROUP - n))
     for k in range(bits):
         out[o0 + k] = np.uint8((acc >> np.uint64(8 * (bits - 1 - k))) & np.uint64(0xFF))
+
+
+@jit
+def _unpack_group(packed, o0, nbytes, bits, out, i0, n):
+    """Unpack n <= 8 codes from packed[o0:o0+nbytes] (missing bytes read as 0); one group."""
+    acc = np.uint64(0)
+    for k in range(bits):
+        b = packed[o0 + k] if k < nbytes else np.uint8(0)
+        acc = (acc << np.uint64(8)) | np.uint64(b)
+    mask = np.uint64((1 << bits) - 1)
+    for k in range(n):
+        out[i0 + k] = np.uint8((acc >> np.uint64(bits * (GROUP - 1 - k))) & mask)
+
+
+@jit(inline="always")
+def _pack_groups(codes, out, bits):
+    """Pack the ``len(codes) // 8`` whole groups of ``codes`` into ``out``.
+
+    Inlined where ``bits`` is a constant, so the loops unroll and vectorize.
+    """
+    for g in range(codes.shape[0] // GROUP):
+        acc = np.uint64(0)
+        for k in range(GROUP):
+            acc = (acc << np.uint64(bits)) | np.uint64(codes[g * GROUP + k])
+        for k in range(bits):
+            out[g * bits + k] = np.uint8((acc >> np.uint64(8 * (bits - 1 - k))) & np.uint64(0xFF))
+
+
+@jit(inline="always")
+def _unpack_groups(packed, out, bits):
+    """Inverse of :func:`_pack_groups`: the ``len(out) // 8`` whole groups of ``out``."""
+    mask = np.uint64((1 << bits) - 1)
+    for g in range(out.shape[0] // GROUP):
+        acc = np.uint64(0)
+        for k in range(bits):
+            acc = (acc << np.uint64(8)) | np.uint64(packed[g * bits + k])
+        for k in range(GROUP):
+            out[g * GROUP + k] = np.uint8((acc >> np.uint64(bits * (GROUP - 1 - k))) & mask)
+
+
+@jit
+def _pack_span(codes, out, bits):
+    """:func:`_pack_groups` specialized for each width 1..8."""
+    if bits == 1:
+        _pack_groups(codes, out, 1)
+    elif bits == 2:
+        _pack_groups(codes, out, 2)
+    elif bits == 3:
+        _pack_groups(codes, out, 3)
+    elif bits == 4:
+        _pack_groups(codes, out, 4)
+    elif bits == 5:
+        _pack_groups(codes, out, 5)
+    elif bits == 6:
+        _pack_groups(codes, out, 6)
+    elif bits == 7:
+        _pack_groups(codes, out, 7)
+    else:
+        _pack_groups(codes, out, 8)
+
+
+@jit
+def _unpack_span(packed, out, bits):
+    """:func:`_unpack_groups` specialized for each width 1..8."""
+    if bits == 1:
+        _unpack_groups(packed, out, 1)
+    elif bits == 2:
+        _unpack_groups(packed, out, 2)
+    elif bits == 3:
+        _unpack_groups(packed, out, 3)
+    elif bits == 4:
+        _unpack_groups(packed, out, 4)
+    elif bits == 5:
+        _unpack_groups(packed, out, 5)
+    elif bits == 6:
+        _unpack_groups(packed, out, 6)
+    elif bits == 7:
+        _unpack_groups(packed, out, 7)
+    else:
+        _unpack_groups(packed, out, 8)
 
 
 @jit_parallel
@@ -34,8 +117,10 @@ def pack_bits(codes, bits, out):
             out[i] = codes[i]
         return
     ngroups = n // GROUP
-    for g in prange(ngroups):
-        _pack_group(codes, g * GROUP, GROUP, bits, out, g * bits)
+    for t in prange((ngroups + SPAN - 1) // SPAN):
+        g0 = t * SPAN
+        g1 = min(g0 + SPAN, ngroups)
+        _pack_span(codes[g0 * GROUP:g1 * GROUP], out[g0 * bits:g1 * bits], bits)
     rem = n - ngroups * GROUP
     if rem:
         tmp = np.zeros(bits, np.uint8)
@@ -43,17 +128,6 @@ def pack_bits(codes, bits, out):
         nbytes = (rem * bits + 7) // 8
         for k in range(nbytes):
             out[ngroups * bits + k] = tmp[k]
-
-
-@jit
-def _unpack_group(packed, o0, nbytes, bits, out, i0, n):
-    acc = np.uint64(0)
-    for k in range(bits):
-        b = packed[o0 + k] if k < nbytes else np.uint8(0)
-        acc = (acc << np.uint64(8)) | np.uint64(b)
-    mask = np.uint64((1 << bits) - 1)
-    for k in range(n):
-        out[i0 + k] = np.uint8((acc >> np.uint64(bits * (GROUP - 1 - k))) & mask)
 
 
 @jit_parallel
@@ -64,8 +138,10 @@ def unpack_bits(packed, bits, n, out):
             out[i] = packed[i]
         return
     ngroups = n // GROUP
-    for g in prange(ngroups):
-        _unpack_group(packed, g * bits, bits, bits, out, g * GROUP, GROUP)
+    for t in prange((ngroups + SPAN - 1) // SPAN):
+        g0 = t * SPAN
+        g1 = min(g0 + SPAN, ngroups)
+        _unpack_span(packed[g0 * bits:g1 * bits], out[g0 * GROUP:g1 * GROUP], bits)
     rem = n - ngroups * GROUP
     if rem:
         _unpack_group(packed, ngroups * bits, packed.shape[0] - ngroups * bits, bits, out,
@@ -81,8 +157,7 @@ def pack_rows(codes, bits, out):
     for r in prange(R):
         row = codes[r]
         dst = out[r]
-        for g in range(ngroups):
-            _pack_group(row, g * GROUP, GROUP, bits, dst, g * bits)
+        _pack_span(row, dst, bits)
         if rem:
             tmp = np.zeros(bits, np.uint8)
             _pack_group(row, ngroups * GROUP, rem, bits, tmp, 0)
@@ -99,8 +174,7 @@ def unpack_rows(packed, bits, L, out):
     for r in prange(R):
         src = packed[r]
         dst = out[r]
-        for g in range(ngroups):
-            _unpack_group(src, g * bits, bits, bits, dst, g * GROUP, GROUP)
+        _unpack_span(src, dst, bits)
         if rem:
             _unpack_group(src, ngroups * bits, src.shape[0] - ngroups * bits, bits, dst,
                           ngroups * GROUP, rem)
