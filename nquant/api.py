@@ -35,6 +35,15 @@ def check_input(x, name="x"):
     return a
 
 
+def fit_encode(fam, scheme, a):
+    """Parameters and codes of the in-memory array ``a``: ``fam.fit`` then ``fam.encode``,
+    or the family's one-pass ``fit_encode`` where it has one."""
+    if hasattr(fam, "fit_encode"):
+        return fam.fit_encode(scheme, a)
+    params = fam.fit(scheme, a)
+    return params, fam.encode(scheme, params, a)
+
+
 def quantize(x, scheme, *, device="cpu"):
     """Quantize ``x`` with ``scheme``.
 
@@ -70,8 +79,7 @@ def quantize(x, scheme, *, device="cpu"):
         return QuantizedArray(scheme=scheme, shape=x.shape, dtype=x.dtype, codes=codes,
                               bits=scheme.bits, side=params, chunks=x.chunks, labels=xr_labels)
     a = check_input(x)
-    params = fam.fit(scheme, a)
-    codes = fam.encode(scheme, params, a)
+    params, codes = fit_encode(fam, scheme, a)
     return QuantizedArray(scheme=scheme, shape=a.shape, dtype=a.dtype,
                           codes=pack_codes(codes, scheme.bits), bits=scheme.bits,
                           side=chunked.public(params), labels=xr_labels)

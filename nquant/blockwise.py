@@ -33,9 +33,14 @@ def _absmax(scheme, flat):
     out = np.empty(-(-flat.size // scheme.block_size), np.float32)
     if flat.size:
         kb.blockwise_absmax(flat, scheme.block_size, out)
-    if not np.isfinite(out).all():
+    return _checked(out)
+
+
+def _checked(absmax):
+    """``absmax``, or InputError when a block held NaN or inf (its absmax is not finite)."""
+    if not np.isfinite(absmax).all():
         raise InputError("x contains NaN or infinite values: blockwise quantization needs finite data")
-    return out
+    return absmax
 
 
 # ----------------------------------------------------------------------------- exact mean of absmax
@@ -111,17 +116,42 @@ def param_specs(scheme, n):
 
 def chunk_params(scheme, chunk, start=None, global_shape=None, params=None):
     """Side arrays of one chunk's blocks (plus the exact ``_absmax`` working value)."""
-    absmax = _absmax(scheme, _flat32(chunk))
+    return _block_params(scheme, _absmax(scheme, _flat32(chunk)), params)
+
+
+def _block_params(scheme, absmax, params):
+    """Side arrays of blocks with exact ``absmax``; ``params`` hold the global ``offset``."""
     if not scheme.double_quant:
         return {"absmax": absmax}
     codes, absmax2, _ = kb.double_quantize(absmax, offset=params["offset"][0])
     return {"absmax_codes": codes, "absmax2": absmax2, "_absmax": absmax}
 
 
+def _params(scheme, absmax):
+    """All side arrays of a whole array from its exact block ``absmax``."""
+    glob = finalize(scheme, {"absmax_sum": exact_sum_partial(absmax)}) if scheme.double_quant else {}
+    return {**glob, **_block_params(scheme, absmax, glob)}
+
+
 def fit(scheme, x):
     """All side arrays of an in-memory array (one chunk of the Dask protocol)."""
-    glob = finalize(scheme, partial(scheme, x)) if scheme.double_quant else {}
-    return {**glob, **chunk_params(scheme, x, params=glob)}
+    return _params(scheme, _absmax(scheme, _flat32(x)))
+
+
+def fit_encode(scheme, x):
+    """``fit`` then ``encode`` of an in-memory array, in one pass over the data.
+
+    Returns
+    -------
+    params : dict, as :func:`fit` gives them
+    codes : ndarray of the shape of ``x``, uint8
+    """
+    flat = _flat32(x)
+    absmax = np.empty(-(-flat.size // scheme.block_size), np.float32)
+    codes = _alloc.empty(flat.size, np.uint8)
+    if flat.size:
+        kb.absmax_quantize_blockwise(flat, scheme.block_size, _levels(scheme), absmax, codes)
+    return _params(scheme, _checked(absmax)), codes.reshape(np.shape(x))
 
 
 def block_absmax(scheme, params):
@@ -141,8 +171,7 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
         if absmax is None:
             tmp = np.empty(-(-flat.size // scheme.block_size), np.float32)
             kb.absmax_quantize_blockwise(flat, scheme.block_size, _levels(scheme), tmp, codes)
-            if not np.isfinite(tmp).all():
-                raise InputError("x contains NaN or infinite values: blockwise quantization needs finite data")
+            _checked(tmp)
         else:
             kb.quantize_blockwise(flat, np.asarray(absmax, np.float32), scheme.block_size, _levels(scheme),
                                   codes)

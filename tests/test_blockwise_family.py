@@ -1,0 +1,46 @@
+"""The blockwise family's one-pass ``fit_encode`` against ``fit`` then ``encode``."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import nquant as nq
+from nquant import blockwise
+from nquant.errors import InputError
+from tests.test_codebook_kernels import block_data
+
+
+def _same(p1, c1, p2, c2):
+    assert p1.keys() == p2.keys()
+    for k in p1:
+        np.testing.assert_array_equal(p1[k], p2[k], err_msg=k)
+    np.testing.assert_array_equal(c1, c2)
+    assert c1.shape == c2.shape and c2.dtype == np.uint8
+
+
+@given(data=block_data(), double_quant=st.booleans(), rows=st.sampled_from([1, 2, 3]))
+def test_fit_encode_equals_fit_then_encode(data, double_quant, rows):
+    x, block = data
+    x = x[:x.size // rows * rows].reshape(rows, -1) if rows > 1 else x
+    scheme = nq.NF4(block_size=block, double_quant=double_quant)
+    params = blockwise.fit(scheme, x)
+    _same(params, blockwise.encode(scheme, params, x), *blockwise.fit_encode(scheme, x))
+
+
+@pytest.mark.parametrize("x", [np.zeros(0, np.float32), np.float32(2.5) * np.ones((), np.float32),
+                               np.arange(130, dtype=np.float64)[::-2], np.full((4, 33), 7, np.float16)])
+def test_fit_encode_edge_inputs(x):
+    scheme = nq.NF4(block_size=16, double_quant=True)
+    params = blockwise.fit(scheme, x)
+    _same(params, blockwise.encode(scheme, params, x), *blockwise.fit_encode(scheme, x))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_fit_encode_refuses_non_finite(bad):
+    x = np.ones(200, np.float32)
+    x[77] = bad
+    with pytest.raises(InputError, match="NaN or infinite"):
+        blockwise.fit_encode(nq.NF4(), x)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        nq.quantize(x, nq.NF4())
