@@ -101,6 +101,14 @@ def run_benchmark(n, block, repeat):
     xh2 = np.empty(n, np.float32)
     t_dq_unpacked = _median_time(lambda: bw.dequantize_blockwise(codes, absmax2, block, levels, xh2), repeat)
 
+    # the public API (allocates its outputs, packs the codes row by row)
+    import nquant as nq
+
+    scheme = nq.Blockwise(tuple(float(v) for v in levels), block_size=block)
+    q = nq.quantize(x, scheme)
+    t_api_q = _median_time(lambda: nq.quantize(x, scheme), repeat)
+    t_api_dq = _median_time(lambda: nq.dequantize(q), repeat)
+
     # NumPy
     np_packed = np.empty((n + 1) // 2, np.uint8)
     np_absmax = np.empty(nb, np.float32)
@@ -115,6 +123,9 @@ def run_benchmark(n, block, repeat):
         ("bitsandbytes CPU", t_bnb_q, t_bnb_dq, rmse(bnb_xh), True, True),
         ("nquant (fused, packed)", t_nq_q, t_nq_dq, rmse(xh),
          np.array_equal(packed, bnb_codes), np.array_equal(absmax, bnb_absmax)),
+        ("nq.quantize/dequantize", t_api_q, t_api_dq, rmse(nq.dequantize(q)),
+         np.array_equal(q.codes, bnb_codes.reshape(q.codes.shape)),
+         np.array_equal(q.side["absmax"], bnb_absmax)),
         ("numpy searchsorted", t_np_q, t_np_dq, rmse(np_xh),
          np.array_equal(np_packed, bnb_codes), np.array_equal(np_absmax, bnb_absmax)),
     ]
