@@ -15,7 +15,8 @@ GRANULARITY = {
 
 
 class Quantize:
-    params = (["tensor", "channel", "block64"], [4, 8], ["nearest", "stochastic"])
+    params = (["tensor", "channel", "block64"], [4, 8],
+              ["nearest", "nearest_away", "floor", "ceil", "stochastic"])
     param_names = ["granularity", "bits", "rounding"]
 
     def setup(self, granularity, bits, rounding):
