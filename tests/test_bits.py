@@ -97,3 +97,21 @@ def test_encoder_counts_and_marks_exactly_the_non_finite_values(x, mode, nan_cod
     if mode == NEAREST:
         want = np.clip(np.rint(x[finite] * dt(2.0 ** -120)) + 128, 0, 254)
         np.testing.assert_array_equal(out[finite], want.astype(np.uint8))
+
+
+@settings(max_examples=150, deadline=None)
+@given(bit_rows(), st.integers(1, 6))
+def test_column_minmax_matches_reference_on_any_bit_pattern(x, n_tasks):
+    lo, hi, n_nan = stats.column_minmax(x, n_tasks)
+    want_lo, want_hi, want_nan = reference_minmax(x.T.copy())
+    assert lo.dtype == hi.dtype == x.dtype
+    np.testing.assert_array_equal(lo, want_lo)
+    np.testing.assert_array_equal(hi, want_hi)
+    np.testing.assert_array_equal(n_nan, want_nan)
+    assert (np.signbit(lo) == np.signbit(stats.row_minmax(x.T.copy())[0])).all()  # -0.0 below +0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_column_minmax_without_rows(dtype):
+    lo, hi, n_nan = stats.column_minmax(np.empty((0, 3), dtype), 4)
+    assert lo.tolist() == [np.inf] * 3 and hi.tolist() == [-np.inf] * 3 and n_nan.tolist() == [0] * 3

@@ -82,6 +82,11 @@ def row_minmax(x):
 def column_minmax(x, n_tasks):
     """Min and max of each column (NaN ignored) and the number of NaN per column.
 
+    The same integer reductions as :func:`row_minmax`, kept per column (so they
+    vectorize along the rows), over ``n_tasks`` row blocks in parallel; columns
+    that may hold a NaN (and all columns when there are no rows) are redone by a
+    plain loop that skips NaN and counts it.
+
     Parameters
     ----------
     x : ndarray of shape (R, L), float32 or float64
@@ -89,29 +94,59 @@ def column_minmax(x, n_tasks):
 
     Returns
     -------
-    mins, maxs : ndarray of shape (L,), dtype of ``x``
+    mins, maxs : ndarray of shape (L,), dtype of ``x`` (+inf / -inf for no rows)
     n_nan : ndarray of shape (L,), int64
     """
     R, L = x.shape
+    xi = int_view(x)
+    xu = uint_view(x)
+    abs_mask, inf_bits = bit_constants(x)
+    I = xi.dtype.type  # integer arithmetic is widened to 64 bits unless cast back
+    U = xu.dtype.type
+    sign_u = U(U(abs_mask) + U(1))
+    neg_inf_u = U(sign_u | U(inf_bits))
     T = max(1, min(R, n_tasks))
     per = (R + T - 1) // T
-    lo = np.full((T, L), np.inf, x.dtype)
-    hi = np.full((T, L), -np.inf, x.dtype)
-    nn = np.zeros((T, L), np.int64)
+    s = np.full((T, L), I(~abs_mask), xi.dtype)
+    mu = np.zeros((T, L), xu.dtype)
+    nu = np.full((T, L), U(~U(0)), xu.dtype)
     for t in prange(T):
         for r in range(t * per, min(R, (t + 1) * per)):
             for j in range(L):
-                v = x[r, j]
-                lo[t, j] = min(lo[t, j], v)
-                hi[t, j] = max(hi[t, j], v)
-                nn[t, j] += v != v
-    mins = np.empty(L, x.dtype)
-    maxs = np.empty(L, x.dtype)
-    n_nan = np.zeros(L, np.int64)
+                v = xu[r, j]
+                s[t, j] = max(s[t, j], xi[r, j])
+                mu[t, j] = max(mu[t, j], v)
+                nu[t, j] = min(nu[t, j], v)
+    min_bits = np.empty(L, xi.dtype)
+    max_bits = np.empty(L, xi.dtype)
+    redo = np.zeros(L, np.bool_)
     for j in range(L):
-        mins[j] = lo[:, j].min()
-        maxs[j] = hi[:, j].max()
-        n_nan[j] = nn[:, j].sum()
+        sj = s[0, j]
+        muj = mu[0, j]
+        nuj = nu[0, j]
+        for t in range(1, T):
+            sj = max(sj, s[t, j])
+            muj = max(muj, mu[t, j])
+            nuj = min(nuj, nu[t, j])
+        min_bits[j] = I(muj) if muj >= sign_u else I(nuj)
+        max_bits[j] = sj if sj >= 0 else I(nuj)
+        redo[j] = R == 0 or sj > inf_bits or muj > neg_inf_u
+    mins = float_view(min_bits)
+    maxs = float_view(max_bits)
+    n_nan = np.zeros(L, np.int64)
+    for j in prange(L):
+        if redo[j]:
+            lo = x.dtype.type(np.inf)
+            hi = -lo
+            nn = 0
+            for r in range(R):
+                v = x[r, j]
+                lo = min(lo, v)  # min(m, NaN) is m: NaN is ignored
+                hi = max(hi, v)
+                nn += v != v
+            mins[j] = lo
+            maxs[j] = hi
+            n_nan[j] = nn
     return mins, maxs, n_nan
 
 
