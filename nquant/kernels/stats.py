@@ -13,6 +13,19 @@ from nquant.kernels.bits import bit_constants, float_view, int_view, uint_view
 
 
 
+@jit
+def _plain_minmax(v):
+    """Min and max of the 1-D ``v`` with NaN skipped (+inf / -inf if none), and its NaN count."""
+    lo = v.dtype.type(np.inf)
+    hi = -lo
+    nn = 0
+    for k in range(v.shape[0]):
+        lo = min(lo, v[k])  # min(m, NaN) is m: NaN is ignored
+        hi = max(hi, v[k])
+        nn += v[k] != v[k]
+    return lo, hi, nn
+
+
 @jit_parallel
 def row_minmax(x):
     """Min and max of each row (NaN ignored) and the number of NaN per row.
@@ -64,17 +77,7 @@ def row_minmax(x):
     n_nan = np.zeros(R, np.int64)
     for r in prange(R):
         if redo[r]:
-            lo = x.dtype.type(np.inf)
-            hi = -lo
-            nn = 0
-            for j in range(L):
-                v = x[r, j]
-                lo = min(lo, v)  # min(m, NaN) is m: NaN is ignored
-                hi = max(hi, v)
-                nn += v != v
-            mins[r] = lo
-            maxs[r] = hi
-            n_nan[r] = nn
+            mins[r], maxs[r], n_nan[r] = _plain_minmax(x[r])
     return mins, maxs, n_nan
 
 
@@ -136,17 +139,7 @@ def column_minmax(x, n_tasks):
     n_nan = np.zeros(L, np.int64)
     for j in prange(L):
         if redo[j]:
-            lo = x.dtype.type(np.inf)
-            hi = -lo
-            nn = 0
-            for r in range(R):
-                v = x[r, j]
-                lo = min(lo, v)  # min(m, NaN) is m: NaN is ignored
-                hi = max(hi, v)
-                nn += v != v
-            mins[j] = lo
-            maxs[j] = hi
-            n_nan[j] = nn
+            mins[j], maxs[j], n_nan[j] = _plain_minmax(x[:, j])
     return mins, maxs, n_nan
 
 
