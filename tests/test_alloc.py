@@ -1,12 +1,14 @@
 """Output allocation: the first-touch kernel against a NumPy reference, and ``_alloc.empty``."""
 
 import mmap
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import nquant as nq
 from nquant import _alloc
 from nquant.kernels.memory import first_touch
 
@@ -40,6 +42,7 @@ def test_empty_shape_dtype_and_writable(shape, dtype):
 
 def test_only_large_arrays_are_prefaulted(monkeypatch):
     prefaulted = []
+    monkeypatch.setattr(_alloc, "POOL", _alloc.BufferPool(1 << 30))
     monkeypatch.setattr(_alloc, "prefault", lambda a: prefaulted.append(a.nbytes))
     _alloc.empty(_alloc.PREFAULT_BYTES - 1, np.uint8)
     assert prefaulted == []
@@ -67,3 +70,89 @@ def test_prefault_writes_into_every_page(huge, start, n):
             assert ((zero >= u) & (zero < u + huge)).any(), f"huge page at {u} untouched"
         else:
             assert ((zero >= p) & (zero < p + page)).any(), f"page at {p} untouched"
+
+
+SIZE = _alloc.PREFAULT_BYTES
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    p = _alloc.BufferPool(8 * SIZE)
+    monkeypatch.setattr(_alloc, "POOL", p)
+    return p
+
+
+def test_buffer_returns_to_the_pool_only_when_the_last_view_is_gone(pool):
+    a = _alloc.empty(SIZE, np.uint8)
+    addr_a = a.ctypes.data
+    view = a[10:].view(np.uint16)
+    del a
+    assert pool.nbytes == 0
+    b = _alloc.empty(SIZE // 4, np.float32)  # a is still in use by its view
+    assert b.ctypes.data != addr_a
+    del view
+    assert pool.nbytes == SIZE
+    c = _alloc.empty((2, SIZE // 16), np.float64)  # same byte size, other dtype and shape
+    assert c.ctypes.data == addr_a and c.shape == (2, SIZE // 16) and c.dtype == np.float64
+    c[...] = 1.5
+    assert (c == 1.5).all() and not np.shares_memory(b, c)
+
+
+def test_pool_matches_exact_sizes_and_keeps_the_newest_within_its_limit(pool):
+    arrays = [_alloc.empty(SIZE, np.uint8) for _ in range(10)]
+    addrs = [a.ctypes.data for a in arrays]
+    while arrays:
+        arrays.pop(0)  # released oldest first
+    assert pool.nbytes == 8 * SIZE  # the two oldest were dropped
+    odd = _alloc.empty(SIZE + 1, np.uint8)
+    assert pool.nbytes == 8 * SIZE and odd.ctypes.data not in addrs[2:]
+    assert _alloc.empty(SIZE, np.uint8).ctypes.data == addrs[-1]
+
+
+def test_a_zero_limit_turns_the_pool_off(monkeypatch):
+    monkeypatch.setattr(_alloc, "POOL", _alloc.BufferPool(0))
+    a = _alloc.empty(SIZE, np.uint8)
+    assert a.base is None
+    del a
+    assert _alloc.POOL.nbytes == 0
+
+
+def test_live_arrays_never_share_a_buffer_across_threads(pool):
+    def task(i):
+        a = _alloc.empty(SIZE // 4, np.float32)
+        a[...] = i
+        kept = _alloc.empty(SIZE, np.uint8) if i % 3 == 0 else None
+        assert (a == i).all()
+        return kept
+
+    with ThreadPoolExecutor(4) as ex:
+        kept = [k for k in ex.map(task, range(60)) if k is not None]
+    starts = sorted(k.ctypes.data for k in kept)
+    assert all(hi - lo >= SIZE for lo, hi in zip(starts, starts[1:]))
+
+
+@pytest.mark.parametrize("scheme", [nq.Uniform(bits=8), nq.Uniform(bits=4, block_size=64),
+                                    nq.NF4(block_size=64)], ids=["uniform8", "uniform4-block", "nf4"])
+def test_reused_garbage_buffers_give_the_codes_of_fresh_ones(scheme, pool, monkeypatch):
+    x = np.random.default_rng(0).standard_normal(SIZE, np.float32)
+    for nbytes in (SIZE, SIZE // 2):
+        junk = _alloc.empty(nbytes, np.uint8)
+        junk[...] = 0xA5
+    del junk
+    taken = []
+    take = pool.take
+    monkeypatch.setattr(pool, "take", lambda n: taken.append(take(n)) or taken[-1])
+    pooled = nq.quantize(x, scheme)
+    assert any(t is not None for t in taken)
+    monkeypatch.setattr(_alloc, "POOL", _alloc.BufferPool(0))
+    fresh = nq.quantize(x, scheme)
+    np.testing.assert_array_equal(np.asarray(pooled.codes), np.asarray(fresh.codes))
+    np.testing.assert_array_equal(nq.dequantize(pooled), nq.dequantize(fresh))
+
+
+def test_pool_limit_from_the_environment():
+    assert _alloc.pool_limit({}) == 256 << 20
+    assert _alloc.pool_limit({"NQUANT_BUFFER_POOL_BYTES": "0"}) == 0
+    for bad in ("-1", "lots", "1.5"):
+        with pytest.raises(ValueError, match=f"NQUANT_BUFFER_POOL_BYTES.*'{bad}'"):
+            _alloc.pool_limit({"NQUANT_BUFFER_POOL_BYTES": bad})
