@@ -94,13 +94,15 @@ class BufferPool:
             while total > self.limit:
                 total -= self._free.pop(0).size
 
-    def lease(self, nbytes):
+    def lease(self, nbytes, fault_in=True):
         """A writable uint8 array of ``nbytes`` bytes whose buffer returns here when the
-        array and all its views are gone; pages are faulted in on first allocation."""
+        array and all its views are gone; a new buffer's pages are faulted in first
+        when ``fault_in``."""
         buf = self.take(nbytes)
         if buf is None:
             buf = np.empty(nbytes, np.uint8)
-            prefault(buf)
+            if fault_in:
+                prefault(buf)
         return np.asarray(_Lease(buf, self))
 
 
@@ -132,10 +134,13 @@ def pool_limit(environ=os.environ):
 POOL = BufferPool(pool_limit())
 
 
-def empty(shape, dtype):
-    """``np.empty(shape, dtype)``; when large, from :data:`POOL` or with its pages faulted in.
+def empty(shape, dtype, fault_in=True):
+    """``np.empty(shape, dtype)``; when large, from :data:`POOL` or new (its pages
+    faulted in from all threads when ``fault_in``).
 
-    The contents are unspecified, as with ``np.empty``.
+    The contents are unspecified, as with ``np.empty``.  ``fault_in=False`` suits
+    outputs several times larger than the kernel's input (decoded floats), whose
+    pages are cheaper to fault in while the kernel writes them.
     """
     dtype = np.dtype(dtype)
     shape = (shape,) if np.ndim(shape) == 0 else tuple(shape)
@@ -144,6 +149,7 @@ def empty(shape, dtype):
         return np.empty(shape, dtype)
     if POOL.limit < nbytes:
         a = np.empty(shape, dtype)
-        prefault(a)
+        if fault_in:
+            prefault(a)
         return a
-    return POOL.lease(nbytes).view(dtype).reshape(shape)
+    return POOL.lease(nbytes, fault_in).view(dtype).reshape(shape)

@@ -255,7 +255,7 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     dtype = np.dtype(dtype)
     cdtype = compute_dtype(dtype)
     flat = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
-    res = np.empty(flat.size, cdtype)
+    res = _alloc.empty(flat.size, cdtype, fault_in=False)
     if scheme.axis is None:
         levels = levels_for(params, cdtype)
         if flat.size:

@@ -182,7 +182,7 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
            out=None):
     """``codebook[code] * absmax[block]`` (float32), cast to ``dtype``."""
     flat = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
-    res = np.empty(flat.size, np.float32)
+    res = _alloc.empty(flat.size, np.float32, fault_in=False)
     if flat.size:
         kb.dequantize_blockwise(flat, block_absmax(scheme, params), scheme.block_size, _levels(scheme), res)
     res = res.reshape(codes.shape)

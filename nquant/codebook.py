@@ -67,7 +67,7 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     cdtype = compute_dtype(dtype)
     levels = _levels(scheme, params, cdtype)
     flat = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
-    res = np.empty(flat.size, cdtype)
+    res = _alloc.empty(flat.size, cdtype, fault_in=False)
     if flat.size:
         codebook1d.dequantize_table(flat.reshape(1, -1), levels, res.reshape(1, -1))
     res = res.reshape(codes.shape)

@@ -380,7 +380,7 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     if out is not None and out.dtype == cdtype:
         res = out.reshape(-1)
     else:
-        res = np.empty(flat_codes.size, cdtype)
+        res = _alloc.empty(flat_codes.size, cdtype, fault_in=False)
     for part in lay.parts:
         if part.R and part.L:
             affine.dequantize_affine(part.view(flat_codes), part.row_group, lay.col_step, scale,

@@ -40,14 +40,20 @@ def test_empty_shape_dtype_and_writable(shape, dtype):
     assert (a == 7).all()
 
 
-def test_only_large_arrays_are_prefaulted(monkeypatch):
+@pytest.mark.parametrize("limit", [0, 1 << 30], ids=["unpooled", "pooled"])
+def test_new_large_arrays_are_prefaulted_unless_asked_not_to(limit, monkeypatch):
+    P = _alloc.PREFAULT_BYTES
     prefaulted = []
-    monkeypatch.setattr(_alloc, "POOL", _alloc.BufferPool(1 << 30))
+    monkeypatch.setattr(_alloc, "POOL", _alloc.BufferPool(limit))
     monkeypatch.setattr(_alloc, "prefault", lambda a: prefaulted.append(a.nbytes))
-    _alloc.empty(_alloc.PREFAULT_BYTES - 1, np.uint8)
+    _alloc.empty(P - 1, np.uint8)
+    _alloc.empty(P // 8, np.float64, fault_in=False)
     assert prefaulted == []
-    _alloc.empty(_alloc.PREFAULT_BYTES // 4, np.float32)
-    assert prefaulted == [_alloc.PREFAULT_BYTES]
+    a = _alloc.empty(P // 4, np.float32)  # pooled: the buffer released just above
+    assert prefaulted == ([] if limit else [P])
+    b = _alloc.empty((2, P // 2), np.uint8)  # a still lives: a new buffer
+    assert prefaulted == ([P] if limit else [P, P])
+    assert not np.shares_memory(a, b)
 
 
 @pytest.mark.parametrize("huge", [0, 1 << 16])
@@ -77,7 +83,7 @@ SIZE = _alloc.PREFAULT_BYTES
 
 @pytest.fixture
 def pool(monkeypatch):
-    p = _alloc.BufferPool(8 * SIZE)
+    p = _alloc.BufferPool(16 * SIZE)
     monkeypatch.setattr(_alloc, "POOL", p)
     return p
 
@@ -99,13 +105,13 @@ def test_buffer_returns_to_the_pool_only_when_the_last_view_is_gone(pool):
 
 
 def test_pool_matches_exact_sizes_and_keeps_the_newest_within_its_limit(pool):
-    arrays = [_alloc.empty(SIZE, np.uint8) for _ in range(10)]
+    arrays = [_alloc.empty(SIZE, np.uint8) for _ in range(18)]
     addrs = [a.ctypes.data for a in arrays]
     while arrays:
         arrays.pop(0)  # released oldest first
-    assert pool.nbytes == 8 * SIZE  # the two oldest were dropped
+    assert pool.nbytes == 16 * SIZE  # the two oldest were dropped
     odd = _alloc.empty(SIZE + 1, np.uint8)
-    assert pool.nbytes == 8 * SIZE and odd.ctypes.data not in addrs[2:]
+    assert pool.nbytes == 16 * SIZE and odd.ctypes.data not in addrs[2:]
     assert _alloc.empty(SIZE, np.uint8).ctypes.data == addrs[-1]
 
 
@@ -133,21 +139,24 @@ def test_live_arrays_never_share_a_buffer_across_threads(pool):
 
 @pytest.mark.parametrize("scheme", [nq.Uniform(bits=8), nq.Uniform(bits=4, block_size=64),
                                     nq.NF4(block_size=64)], ids=["uniform8", "uniform4-block", "nf4"])
-def test_reused_garbage_buffers_give_the_codes_of_fresh_ones(scheme, pool, monkeypatch):
-    x = np.random.default_rng(0).standard_normal(SIZE, np.float32)
-    for nbytes in (SIZE, SIZE // 2):
-        junk = _alloc.empty(nbytes, np.uint8)
-        junk[...] = 0xA5
-    del junk
+def test_reused_garbage_buffers_give_the_results_of_fresh_ones(scheme, pool, monkeypatch):
+    """Codes, packed codes and decoded values written into reused buffers full of junk."""
+    n = 2 * SIZE
+    x = np.random.default_rng(0).standard_normal(n, np.float32)
+    junk = [_alloc.empty(nbytes, np.uint8) for nbytes in (n, n // 2, 4 * n)]
+    for j in junk:
+        j[...] = 0xA5
+    del junk, j
     taken = []
     take = pool.take
-    monkeypatch.setattr(pool, "take", lambda n: taken.append(take(n)) or taken[-1])
+    monkeypatch.setattr(pool, "take", lambda nbytes: taken.append(take(nbytes)) or taken[-1])
     pooled = nq.quantize(x, scheme)
-    assert any(t is not None for t in taken)
+    pooled_values = nq.dequantize(pooled)
+    assert sum(t is not None for t in taken) >= (3 if scheme.bits < 8 else 2)
     monkeypatch.setattr(_alloc, "POOL", _alloc.BufferPool(0))
     fresh = nq.quantize(x, scheme)
     np.testing.assert_array_equal(np.asarray(pooled.codes), np.asarray(fresh.codes))
-    np.testing.assert_array_equal(nq.dequantize(pooled), nq.dequantize(fresh))
+    np.testing.assert_array_equal(pooled_values, nq.dequantize(fresh))
 
 
 def test_pool_limit_from_the_environment():
