@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import dask.array as da
 import numpy as np
 
 from nquant import asq_family, blockwise, chunked, codebook, kmeans_blockwise, labels, outliers, uniform
@@ -44,6 +45,23 @@ def fit_encode(fam, scheme, a):
     return params, fam.encode(scheme, params, a)
 
 
+def fit_encode_packed(fam, scheme, a):
+    """:func:`fit_encode` with the codes row-packed (``pack_codes``), by the family's
+    ``fit_encode_packed`` where it has one."""
+    if hasattr(fam, "fit_encode_packed"):
+        return fam.fit_encode_packed(scheme, a)
+    params, codes = fit_encode(fam, scheme, a)
+    return params, pack_codes(codes, scheme.bits)
+
+
+def decode_packed(fam, q, dtype, out=None):
+    """Values of the in-memory ``QuantizedArray`` ``q``, by the family's ``decode_packed``
+    where it has one, else unpacked and decoded."""
+    if hasattr(fam, "decode_packed"):
+        return fam.decode_packed(q.scheme, q.side, q.codes, q.shape, dtype, out=out)
+    return fam.decode(q.scheme, q.side, unpack_codes(q.codes, q.bits, q.shape), dtype, out=out)
+
+
 def quantize(x, scheme, *, device="cpu"):
     """Quantize ``x`` with ``scheme``.
 
@@ -79,9 +97,8 @@ def quantize(x, scheme, *, device="cpu"):
         return QuantizedArray(scheme=scheme, shape=x.shape, dtype=x.dtype, codes=codes,
                               bits=scheme.bits, side=params, chunks=x.chunks, labels=xr_labels)
     a = check_input(x)
-    params, codes = fit_encode(fam, scheme, a)
-    return QuantizedArray(scheme=scheme, shape=a.shape, dtype=a.dtype,
-                          codes=pack_codes(codes, scheme.bits), bits=scheme.bits,
+    params, packed = fit_encode_packed(fam, scheme, a)
+    return QuantizedArray(scheme=scheme, shape=a.shape, dtype=a.dtype, codes=packed, bits=scheme.bits,
                           side=chunked.public(params), labels=xr_labels)
 
 
@@ -92,7 +109,8 @@ def dequantize(q, *, dtype=None, out=None):
     ----------
     q : QuantizedArray
     dtype : dtype of the result (default: the original dtype)
-    out : ndarray, optional, preallocated result of shape ``q.shape``
+    out : ndarray, optional, C-contiguous, of shape ``q.shape``: receives the values (cast to
+        its dtype; a Dask-backed ``q`` is computed into it) and is returned
 
     Returns
     -------
@@ -111,6 +129,13 @@ def dequantize(q, *, dtype=None, out=None):
         raise InputError(f"out shape={out.shape} is invalid: expected a C-contiguous array of shape {q.shape}")
     if q.is_dask:
         codes = chunked.unpack(q.codes, q.bits, q.shape, q.chunks)
-        return labels.wrap(chunked.decode(fam, q.scheme, q.side, codes, dtype), q.labels)
-    codes = unpack_codes(q.codes, q.bits, q.shape)
-    return labels.wrap(fam.decode(q.scheme, q.side, codes, dtype, out=out), q.labels)
+        res = chunked.decode(fam, q.scheme, q.side, codes, dtype)
+        if out is not None:
+            da.store(res, out, lock=False)
+            res = out
+        return labels.wrap(res, q.labels)
+    res = decode_packed(fam, q, dtype, out=out)
+    if out is not None and res is not out:  # computed elsewhere: copy (and cast) into out
+        out[...] = res
+        res = out
+    return labels.wrap(res, q.labels)

@@ -17,6 +17,7 @@ import numpy as np
 from nquant import _alloc
 from nquant.errors import InputError
 from nquant.kernels import blockwise as kb
+from nquant.packing import pack_codes, packed_shape, unpack_codes
 
 DQ_BLOCK = kb.DOUBLE_QUANT_BLOCK
 
@@ -180,10 +181,50 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
 
 def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=None, group_offset=0,
            out=None):
-    """``codebook[code] * absmax[block]`` (float32), cast to ``dtype``."""
-    flat = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
-    res = _alloc.empty(flat.size, np.float32, fault_in=False)
+    """``codebook[code] * absmax[block]`` (float32), cast to ``dtype``; into ``out`` when it
+    is a C-contiguous float32 array of the codes' size."""
+    return _decode(scheme, params, np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1), False,
+                   np.shape(codes), dtype, out)
+
+
+def nibbles_flat(scheme, shape):
+    """Whether the codes of ``shape``, row-packed (``packing.pack_codes``), are the
+    kernels' flat two-per-byte stream: 4-bit codes, even blocks, even rows."""
+    return scheme.bits == 4 and scheme.block_size % 2 == 0 and (len(shape) <= 1 or shape[-1] % 2 == 0)
+
+
+def fit_encode_packed(scheme, x):
+    """:func:`fit_encode` with the codes row-packed as ``packing.pack_codes`` packs them;
+    in one pass when :func:`nibbles_flat`."""
+    shape = np.shape(x)
+    if not nibbles_flat(scheme, shape):
+        params, codes = fit_encode(scheme, x)
+        return params, pack_codes(codes, scheme.bits)
+    flat = _flat32(x)
+    absmax = np.empty(-(-flat.size // scheme.block_size), np.float32)
+    packed = _alloc.empty(packed_shape(shape, 4), np.uint8)
     if flat.size:
-        kb.dequantize_blockwise(flat, block_absmax(scheme, params), scheme.block_size, _levels(scheme), res)
-    res = res.reshape(codes.shape)
+        kb.absmax_quantize_blockwise(flat, scheme.block_size, _levels(scheme), absmax, packed.reshape(-1),
+                                     packed=True)
+    return _params(scheme, _checked(absmax)), packed
+
+
+def decode_packed(scheme, params, packed, shape, dtype=np.float32, out=None):
+    """:func:`decode` of row-packed codes of ``shape``; unpacked on the fly when
+    :func:`nibbles_flat`."""
+    shape = tuple(shape)
+    if not nibbles_flat(scheme, shape):
+        return decode(scheme, params, unpack_codes(packed, scheme.bits, shape), dtype, out=out)
+    return _decode(scheme, params, np.ascontiguousarray(packed, dtype=np.uint8).reshape(-1), True, shape,
+                   dtype, out)
+
+
+def _decode(scheme, params, flat_codes, packed, shape, dtype, out):
+    n = int(np.prod(shape, dtype=np.int64))
+    direct = out is not None and out.dtype == np.float32 and out.flags.c_contiguous and out.size == n
+    res = out.reshape(-1) if direct else _alloc.empty(n, np.float32, fault_in=False)
+    if n:
+        kb.dequantize_blockwise(flat_codes, block_absmax(scheme, params), scheme.block_size, _levels(scheme),
+                                res, packed=packed)
+    res = out if direct else res.reshape(shape)
     return res if res.dtype == np.dtype(dtype) else res.astype(dtype)

@@ -152,7 +152,7 @@ def test_reused_garbage_buffers_give_the_results_of_fresh_ones(scheme, pool, mon
     monkeypatch.setattr(pool, "take", lambda nbytes: taken.append(take(nbytes)) or taken[-1])
     pooled = nq.quantize(x, scheme)
     pooled_values = nq.dequantize(pooled)
-    assert sum(t is not None for t in taken) >= (3 if scheme.bits < 8 else 2)
+    assert sum(t is not None for t in taken) >= 2  # codes (or packed codes) and values
     monkeypatch.setattr(_alloc, "POOL", _alloc.BufferPool(0))
     fresh = nq.quantize(x, scheme)
     np.testing.assert_array_equal(np.asarray(pooled.codes), np.asarray(fresh.codes))

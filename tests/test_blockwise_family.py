@@ -1,4 +1,5 @@
-"""The blockwise family's one-pass ``fit_encode`` against ``fit`` then ``encode``."""
+"""The blockwise family's one-pass ``fit_encode`` against ``fit`` then ``encode``, and its
+fused packed paths against packing and unpacking."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from hypothesis import strategies as st
 import nquant as nq
 from nquant import blockwise
 from nquant.errors import InputError
+from nquant.packing import pack_codes
 from tests.test_codebook_kernels import block_data
 
 
@@ -44,3 +46,40 @@ def test_fit_encode_refuses_non_finite(bad):
         blockwise.fit_encode(nq.NF4(), x)
     with pytest.raises(InputError, match="NaN or infinite"):
         nq.quantize(x, nq.NF4())
+
+
+NF3_LEVELS = (-1.0, -0.53, -0.25, 0.0, 0.2, 0.44, 0.72, 1.0)
+
+
+@given(data=block_data(), double_quant=st.booleans(), cols=st.sampled_from([None, 1, 2, 3, 6]),
+       odd_block=st.booleans(), nf3=st.booleans())
+def test_packed_paths_equal_packing_the_codes(data, double_quant, cols, odd_block, nf3):
+    """``fit_encode_packed`` / ``decode_packed`` (fused where the nibble stream is flat)
+    against ``fit_encode`` + ``pack_codes`` and ``decode`` of the unpacked codes."""
+    x, block = data
+    block += odd_block
+    x = x[:x.size // cols * cols].reshape(-1, cols) if cols else x
+    levels = NF3_LEVELS if nf3 else nq.NF4().codebook
+    scheme = nq.Blockwise(levels, block_size=block, double_quant=double_quant)
+    assert scheme.bits == (3 if nf3 else 4)
+    params, codes = blockwise.fit_encode(scheme, x)
+    packed_params, packed = blockwise.fit_encode_packed(scheme, x)
+    _same(params, pack_codes(codes, scheme.bits), packed_params, packed)
+    expected = blockwise.decode(scheme, params, codes)
+    np.testing.assert_array_equal(blockwise.decode_packed(scheme, params, packed, x.shape), expected)
+    out = np.full(x.shape, np.nan, np.float32)
+    assert blockwise.decode_packed(scheme, params, packed, x.shape, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(blockwise.decode_packed(scheme, params, packed, x.shape, np.float64),
+                                  expected.astype(np.float64))
+
+
+@pytest.mark.parametrize("x", [np.zeros(0, np.float32), np.float32(2.5) * np.ones((), np.float32),
+                               np.zeros((3, 0), np.float32), np.full((4, 34), 7, np.float16)])
+def test_packed_paths_edge_inputs(x):
+    scheme = nq.NF4(block_size=16)
+    params, codes = blockwise.fit_encode(scheme, x)
+    packed_params, packed = blockwise.fit_encode_packed(scheme, x)
+    _same(params, pack_codes(codes, 4), packed_params, packed)
+    np.testing.assert_array_equal(blockwise.decode_packed(scheme, params, packed, x.shape, x.dtype),
+                                  blockwise.decode(scheme, params, codes, x.dtype))

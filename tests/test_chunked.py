@@ -271,3 +271,24 @@ def test_xarray_dataarray_input():
     # a Dask-backed DataArray: its .data is the Dask array
     xda = xr.DataArray(da.from_array(x, chunks=(3, 4)), dims=("row", "col"))
     assert_same_quantization(q_np, nq.quantize(xda.data, scheme))
+
+
+@pytest.mark.parametrize("scheme", [
+    nq.Uniform(bits=4, axis=0),
+    nq.Codebook(values=(-1.5, -0.2, 0.0, 0.4, 2.0)),
+    nq.NF4(block_size=8),
+    nq.Blockwise(codebook=(-1.0, -0.5, 0.0, 0.5, 1.0), block_size=10),
+    nq.KMeansBlockwise(bits=3, block_size=16),
+    nq.Outliers(nq.NF4(block_size=8), fraction=0.05),
+    nq.ASQ(bits=2),
+], ids=lambda s: s.type)
+@pytest.mark.parametrize("dask_backed", [False, True], ids=["numpy", "dask"])
+def test_dequantize_writes_out_in_every_family(scheme, dask_backed):
+    x = data(5, (9, 14), np.float32)
+    q = nq.quantize(da.from_array(x, chunks=(4, 7)) if dask_backed else x, scheme)
+    expected = np.asarray(nq.dequantize(q))
+    for dtype in (np.float32, np.float64):
+        out = np.full(x.shape, np.nan, dtype)
+        with dask.config.set(scheduler="threads"):
+            assert nq.dequantize(q, out=out) is out
+        np.testing.assert_array_equal(out, expected.astype(dtype))
