@@ -8,6 +8,13 @@ The protocol every scheme family follows (``DESIGN.md``)::
     codes  = encode(scheme, params, chunk, start, global_shape)
     x_hat  = decode(scheme, params, codes, dtype, start, global_shape)
 
+``encode`` and ``decode`` take an optional ``out`` that they may write in place;
+:func:`nquant.dequantize` copies the result into ``out`` when they did not.  A
+family may add one-pass paths for in-memory arrays, which ``nquant.api`` uses
+where present: ``fit_encode(scheme, x) -> (params, codes)``,
+``fit_encode_packed(scheme, x) -> (params, row-packed codes)`` and
+``decode_packed(scheme, params, packed, shape, dtype, out)``.
+
 ``percentile`` and ``mse`` ranges need a second pass: :func:`needs_histogram`
 says so, :func:`partial_histogram` / :func:`merge` collect it and
 :func:`finalize` uses it.  NumPy inputs run the very same functions on one
