@@ -240,11 +240,31 @@ def _shifted(x, shift):
     return np.subtract(x, shift.astype(x.dtype), dtype=x.dtype)
 
 
+def _nearest(x, centers_c, shift):
+    """Labels of the rows of ``x`` and their squared distances, the same for any row chunking.
+
+    The assignment pass gives ``||x||^2 - 2 x.c + ||c||^2`` from BLAS GEMMs, whose rounding
+    depends on the block shapes BLAS sees (so on the chunking); the distance to the chosen
+    center is summed again from the differences, row by row in float64, which is exact to
+    the data's precision and independent of the blocking.
+    """
+    with _single_blas() as limited:
+        labels, _, _, _ = _pass(x, centers_c, nthreads=_gemm_threads(limited), shift=shift)
+    d2 = np.empty(x.shape[0], dtype=centers_c.dtype)
+    step = max(1, (1 << 20) // max(1, x.shape[1]))  # rows per block: a bounded float64 buffer
+    for s in range(0, x.shape[0], step):
+        diff = np.asarray(x[s:s + step], np.float64)
+        if shift is not None:
+            diff -= shift
+        diff -= centers_c[labels[s:s + step]]
+        d2[s:s + step] = np.square(diff).sum(axis=1)
+    return labels, d2
+
+
 @in_task
 def _labels_chunk(x, centers_c, shift, want):
     x = _as_input(x)
-    with _single_blas() as limited:
-        labels, d2, _, _ = _pass(x, centers_c, nthreads=_gemm_threads(limited), shift=shift)
+    labels, d2 = _nearest(x, centers_c, shift)
     if want == "labels":
         return labels
     if want == "d2":
@@ -289,9 +309,7 @@ def assign(X, centers):
         both = X.map_blocks(_labels_chunk, Cc, shift, "both", dtype=np.float64,
                             chunks=(X.chunks[0], (2,)))
         return both[:, 0].astype(np.int32), both[:, 1].astype(dtype)
-    with _single_blas() as limited:
-        labels, d2, _, _ = _pass(X, Cc, nthreads=_gemm_threads(limited), shift=shift)
-    return labels, d2
+    return _nearest(X, Cc, shift)
 
 
 # ---------------------------------------------------------------------------------------
@@ -674,8 +692,7 @@ class KMeans:
         if _is_dask(X):
             dtype = np.int32 if want == "labels" else X.dtype
             return X.map_blocks(_labels_chunk, centers, self._shift, want, drop_axis=1, dtype=dtype)
-        with _single_blas() as limited:
-            labels, d2, _, _ = _pass(X, centers, nthreads=_gemm_threads(limited), shift=self._shift)
+        labels, d2 = _nearest(X, centers, self._shift)
         return labels if want == "labels" else d2
 
     def _nthreads(self):
