@@ -102,15 +102,44 @@ def quantize(x, scheme, *, device="cpu"):
                           side=chunked.public(params), labels=xr_labels)
 
 
+def _float_dtype(dtype, name):
+    """``dtype`` as a NumPy float dtype (float16, float32 or float64), else an InputError naming ``name``."""
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        d = None
+    if d is None or d not in FLOAT_DTYPES:
+        shown = d if d is not None else repr(dtype)
+        raise InputError(f"{name}={shown} is invalid: expected a floating dtype "
+                         "(float16, float32 or float64)")
+    return d
+
+
+def _check_out(out, shape, dtype):
+    """Refuse an ``out`` that decoding cannot write into (InputError naming ``out``)."""
+    if not isinstance(out, np.ndarray):
+        raise InputError(f"out of type {type(out).__name__} is invalid: expected a NumPy array")
+    if out.shape != tuple(shape) or not out.flags.c_contiguous:
+        raise InputError(f"out shape={out.shape} is invalid: expected a C-contiguous array of shape "
+                         f"{tuple(shape)}")
+    if not out.flags.writeable:
+        raise InputError("out is read-only: expected a writeable array")
+    _float_dtype(out.dtype, "out dtype")
+    if dtype is not None and out.dtype != dtype:
+        raise InputError(f"out dtype={out.dtype} does not match dtype={dtype}: pass one, or both equal")
+
+
 def dequantize(q, *, dtype=None, out=None):
     """Reconstruct the values of a ``QuantizedArray``.
 
     Parameters
     ----------
     q : QuantizedArray
-    dtype : dtype of the result (default: the original dtype)
-    out : ndarray, optional, C-contiguous, of shape ``q.shape``: receives the values (cast to
-        its dtype; a Dask-backed ``q`` is computed into it) and is returned
+    dtype : floating dtype of the result (default: the original dtype); an integer dtype is
+        an ``InputError`` (it would truncate)
+    out : ndarray, optional, writeable, C-contiguous, floating, of shape ``q.shape`` (and of
+        ``dtype`` when both are given): receives the values (cast to its dtype; a Dask-backed
+        ``q`` is computed into it) and is returned
 
     Returns
     -------
@@ -119,14 +148,16 @@ def dequantize(q, *, dtype=None, out=None):
     """
     if not isinstance(q, QuantizedArray):
         raise InputError(f"q of type {type(q).__name__} is invalid: expected a QuantizedArray")
+    if dtype is not None:
+        dtype = _float_dtype(dtype, "dtype")
     if is_cuda_array(q.codes):  # quantized on the device: decoded there
         from nquant.cuda.api import dequantize as cuda_dequantize
 
         return cuda_dequantize(q, dtype=dtype, out=out)
     fam = family(q.scheme)
+    if out is not None:
+        _check_out(out, q.shape, dtype)
     dtype = np.dtype(q.dtype if dtype is None else dtype)
-    if out is not None and (out.shape != tuple(q.shape) or not out.flags.c_contiguous):
-        raise InputError(f"out shape={out.shape} is invalid: expected a C-contiguous array of shape {q.shape}")
     if q.is_dask:
         codes = chunked.unpack(q.codes, q.bits, q.shape, q.chunks)
         res = chunked.decode(fam, q.scheme, q.side, codes, dtype)

@@ -55,6 +55,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from nquant import limits
 from nquant.errors import InputError, SchemeError
 from nquant.kernels import asq_dp as _k
 
@@ -142,15 +143,22 @@ def _check_s(s):
     s = int(s)
     if s < 2:
         raise SchemeError(f"s={s}: the number of levels must be an integer >= 2")
+    limits.check_count("s", s, limits.MAX_LEVELS)
     return s
 
 
-def _check_m(m):
+def _check_m(m, s=2, groups=1):
+    """``m`` (default :data:`DEFAULT_M`), checked against ``limits.MAX_GRID`` and, before anything
+    is allocated, against the memory of ``groups`` histograms of ``m`` cells and of the DP over
+    its ``m + 1`` points with ``s`` levels."""
     if m is None:
-        return DEFAULT_M
+        m = DEFAULT_M
     if isinstance(m, (bool, np.bool_)) or not isinstance(m, (int, np.integer)) or int(m) < 1:
         raise SchemeError(f"m={m!r}: the number of grid intervals must be an integer >= 1")
-    return int(m)
+    m = int(m)
+    limits.check_count("m", m, limits.MAX_GRID)
+    limits.check_memory("m", m, 24 * m * groups + exact_memory(m + 1, s))
+    return m
 
 
 def _as_data(x, name="x", allow_float32=False):
@@ -373,7 +381,7 @@ def solve(x, s, method="quiver", m=None, weights=None, grid="uniform", *, max_me
     if algorithm not in _ALGOS:
         raise SchemeError(f"algorithm={algorithm!r} is not one of 'smawk', 'dc'")
     if method == "quiver_approx":
-        m = _check_m(m)
+        m = _check_m(m, s)
         if grid not in GRIDS:
             raise SchemeError(f"grid={grid!r} is not one of {', '.join(map(repr, GRIDS))}")
         return _solve_approx(x, s, m, weights, grid)
@@ -386,7 +394,9 @@ def solve(x, s, method="quiver", m=None, weights=None, grid="uniform", *, max_me
     w = _as_weights(weights, x_shape, a.size)
     a, w = _sorted_data(a, w)
     vals, wts = _k.dedup_sorted(a, np.empty(0) if w is None else w)
-    norm2 = float(np.dot(wts, vals * vals))
+    # |x| > 1e154 overflows the norm: vNMSE is then 0, the levels (data points) are unaffected
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm2 = float(np.dot(wts, vals * vals))
     n = vals.size
     if n <= s:
         return ASQResult(_repeat_levels(vals, s), 0.0, 0.0)
@@ -762,7 +772,7 @@ def rows_partial(x2d, lo, hi, m):
         Per group and cell ``(count, sum (x - e_l), sum (x - e_l)^2)``; merged by addition.
     norm2 : float64 ndarray, shape (G,)
     """
-    m = _check_m(m)
+    m = _check_m(m, groups=np.shape(x2d)[0])
     x2d = np.asarray(x2d)
     if x2d.dtype not in (np.float32, np.float64):
         x2d = x2d.astype(np.float64)
@@ -823,9 +833,10 @@ def solve_rows(x, s, method="quiver", m=None):
         a = a.astype(np.float64)
     if not np.isfinite(a).all():
         raise InputError("x contains NaN or infinite values; finite values are required")
-    norm2 = np.einsum("ij,ij->i", a, a, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm2 = np.einsum("ij,ij->i", a, a, dtype=np.float64)
     if method == "quiver_approx":
-        m = _check_m(m)
+        m = _check_m(m, s, groups=a.shape[0])
         lo = a.min(axis=1).astype(np.float64)
         hi = a.max(axis=1).astype(np.float64)
         hist, _n2 = rows_partial(a, lo, hi, m)

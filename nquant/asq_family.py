@@ -24,8 +24,9 @@ repeating its largest one; the codes of group ``g`` index row ``g``.
 
 import numpy as np
 
-from nquant import _alloc, _layout, asq
-from nquant.errors import InputError
+from nquant import _alloc, _layout, asq, limits
+from nquant import validate
+from nquant.errors import InputError, StoreError
 from nquant.kernels import codebook1d
 from nquant.kernels.rng import stream_key
 from nquant.kernels.rounding import STOCHASTIC
@@ -65,8 +66,17 @@ def _rows(scheme, chunk, start, global_shape):
     return np.ascontiguousarray(a.reshape(a.shape[0], rest)), first, n_groups(scheme, gshape)
 
 
+def _check_grid(scheme, groups):
+    """``quiver_approx``: the histograms (``groups`` of ``m`` cells) and the DP must fit in memory;
+    checked before the first pass allocates anything."""
+    if scheme.method == "quiver_approx":
+        asq._check_m(scheme.m, 1 << scheme.bits, groups)
+
+
 def partial(scheme, chunk, start=None, global_shape=None):
     """min/max (``quiver_approx``) or the (value, count) table of one chunk (per group with ``axis``)."""
+    _check_grid(scheme, 1 if scheme.axis is None else
+                n_groups(scheme, chunk.shape if global_shape is None else tuple(global_shape)))
     if scheme.axis is not None:
         return _partial_rows(scheme, chunk, start, global_shape)
     flat = _flat(chunk)
@@ -97,6 +107,7 @@ def partial_histogram(scheme, chunk, lo, hi, start=None, global_shape=None):
     """Per-cell sums of one chunk over the grid of ``quiver_approx`` (each group's own grid)."""
     if scheme.axis is not None:
         rows, first, G = _rows(scheme, chunk, start, global_shape)
+        _check_grid(scheme, G)
         m = asq.DEFAULT_M if scheme.m is None else scheme.m
         hist = np.zeros((G, m, 3))
         sl = slice(first, first + rows.shape[0])
@@ -259,13 +270,19 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     if scheme.axis is None:
         levels = levels_for(params, cdtype)
         if flat.size:
+            validate.check_codes(flat, levels.size, scheme.bits, start=start)
             codebook1d.dequantize_table(flat.reshape(1, -1), levels, res.reshape(1, -1))
     else:
+        if np.ndim(params["codebook"]) != 2:
+            raise StoreError(f"side array 'codebook' has shape={np.shape(params['codebook'])}; expected "
+                             f"(groups, {1 << scheme.bits}) with axis={scheme.axis}")
         levels, _n = group_levels_for(params, cdtype)
         lay = _layout_of(scheme, codes.shape, start, global_shape)
+        # the kernel indexes levels[group, code]: every group of the layout and code must exist
+        validate.check_groups(lay, {"codebook": levels.shape[0]})
+        validate.check_codes(flat, levels.shape[1], scheme.bits, start=start)
         for part in lay.parts:
             if part.R and part.L:
                 codebook1d.dequantize_groups(part.view(flat), part.row_group, lay.col_step, levels,
                                              part.view(res))
-    res = res.reshape(codes.shape)
-    return res if res.dtype == dtype else res.astype(dtype)
+    return limits.finite_cast(res.reshape(codes.shape), dtype)

@@ -14,8 +14,9 @@ from fractions import Fraction
 
 import numpy as np
 
-from nquant import _alloc
-from nquant.errors import InputError
+from nquant import _alloc, limits
+from nquant import validate
+from nquant.errors import InputError, StoreError
 from nquant.kernels import blockwise as kb
 from nquant.packing import pack_codes, packed_shape, unpack_codes
 
@@ -27,7 +28,18 @@ def _levels(scheme):
 
 
 def _flat32(chunk):
-    return np.ascontiguousarray(chunk, dtype=np.float32).reshape(-1)
+    """The chunk as flat float32; ``InputError`` for float64 values beyond the float32 range
+    (the cast would make them infinite)."""
+    if np.asarray(chunk).dtype != np.float64:
+        return np.ascontiguousarray(chunk, dtype=np.float32).reshape(-1)
+    with np.errstate(over="ignore"):
+        flat = np.ascontiguousarray(chunk, dtype=np.float32).reshape(-1)
+    if not np.isfinite(flat).all():
+        src = np.asarray(chunk).reshape(-1)
+        over = np.isinf(flat) & np.isfinite(src)
+        if over.any():
+            limits.check_float32_range("x", src[over], src[over], InputError)
+    return flat
 
 
 def _absmax(scheme, flat):
@@ -123,9 +135,43 @@ def chunk_params(scheme, chunk, start=None, global_shape=None, params=None):
 def _block_params(scheme, absmax, params):
     """Side arrays of blocks with exact ``absmax``; ``params`` hold the global ``offset``."""
     if not scheme.double_quant:
-        return {"absmax": absmax}
-    codes, absmax2, _ = kb.double_quantize(absmax, offset=params["offset"][0])
-    return {"absmax_codes": codes, "absmax2": absmax2, "_absmax": absmax}
+        out = {"absmax": absmax}
+    else:
+        codes, absmax2, _ = kb.double_quantize(absmax, offset=params["offset"][0])
+        # a decoded absmax is at most absmax2 + offset <= 2 max(absmax): only near the limit
+        if absmax.size and float(absmax.max()) > limits.F32_MAX / 4:
+            _finite_absmax2(codes, absmax2, params["offset"][0])
+        out = {"absmax_codes": codes, "absmax2": absmax2, "_absmax": absmax}
+    _check_products(scheme, {**params, **out} if params else out)
+    return out
+
+
+def _finite_absmax2(codes, absmax2, offset):
+    """Lower (in place) the code of a block whose decoded absmax ``map[code] * absmax2 +
+    offset`` overflows float32 (absmax values near the limit, rounded up by the 8-bit map)
+    to the next lower level of the map, until it is finite."""
+    for _ in range(len(kb._DYNAMIC)):
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad = ~np.isfinite(kb.double_dequantize(codes, absmax2, np.float32(offset)))
+        if not bad.any():
+            return
+        if (codes[bad] == 0).any():
+            break
+        codes[bad] -= 1
+    raise InputError("x: its block absmax values cannot be double-quantized to finite float32 values")
+
+
+def _check_products(scheme, params):
+    """``InputError`` where a level beyond [-1, 1] times a block's absmax (as decoding sees it)
+    would exceed the float32 range; levels within [-1, 1] never can."""
+    big = float(np.max(np.abs(np.asarray(scheme.codebook, np.float64))))
+    if big <= 1:
+        return
+    absmax = block_absmax(scheme, params)
+    if absmax.size and float(absmax.max()) * big > limits.F32_MAX:
+        raise InputError(f"x has a block absmax of {float(absmax.max()):.6g}: times the codebook's level "
+                         f"{big:.6g} it exceeds the float32 range (|value| <= {limits.F32_MAX:.8g}); "
+                         "use a codebook within [-1, 1]")
 
 
 def _params(scheme, absmax):
@@ -159,8 +205,30 @@ def block_absmax(scheme, params):
     """The float32 absmax per block that decoding uses (dequantized with double_quant)."""
     if "absmax" in params:
         return np.asarray(params["absmax"], np.float32)
-    return kb.double_dequantize(np.asarray(params["absmax_codes"]), np.asarray(params["absmax2"]),
-                                np.float32(np.asarray(params["offset"]).reshape(-1)[0]))
+    codes = np.asarray(params["absmax_codes"])
+    absmax2 = np.asarray(params["absmax2"])
+    offset = np.asarray(params["offset"]).reshape(-1)
+    # the kernel indexes the 256-entry map by code and absmax2 by group of DQ_BLOCK codes
+    if codes.dtype != np.uint8 or codes.ndim != 1:
+        raise StoreError(f"side array 'absmax_codes' has dtype={codes.dtype}, ndim={codes.ndim}; "
+                         "expected 1-d uint8")
+    validate.check_length("absmax2", absmax2.size, -(-codes.size // DQ_BLOCK))
+    validate.check_length("offset", offset.size, 1)
+    return kb.double_dequantize(codes, absmax2, np.float32(offset[0]))
+
+
+def dequantize_checked(scheme, params, codes, n, levels, out, packed=False, start=None):
+    """``kb.dequantize_blockwise`` of ``n`` values once the arrays it indexes are known to fit:
+    codes for ``n`` values, an absmax per block, codes below the number of ``levels``
+    (``start``: the chunk's position, for the message)."""
+    absmax = block_absmax(scheme, params)
+    validate.check_length("codes", codes.size, (n + 1) // 2 if packed else n)
+    validate.check_length("absmax", absmax.size, -(-n // scheme.block_size))
+    if packed:
+        validate.check_nibbles(codes, levels.size, start=start)
+    else:
+        validate.check_codes(codes, levels.size, scheme.bits, start=start)
+    kb.dequantize_blockwise(codes, absmax, scheme.block_size, levels, out, packed=packed)
 
 
 def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0, out=None):
@@ -184,7 +252,7 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     """``codebook[code] * absmax[block]`` (float32), cast to ``dtype``; into ``out`` when it
     is a C-contiguous float32 array of the codes' size."""
     return _decode(scheme, params, np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1), False,
-                   np.shape(codes), dtype, out)
+                   np.shape(codes), dtype, out, start)
 
 
 def nibbles_flat(scheme, shape):
@@ -219,12 +287,10 @@ def decode_packed(scheme, params, packed, shape, dtype=np.float32, out=None):
                    dtype, out)
 
 
-def _decode(scheme, params, flat_codes, packed, shape, dtype, out):
+def _decode(scheme, params, flat_codes, packed, shape, dtype, out, start=None):
     n = int(np.prod(shape, dtype=np.int64))
     direct = out is not None and out.dtype == np.float32 and out.flags.c_contiguous and out.size == n
     res = out.reshape(-1) if direct else _alloc.empty(n, np.float32, fault_in=False)
     if n:
-        kb.dequantize_blockwise(flat_codes, block_absmax(scheme, params), scheme.block_size, _levels(scheme),
-                                res, packed=packed)
-    res = out if direct else res.reshape(shape)
-    return res if res.dtype == np.dtype(dtype) else res.astype(dtype)
+        dequantize_checked(scheme, params, flat_codes, n, _levels(scheme), res, packed=packed, start=start)
+    return limits.finite_cast(out if direct else res.reshape(shape), dtype)

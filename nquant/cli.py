@@ -1,30 +1,58 @@
 """The ``nquant`` command line.
 
-User errors print one line to stderr and exit with status 2 (a traceback only
-with ``--debug``).
+User errors and unusable inputs (missing or corrupt files and stores, bad numbers,
+schemes or workflow files) print one line to stderr and exit with status 2 (a
+traceback only with ``--debug``).  Ctrl-C (SIGINT) prints ``nquant: interrupted
+(rerun to resume)`` and ends the process at once with status 130: an interrupted
+output stays partial, and the same command resumes it.
 """
 
 import functools
 import json
 import logging
+import multiprocessing
 import os
+import signal
 import sys
+import threading
 from importlib import resources
 
 import click
 
 from nquant import __version__
-from nquant.errors import NQuantError
+from nquant.errors import InputError, NQuantError, StoreError
+from nquant.kernels.rounding import MODES
+from nquant.presets import PRESETS
+from nquant.schemes import RANGES
+
+INTERRUPTED = "nquant: interrupted (rerun to resume)"
+INTERRUPTED_STATUS = 130
+
+
+class MemorySize(click.ParamType):
+    """A memory size such as ``2GiB``, ``500MB`` or ``auto`` (kept as given)."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        from nquant.cluster import parse_memory_limit
+
+        try:
+            parse_memory_limit(value)
+        except InputError:
+            self.fail(f"{value!r} is not a size such as 2GiB, 500MB or auto", param, ctx)
+        return value
 
 
 def _scheme_options(f):
     f = click.option("--scheme", "scheme", default="int8", show_default=True,
-                     help="Preset name (int8, int4, int4-block64, ...) or a scheme's JSON.")(f)
+                     help=f"Preset name ({', '.join(PRESETS)}), a scheme's JSON, or a .json/.npy "
+                          "file written by fit-codebook.")(f)
     f = click.option("--bits", type=int, help="Override the scheme's bits.")(f)
     f = click.option("--axis", type=int, help="Override: one scale per index of this axis.")(f)
     f = click.option("--block-size", type=int, help="Override: one scale per block of values.")(f)
-    f = click.option("--rounding", help="Override the rounding mode.")(f)
-    f = click.option("--range", "range_", help="Override the range calibration (minmax, percentile, mse).")(f)
+    f = click.option("--rounding", help=f"Override the rounding mode: {', '.join(MODES)}.")(f)
+    f = click.option("--range", "range_", help=f"Override the range calibration: {', '.join(RANGES)}.")(f)
     f = click.option("--seed", type=int, help="Override the seed of stochastic rounding.")(f)
     return f
 
@@ -32,9 +60,13 @@ def _scheme_options(f):
 def _cluster_options(f):
     f = click.option("--scheduler", default=None,
                      help="threads | processes | sync | local | tcp://host:port  [default: threads]")(f)
-    f = click.option("--workers", type=int, help="Workers (local cluster) or threads/processes.")(f)
-    f = click.option("--threads-per-worker", type=int, help="Threads per local-cluster worker.")(f)
-    f = click.option("--memory-limit", help="Memory per local-cluster worker, e.g. 2GiB.")(f)
+    f = click.option("--workers", type=click.IntRange(min=1),
+                     help="Workers (local cluster) or threads/processes.")(f)
+    f = click.option("--threads-per-worker", type=click.IntRange(min=1),
+                     help="Threads per local-cluster worker.")(f)
+    f = click.option("--memory-limit", type=MemorySize(),
+                     help="Memory per local-cluster worker, e.g. 2GiB or auto; a chunk that cannot fit "
+                          "is refused before the run.")(f)
     return f
 
 
@@ -58,20 +90,77 @@ def _emit(obj, as_json, text):
         click.echo(text)
 
 
+def _one_line(e):
+    """The message of ``e`` on one line (a multi-line message from a library is joined)."""
+    text = " ".join(part.strip() for part in str(e).splitlines() if part.strip())
+    return text or type(e).__name__
+
+
 def _guard(func):
-    """Turn nquant errors into one line and exit status 2 (traceback with --debug)."""
+    """Turn nquant errors, and the operating system's errors on the user's paths, into one line and
+    exit status 2 (traceback with --debug).  Other exceptions are bugs: they keep their traceback."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context()
         try:
             return func(*args, **kwargs)
-        except (NQuantError, FileNotFoundError, OSError) as e:
+        except (NQuantError, OSError) as e:
             if ctx.find_root().params.get("debug"):
                 raise
-            click.echo(f"nquant: error: {e}", err=True)
+            click.echo(f"nquant: error: {_one_line(e)}", err=True)
             sys.exit(2)
 
     return wrapper
+
+
+def _on_interrupt(signum, frame):
+    """SIGINT of the console process: one line, then exit 130 at once.
+
+    Unwinding instead would run the teardown of worker threads, event loops and cluster
+    processes, which prints tracebacks and warnings after the message, and can wait for
+    running tasks.  Exiting at once leaves what a kill leaves: partial outputs that the
+    next run resumes (and a lock that it takes over).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from nquant import progress
+
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    os.write(2, (("\n" if progress.bar_open() else "") + INTERRUPTED + "\n").encode())
+    for child in multiprocessing.active_children():  # local-cluster workers, process-pool workers
+        try:
+            child.kill()
+        except (OSError, ValueError):
+            pass
+    os._exit(INTERRUPTED_STATUS)
+
+
+_console = False  # the process is the console script (its SIGINT handler installed)
+
+
+def _quiet_process_helpers():
+    """Start multiprocessing's resource tracker with its standard error on /dev/null.
+
+    On Ctrl-C the process exits at once, and the tracker (a helper process that outlives
+    it) then releases the semaphores of the cluster's worker processes and would warn
+    about each on standard error, after the one line.  Only for the console process.
+    """
+    if not _console:
+        return
+    from multiprocessing import resource_tracker
+
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class OneLineErrors(click.Group):
@@ -79,6 +168,10 @@ class OneLineErrors(click.Group):
 
     def main(self, args=None, prog_name=None, **kwargs):
         kwargs.pop("standalone_mode", None)
+        if args is None and threading.current_thread() is threading.main_thread():
+            global _console
+            _console = True  # the console script (not an in-process call)
+            signal.signal(signal.SIGINT, _on_interrupt)
         try:
             return super().main(args, prog_name="nquant", standalone_mode=False, **kwargs)
         except click.UsageError as e:
@@ -88,7 +181,10 @@ class OneLineErrors(click.Group):
         except click.ClickException as e:
             click.echo(f"nquant: error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
-        except click.Abort:
+        except click.Abort as e:
+            if isinstance(e.__cause__, KeyboardInterrupt):
+                click.echo(INTERRUPTED, err=True)
+                sys.exit(INTERRUPTED_STATUS)
             click.echo("nquant: aborted", err=True)
             sys.exit(1)
 
@@ -112,8 +208,25 @@ def _source(path):
     import numpy as np
 
     if str(path).endswith(".npy"):
-        return da.from_array(np.load(path, mmap_mode="r"), name=False)
+        try:
+            return da.from_array(np.load(path, mmap_mode="r"), name=False)
+        except FileNotFoundError:
+            raise InputError(f"src={path!r} does not exist") from None
+        except (OSError, ValueError, EOFError) as e:  # truncated, a pickle, not a .npy file
+            raise InputError(f"src={path!r} is not a readable .npy file: {_one_line(e)}") from None
     return path
+
+
+def _memory_check(src, scheme, threads_per_worker, memory_limit):
+    """Refuse, before a local cluster starts, chunks that cannot fit a worker's memory limit
+    (``quantize_zarr`` checks the workers of a running cluster itself)."""
+    from nquant import chunked
+    from nquant.api import family
+    from nquant.cluster import check_chunk_memory
+    from nquant.store import _open_source
+
+    x = chunked.prepare(family(scheme), scheme, _open_source(src))
+    check_chunk_memory(tuple(c[0] for c in x.chunks), x.dtype, memory_limit, threads_per_worker)
 
 
 @main.command()
@@ -142,8 +255,14 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, s
         _emit(report, as_json, f"{dst}: {len(report) - 1} tensors, {total['values']} values, "
               f"{total['bits_per_value']:.4f} bits/value (side information included)")
         return
-    with run_on(scheduler or "threads", workers, threads_per_worker or 1, memory_limit or "auto") as client:
-        q = quantize_zarr(_source(src), dst, s, overwrite=overwrite, client=client, progress=progress)
+    source = _source(src)
+    name = scheduler or "threads"
+    if name == "local":
+        _memory_check(source, s, threads_per_worker or 1, memory_limit or "auto")
+    if name in ("local", "processes"):
+        _quiet_process_helpers()
+    with run_on(name, workers, threads_per_worker or 1, memory_limit or "auto") as client:
+        q = quantize_zarr(source, dst, s, overwrite=overwrite, client=client, progress=progress)
     info = _info_dict(dst, q)
     _emit(info, as_json, _info_text(info))
 
@@ -174,21 +293,27 @@ def info(store, as_json):
 
     STORE is an nquant group, or a model group written from a .safetensors file (one line per tensor).
     """
-    from nquant.models import MODEL_ATTR, is_complete_model
+    import numpy as np
+
+    from nquant.models import _model_meta, is_model_group, open_model
     from nquant.store import open as open_store
 
-    if is_complete_model(store):
-        import zarr
-
-        meta = zarr.open_group(store, mode="r").attrs.asdict()[MODEL_ATTR]
-        tensors = {k: v for k, v in meta["tensors"].items() if k != "total"}
-        total = meta["tensors"]["total"]
-        lines = [f"{store}: model {meta['source']}, {len(tensors)} tensors, {total['values']} values, "
-                 f"{total['bits_per_value']:.4f} bits/value (side information included)",
-                 f"  scheme: {json.dumps({k: v for k, v in meta['scheme'].items() if k != 'format_version'})}"]
-        for name, t in tensors.items():
-            lines.append(f"  {name}: {t['dtype']} {tuple(t['shape'])}, {t['bits_per_value']:.4f} bits/value, "
-                         f"rmse {t['rmse']:.4g}, SQNR {t['sqnr_db']:.2f} dB")
+    if is_model_group(store):
+        qs = open_model(store)  # validates the group and every tensor's (StoreError otherwise)
+        meta = _model_meta(store)
+        figures = meta.get("tensors") if isinstance(meta.get("tensors"), dict) else {}
+        values = sum(int(np.prod(q.shape, dtype=np.int64)) for q in qs.values())
+        bits = sum(q.bits_per_value * int(np.prod(q.shape, dtype=np.int64)) for q in qs.values())
+        scheme = meta.get("scheme") if isinstance(meta.get("scheme"), dict) else {}
+        lines = [f"{store}: model {meta.get('source')}, {len(qs)} tensors, {values} values, "
+                 f"{bits / values if values else 0.0:.4f} bits/value (side information included)",
+                 f"  scheme: {json.dumps({k: v for k, v in scheme.items() if k != 'format_version'})}"]
+        for name, q in qs.items():
+            t = figures.get(name) if isinstance(figures.get(name), dict) else {}
+            line = f"  {name}: {t.get('dtype', q.dtype)} {tuple(q.shape)}, {q.bits_per_value:.4f} bits/value"
+            if isinstance(t.get("rmse"), (int, float)) and isinstance(t.get("sqnr_db"), (int, float)):
+                line += f", rmse {t['rmse']:.4g}, SQNR {t['sqnr_db']:.2f} dB"
+            lines.append(line)
         _emit({"store": os.fspath(store), **meta}, as_json, "\n".join(lines))
         return
     q = open_store(store)
@@ -199,30 +324,103 @@ def info(store, as_json):
 @main.command()
 @click.argument("src")
 @click.argument("dst")
-@click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace DST if it is an nquant output (never anything else).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @_guard
 def dequantize(src, dst, overwrite, as_json):
-    """Write the dequantized values of the nquant group SRC to the Zarr array DST."""
+    """Write the dequantized values of the nquant group SRC to DST.
+
+    DST is a Zarr array, or a .npy file when it ends in .npy.  For a model group (made
+    from a .safetensors file) DST is a Zarr group with one array per tensor, or a
+    .safetensors file when it ends in .safetensors, each tensor in its original dtype.
+    A model group holds only the tensors that were quantized: the others (integer
+    tensors, vectors, tensors not included) are not in it and are not written.
+    """
+    from nquant.models import dequantize_model, is_model_group
     from nquant.store import dequantize_zarr
 
+    if is_model_group(src):
+        written = dequantize_model(src, dst, overwrite=overwrite)
+        lines = [f"{dst}: {len(written)} tensors"]
+        lines += [f"  {name}: {t['dtype']} {tuple(t['shape'])}" for name, t in written.items()]
+        _emit({"dst": dst, "tensors": written}, as_json, "\n".join(lines))
+        return
+    if str(dst).endswith(".safetensors"):
+        raise InputError(f"dst={dst!r}: a .safetensors output is for model groups; {src!r} is one array "
+                         "(write a Zarr array or a .npy file)")
     arr = dequantize_zarr(src, dst, overwrite=overwrite)
     _emit({"dst": dst, "dtype": str(arr.dtype), "shape": list(arr.shape)}, as_json,
           f"{dst}: {arr.dtype} {tuple(arr.shape)}")
 
 
+def _chunk_check(store, decode):
+    """Every chunk of the nquant group ``store`` read and checked; a StoreError naming the first problem."""
+    from nquant.validate import verify_chunks
+
+    r = verify_chunks(store, decode=decode)
+    if r["problems"]:
+        more = f" (and {len(r['problems']) - 1} more)" if len(r["problems"]) > 1 else ""
+        raise StoreError(f"store={os.fspath(store)!r} failed verification: "
+                         f"{_one_line(r['problems'][0])}{more}")
+    return r
+
+
+def _chunk_text(r):
+    how = "checksums verified" if r["verified"] else "unverified: written without checksums"
+    return f"{r['chunks']} chunks read, {how}"
+
+
 @main.command()
 @click.argument("store")
-@click.option("--source", required=True, help="The original array (Zarr path or .npy).")
+@click.option("--source", default=None,
+              help="The original: a Zarr array or .npy file, or the .safetensors file of a model group; "
+                   "the error is recomputed against it.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @_guard
 def verify(store, source, as_json):
-    """Recompute the error of STORE against its source array."""
+    """Read and check every chunk of STORE; with --source, recompute its error against the source.
+
+    Each chunk of the codes and side arrays is read: missing chunks, checksum mismatches
+    (stores written with checksums) and codes beyond the levels are errors (status 2).
+    STORE may be a model group made from a .safetensors file: every tensor is checked,
+    and --source gives the error per tensor and in total.
+    """
+    from nquant.models import _member, is_model_group, open_model, verify_model
+
+    if is_model_group(store):
+        if source is not None and not str(source).endswith(".safetensors"):
+            raise InputError(f"source={source!r}: the model group {store!r} is verified against its "
+                             ".safetensors file")
+        names = list(open_model(store))
+        checks = {name: _chunk_check(_member(store, name), decode=source is None) for name in names}
+        chunks = {"chunks": sum(r["chunks"] for r in checks.values()),
+                  "verified": all(r["verified"] for r in checks.values())}
+        d = {"store": os.fspath(store), "tensors": len(names), **chunks}
+        lines = [f"{store}: model, {len(names)} tensors, {_chunk_text(chunks)}"]
+        if source is not None:
+            figures = verify_model(store, source)
+            d["figures"] = figures
+            for name, m in figures.items():
+                lines.append(f"  {name}: rmse {m['rmse']:.4g}, max abs {m['max_abs']:.4g}, "
+                             f"SQNR {m['sqnr_db']:.2f} dB, {m['bits_per_value']:.4f} bits/value"
+                             if "rmse" in m else f"  {name}: no values")
+        _emit(d, as_json, "\n".join(lines))
+        return
+    if source is not None and str(source).endswith(".safetensors"):
+        raise InputError(f"source={source!r}: a .safetensors source is for model groups; {store!r} is one "
+                         "array (give its Zarr array or .npy file)")
     from nquant.workflow import verify as verify_store
 
-    m = verify_store(store, _source(source))
-    _emit(m, as_json, f"{store}: rmse {m['rmse']:.4g}, max abs {m['max_abs']:.4g}, SQNR {m['sqnr_db']:.2f} dB, "
-          f"bias {m['bias']:.3g}, {m['bits_per_value']:.4f} bits/value")
+    r = _chunk_check(store, decode=source is None)
+    d = {"store": os.fspath(store), "chunks": r["chunks"], "verified": r["verified"]}
+    text = f"{store}: {_chunk_text(r)}"
+    if source is not None:
+        m = verify_store(store, source)
+        d.update(m)
+        text += (f"; rmse {m['rmse']:.4g}, max abs {m['max_abs']:.4g}, SQNR {m['sqnr_db']:.2f} dB, "
+                 f"bias {m['bias']:.3g}, {m['bits_per_value']:.4f} bits/value")
+    _emit(d, as_json, text)
 
 
 @main.command("fit-codebook")
@@ -236,7 +434,7 @@ def verify(store, source, as_json):
 @click.option("--m", type=int, default=None, help="Grid intervals of quiver-approx.")
 @click.option("--tensor", default=None, help="Glob of the tensor names of a .safetensors SRC "
               "[default: every floating matrix].")
-@click.option("--max-values", type=int, default=1 << 20, show_default=True,
+@click.option("--max-values", type=click.IntRange(min=0), default=1 << 20, show_default=True,
               help="Fit on a seeded sample of this many values when SRC is larger (0: all values).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
@@ -256,6 +454,8 @@ def fit_codebook(src, out, method, k, bits, m, tensor, max_values, seed, overwri
         raise click.BadParameter(f"{out!r} is invalid: expected a .json or .npy file name", param_hint="OUT")
     if os.path.exists(out) and not overwrite:
         raise click.BadParameter(f"{out!r} exists; pass --overwrite to replace it", param_hint="OUT")
+    if src.endswith(".npy"):
+        _source(src)  # a missing, truncated or foreign .npy file: one line naming it
     x = load_values(src, tensor=tensor, max_values=max_values or None, seed=seed)
     levels, figures = fit_levels(x, k, method, m=m)
     save_levels(out, levels, method)
@@ -284,11 +484,47 @@ def plan(workflow, assignments, as_json):
     _emit(rows, as_json, "\n".join(lines))
 
 
+def _workflow_memory_check(spec, given):
+    """Check the workflow's cluster settings, and on a local cluster refuse, before the run, an array
+    job whose chunks cannot fit a worker's memory limit (the plan knows the chunks)."""
+    import numpy as np
+
+    from nquant import workflow as wf
+    from nquant.cluster import check_chunk_memory, check_count, parse_memory_limit
+
+    cfg = spec.get("cluster", {})
+
+    def setting(key, option):  # the command line wins over the workflow file
+        return (given[key], option) if given.get(key) is not None else (cfg.get(key), f"cluster.{key}")
+
+    (workers, wname), (threads, tname) = setting("workers", "--workers"), setting("threads_per_worker",
+                                                                                   "--threads-per-worker")
+    check_count(workers, wname)
+    threads = check_count(threads, tname) or 1
+    (limit, lname), (name, _) = setting("memory_limit", "--memory-limit"), setting("scheduler", "--scheduler")
+    name = name or "threads"
+    limit = "auto" if limit is None else limit
+    parse_memory_limit(limit, threads, name=lname)
+    if name in ("local", "processes"):
+        _quiet_process_helpers()
+    if name != "local":
+        return
+    for row in wf.plan(spec):
+        if row["kind"] != "array" or not row["shape"]:
+            continue
+        itemsize = row["bytes_in"] // max(1, int(np.prod(row["shape"], dtype=np.int64)))
+        dtype = np.dtype(f"f{itemsize if itemsize in (2, 4, 8) else 4}")
+        check_chunk_memory(row["chunks"], dtype, limit, threads, param=lname)
+
+
 def _run(workflow, assignments, overwrite, progress, scheduler, workers, threads_per_worker, memory_limit,
          as_json):
     from nquant import workflow as wf
 
     spec = wf.load(workflow, wf.parse_assignments(assignments))
+    given = {"scheduler": scheduler, "workers": workers, "threads_per_worker": threads_per_worker,
+             "memory_limit": memory_limit}
+    _workflow_memory_check(spec, given)
     echo = (lambda s: click.echo(s, err=True)) if as_json else click.echo
     report = wf.run(spec, overwrite=overwrite, progress=progress, echo=echo,
                     scheduler_overrides={"scheduler": scheduler, "workers": workers,

@@ -6,7 +6,8 @@ its only parameter is the grid itself (side array ``codebook``, float32).
 
 import numpy as np
 
-from nquant import _alloc, _layout
+from nquant import _alloc, _layout, limits
+from nquant import validate
 from nquant.errors import InputError
 from nquant.kernels import codebook1d
 from nquant.kernels.rng import stream_key
@@ -69,6 +70,6 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     flat = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
     res = _alloc.empty(flat.size, cdtype, fault_in=False)
     if flat.size:
+        validate.check_codes(flat, levels.size, scheme.bits, start=start)
         codebook1d.dequantize_table(flat.reshape(1, -1), levels, res.reshape(1, -1))
-    res = res.reshape(codes.shape)
-    return res if res.dtype == dtype else res.astype(dtype)
+    return limits.finite_cast(res.reshape(codes.shape), dtype)

@@ -15,12 +15,11 @@ the sample of :mod:`nquant.samples` behind its figures.
 
 import json
 import os
-import shutil
 import time
 
 import numpy as np
 
-from nquant.errors import SchemeError
+from nquant.errors import SchemeError, StoreError
 
 PQ_FIELDS = ("type", "M", "nbits", "seed", "max_iter", "tol", "init")
 PQ_ATTR = "nquant_pq"
@@ -108,16 +107,13 @@ def run_model_job(path, dst, scheme, *, include, overwrite, verify):
     import dask.array as da
 
     from nquant.api import dequantize
-    from nquant.models import MODEL_ATTR, is_complete_model, open_model, quantize_safetensors
+    from nquant.models import open_model, quantize_safetensors
     from nquant.safetensors_io import read_tensors
 
     t0 = time.perf_counter()
-    if is_complete_model(dst) and not overwrite:  # written before an interruption: keep it
-        import zarr
-
-        report = zarr.open_group(dst, mode="r").attrs.asdict()[MODEL_ATTR]["tensors"]
-    else:
-        report = quantize_safetensors(path, dst, scheme, include=include, overwrite=True)
+    # a group finished before an interruption, from this very request, is kept (its fingerprint
+    # matches); one made by another request is refused unless overwrite
+    report = quantize_safetensors(path, dst, scheme, include=include, overwrite=overwrite)
     seconds = time.perf_counter() - t0
     tensors = read_tensors(path)
     qs = open_model(dst)
@@ -166,6 +162,7 @@ def run_pq_job(src, dst, spec, *, overwrite, queries, k, verify):
     import dask.array as da
     import zarr
 
+    from nquant import outputs
     from nquant.samples import pq_view
     from nquant.store import PARTIAL
 
@@ -174,25 +171,33 @@ def run_pq_job(src, dst, spec, *, overwrite, queries, k, verify):
     pq = pq_from_spec(spec)
     n, d = src.shape
     t0 = time.perf_counter()
-    if is_complete_pq(dst) and not overwrite:
-        group = zarr.open_group(dst, mode="r")
-        pq.codebooks_ = group["codebooks"][...]
-    else:
-        pq.fit(src)
-        partial = dst.rstrip("/") + PARTIAL
-        if os.path.exists(partial):
-            shutil.rmtree(partial)
-        group = zarr.open_group(partial, mode="w")
-        group.create_array("codebooks", data=np.asarray(pq.codebooks_))
-        codes = pq.encode(src)
-        z = group.create_array("codes", shape=codes.shape, chunks=(src.chunks[0][0], codes.shape[1]),
-                               dtype=np.uint8)
-        da.store(codes.rechunk(z.chunks), z, lock=False)
-        group.attrs[PQ_ATTR] = {"scheme": spec, "shape": [n, d], "complete": True}
-        if os.path.exists(dst):
-            shutil.rmtree(dst)
-        os.replace(partial, dst)
-        group = zarr.open_group(dst, mode="r")
+    dst = os.fspath(dst)
+    with outputs.writing(dst), outputs.write_errors(dst):
+        if outputs.check_destination(dst, overwrite) == "ours" and not overwrite:
+            if not is_complete_pq(dst):
+                raise StoreError(f"dst={dst!r} holds another nquant output (not a product quantizer); pass "
+                                 "overwrite=True (--overwrite) to replace it")
+            group = zarr.open_group(dst, mode="r")
+            meta = group.attrs.asdict()[PQ_ATTR]
+            diff = outputs.fingerprint_difference({"scheme": meta.get("scheme"), "shape": meta.get("shape")},
+                                                  {"scheme": spec, "shape": [n, d]})
+            if diff is not None:
+                raise StoreError(f"dst={dst!r} holds a finished product quantizer of another request "
+                                 f"({diff}); pass overwrite=True (--overwrite) to replace it")
+            pq.codebooks_ = group["codebooks"][...]
+        else:
+            pq.fit(src)
+            partial = dst.rstrip("/") + PARTIAL
+            outputs.clear_partial(partial)
+            group = zarr.open_group(partial, mode="w")
+            group.create_array("codebooks", data=np.asarray(pq.codebooks_))
+            codes = pq.encode(src)
+            z = group.create_array("codes", shape=codes.shape, chunks=(src.chunks[0][0], codes.shape[1]),
+                                   dtype=np.uint8)
+            da.store(codes.rechunk(z.chunks), z, lock=False)
+            group.attrs[PQ_ATTR] = {"scheme": spec, "shape": [n, d], "complete": True}
+            outputs.replace_dir(partial, dst)
+            group = zarr.open_group(dst, mode="r")
     seconds = time.perf_counter() - t0
     codes = da.from_zarr(group["codes"])
     x_hat = pq.decode(codes)

@@ -40,7 +40,7 @@ nearest level (ties at a float32 midpoint to the lower level), by the same kerne
 
 import numpy as np
 
-from nquant import _alloc
+from nquant import _alloc, limits
 from nquant import blockwise as bw
 from nquant.errors import InputError
 from nquant.kernels import blockwise as kb
@@ -256,10 +256,8 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     flat = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
     res = _alloc.empty(flat.size, np.float32, fault_in=False)
     if flat.size:
-        kb.dequantize_blockwise(flat, bw.block_absmax(scheme, params), scheme.block_size,
-                                levels(scheme, params), res)
-    res = res.reshape(codes.shape)
-    return res if res.dtype == np.dtype(dtype) else res.astype(dtype)
+        bw.dequantize_checked(scheme, params, flat, flat.size, levels(scheme, params), res, start=start)
+    return limits.finite_cast(res.reshape(codes.shape), dtype)
 
 
 def objective(scheme, x, codebook):

@@ -3,16 +3,17 @@
 import fnmatch
 import json
 import os
-import shutil
 
 import numpy as np
 import zarr
 
+from nquant import outputs
 from nquant.api import dequantize, quantize
-from nquant.errors import StoreError
+from nquant.errors import InputError, StoreError
 from nquant.metrics import metrics
 from nquant.safetensors_io import FLOATS, read_tensors, write_tensors
-from nquant.store import ATTR, _partial_location, is_complete, save
+from nquant.schemes import FORMAT_VERSION
+from nquant.store import ATTR, _finish, _partial_location, _write_group
 
 MODEL_ATTR = "nquant_model"
 
@@ -34,50 +35,101 @@ def quantize_safetensors(path, dst, scheme, *, include=None, min_ndim=2, write_d
     ----------
     path : str, the ``.safetensors`` file (float16, bfloat16, float32 and float64 tensors)
     dst : str, a local directory: one Zarr group holding one nquant group per tensor
-        (named as the tensor), with per-tensor error figures in the root attributes
+        (named as the tensor: ``"encoder/layer.0.weight"`` becomes nested groups), with
+        per-tensor error figures in the root attributes
     scheme : Scheme, e.g. ``nq.NF4(double_quant=True)``
     include : str or list of str, optional, glob patterns of tensor names (default: all)
     min_ndim : int, only tensors with at least this many dimensions (default 2: matrices)
     write_dequantized : str, optional, also write a ``.safetensors`` file with every tensor,
         the quantized ones replaced by their dequantized values in their original dtype
     overwrite : bool
+        Replace a finished model group (and an existing ``write_dequantized`` file).  Otherwise a
+        finished ``dst`` is a no-op when its recorded fingerprint (source file, scheme, selection,
+        format version) matches, and a ``StoreError`` showing both when it does not.
+
+    Tensor names become paths under ``dst``: every selected name must pass
+    :func:`nquant.outputs.check_name` (no absolute paths, no ``..``, no empty parts), checked
+    before anything is written.  ``dst`` is never a path that is not an nquant output.
 
     Returns
     -------
     dict: per tensor ``{shape, dtype, bits_per_value, rmse, max_abs, sqnr_db, bias}`` and
     ``"total"``: ``{values, bits_per_value}`` over the quantized tensors.
     """
-    if is_complete_model(dst) and not overwrite:
-        raise StoreError(f"dst={dst!r} already holds a quantized model; pass overwrite=True to replace it")
+    if outputs.local_path(dst) is None:
+        raise StoreError(f"dst={dst!r} is not a local directory (a model group is written locally)")
+    dst = outputs.local_path(dst)
+    outputs.check_source_destination(path, dst)
+    if write_dequantized is not None:
+        write_dequantized = os.fspath(write_dequantized)
+        outputs.check_source_destination(path, write_dequantized, what="write_dequantized")
+        outputs.check_source_destination(dst, write_dequantized, what="write_dequantized", source="dst")
     tensors = read_tensors(path)
-    partial = _partial_location(dst)
-    if os.path.exists(partial):
-        shutil.rmtree(partial)
-    root = zarr.open_group(partial, mode="w")
-    report, out_tensors, total_bits, total_values = {}, {}, 0.0, 0
-    for name, (arr, tag) in tensors.items():
-        if not _selected(name, arr, tag, include, min_ndim):
-            out_tensors[name] = (np.asarray(arr), tag)
-            continue
-        x = np.asarray(arr)
-        q = quantize(x, scheme)
-        x_hat = dequantize(q)
-        m = metrics(x, x_hat)
-        save(q, os.path.join(partial, name))
-        report[name] = {"shape": list(x.shape), "dtype": tag, "bits_per_value": q.bits_per_value, **m}
-        total_bits += q.bits_per_value * x.size
-        total_values += x.size
-        out_tensors[name] = (x_hat, tag)
-    report["total"] = {"values": total_values,
-                       "bits_per_value": total_bits / total_values if total_values else 0.0}
-    root.attrs[MODEL_ATTR] = {"source": os.path.basename(os.fspath(path)),
-                              "scheme": json.loads(scheme.to_json()), "tensors": report, "complete": True}
-    if os.path.exists(dst):
-        shutil.rmtree(dst)
-    os.replace(partial, dst)
-    if write_dequantized:
-        write_tensors(write_dequantized, out_tensors, metadata={"nquant_scheme": scheme.to_json()})
+    selected = [name for name, (arr, tag) in tensors.items() if _selected(name, arr, tag, include, min_ndim)]
+    for name in selected:  # names from the file become paths: all checked before any write
+        outputs.check_name(name, "tensor name", InputError)
+    outputs.check_nested(selected, "tensor name", InputError)
+    chosen = set(selected)
+    request = {"format_version": FORMAT_VERSION, "scheme": json.loads(scheme.to_json()),
+               "source": outputs.source_identity(path), "include": include, "min_ndim": int(min_ndim)}
+    with outputs.writing(dst), outputs.write_errors(dst):
+        if outputs.check_destination(dst, overwrite) == "ours" and not overwrite:
+            meta = _model_meta(dst)
+            if meta is None or meta.get("complete") is not True:
+                raise StoreError(f"dst={dst!r} holds another nquant output (not a model group); pass "
+                                 "overwrite=True (--overwrite) to replace it")
+            diff = outputs.fingerprint_difference(meta.get("fingerprint") or {"scheme": meta.get("scheme")},
+                                                  request)
+            if diff is not None:
+                raise StoreError(f"dst={dst!r} holds a finished model of another request ({diff}); pass "
+                                 "overwrite=True (--overwrite) to replace it")
+            if write_dequantized:
+                qs = open_model(dst)
+                out = {n: ((np.asarray(dequantize(qs[n])), t) if n in qs else (np.asarray(a), t))
+                       for n, (a, t) in tensors.items()}
+                _write_dequantized(write_dequantized, out, scheme, overwrite)
+            return meta["tensors"]
+        if write_dequantized:
+            outputs.check_destination(write_dequantized, overwrite, what="write_dequantized",
+                                      file_kind=".safetensors")
+        partial = _partial_location(dst)
+        outputs.clear_partial(partial)
+        root = zarr.open_group(partial, mode="w")
+        report, out_tensors, total_bits, total_values = {}, {}, 0.0, 0
+        for name, (arr, tag) in tensors.items():
+            if name not in chosen:
+                out_tensors[name] = (np.asarray(arr), tag)
+                continue
+            x = np.asarray(arr)
+            q = quantize(x, scheme)
+            x_hat = dequantize(q)
+            m = metrics(x, x_hat)
+            _write_group(q, outputs.inside(partial, os.path.join(partial, name)))
+            report[name] = {"shape": list(x.shape), "dtype": tag, "bits_per_value": q.bits_per_value, **m}
+            total_bits += q.bits_per_value * x.size
+            total_values += x.size
+            out_tensors[name] = (x_hat, tag)
+        report["total"] = {"values": total_values,
+                           "bits_per_value": total_bits / total_values if total_values else 0.0}
+        root.attrs[MODEL_ATTR] = {"source": os.path.basename(os.fspath(path)), "scheme": request["scheme"],
+                                  "tensors": report, "complete": True, "fingerprint": request}
+        _finish(partial, dst)
+        if write_dequantized:
+            _write_dequantized(write_dequantized, out_tensors, scheme, overwrite)
     return report
+
+
+def _model_meta(dst):
+    try:
+        meta = zarr.open_group(dst, mode="r").attrs.asdict().get(MODEL_ATTR)
+    except Exception:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _write_dequantized(path, tensors, scheme, overwrite):
+    outputs.check_destination(path, overwrite, what="write_dequantized", file_kind=".safetensors")
+    write_tensors(path, tensors, metadata={"nquant_scheme": scheme.to_json()})
 
 
 def is_complete_model(dst):
@@ -88,15 +140,134 @@ def is_complete_model(dst):
         return False
 
 
-def open_model(dst):
-    """``{tensor name: QuantizedArray}`` of a quantized model group (lazy)."""
-    from nquant.store import open as open_store
+def open_model(dst, *, storage_options=None):
+    """``{tensor name: QuantizedArray}`` of a quantized model group (lazy), each tensor's group
+    validated as :func:`nquant.open` validates one (``StoreError`` naming what is wrong)."""
+    from nquant.store import _as_store, _open_group, open as open_store
 
-    root = zarr.open_group(dst, mode="r")
+    store = _as_store(dst, storage_options)
+    root = _open_group(store)
     meta = root.attrs.asdict().get(MODEL_ATTR)
-    if not meta or not meta.get("complete"):
-        raise StoreError(f"dst={dst!r} is not a complete nquant model group")
-    return {name: open_store(os.path.join(dst, name)) for name in meta["tensors"] if name != "total"}
+    if not isinstance(meta, dict):
+        raise StoreError(f"dst={dst!r} is not an nquant model group (no '{MODEL_ATTR}' attributes)")
+    if meta.get("complete") is not True:
+        raise StoreError(f"dst={dst!r} is an incomplete model group (complete={meta.get('complete')!r}); "
+                         "rerun quantize_safetensors")
+    tensors = meta.get("tensors")
+    if not isinstance(tensors, dict):
+        raise StoreError(f"dst={dst!r}: model attribute tensors={tensors!r} is invalid: expected a dict")
+    out = {}
+    for name in tensors:
+        if name == "total":
+            continue
+        outputs.check_name(name, what=f"dst={dst!r}: tensor name")
+        out[name] = open_store(_member(store, name))
+    return out
+
+
+def _member(store, name):
+    """The location of the group ``name`` (a checked relative path) inside the group ``store``."""
+    if isinstance(store, (str, os.PathLike)):
+        s = os.fspath(store)
+        return os.path.join(s, *name.split("/")) if "://" not in s else s.rstrip("/") + "/" + name
+    return zarr.storage.StorePath(store, name)
 
 
 __all__ = ["quantize_safetensors", "open_model", "ATTR"]
+
+
+# ----------------------------------------------------------------------------- model groups: read back
+
+
+def is_model_group(store):
+    """Whether ``store`` is a model group (complete or not): its root carries ``nquant_model``."""
+    return _model_meta(store) is not None
+
+
+def dequantize_model(src, dst, *, overwrite=False):
+    """Write the dequantized tensors of the model group ``src`` to ``dst``.
+
+    Parameters
+    ----------
+    src : str, a model group written by :func:`quantize_safetensors`
+    dst : str, a local path: a ``.safetensors`` file (each tensor in its original dtype,
+        bfloat16 included) or else a Zarr group with one array per tensor, named as the tensor
+    overwrite : bool, replace an existing nquant output (never anything else)
+
+    The group holds only the tensors that were quantized: tensors that
+    :func:`quantize_safetensors` left out (integers, vectors, names not included) cannot be
+    recovered from it and are not written.  Written under ``<dst>.partial`` and renamed.
+
+    Returns
+    -------
+    dict: tensor name -> ``{"shape", "dtype"}`` of what was written
+    """
+    from nquant.store import PARTIAL
+
+    path = outputs.local_path(dst)
+    if path is None:
+        raise StoreError(f"dst={dst!r} is not a local path (a dequantized model is written locally)")
+    outputs.check_source_destination(src, dst)
+    tensors = open_model(src)
+    tags = {name: t.get("dtype") for name, t in _model_meta(src)["tensors"].items()
+            if name != "total" and isinstance(t, dict)}
+    kind = ".safetensors" if path.endswith(".safetensors") else None
+    written = {}
+    with outputs.writing(path), outputs.write_errors(path):
+        state = outputs.check_destination(path, overwrite, file_kind=kind)
+        if state == "ours" and not overwrite:
+            raise StoreError(f"dst={path!r} already exists; pass overwrite=True (--overwrite) to replace it")
+        partial = path.rstrip(os.sep) + PARTIAL
+        outputs.clear_partial(partial)
+        if kind:
+            out = {}
+            for name, q in tensors.items():
+                tag = tags.get(name) if tags.get(name) in FLOATS else {2: "F16", 4: "F32", 8: "F64"}[
+                    np.dtype(q.dtype).itemsize]
+                out[name] = (np.asarray(dequantize(q)), tag)
+                written[name] = {"shape": list(q.shape), "dtype": tag}
+            write_tensors(partial, out, metadata={"nquant_model": os.fspath(src)})
+            os.replace(partial, path)
+            return written
+        root = zarr.open_group(partial, mode="w")
+        for name, q in tensors.items():
+            x_hat = np.asarray(dequantize(q))
+            outputs.inside(partial, os.path.join(partial, name))
+            root.create_array(name, data=x_hat)
+            written[name] = {"shape": list(x_hat.shape), "dtype": str(x_hat.dtype)}
+        root.attrs[outputs.ARRAY_MARK] = {"source": outputs.source_identity(src), "model": True,
+                                          "tensors": written, "complete": True}
+        outputs.replace_dir(partial, path)
+    return written
+
+
+def verify_model(store, source):
+    """Error of every tensor of the model group ``store`` against the ``.safetensors`` ``source``.
+
+    Returns
+    -------
+    dict: tensor name -> ``{rmse, max_abs, sqnr_db, bias, bits_per_value, shape}`` and
+    ``"total"``: the same figures over every tensor, with ``values``.  An ``InputError``
+    names a tensor missing from ``source`` or of another shape there.
+    """
+    from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
+
+    tensors = open_model(store)
+    originals = read_tensors(source)
+    out, merged, bits, values = {}, None, 0.0, 0
+    for name, q in tensors.items():
+        if name not in originals:
+            raise InputError(f"source={os.fspath(source)!r} has no tensor {name!r} of the model group "
+                             f"{os.fspath(store)!r}")
+        x = np.asarray(originals[name][0])
+        if x.shape != tuple(q.shape):
+            raise InputError(f"source={os.fspath(source)!r}: tensor {name!r} has shape {x.shape}, the model "
+                             f"group {os.fspath(store)!r} holds shape {tuple(q.shape)}")
+        stats = error_stats(x, np.asarray(dequantize(q)))
+        merged = stats if merged is None else merge_error_stats(merged, stats)
+        out[name] = {**metrics_from_stats(stats), "bits_per_value": q.bits_per_value, "shape": list(q.shape)}
+        bits += q.bits_per_value * x.size
+        values += x.size
+    total = metrics_from_stats(merged) if merged is not None else {}
+    out["total"] = {**total, "values": values, "bits_per_value": bits / values if values else 0.0}
+    return out

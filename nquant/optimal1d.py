@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from nquant import limits
 from nquant.asq import _as_data, _as_weights, _check_memory, _sorted_data, dp_threads
 from nquant.errors import SchemeError
 from nquant.kernels import asq_dp as _a
@@ -39,6 +40,7 @@ class LloydResult(NamedTuple):
 def _check_k(k, name="k"):
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or int(k) < 1:
         raise SchemeError(f"{name}={k!r}: the number of centres must be an integer >= 1")
+    limits.check_count(name, int(k), limits.MAX_LEVELS)
     return int(k)
 
 

@@ -54,7 +54,12 @@ def resolve_scheme(spec, **overrides):
             raise SchemeError(f"scheme={spec!r}: no such file (a scheme JSON or levels .npy file)")
         from nquant.levels import load_levels_scheme
 
-        scheme = load_levels_scheme(spec)
+        try:
+            scheme = load_levels_scheme(spec)
+        except (OSError, ValueError, EOFError) as e:  # unreadable, not a scheme, not a .npy file
+            if spec in str(e):
+                raise
+            raise SchemeError(f"scheme file {spec!r} is invalid: {e}") from None
     else:
         raise SchemeError(f"scheme={spec!r} is not a preset, a scheme JSON or a .json/.npy file: "
                           f"presets are {sorted(PRESETS)}")

@@ -11,6 +11,25 @@ import time
 
 import dask
 
+_open_bars = 0  # bars drawn on standard error whose line is not ended yet
+
+
+def bar_open():
+    """Whether a progress bar is being drawn (its line not ended): a message must start a new line."""
+    return _open_bars > 0
+
+
+class _Drawing:
+    """Counts a bar as open while the ``with`` body runs."""
+
+    def __enter__(self):
+        global _open_bars
+        _open_bars += 1
+
+    def __exit__(self, *exc):
+        global _open_bars
+        _open_bars -= 1
+
 
 class TextBar:
     """``label [#####     ] 50% 5/10 tasks 1.2s`` redrawn in place on ``out`` (at most every ``dt`` s)."""
@@ -47,15 +66,16 @@ def compute(tasks, client=None, progress=False, label="chunks"):
             return list(dask.compute(*tasks))
         from dask.diagnostics import ProgressBar
 
-        with ProgressBar(out=sys.stderr, dt=0.2):
+        with _Drawing(), ProgressBar(out=sys.stderr, dt=0.2):
             return list(dask.compute(*tasks))
     futures = client.compute(list(tasks))
     if progress:
         from distributed import as_completed
 
-        bar = TextBar(len(futures), label)
-        bar.update(0, force=True)
-        for i, _ in enumerate(as_completed(futures), 1):
-            bar.update(i)
-        bar.close()
+        with _Drawing():
+            bar = TextBar(len(futures), label)
+            bar.update(0, force=True)
+            for i, _ in enumerate(as_completed(futures), 1):
+                bar.update(i)
+            bar.close()
     return client.gather(futures)

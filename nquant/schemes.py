@@ -9,8 +9,10 @@ earlier ones.
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import ClassVar
 
+from nquant import limits
 from nquant.errors import SchemeError
 from nquant.kernels.rounding import MODES
 
@@ -66,15 +68,44 @@ class Scheme:
 
 
 def scheme_from_json(text):
-    """Scheme from JSON text or a dict written by ``Scheme.to_json``."""
-    d = json.loads(text) if isinstance(text, str) else dict(text)
+    """Scheme from JSON text or a dict written by ``Scheme.to_json``.
+
+    Anything else (invalid JSON, a JSON list or number, fields of the wrong type) is a
+    one-line ``SchemeError``.
+    """
+    if isinstance(text, (str, bytes, bytearray)):
+        try:
+            d = json.loads(text)
+        except (ValueError, RecursionError) as e:
+            raise SchemeError(f"scheme JSON is invalid: {e}") from None
+    else:
+        d = dict(text) if isinstance(text, Mapping) else text
+    if not isinstance(d, dict):
+        raise SchemeError(f"scheme={_short(d)} is invalid: expected a JSON object such as "
+                          '{"type": "uniform", "bits": 8}')
     kind = d.get("type")
+    if not isinstance(kind, str):
+        raise SchemeError(f"type={_short(kind)} is not a known scheme type: expected one of "
+                          f"{sorted(_REGISTRY)}")
     if kind not in _REGISTRY:
         raise SchemeError(f"type={kind!r} is not a known scheme type: expected one of {sorted(_REGISTRY)}")
     version = d.get("format_version", 1)
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise SchemeError(f"format_version={version!r} is newer than this nquant reads ({FORMAT_VERSION})")
-    return _REGISTRY[kind].from_dict(d)
+        raise SchemeError(f"format_version={_short(version)} is newer than this nquant reads "
+                          f"({FORMAT_VERSION})")
+    try:
+        return _REGISTRY[kind].from_dict(d)
+    except (TypeError, ValueError, RecursionError) as e:
+        if isinstance(e, SchemeError):
+            raise
+        # a field of an unexpected type that a check did not anticipate (unhashable, nested...)
+        raise SchemeError(f"scheme type {kind!r} has an invalid field: {e}") from None
+
+
+def _short(v, n=80):
+    """``repr(v)`` cut to ``n`` characters (a message stays one short line)."""
+    r = repr(v)
+    return r if len(r) <= n else r[:n - 3] + "..."
 
 
 RANGES = ("minmax", "percentile", "percentile_exact", "mse")
@@ -157,8 +188,8 @@ class Uniform(Scheme):
         if isinstance(r, (tuple, list)):
             if len(r) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r):
                 _fail("range", r, "a pair (rmin, rmax) of numbers")
-            if not all(abs(float(v)) < float("inf") for v in r):
-                _fail("range", r, "finite numbers")
+            if not all(limits.fits_float32(float(v)) for v in r):
+                _fail("range", r, f"finite numbers within the float32 range (|v| <= {limits.F32_MAX:.8g})")
             if float(r[0]) > float(r[1]):
                 _fail("range", r, "rmin <= rmax")
             object.__setattr__(self, "range", (float(r[0]), float(r[1])))
@@ -189,6 +220,8 @@ class Uniform(Scheme):
             _fail("bits", self.bits, "bits >= 2 with nan='propagate' (one code is reserved for NaN)")
         if self.bins is not None and (not is_int(self.bins) or self.bins < 16):
             _fail("bins", self.bins, "None or an integer >= 16")
+        if self.bins is not None and self.bins > limits.MAX_BINS:
+            _fail("bins", self.bins, f"None or an integer in 16..{limits.MAX_BINS}")
         qmin, qmax = self.qrange
         if qmax <= qmin or (self.symmetric and qmax < 1):
             _fail("bits", self.bits, "more bits: this code range leaves no room "
@@ -229,8 +262,9 @@ def _check_values(name, values, max_len=256):
         _fail(name, values, "a sequence of numbers")
     if not 1 <= len(vals) <= max_len:
         _fail(name, f"<{len(vals)} values>", f"1..{max_len} values")
-    if not all(abs(v) < float("inf") for v in vals):
-        _fail(name, vals, "finite values")
+    if not all(limits.fits_float32(v) for v in vals):
+        _fail(name, vals, f"finite values within the float32 range (|v| <= {limits.F32_MAX:.8g}) of the "
+              "float32 side arrays")
     if any(b <= a for a, b in zip(vals, vals[1:])):
         _fail(name, vals, "strictly increasing values (a sorted grid without duplicates)")
     return vals
@@ -392,8 +426,8 @@ class KMeansBlockwise(Scheme):
             _fail("double_quant", self.double_quant, "True or False")
         if self.fit not in KMEANS_FITS:
             _fail("fit", self.fit, f"one of {KMEANS_FITS}")
-        if not _is_int(self.bins) or not (1 << self.bits) <= self.bins <= (1 << 24):
-            _fail("bins", self.bins, f"an integer in {1 << self.bits}..{1 << 24}")
+        if not _is_int(self.bins) or not (1 << self.bits) <= self.bins <= limits.MAX_BINS:
+            _fail("bins", self.bins, f"an integer in {1 << self.bits}..{limits.MAX_BINS}")
         if not _is_int(self.min_size) or self.min_size < 0:
             _fail("min_size", self.min_size, "an integer >= 0")
         if self.codebook is None or len(self.codebook) == 0:
@@ -562,8 +596,9 @@ class ASQ(Scheme):
             _fail("bits", self.bits, "an integer in 1..8")
         if self.method not in ASQ_METHODS:
             _fail("method", self.method, f"one of {ASQ_METHODS}")
-        if self.m is not None and (not isinstance(self.m, int) or isinstance(self.m, bool) or self.m < 1):
-            _fail("m", self.m, "None or an integer >= 1")
+        if self.m is not None and (not isinstance(self.m, int) or isinstance(self.m, bool)
+                                   or not 1 <= self.m <= limits.MAX_GRID):
+            _fail("m", self.m, f"None or an integer in 1..{limits.MAX_GRID}")
         if self.axis is not None and (not isinstance(self.axis, int) or isinstance(self.axis, bool)):
             _fail("axis", self.axis, "None or an integer")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):

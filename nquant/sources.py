@@ -19,11 +19,13 @@ position, so the data do not depend on the scheduler):
   ``shape`` (and its transpose) plus 1-D norm weights, in ``dtype`` (float16, bfloat16, float32)
 """
 
+import math
 import os
 import shutil
 
 import numpy as np
 
+from nquant import limits, outputs
 from nquant.errors import InputError
 
 GENERATORS = ("weights", "gaussian", "lognormal", "gradients", "embeddings", "model")
@@ -63,9 +65,43 @@ def _generate_block(block_info=None, kind="weights", seed=0, out_dtype="float32"
     return x.astype(out_dtype)
 
 
+def check_generate(generate, kind="zarr"):
+    """Bound what a ``generate`` table makes, before anything is allocated (``InputError``).
+
+    A generated array holds at most ``limits.MAX_GENERATED_BYTES``; one chunk (drawn in
+    float64, then cast) must fit in the available memory, and so must the whole array for a
+    ``.npy`` path and every tensor of a generated model (``.safetensors``: built in memory,
+    then written).
+    """
+    shape = [int(v) for v in generate.get("shape", ())]
+    chunks = [int(v) for v in generate.get("chunks", shape)]
+    itemsize = np.dtype("float32" if generate.get("dtype", "float32") == "bfloat16"
+                        else generate.get("dtype", "float32")).itemsize
+    if kind == "safetensors":
+        rows, cols = shape
+        values = int(generate.get("layers", 2)) * (3 * rows * cols + cols)
+        limits.check_memory("generate.shape", shape, values * (4 + 2 * itemsize), InputError)
+        return
+    total = math.prod(shape) * itemsize
+    if total > limits.MAX_GENERATED_BYTES:
+        raise InputError(f"generate.shape={shape} is invalid: {total} bytes, more than the "
+                         f"{limits.MAX_GENERATED_BYTES} bytes a generated array may hold")
+    if len(chunks) != len(shape):
+        chunks = shape
+    if generate.get("kind") == "embeddings" and len(shape) == 2:
+        chunks = [chunks[0], shape[1]]  # embeddings are generated in full rows
+    chunk = math.prod(chunks)
+    limits.check_memory("generate.chunks" if "chunks" in generate else "generate.shape",
+                        chunks if "chunks" in generate else shape, chunk * (16 + itemsize), InputError)
+    if kind == "npy":
+        limits.check_memory("generate.shape", shape, total * 2 + chunk * 16, InputError)
+
+
 def _generated(generate, shape=None, chunks=None):
     import dask.array as da
 
+    if shape is None:
+        check_generate(generate)
     shape = tuple(int(s) for s in (shape or generate["shape"]))
     chunks = tuple(int(c) for c in (chunks or generate.get("chunks", shape)))
     kind = generate.get("kind", "weights")
@@ -80,6 +116,7 @@ def _generated(generate, shape=None, chunks=None):
 
 
 def _model_tensors(generate):
+    check_generate(generate, "safetensors")
     rows, cols = (int(s) for s in generate["shape"])
     seed = int(generate.get("seed", 0))
     tag = ST_TAGS[generate.get("dtype", "float16")]
@@ -110,22 +147,33 @@ def make_source(path, generate):
         write_tensors(path, _model_tensors(generate))  # writes a temporary file, then renames
         return path
     x = _generated(generate)
+    outputs.clear_partial(tmp)  # a leftover of an interrupted generation (nothing else is removed)
     if kind == "npy":
         with open(tmp, "wb") as f:
             np.save(f, x.compute())
     else:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
         da.to_zarr(x, tmp, overwrite=True)
     os.replace(tmp, path)
     return path
 
 
 def remove_source(path):
-    """Delete a generated source (a Zarr directory or a file)."""
-    if os.path.isdir(path):
+    """Delete a source that a workflow generated (its manifest says so): a Zarr array directory,
+    a ``.npy`` or a ``.safetensors`` file, as :func:`make_source` writes them.  A path holding
+    anything else is refused (``InputError``), never deleted."""
+    kind = kind_of(path)
+    if not os.path.lexists(path):
+        return
+    if kind == "zarr":
+        ours = os.path.isdir(path) and not os.path.islink(path) and outputs.zarr_node_type(path) == "array"
+    else:
+        ours = os.path.isfile(path) and not os.path.islink(path) and outputs.is_file_kind(path, "." + kind)
+    if not ours:
+        raise InputError(f"source path={path!r} is not a {kind} source as nquant generates them; it is not "
+                         "removed (remove it by hand to have it generated again)")
+    if kind == "zarr":
         shutil.rmtree(path)
-    elif os.path.exists(path):
+    else:
         os.remove(path)
 
 

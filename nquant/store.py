@@ -3,7 +3,8 @@
 Group layout (Zarr v3), one group per quantized array::
 
     <group>/             attributes["nquant"] = {format_version, scheme, shape, dtype,
-                         chunks, bits, metrics, complete}
+                         chunks, bits, metrics, complete, source}  (source: the streaming
+                         job's source identity, part of the fingerprint; nquant.outputs)
     <group>/codes        uint8, row-packed codes (``nquant.packing.pack_codes``: each row of
                          the last axis an MSB-first bit stream), chunked like the data
     <group>/scale, ...   side arrays: one value per tensor, per axis index or per block;
@@ -12,28 +13,29 @@ Group layout (Zarr v3), one group per quantized array::
                          statistics, last column 1 once the chunk's codes are written
 
 The layout is readable without nquant.  A local group is written under
-``<path>.partial`` and renamed when complete; on object stores, where there is
-no rename, the arrays are written first and ``complete: true`` last.  A group
-without it is incomplete and never read as a result.
+``<path>.partial`` and swapped in when complete, under the lock ``<path>.lock``
+(:mod:`nquant.outputs`: what may be replaced, and how); on object stores, where
+there is no rename, the arrays are written first and ``complete: true`` last.  A
+group without it is incomplete and never read as a result.
 """
 
+import builtins
 import json
 import os
-import shutil
 
 import dask
 import dask.array as da
 import numpy as np
 import zarr
 
-from nquant import chunked, labels
+from nquant import chunked, labels, outputs, validate
 from nquant._threads import in_task
 from nquant.api import dequantize, family
 from nquant.containers import QuantizedArray
 from nquant.errors import StoreError
 from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
 from nquant.packing import packed_shape
-from nquant.schemes import FORMAT_VERSION, scheme_from_json
+from nquant.schemes import FORMAT_VERSION
 
 ATTR = "nquant"
 PARTIAL = ".partial"
@@ -78,7 +80,7 @@ def _meta(group, store):
     if not isinstance(meta, dict):
         raise StoreError(f"store={store!r} is not an nquant group (no '{ATTR}' attributes)")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         raise StoreError(f"store={store!r} has format_version={version!r}; this nquant reads up to "
                          f"{FORMAT_VERSION}")
     return meta
@@ -94,29 +96,28 @@ def _try_meta(store):
 def is_complete(store):
     """Whether ``store`` holds a complete nquant group."""
     meta = _try_meta(store)
-    return bool(meta and meta.get("complete"))
+    return bool(meta and meta.get("complete") is True)
 
 
 def _partial_location(store):
+    """Where a local output is written before it is swapped in (``<path>.partial``); an object
+    store is written in place (its complete flag is written last)."""
     return _local_path(store).rstrip("/") + PARTIAL if _is_local(store) else store
 
 
-def _remove(store):
-    if _is_local(store):
-        path = _local_path(store)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-    else:
-        zarr.open_group(store, mode="w")  # empties the group
-
-
 def _finish(partial, store):
-    """Make the partial group the result: rename locally (marker already written)."""
+    """Make the complete partial output the result: swapped in atomically (local paths; the
+    complete flag is already written), nothing to do on object stores."""
     if _is_local(store):
-        path = _local_path(store)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(partial, path)
+        outputs.replace_dir(partial, _local_path(store).rstrip("/") or "/")
+
+
+def _start_partial(store):
+    """The partial location of ``store``, cleared of a leftover of nquant's (local paths)."""
+    location = _partial_location(store)
+    if _is_local(store):
+        outputs.clear_partial(location)
+    return location
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -168,11 +169,14 @@ def _meta_dict(scheme, shape, dtype, chunks, bits, metrics, complete, **extra):
 
 
 def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs, fam, local_axis=None):
+    """Create ``codes`` and the side arrays (fill value 0, zstd then a crc32c checksum:
+    ``validate.compressors``)."""
     group.create_array("codes", shape=packed_shape(shape, bits), chunks=_codes_chunks(data_chunks, bits),
-                       dtype=np.uint8, overwrite=True)
+                       dtype=np.uint8, overwrite=True, fill_value=0, compressors=validate.compressors())
     for name, (length, dtype) in side_specs.items():
-        group.create_array(name, shape=_side_shape(length), dtype=dtype, overwrite=True,
-                           chunks=_side_chunks(fam, scheme, name, data_chunks, length, local_axis))
+        group.create_array(name, shape=_side_shape(length), dtype=dtype, overwrite=True, fill_value=0,
+                           chunks=_side_chunks(fam, scheme, name, data_chunks, length, local_axis),
+                           compressors=validate.compressors())
 
 
 # ----------------------------------------------------------------------------- save / open
@@ -189,24 +193,31 @@ def save(q, store, *, chunks=None, overwrite=False, storage_options=None):
         Data chunking of the stored codes for a NumPy-backed ``q`` (default: rows of
         about 4M values; a Dask-backed ``q`` keeps its chunks).
     overwrite : bool
-        Replace an existing group; otherwise an existing group is a ``StoreError``.
+        Replace an existing nquant output; otherwise an existing one is a ``StoreError``.
+        A path holding anything else is never replaced (:mod:`nquant.outputs`).
     storage_options : dict, optional
         fsspec options for a URL ``store`` (e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}``
         for ``s3://``); ignored for local paths and zarr stores.
     """
     store = _as_store(store, storage_options)
-    if _try_meta(store) is not None or (_is_local(store) and os.path.exists(_local_path(store))):
-        if not overwrite:
-            raise StoreError(f"store={store!r} already exists; pass overwrite=True to replace it")
+    with outputs.writing(store), outputs.write_errors(store):
+        if outputs.check_destination(store, overwrite, what="store") == "ours" and not overwrite:
+            raise StoreError(f"store={store!r} already exists; pass overwrite=True (--overwrite) to "
+                             "replace it")
+        location = _start_partial(store)
+        _write_group(q, location, chunks)
+        _finish(location, store)
+    return store
+
+
+def _write_group(q, location, chunks=None, **extra):
+    """Write ``q`` as a complete nquant group at ``location`` (no checks: the caller's output)."""
     xr_labels = q.labels
     if q.is_dask:
         data_chunks = tuple(c[0] for c in q.chunks)
     else:
         q = _as_dask(q, regular_chunks(q.shape, chunks))
         data_chunks = tuple(c[0] for c in q.chunks)
-    location = _partial_location(store)
-    if _is_local(store) and os.path.exists(location):
-        shutil.rmtree(location)
     group = zarr.open_group(location, mode="w")
     specs = {name: (_spec_length(arr), arr.dtype) for name, arr in q.side.items()}
     _create_arrays(group, q.scheme, q.shape, q.bits, data_chunks, specs, family(q.scheme))
@@ -220,11 +231,12 @@ def save(q, store, *, chunks=None, overwrite=False, storage_options=None):
             group[name][...] = arr
     da.store(sources, targets, lock=False)
     labels.write(group, xr_labels)
-    extra = {"adaptive_round": q.info["adaptive_round"]} if "adaptive_round" in q.info else {}
+    if "adaptive_round" in q.info:
+        extra["adaptive_round"] = q.info["adaptive_round"]
+    validate.seal(group)  # the record of every array's chunks, before the complete flag
     group.attrs[ATTR] = _meta_dict(q.scheme, q.shape, q.dtype, data_chunks, q.bits,
                                    q.info.get("metrics", {}), complete=True, **extra)
-    _finish(location, store)
-    return store
+    return group
 
 
 def _as_dask(q, chunks):
@@ -250,42 +262,39 @@ def _as_dask(q, chunks):
 
 
 def open(store, *, storage_options=None):  # noqa: A001  (nquant.open mirrors zarr.open)
-    """Open a stored quantized array lazily: a Dask-backed ``QuantizedArray``.
+    """Open a stored quantized array lazily: a Dask-backed ``QuantizedArray``; a model group
+    (``nquant.quantize_safetensors``) gives ``{tensor name: QuantizedArray}``.
 
+    The group is validated before anything is decoded (``nquant.validate``): metadata, codes
+    and side arrays against the scheme, shape and chunk grid; an inconsistency is a
+    ``StoreError`` naming the array.  ``q.info["verified"]`` tells whether the group is sealed
+    (checksums and a record of its chunks): then every chunk read checks that the chunk is
+    present and intact.
     ``storage_options``: fsspec options for a URL ``store`` (as :func:`save`).
     """
     store = _as_store(store, storage_options)
     group = _open_group(store)
+    from nquant.models import MODEL_ATTR, open_model
+
+    if MODEL_ATTR in group.attrs.asdict() and ATTR not in group.attrs.asdict():
+        return open_model(store)
     meta = _meta(group, store)
-    if not meta.get("complete"):
-        raise StoreError(f"store={store!r} is incomplete (an interrupted write); rerun the job, or "
-                         "quantize_zarr(..., resume=True)")
-    try:
-        scheme = scheme_from_json(meta["scheme"])
-        shape = tuple(meta["shape"])
-        dtype = np.dtype(meta["dtype"])
-        chunks = tuple(meta["chunks"])
-        bits = int(meta["bits"])
-        codes_z = group["codes"]
-    except Exception as e:
-        raise StoreError(f"store={store!r} has corrupt nquant metadata: {e}") from e
-    if tuple(codes_z.shape) != packed_shape(shape, bits):
-        raise StoreError(f"store={store!r}: codes shape={tuple(codes_z.shape)} does not match "
-                         f"shape={shape} with bits={bits}")
-    fam = family(scheme)
-    block_names = fam.param_specs(scheme, 0) if fam.block_quantum(scheme) is not None else {}
+    lay = validate.check_group(group, meta, store)
+    fam = family(lay.scheme)
     side = {}
-    for name in sorted(group.array_keys()):
-        if name in INTERNAL:
-            continue
+    for name, spec in lay.side.items():
         z = group[name]
-        side[name] = da.from_zarr(z) if name in block_names and shape else z[...]
-    data_chunks = da.core.normalize_chunks(chunks, shape) if shape else ()
-    info = {"metrics": meta.get("metrics", {})}
+        if spec.block and lay.shape:  # per block: read lazily, one piece per data chunk
+            side[name] = validate.lazy_array(z, name, store, lay.verified, spec).rechunk(
+                (validate.block_lengths(fam, lay.scheme, lay.data_chunks, name),))
+        else:
+            side[name] = validate.read_array(z, name, store, lay.verified, spec)
+    codes = validate.lazy_array(group["codes"], "codes", store, lay.verified)
+    info = {"metrics": meta.get("metrics", {}), "verified": lay.verified}
     if "adaptive_round" in meta:  # recorded by nquant.adaptive.adaptive_round
         info["adaptive_round"] = meta["adaptive_round"]
-    return QuantizedArray(scheme=scheme, shape=shape, dtype=dtype, codes=da.from_zarr(codes_z), bits=bits,
-                          side=side, info=info, chunks=data_chunks, labels=labels.read(group, store))
+    return QuantizedArray(scheme=lay.scheme, shape=lay.shape, dtype=lay.dtype, codes=codes, bits=lay.bits,
+                          side=side, info=info, chunks=lay.data_chunks, labels=labels.read(group, store))
 
 
 # ----------------------------------------------------------------------------- streaming jobs
@@ -343,7 +352,10 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
     dst : str, os.PathLike or zarr store, the quantized group
     scheme : Scheme
     overwrite : bool
-        Recompute even if ``dst`` is complete (otherwise a complete ``dst`` makes this a no-op).
+        Recompute and replace a finished ``dst``.  Otherwise a finished ``dst`` is a no-op when its
+        recorded fingerprint (source, shape, dtype, chunks, scheme, format version) matches this
+        request, and a ``StoreError`` showing both when it does not.  A ``dst`` that is not an
+        nquant output, or that overlaps the source, is refused either way (:mod:`nquant.outputs`).
     resume : bool
         Continue an interrupted job: chunks whose ``done`` flag is set are skipped
         (the parameters are read back, not refitted).
@@ -367,56 +379,90 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
     """
     src = _as_store(src, storage_options)
     dst = _as_store(dst, storage_options)
-    if is_complete(dst) and not overwrite:
-        return open(dst)
+    outputs.check_source_destination(src, dst)
     fam = family(scheme)
     x = chunked.prepare(fam, scheme, _open_source(src))
     if x.ndim:  # regular chunks: each task then writes whole Zarr chunks, never one another's
         x = x.rechunk(tuple(c[0] for c in x.chunks))
     data_chunks = tuple(c[0] for c in x.chunks)
-    location = _partial_location(dst)
-    scheme_json = json.loads(scheme.to_json())
-    meta = _try_meta(location)
-    fresh = not (resume and meta and not meta.get("complete") and meta.get("scheme") == scheme_json
-                 and meta.get("shape") == list(x.shape) and meta.get("chunks") == list(data_chunks)
-                 and meta.get("dtype") == np.dtype(x.dtype).str and _has_array(location, "chunk_stats"))
-    blockwise = fam.block_quantum(scheme) is not None
+    if client is not None:  # a chunk task that cannot fit a worker would kill it again and again
+        from nquant.cluster import check_chunk_memory
+
+        check_chunk_memory(data_chunks, x.dtype, client=client, param="memory_limit")
+    request = _request(scheme, x.shape, x.dtype, data_chunks, outputs.source_identity(src))
+    with outputs.writing(dst), outputs.write_errors(dst):
+        if outputs.check_destination(dst, overwrite) == "ours" and not overwrite:
+            meta = _try_meta(dst)
+            if meta is None:
+                raise StoreError(f"dst={dst!r} holds another nquant output (not a quantized array); pass "
+                                 "overwrite=True (--overwrite) to replace it")
+            if meta.get("complete") is True:
+                diff = outputs.fingerprint_difference(_recorded(meta), request)
+                if diff is None:
+                    return open(dst)
+                raise StoreError(f"dst={dst!r} holds a finished output of another request ({diff}); pass "
+                                 "overwrite=True (--overwrite) to replace it")
+        location = _partial_location(dst)
+        meta = _try_meta(location)
+        fresh = not (resume and meta and meta.get("complete") is False and _has_array(location, "chunk_stats")
+                     and outputs.fingerprint_difference(_recorded(meta), request) is None)
+        group, params = _start_job(client, fam, scheme, x, dst, data_chunks, request, fresh)
+        done = group["chunk_stats"][..., 5] == 1
+        tasks = _chunk_tasks(x, fam, scheme, params, group, done, chunked.chunk_local_axis(fam, scheme, x))
+        if tasks:
+            run_tasks(tasks, client, progress)
+        stats = group["chunk_stats"][..., :5].reshape(-1, 5)
+        merged = stats[0]
+        for s in stats[1:]:
+            merged = merge_error_stats(merged, s)
+        validate.seal(group)  # the record of every array's chunks, before the complete flag
+        group.attrs[ATTR] = _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits,
+                                       metrics_from_stats(merged), complete=True, source=request["source"])
+        _finish(location, dst)
+        return open(dst)
+
+
+def _request(scheme, shape, dtype, chunks, source):
+    """The fingerprint of a streaming job: what a finished output must match to be reused."""
+    return {"format_version": FORMAT_VERSION, "scheme": json.loads(scheme.to_json()), "shape": list(shape),
+            "dtype": np.dtype(dtype).str, "chunks": list(chunks), "source": source}
+
+
+def _recorded(meta):
+    """The fingerprint recorded in a group's metadata (``source`` None when it was not recorded)."""
+    return {k: meta.get(k) for k in ("format_version", "scheme", "shape", "dtype", "chunks", "source")}
+
+
+def _start_job(client, fam, scheme, x, dst, data_chunks, request, fresh):
+    """The partial group of a streaming job, created (``fresh``: parameters fitted, arrays made) or
+    reopened to resume; returns ``(group, global parameters)``."""
     local_axis = chunked.chunk_local_axis(fam, scheme, x)  # whole channels per chunk: fitted in the tasks
     local_names = _local_names(fam, scheme, local_axis)
-    if fresh:
-        if _is_local(dst) and os.path.exists(location):
-            shutil.rmtree(location)
-        group = zarr.open_group(location, mode="w")
-        group.attrs[ATTR] = _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits, {}, complete=False)
-        params = {} if local_axis is not None else _fit(client, fam, scheme, x)
-        specs = {name: (_spec_length(arr), arr.dtype) for name, arr in params.items()}
-        if blockwise:
-            specs.update(fam.param_specs(scheme, int(np.prod(x.shape, dtype=np.int64))))
-        elif local_axis is not None:
-            specs.update({name: (x.shape[local_axis], dtype) for name, dtype in local_names.items()})
-        _create_arrays(group, scheme, x.shape, scheme.bits, data_chunks, specs, fam, local_axis)
-        for name, arr in params.items():
-            group[name][...] = arr
-        # chunk_stats last: a partial group that has it has its parameters (and can be resumed);
-        # its last column is each chunk's done flag
-        nblocks = x.numblocks if x.ndim else (1,)
-        group.create_array("chunk_stats", shape=nblocks + (6,), chunks=(1,) * len(nblocks) + (6,),
-                           dtype=np.float64, fill_value=0.0, overwrite=True)
-    else:
-        group = zarr.open_group(location, mode="r+")
+    if not fresh:
+        if _is_local(dst):
+            outputs.clear_debris(_partial_location(dst))
+        group = zarr.open_group(_partial_location(dst), mode="r+")
         params = {name: group[name][...] for name in _param_names(group) if name not in local_names}
-    done = group["chunk_stats"][..., 5] == 1
-    tasks = _chunk_tasks(x, fam, scheme, params, group, done, local_axis)
-    if tasks:
-        run_tasks(tasks, client, progress)
-    stats = group["chunk_stats"][..., :5].reshape(-1, 5)
-    merged = stats[0]
-    for s in stats[1:]:
-        merged = merge_error_stats(merged, s)
-    group.attrs[ATTR] = _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits,
-                                   metrics_from_stats(merged), complete=True)
-    _finish(location, dst)
-    return open(dst)
+        return group, params
+    location = _start_partial(dst)
+    group = zarr.open_group(location, mode="w")
+    group.attrs[ATTR] = _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits, {}, complete=False,
+                                   source=request["source"])
+    params = {} if local_axis is not None else _fit(client, fam, scheme, x)
+    specs = {name: (_spec_length(arr), arr.dtype) for name, arr in params.items()}
+    if fam.block_quantum(scheme) is not None:
+        specs.update(fam.param_specs(scheme, int(np.prod(x.shape, dtype=np.int64))))
+    elif local_axis is not None:
+        specs.update({name: (x.shape[local_axis], dtype) for name, dtype in local_names.items()})
+    _create_arrays(group, scheme, x.shape, scheme.bits, data_chunks, specs, fam, local_axis)
+    for name, arr in params.items():
+        group[name][...] = arr
+    # chunk_stats last: a partial group that has it has its parameters (and can be resumed);
+    # its last column is each chunk's done flag
+    nblocks = x.numblocks if x.ndim else (1,)
+    group.create_array("chunk_stats", shape=nblocks + (6,), chunks=(1,) * len(nblocks) + (6,),
+                       dtype=np.float64, fill_value=0.0, overwrite=True, compressors=validate.compressors())
+    return group, params
 
 
 def run_tasks(tasks, client=None, progress=False):
@@ -508,21 +554,60 @@ class _Opaque:
 
 
 def dequantize_zarr(src, dst, *, overwrite=False, storage_options=None):
-    """Write the dequantized values of the nquant group ``src`` to a Zarr array ``dst``.
+    """Write the dequantized values of the nquant group ``src`` to a Zarr array ``dst``, or to a
+    ``.npy`` file when ``dst`` is a local path ending in ``.npy``.
 
-    Written under ``<dst>.partial`` and renamed (local), so a half-written array is
-    never taken for a result; an existing ``dst`` needs ``overwrite=True``.
+    Written under ``<dst>.partial`` and swapped in (local), so a half-written array is never
+    taken for a result; the array carries the attribute ``nquant_array`` (its source group),
+    which makes it an nquant output.  An existing ``dst`` needs ``overwrite=True`` and must be an
+    nquant output (or a ``.npy`` file); ``dst`` may not overlap ``src``.
     ``storage_options``: fsspec options for URLs ``src`` and ``dst`` (as :func:`save`).
+
+    Returns
+    -------
+    zarr.Array, or a read-only memory map of the ``.npy`` file
     """
     src = _as_store(src, storage_options)
     dst = _as_store(dst, storage_options)
+    outputs.check_source_destination(src, dst)
+    path = outputs.local_path(dst)
+    npy = path is not None and path.endswith(".npy")
+    if path is None and isinstance(dst, (str, os.PathLike)) and os.fspath(dst).endswith(".npy"):
+        raise StoreError(f"dst={dst!r}: a .npy output must be a local path (or name a Zarr array "
+                         "without .npy)")
     q = open(src)
     x_hat = dequantize(q)
-    if _is_local(dst) and os.path.exists(_local_path(dst)) and not overwrite:
-        raise StoreError(f"dst={dst!r} already exists; pass overwrite=True to replace it")
-    location = _partial_location(dst)
-    if _is_local(dst) and os.path.exists(location):
-        shutil.rmtree(location)
-    da.to_zarr(x_hat, location, overwrite=True)
-    _finish(location, dst)
+    with outputs.writing(dst), outputs.write_errors(dst):
+        state = outputs.check_destination(dst, overwrite, file_kind=".npy" if npy else None)
+        if state == "ours" and not overwrite:
+            raise StoreError(f"dst={dst!r} already exists; pass overwrite=True (--overwrite) to replace it")
+        if npy:
+            tmp = path + PARTIAL
+            outputs.clear_partial(tmp)
+            _write_npy(x_hat, tmp)
+            os.replace(tmp, path)
+            return np.load(path, mmap_mode="r")
+        location = _start_partial(dst)
+        shape = tuple(x_hat.shape)
+        chunks = tuple(c[0] for c in x_hat.chunks) if shape else ()
+        mark = {"source": outputs.source_identity(src), "complete": False}
+        z = zarr.create_array(location, shape=shape, chunks=chunks or "auto", dtype=x_hat.dtype,
+                              overwrite=True, attributes={outputs.ARRAY_MARK: mark})
+        da.store(x_hat.rechunk(z.chunks) if shape else x_hat, z.with_config(WRITE_ALL), lock=False)
+        z.attrs[outputs.ARRAY_MARK] = {**mark, "complete": True}
+        _finish(location, dst)
     return zarr.open_array(dst, mode="r")
+
+
+def _write_npy(x, path):
+    """Write the Dask array ``x`` to the ``.npy`` file ``path`` chunk by chunk (a memory map)."""
+    if x.ndim == 0 or x.size == 0:
+        with builtins.open(path, "wb") as f:  # ``open`` here is nquant.open
+            np.save(f, np.asarray(x.compute()))
+        return
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=x.dtype, shape=x.shape)
+    try:
+        da.store(x, out, lock=False)
+        out.flush()
+    finally:
+        del out

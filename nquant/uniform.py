@@ -30,7 +30,8 @@ import warnings
 import numba
 import numpy as np
 
-from nquant import _alloc, _layout
+from nquant import _alloc, _layout, limits
+from nquant import validate
 from nquant.errors import InputError, SchemeError
 from nquant.kernels import affine, calibrate, stats
 from nquant.kernels.rng import stream_key
@@ -98,6 +99,7 @@ def partial(scheme, chunk, start=None, global_shape=None):
         G = -(-flat.size // scheme.block_size)
     else:
         G = n_groups(scheme, gshape)
+        check_histogram(scheme, G)  # before the first pass, not after it
     mins = np.full(G, np.inf)
     maxs = np.full(G, -np.inf)
     n_nan = 0
@@ -137,6 +139,7 @@ def partial_histogram(scheme, chunk, lo, hi, start=None, global_shape=None):
     """Histogram counts (G, bins) of one chunk over the fitted ``[lo, hi]`` per group."""
     shape = chunk.shape
     gshape = shape if global_shape is None else global_shape
+    check_histogram(scheme, len(lo))
     flat = _flat(chunk)
     lay = layout(scheme, shape, start, gshape)
     counts = np.zeros((len(lo), scheme.hist_bins), np.int64)
@@ -145,6 +148,14 @@ def partial_histogram(scheme, chunk, lo, hi, start=None, global_shape=None):
             counts += stats.histogram_rows(part.view(flat), part.row_group, lay.col_step,
                                            lo, hi, scheme.hist_bins, numba.get_num_threads())
     return {"counts": counts}
+
+
+def check_histogram(scheme, groups):
+    """``SchemeError`` before a ``(groups, bins)`` histogram (and the kernel's per-thread
+    copies) that would not fit in memory is allocated."""
+    if needs_histogram(scheme):
+        nbytes = 8 * groups * scheme.hist_bins * (1 + numba.get_num_threads())
+        limits.check_memory("bins", scheme.hist_bins, nbytes)
 
 
 def merge(a, b):
@@ -214,32 +225,105 @@ def _exact_percentiles(scheme, data):
     return p[0], p[1]
 
 
-F32_MAX = float(np.finfo(np.float32).max)
+F32_MAX = limits.F32_MAX
 SCALE_MIN = np.float32(np.finfo(np.float32).tiny)
+_MARGIN = 1.0 - 2.0 ** -20
+"""Float-offset grids end this fraction of the float32 range inside it (rounding room)."""
 
 
-def _float32_side(scheme, name, v, rmin, rmax):
-    """``v`` as float32; a value float32 cannot hold is refused (it would decode to inf/NaN)."""
-    with np.errstate(over="ignore"):
-        out = np.asarray(v, np.float64).astype(np.float32)
-    if not np.isfinite(out).all():
-        if isinstance(scheme.range, tuple):
-            raise SchemeError(f"range={scheme.range} is invalid: its {name} exceeds the largest "
-                              f"float32 ({F32_MAX:.6g}) that the side arrays hold")
-        raise InputError(f"x spans [{rmin.min():.6g}, {rmax.max():.6g}]: its {name} exceeds the "
-                         f"largest float32 ({F32_MAX:.6g}) that the side arrays hold")
-    return out
+def _check_range(scheme, rmin, rmax):
+    """Refuse a clipping range beyond float32 (float64 data): the side arrays are float32."""
+    if isinstance(scheme.range, tuple):
+        limits.check_float32_range(f"range={scheme.range}", rmin, rmax, SchemeError)
+    name = "x" if scheme.range == "minmax" else f"the clipping range of x (range={scheme.range!r})"
+    limits.check_float32_range(name, rmin, rmax, InputError)
 
 
-def _scale32(scheme, scale, rmin, rmax):
-    """float32 scale: 1 where zero, at least the smallest normal float32 (so that
-    ``1 / scale`` is finite in float32 arithmetic)."""
-    scale = _float32_side(scheme, "scale", np.where(scale > 0, scale, 1.0), rmin, rmax)
+def _scale32(scale):
+    """float32 scale: 1 where zero, at most the largest float32, at least the smallest
+    normal float32 (so that ``1 / scale`` is finite in float32 arithmetic)."""
+    scale = np.minimum(np.where(scale > 0, scale, 1.0), F32_MAX).astype(np.float32)
     return np.maximum(scale, SCALE_MIN)
+
+
+def _steps(scheme):
+    """Number of steps ``qmax - qmin`` of the code range."""
+    qmin, qmax = scheme.qrange
+    return qmax - qmin
+
+
+def _reachable(scheme, params, rmin, rmax):
+    """``(k_lo, k_hi, c0, off)``: per group the lowest and highest code that encoding values
+    of ``[rmin, rmax]`` can give in any rounding mode (float64), and the decoder's form
+    ``x_hat = (code - c0) * scale + off`` before any recentring (float64)."""
+    scale = params["scale"].astype(np.float64)
+    if "offset" in params:
+        off = params["offset"].astype(np.float64)
+        c0 = np.zeros_like(scale)
+    else:
+        off = np.zeros_like(scale)
+        c0 = (params["zero_point"].astype(np.int64) - scheme.qrange[0]).astype(np.float64)
+    n = _steps(scheme)
+    k_lo = np.clip(np.floor((rmin - off) / scale + c0), 0, n)
+    k_hi = np.clip(np.ceil((rmax - off) / scale + c0), 0, n)
+    return k_lo, k_hi, c0, off
+
+
+def _decodes_finite(scheme, params, k_lo, k_hi):
+    """Whether codes ``k_lo`` and ``k_hi`` decode to finite float32 values, by the very
+    arithmetic of the decoder (``kernel_params``, then ``(code - c0) * scale + offset``)."""
+    scale, _, offset, c0 = kernel_params(scheme, params, np.dtype(np.float32))
+    with np.errstate(over="ignore", invalid="ignore"):
+        ends = [(k.astype(np.float32) - c0) * scale + offset for k in (k_lo, k_hi)]
+    return np.isfinite(ends[0]) & np.isfinite(ends[1])
+
+
+def _fit_grid(scheme, params, rmin, rmax):
+    """Make every code that values of ``[rmin, rmax]`` can get decode to a finite float32.
+
+    Near the float32 limit a grid can end beyond it: the integer zero point shifts the grid
+    by up to half a step, the scale is rounded, a symmetric grid has one more step below
+    than above.  Where the highest or lowest reachable level would pass the largest float32
+    (less a rounding margin), the scale is reduced so that the grid ends there (the data's
+    extreme value then clips by less than a step); a last check runs the decoder's own
+    float32 arithmetic.
+    """
+    # (code - c0) * scale is one rounding: exact values up to F32_MAX stay finite; the float
+    # offset form adds a second rounding (and kernel_params may recentre it), so its grid keeps
+    # a margin of 2**-20 of the room between the offset and the limit
+    margin = _MARGIN if "offset" in params else 1.0
+    for _ in range(64):
+        k_lo, k_hi, c0, off = _reachable(scheme, params, rmin, rmax)
+        scale = params["scale"].astype(np.float64)
+        up = k_hi - c0  # steps above the offset / zero point (> 0 where the grid rises)
+        down = c0 - k_lo
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s_top = np.where((up > 0) & (off + up * scale > F32_MAX * margin),
+                             (F32_MAX - off) * margin / up, np.inf)
+            s_bot = np.where((down > 0) & (off - down * scale < -F32_MAX * margin),
+                             (F32_MAX + off) * margin / down, np.inf)
+            if "offset" in params:  # kernel_params recentres wide grids at c = n // 2
+                n = _steps(scheme)
+                far = np.maximum(np.abs(k_lo - n // 2), np.abs(k_hi - n // 2))
+                s_mid = np.where(scale * n > F32_MAX / 2, F32_MAX * margin / far, np.inf)
+                s_top = np.minimum(s_top, s_mid)
+        bound = np.minimum(s_top, s_bot)
+        bad = (bound < scale) | ~_decodes_finite(scheme, params, k_lo, k_hi)
+        if not bad.any():
+            return params
+        new = np.minimum(bound, scale * _MARGIN)
+        new32 = np.minimum(new, F32_MAX).astype(np.float32)
+        new32 = np.where(new32.astype(np.float64) > new, np.nextafter(new32, np.float32(0)), new32)
+        params["scale"] = np.where(bad, np.maximum(new32, SCALE_MIN), params["scale"]).astype(np.float32)
+    raise InputError(f"x spans [{rmin.min():.6g}, {rmax.max():.6g}]: no float32 grid of this scheme "
+                     "decodes it to finite values")
 
 
 def finalize(scheme, st, data=None):
     """Parameters (side arrays) from merged statistics.
+
+    Every code that the data can get decodes to a finite float32 value: near the float32
+    limit the scale is reduced so that the grid ends inside it (:func:`_fit_grid`).
 
     Returns
     -------
@@ -250,28 +334,44 @@ def finalize(scheme, st, data=None):
         return {}
     check_stats(scheme, st)
     rmin, rmax = clip_range(scheme, st, data)
+    # data and range far inside float32 (the common case: a few reductions, no temporaries)
+    # cannot reach its limit: a level is at most a step (<= twice the range) beyond the data
+    far = 0.0
+    if len(rmin):
+        far = max(-float(rmin.min()), float(rmax.max()))
+        if scheme.range != "minmax":  # data beyond the clipping range get its end codes too
+            far = max(far, -float(st["min"].min()), float(st["max"].max()))
+    if far > F32_MAX / 8:
+        _check_range(scheme, rmin, rmax)
+        reach = (np.minimum(rmin, _lo(st)), np.maximum(rmax, _hi(st)))
     qmin, qmax = scheme.qrange
     const = rmin == rmax
     with np.errstate(over="ignore"):
         if scheme.symmetric:
             amax = np.maximum(np.abs(rmin), np.abs(rmax))
             # a constant c is exact with scale |c| (code +-1)
-            scale = _scale32(scheme, np.where(const, amax, amax / qmax), rmin, rmax)
-            return {"scale": scale, "zero_point": np.zeros(len(scale), np.int32)}
+            scale = _scale32(np.where(const, amax, amax / qmax))
+            params = {"scale": scale, "zero_point": np.zeros(len(scale), np.int32)}
+            return _fit_grid(scheme, params, *reach) if far > F32_MAX / 8 else params
         if scheme.zero_point == "float":
-            scale = _scale32(scheme, (rmax - rmin) / (qmax - qmin), rmin, rmax)
-            offset = _float32_side(scheme, "offset", rmin, rmin, rmax)
+            n = qmax - qmin
+            scale = _scale32((rmax - rmin) / n)
+            offset = rmin.astype(np.float32)
             # rounded up (float64 data), so that x = rmin gives t <= 0: code 0 in every
             # rounding mode (ceil of a tiny positive t would give code 1, a whole step off)
             offset = np.where(offset < rmin, np.nextafter(offset, np.float32(np.inf)), offset)
-            return {"scale": scale, "offset": offset}
+            # a grid starting at -F32_MAX starts a little inside, so that rounding cannot step out
+            offset = np.maximum(offset, np.float32(-F32_MAX * _MARGIN))
+            params = {"scale": scale, "offset": offset}
+            return _fit_grid(scheme, params, *reach) if far > F32_MAX / 8 else params
         lo = np.minimum(rmin, 0.0)
         hi = np.maximum(rmax, 0.0)
         scale = (hi - lo) / (qmax - qmin)
         # a constant c is exact with scale |c| (code 1 away from the zero point)
-        scale = _scale32(scheme, np.where(const, np.abs(rmin), scale), rmin, rmax)
+        scale = _scale32(np.where(const, np.abs(rmin), scale))
         zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
-    return {"scale": scale, "zero_point": zp.astype(np.int32)}
+    params = {"scale": scale, "zero_point": zp.astype(np.int32)}
+    return _fit_grid(scheme, params, *reach) if far > F32_MAX / 8 else params
 
 
 def needs_stats(scheme):
@@ -324,13 +424,28 @@ histogram_range = (_lo, _hi)
 
 
 def kernel_params(scheme, params, dtype):
-    """Arrays the kernels take: ``scale, inv_scale, offset, c0`` in ``dtype``."""
+    """Arrays the kernels take: ``scale, inv_scale, offset, c0`` in ``dtype``.
+
+    The real-offset form has ``c0 = 0``, except in groups whose grid spans more than half the
+    float32 range: there ``code * scale`` alone could overflow, so they are recentred at
+    ``c = n // 2`` steps (``c0 = c``, ``offset + c * scale``), the same levels up to rounding.
+    """
     qmin, _ = scheme.qrange
     scale = params["scale"].astype(dtype)
     inv = (dtype.type(1) / scale).astype(dtype)
     if "offset" in params:
         offset = params["offset"].astype(dtype)
         c0 = np.zeros_like(scale)
+        n = _steps(scheme)
+        raw = np.asarray(params["scale"])
+        if raw.size and float(raw.max()) * n > F32_MAX / 2:  # one reduction in the common case
+            wide = raw.astype(np.float64) * n > F32_MAX / 2
+            # a grid wider than half the float32 range: code * scale alone could overflow, so
+            # those groups decode as (code - c) * scale + (offset + c * scale), c = n // 2
+            c = n // 2
+            c0 = np.where(wide, c, 0).astype(dtype)
+            centre = params["offset"].astype(np.float64) + c * params["scale"].astype(np.float64)
+            offset = np.where(wide, centre, offset).astype(dtype)
     else:
         offset = np.zeros_like(scale)
         c0 = (params["zero_point"].astype(np.int64) - qmin).astype(dtype)
@@ -383,6 +498,8 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     scale, _, offset, c0 = kernel_params(scheme, params, cdtype)
     _, nan_code = code_limits(scheme)
     lay = layout(scheme, shape, start, global_shape, group_offset)
+    # the kernel indexes scale, offset and c0 by group: every group of the layout must exist
+    validate.check_groups(lay, {name: np.size(params[name]) for name in side_dtypes(scheme)})
     flat_codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
     if out is not None and out.dtype == cdtype:
         res = out.reshape(-1)
@@ -392,9 +509,7 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
         if part.R and part.L:
             affine.dequantize_affine(part.view(flat_codes), part.row_group, lay.col_step, scale,
                                      offset, c0, nan_code, part.view(res))
-    res = res.reshape(shape)
-    if res.dtype != dtype:
-        res = res.astype(dtype)
+    res = limits.finite_cast(res.reshape(shape), dtype)
     if out is None:
         return res
     if not np.may_share_memory(res, out):  # computed elsewhere: copy (and cast) into out

@@ -56,6 +56,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from nquant import limits
 from nquant._threads import in_task, task_threads
 from nquant.chunked import tree_merge
 from nquant.errors import InputError, SchemeError
@@ -526,7 +527,7 @@ class KMeans:
     def __init__(self, n_clusters, init="k-means++", n_init=1, max_iter=100, tol=1e-4, seed=0, *,
                  algorithm="lloyd", batch_size=4096, init_size=None, sample_size=None,
                  oversampling_factor=2.0, init_rounds=5, persist="auto", max_no_improvement=10):
-        self.n_clusters = _check_int("n_clusters", n_clusters, 1)
+        self.n_clusters = _check_int("n_clusters", n_clusters, 1, limits.MAX_CLUSTERS)
         if isinstance(init, str):
             if init not in _INITS:
                 raise SchemeError(f"init={init!r} is invalid: expected one of {list(_INITS)} or an array")

@@ -34,9 +34,10 @@ import tomllib
 
 import numpy as np
 
-from nquant import __version__
+from nquant import __version__, limits
 from nquant.errors import NQuantError
-from nquant.sources import GENERATORS, describe, kind_of, make_source, open_source, remove_source
+from nquant.sources import (GENERATORS, check_generate, describe, kind_of, make_source, open_source,
+                            remove_source)
 
 SCHEMA = {
     "workflow": {"name": str, "output": str, "description": str},
@@ -79,24 +80,100 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _substitute(obj, variables, path):
+    """``obj`` with every ``${name}`` replaced by ``variables[name]`` (already resolved): a
+    string that is exactly ``"${name}"`` takes the variable's value and type, others get its
+    text.  Unknown names, and strings longer than ``limits.MAX_VAR_LENGTH``, are errors."""
     if isinstance(obj, dict):
         return {k: _substitute(v, variables, f"{path}.{k}" if path else k) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_substitute(v, variables, f"{path}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, str):
-        m = _VAR.fullmatch(obj)
-        if m:
-            if m.group(1) not in variables:
-                raise WorkflowError(f"{path}: unknown variable ${{{m.group(1)}}}")
-            return variables[m.group(1)]
-
-        def repl(mm):
-            if mm.group(1) not in variables:
-                raise WorkflowError(f"{path}: unknown variable ${{{mm.group(1)}}}")
-            return str(variables[mm.group(1)])
-
-        return _VAR.sub(repl, obj)
+        return _expand(obj, lambda name: _lookup(variables, name, path), path)
     return obj
+
+
+def _lookup(variables, name, path):
+    if name not in variables:
+        raise WorkflowError(f"{path}: unknown variable ${{{name}}}")
+    return variables[name]
+
+
+def _expand(text, value_of, path):
+    """``text`` with its ``${name}`` references replaced by ``value_of(name)``, bounded in length."""
+    m = _VAR.fullmatch(text)
+    if m:
+        return value_of(m.group(1))
+    pieces, pos, size = [], 0, 0
+    for mm in _VAR.finditer(text):
+        piece = str(value_of(mm.group(1)))
+        pieces += [text[pos:mm.start()], piece]
+        size += mm.start() - pos + len(piece)
+        pos = mm.end()
+        if size > limits.MAX_VAR_LENGTH:
+            raise WorkflowError(f"{path}: expands to more than {limits.MAX_VAR_LENGTH} characters "
+                                "(a variable that repeats itself?)")
+    if not pieces:
+        return text
+    out = "".join(pieces) + text[pos:]
+    left = _VAR.search(out)
+    if left:  # pieces that only together spell a reference ("$" and "{x}")
+        raise WorkflowError(f"{path}: {left.group(0)} is left unresolved after substitution")
+    return out
+
+
+def resolve_variables(variables):
+    """Every variable with the variables it refers to substituted (depth first, each once).
+
+    A reference chain that comes back to itself is an error naming the cycle
+    (``vars.a: variable cycle a -> b -> a``); so are unknown names and expansions longer than
+    ``limits.MAX_VAR_LENGTH`` characters.
+    """
+    done = {}
+
+    def visit(name, chain):
+        if name in done:
+            return done[name]
+        if name in chain:
+            cycle = chain[chain.index(name):] + [name]
+            raise WorkflowError(f"vars.{cycle[0]}: variable cycle {' -> '.join(cycle)}")
+        here = chain + [name]
+
+        def value_of(ref):
+            if ref not in variables:
+                raise WorkflowError(f"vars.{name}: unknown variable ${{{ref}}}")
+            return visit(ref, here)
+
+        done[name] = _walk(variables[name], lambda text, path: _expand(text, value_of, path), f"vars.{name}")
+        return done[name]
+
+    for name in variables:
+        visit(name, [])
+    return done
+
+
+def _walk(obj, on_string, path):
+    """``obj`` with ``on_string(text, path)`` applied to every string in it."""
+    if isinstance(obj, dict):
+        return {k: _walk(v, on_string, f"{path}.{k}") for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_walk(v, on_string, f"{path}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, str):
+        return on_string(obj, path)
+    return obj
+
+
+def _check_depth(obj, path):
+    """``WorkflowError`` for tables or arrays nested deeper than ``limits.MAX_NESTING``
+    (iterative: a deep document cannot exhaust the stack here)."""
+    stack = [(obj, path, 0)]
+    while stack:
+        o, p, d = stack.pop()
+        if d > limits.MAX_NESTING:
+            raise WorkflowError(f"{p}: nested more than {limits.MAX_NESTING} levels deep")
+        if isinstance(o, dict):
+            stack += [(v, f"{p}.{k}" if p else k, d + 1) for k, v in o.items()]
+        elif isinstance(o, list):
+            stack += [(v, f"{p}[{i}]", d + 1) for i, v in enumerate(o)]
 
 
 def _check(obj, schema, path):
@@ -140,19 +217,23 @@ def load(path, overrides=None):
         raise WorkflowError(f"workflow file {os.fspath(path)!r} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise WorkflowError(f"workflow file {os.fspath(path)!r} is not valid TOML: {e}") from None
-    variables = dict(raw.get("vars", {}))
+    except RecursionError:
+        raise WorkflowError(f"workflow file {os.fspath(path)!r} nests tables or arrays too deeply "
+                            f"(at most {limits.MAX_NESTING} levels)") from None
+    except OSError as e:
+        raise WorkflowError(f"workflow file {os.fspath(path)!r} cannot be read: {e}") from None
+    _check_depth(raw, "")
+    variables = raw.get("vars", {})
     if not isinstance(variables, dict):
         raise WorkflowError(f"vars: expected a table, got {variables!r}")
+    variables = dict(variables)
     unknown = set(overrides or {}) - set(variables)
     if unknown:
         raise WorkflowError(f"--set {sorted(unknown)[0]}: not a variable of this workflow "
                             f"(variables: {sorted(variables)})")
     variables.update(overrides or {})
-    for _ in range(8):  # variables may refer to variables: "${out}/model.safetensors"
-        resolved = {k: _substitute(v, variables, f"vars.{k}") for k, v in variables.items()}
-        if resolved == variables:
-            break
-        variables = resolved
+    # variables may refer to variables ("${out}/model.safetensors"), in any order
+    variables = resolve_variables(variables)
     spec = _substitute({k: v for k, v in raw.items() if k != "vars"}, variables, "")
     spec["vars"] = variables
     _check(spec, SCHEMA, "")
@@ -200,6 +281,10 @@ def validate(spec):
             dtypes = ("float16", "bfloat16", "float32") if gkind == "model" else ("float16", "float32", "float64")
             if gen.get("dtype", dtypes[-1] if gkind != "model" else "float16") not in dtypes:
                 raise WorkflowError(f"sources.{name}.generate.dtype: {gen['dtype']!r} is not one of {dtypes}")
+            try:
+                check_generate(gen if gkind != "model" else {"dtype": "float16", **gen}, kind)
+            except NQuantError as e:
+                raise WorkflowError(f"sources.{name}.{e}") from None
     names = set()
     for i, job in enumerate(jobs):
         for key in ("name", "source", "scheme"):
@@ -212,6 +297,7 @@ def validate(spec):
             raise WorkflowError(f"jobs[{i}].source: unknown source {job['source']!r} "
                                 f"(sources: {sorted(spec.get('sources', {}))})")
         _validate_job(spec, i, job)
+    check_names(spec)
     sched = spec.get("cluster", {}).get("scheduler", "threads")
     if sched not in ("threads", "processes", "sync", "local") and "://" not in sched:
         raise WorkflowError(f"cluster.scheduler: {sched!r} is not threads, processes, sync, local or "
@@ -266,8 +352,70 @@ def fingerprint(spec):
 # ----------------------------------------------------------------------------- plan / run
 
 
-def _job_output(spec, job):
-    return os.path.join(spec["workflow"]["output"], f"{job['name']}.zarr")
+def _job_output(spec, job, suffix=".zarr"):
+    """``<output>/<job name><suffix>``, checked to lie inside the output directory."""
+    from nquant.outputs import inside
+
+    out = spec["workflow"]["output"]
+    path = os.path.join(out, f"{job['name']}{suffix}")
+    try:
+        inside(out, path)
+    except NQuantError as e:
+        raise WorkflowError(f"job {job['name']!r}: {e}") from None
+    return path
+
+
+REPORT_FILES = ("manifest.json", "report.json", "report.md", "report.html", "error_vs_bits.png")
+JOB_FILES = (".zarr", ".sample.npz", ".png")
+
+
+def check_names(spec):
+    """Job and source names follow :func:`nquant.outputs.check_name` and are single path parts
+    (a job's name names its files in the output directory); no job name takes a report file's."""
+    from nquant.outputs import check_name
+
+    for name in spec.get("sources", {}):
+        check_name(name, f"sources.{name}", WorkflowError)
+        if "/" in name:
+            raise WorkflowError(f"sources.{name}: a source name may not contain '/'")
+    for i, job in enumerate(spec.get("jobs", [])):
+        check_name(job.get("name"), f"jobs[{i}].name", WorkflowError)
+        if "/" in job["name"]:
+            raise WorkflowError(f"jobs[{i}].name={job['name']!r} is not a valid name: a job name may not "
+                                "contain '/' (it names files in the output directory)")
+        if f"{job['name']}.png" in REPORT_FILES:
+            raise WorkflowError(f"jobs[{i}].name={job['name']!r} is reserved (the report's figure "
+                                f"{job['name']}.png)")
+
+
+def check_output(spec):
+    """Before anything is written: job names valid, no output file on a source, and an existing
+    output directory that is not empty must be a workflow output (its ``manifest.json``) or hold
+    nothing but this workflow's sources."""
+    from nquant.outputs import check_source_destination
+
+    check_names(spec)
+    out = spec["workflow"]["output"]
+    files = [os.path.join(out, f) for f in REPORT_FILES]
+    files += [_job_output(spec, job, suffix) for job in spec["jobs"] for suffix in JOB_FILES]
+    sources = {n: src["path"] for n, src in spec.get("sources", {}).items()}
+    for name, path in sources.items():
+        for f in files:
+            try:
+                check_source_destination(path, f, what="output")
+            except NQuantError as e:
+                raise WorkflowError(f"sources.{name}.path: {e}") from None
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise WorkflowError(f"workflow.output={out!r} exists and is not a directory")
+    if not os.path.isdir(out) or os.path.exists(os.path.join(out, "manifest.json")):
+        return
+    own = {os.path.realpath(p) for p in sources.values()}
+    own.add(os.path.realpath(os.path.join(out, "manifest.json.tmp")))  # a first manifest being written
+    foreign = sorted(e for e in os.listdir(out) if os.path.realpath(os.path.join(out, e)) not in own)
+    if foreign:
+        raise WorkflowError(f"workflow.output={out!r} is a directory holding other files ({foreign[0]!r}, "
+                            "...) and no workflow manifest; nquant writes only into a new, empty or workflow "
+                            "output directory (not even with --overwrite): choose another output")
 
 
 def plan(spec):
@@ -280,6 +428,7 @@ def plan(spec):
     from nquant.presets import resolve_scheme
     from nquant.sources import model_itemsize, model_shapes
 
+    check_names(spec)
     rows = []
     for job in spec["jobs"]:
         src = spec["sources"][job["source"]]
@@ -338,8 +487,14 @@ class Manifest:
         self.path = os.path.join(output, "manifest.json")
         self.data = None
         if os.path.exists(self.path):
-            with open(self.path) as f:
-                self.data = json.load(f)
+            try:
+                with open(self.path) as f:
+                    self.data = json.load(f)
+            except (OSError, ValueError) as e:
+                raise WorkflowError(f"{self.path!r} is not a readable workflow manifest: {e}") from None
+            if not isinstance(self.data, dict) or not isinstance(self.data.get("jobs"), dict):
+                raise WorkflowError(f"{self.path!r} is not an nquant workflow manifest; choose another "
+                                    "output")
 
     def start(self, fp, overwrite):
         if self.data and self.data.get("fingerprint") != fp and not overwrite:
@@ -376,15 +531,34 @@ class Manifest:
 
 
 def verify(store, source):
-    """Error figures of a stored quantized array against its source (streamed, chunk by chunk)."""
+    """Error figures of a stored quantized array against its source (streamed, chunk by chunk).
+
+    ``source``: a Zarr array (path or object), a ``.npy`` path or a Dask array, of the
+    store's shape (an ``InputError`` naming both shapes otherwise).
+    """
     import dask
+    import dask.array as da
 
     from nquant.api import dequantize
+    from nquant.errors import InputError
     from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
     from nquant.store import _open_source, open
 
     q = open(store)
-    x = _open_source(source).rechunk(q.chunks) if q.shape else _open_source(source)
+    if isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(".npy"):
+        try:
+            x = da.from_array(np.load(source, mmap_mode="r"), name=False)
+        except (OSError, ValueError) as e:
+            raise InputError(f"source={os.fspath(source)!r} is not a readable .npy file: {e}") from None
+    else:
+        x = _open_source(source)
+    if tuple(x.shape) != tuple(q.shape):
+        def shown(v):
+            return repr(os.fspath(v)) if isinstance(v, (str, os.PathLike)) else "<array>"
+
+        raise InputError(f"source={shown(source)} has shape {tuple(x.shape)}, but store={shown(store)} "
+                         f"holds shape {tuple(q.shape)}: not its source")
+    x = x.rechunk(q.chunks) if q.shape else x
     x_hat = dequantize(q)
     parts = [dask.delayed(error_stats)(a, b) for a, b in zip(x.to_delayed().ravel(), x_hat.to_delayed().ravel())]
     merged = None
@@ -399,8 +573,18 @@ def run(spec, overwrite=False, progress=True, echo=print, scheduler_overrides=No
     """Run a loaded workflow; returns the report dict (also written to the output directory).
 
     Each job's result carries ``status``: ``"done"`` (computed now), ``"resumed"``
-    (finished now after an interrupted run) or ``"skipped"`` (finished before).
+    (finished now after an interrupted run) or ``"skipped"`` (finished before).  Checks the
+    names and the output directory first (:func:`check_output`); one run per output
+    directory at a time (the lock ``<output>.lock``).
     """
+    from nquant.outputs import writing
+
+    check_output(spec)
+    with writing(spec["workflow"]["output"]):
+        return _run(spec, overwrite, progress, echo, scheduler_overrides)
+
+
+def _run(spec, overwrite, progress, echo, scheduler_overrides):
     from nquant import jobs as J
     from nquant.cluster import scheduler
     from nquant.models import is_complete_model
@@ -454,7 +638,7 @@ def run(spec, overwrite=False, progress=True, echo=print, scheduler_overrides=No
                 else:
                     result, view = J.run_array_job(open_source(source), dst, scheme, overwrite=overwrite,
                                                    client=client, progress=progress, verify=verify_)
-            J.save_view(os.path.join(out_dir, f"{name}.sample.npz"), view)
+            J.save_view(_job_output(spec, job, ".sample.npz"), view)
             result = {"job": name, "source": source["path"], "output": dst, "scheme": scheme_json, **result}
             manifest.set(name, state="done", result=result)
             results.append({**result, "status": "resumed" if state == "running" else "done"})
