@@ -138,15 +138,19 @@ def _block_params(scheme, absmax, params):
         out = {"absmax": absmax}
     else:
         codes, absmax2, _ = kb.double_quantize(absmax, offset=params["offset"][0])
-        # a decoded absmax is at most absmax2 + offset <= 2 max(absmax): only near the limit
-        if absmax.size and float(absmax.max()) > limits.F32_MAX / 4:
-            _finite_absmax2(codes, absmax2, params["offset"][0])
+        if absmax.size and float(absmax.max()) > DQ_NEAR_LIMIT:
+            finite_absmax2(codes, absmax2, params["offset"][0])
         out = {"absmax_codes": codes, "absmax2": absmax2, "_absmax": absmax}
-    _check_products(scheme, {**params, **out} if params else out)
+    check_products(scheme, {**params, **out} if params else out)
     return out
 
 
-def _finite_absmax2(codes, absmax2, offset):
+DQ_NEAR_LIMIT = limits.F32_MAX / 4
+"""Largest absmax below which double quantization cannot overflow: a decoded absmax is at most
+``absmax2 + offset <= 2 max(absmax)``."""
+
+
+def finite_absmax2(codes, absmax2, offset):
     """Lower (in place) the code of a block whose decoded absmax ``map[code] * absmax2 +
     offset`` overflows float32 (absmax values near the limit, rounded up by the 8-bit map)
     to the next lower level of the map, until it is finite."""
@@ -161,7 +165,7 @@ def _finite_absmax2(codes, absmax2, offset):
     raise InputError("x: its block absmax values cannot be double-quantized to finite float32 values")
 
 
-def _check_products(scheme, params):
+def check_products(scheme, params):
     """``InputError`` where a level beyond [-1, 1] times a block's absmax (as decoding sees it)
     would exceed the float32 range; levels within [-1, 1] never can."""
     big = float(np.max(np.abs(np.asarray(scheme.codebook, np.float64))))

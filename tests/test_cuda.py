@@ -618,6 +618,32 @@ def test_device_input_keeps_results_on_the_device(scheme):
     assert_array_equal(host_out, nq.dequantize(q_cpu))
 
 
+@pytest.mark.parametrize("scheme", [nq.Uniform(bits=3), nq.Uniform(bits=2, zero_point="float", rounding="ceil"),
+                                    nq.NF4(block_size=2, double_quant=True), nq.NF4(block_size=4)],
+                         ids=lambda s: s.to_json()[:60])
+@pytest.mark.parametrize("dtype, top", [(np.float32, 3.4e38), (np.float16, 65504)])
+def test_device_decodes_finite_near_the_limit_as_the_cpu(scheme, dtype, top):
+    x = np.array([-top, top, 0, top / 3, -top * 0.9, 1, top * 0.99, -1], dtype)
+    q_cpu = nq.quantize(x, scheme)
+    q = nq.quantize(cuda.to_device(x), scheme)
+    host = {k: (v.copy_to_host() if _launch.is_device(v) else v) for k, v in q.side.items()}
+    assert_array_equal(q.codes.copy_to_host(), q_cpu.codes)
+    for k in q_cpu.side:
+        assert_array_equal(host[k], q_cpu.side[k])
+    x_hat = nq.dequantize(q).copy_to_host()
+    assert x_hat.dtype == dtype and np.isfinite(x_hat).all()
+    assert_array_equal(x_hat, nq.dequantize(q_cpu))
+
+
+def test_device_refuses_levels_beyond_unit_times_a_huge_absmax():
+    scheme = nq.Blockwise(codebook=(-2.0, 0.0, 2.0), block_size=2)
+    x = np.float32([3e38, 1, -2, 0.5])
+    with pytest.raises(InputError, match="exceeds the float32 range"):
+        nq.quantize(x, scheme)
+    with pytest.raises(InputError, match="exceeds the float32 range"):
+        nq.quantize(cuda.to_device(x), scheme)
+
+
 @pytest.mark.parametrize("shape", [(), (0,), (3, 0), (1,), (7,), (2, 3, 5)])
 def test_quantize_device_cuda_odd_shapes(shape):
     x = np.random.default_rng(17).standard_normal(shape).astype(np.float32)

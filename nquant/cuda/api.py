@@ -65,6 +65,21 @@ def _count_nonfinite(a, count):
         cuda.atomic.add(count, 0, nb)
 
 
+@kernel
+def _cast_clip(src, dst, big):
+    n = dst.shape[0]
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < n:
+        v = src[i]
+        if v > big:
+            v = big
+        elif v < -big:
+            v = -big
+        dst[i] = v
+        i += stride
+
+
 def _nonfinite(d_a):
     count = cuda.to_device(np.zeros(1, np.int64))
     launch(_count_nonfinite, d_a.shape[0], d_a, count)
@@ -77,6 +92,17 @@ def _as_dtype(d_flat, dtype):
         return d_flat
     out = cuda.device_array(d_flat.shape[0], dtype)
     launch(_cast, d_flat.shape[0], d_flat, out)
+    return out
+
+
+def _decoded_as_dtype(d_flat, dtype):
+    """Decoded values as ``dtype`` on the device; a narrowing cast (float32 to float16) first
+    clips to the largest finite value of ``dtype``, as ``nquant.limits.finite_cast`` does."""
+    dtype = np.dtype(dtype)
+    if d_flat.dtype == dtype or dtype.itemsize >= d_flat.dtype.itemsize:
+        return _as_dtype(d_flat, dtype)
+    out = cuda.device_array(d_flat.shape[0], dtype)
+    launch(_cast_clip, d_flat.shape[0], d_flat, out, d_flat.dtype.type(np.finfo(dtype).max))
     return out
 
 
@@ -197,12 +223,19 @@ def _fit_encode_blockwise(scheme, d, shape, dtype):
     if _nonfinite(absmax):
         raise InputError("x contains NaN or infinite values: blockwise quantization needs finite data")
     levels = np.asarray(scheme.codebook, dtype=np.float32)
+    # the largest absmax decides whether decoding could leave the float32 range (as on the CPU)
+    top = np.array([absmax.copy_to_host().max() if n else 0.0], np.float32)
+    _bw_family.check_products(scheme, {"absmax": top})
     codes = cuda.device_array(n, np.uint8)
     blockwise.quantize_blockwise(d, absmax, bs, levels, codes)
     if not scheme.double_quant:
         return codes, {"absmax": absmax}
     offset = _bw_family.exact_mean(blockwise.exact_sum_partial(absmax))
     acodes, absmax2, _ = blockwise.double_quantize(absmax, offset=offset)
+    if float(top[0]) > _bw_family.DQ_NEAR_LIMIT:  # rare: the codes are lowered on the host
+        h_codes, h_absmax2 = acodes.copy_to_host(), absmax2.copy_to_host()
+        _bw_family.finite_absmax2(h_codes, h_absmax2, offset)
+        acodes, absmax2 = cuda.to_device(h_codes), cuda.to_device(h_absmax2)
     return codes, {"offset": np.array([offset], np.float32), "absmax_codes": acodes, "absmax2": absmax2}
 
 
@@ -302,7 +335,7 @@ def dequantize(q, *, dtype=None, out=None):
                                                      as_device(side["absmax2"], np.float32), offset)
             blockwise.dequantize_blockwise(codes, absmax, q.scheme.block_size,
                                            np.asarray(q.scheme.codebook, np.float32), res)
-    res = _as_dtype(res, dtype)
+    res = _decoded_as_dtype(res, dtype)
     if out is None:
         return _like_input(res.reshape(shape), q.codes)
     if not is_device(out):
