@@ -371,16 +371,17 @@ def test_a_task_that_keeps_killing_its_worker_fails_after_bounded_retries():
 # ----------------------------------------------------------------------------- Ctrl-C
 
 
-def _interrupt(args, partial, tmp_path, group=False):
-    """Run the console script, SIGINT it once a chunk is written; (status, stdout, stderr)."""
+def _interrupt(args, partial, tmp_path, group=False, after=2):
+    """Run the console script, SIGINT it once ``after`` chunks are written (0: as soon as the partial
+    output exists, while the statistics pass runs); (status, stdout, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "nquant", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path, start_new_session=True)
     done = Path(partial) / "chunk_stats" / "c"
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline:
-        if done.is_dir() and len(os.listdir(done)) >= 2:
+        if (Path(partial).is_dir() if after == 0 else done.is_dir() and len(os.listdir(done)) >= after):
             break
-        time.sleep(0.01)
+        time.sleep(0.005)
     assert proc.poll() is None, "the run ended before it could be interrupted"
     if group:  # a terminal's Ctrl-C reaches the whole process group, cluster workers included
         os.killpg(proc.pid, signal.SIGINT)
@@ -399,18 +400,23 @@ def many_chunks(tmp_path_factory):
     return d, x
 
 
-def test_ctrl_c_prints_one_line_exits_130_and_the_rerun_resumes(many_chunks, capsys):
+# moments of the interruption: during the statistics pass, and after a seeded random number of chunks
+@pytest.mark.parametrize("after", [0, *np.random.default_rng(16).integers(1, 200, size=2).tolist()])
+def test_ctrl_c_prints_one_line_exits_130_and_the_rerun_resumes(many_chunks, capsys, after):
     d, x = many_chunks
-    dst = d / "t.zarr"
+    dst = d / f"t{after}.zarr"
     rc, out, err = _interrupt(["quantize", d / "s.zarr", dst, "--scheme", "int4", "--no-progress"],
-                              str(dst) + ".partial", d)
+                              str(dst) + ".partial", d, after=after)
     assert rc == 130 and out == ""
     assert err == "nquant: interrupted (rerun to resume)\n"
     assert not dst.exists() and Path(str(dst) + ".partial").is_dir()
     cli_main.main(["quantize", str(d / "s.zarr"), str(dst), "--scheme", "int4", "--no-progress", "--json"])
     assert json.loads(capsys.readouterr().out)["shape"] == [4096, 256]
-    np.testing.assert_array_equal(np.asarray(nq.dequantize(nq.open(str(dst)))),
-                                  nq.dequantize(nq.quantize(x, nq.Uniform(bits=4))))
+    # bit-identical to an uninterrupted quantization: codes and side arrays
+    q, ref = nq.open(str(dst)), nq.quantize(x, nq.Uniform(bits=4))
+    np.testing.assert_array_equal(np.asarray(q.codes), ref.codes)
+    for name in ref.side:
+        np.testing.assert_array_equal(np.asarray(q.side[name]), ref.side[name])
 
 
 @pytest.mark.cluster
