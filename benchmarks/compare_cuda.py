@@ -18,8 +18,6 @@ default); times are medians of ``--repeat`` runs measured with CUDA events after
    zero-copy through ``__cuda_array_interface__``) when torch with CUDA is importable.
 3. NF4 blockwise (block 64, packed 4-bit codes): fused absmax + encode
    (``nquant.cuda.blockwise.absmax_quantize_blockwise``) and decode (``dequantize_blockwise``).
-4. k-means assignment (``nquant.cuda.assign.direct_pass``): ``n x d`` float32 rows (``--dim``,
-   default 16), ``--k`` centers (default 256), labels and squared distances written.
 
 The test suite runs this script under the simulator on a few KiB with
 ``NQUANT_CUDA_BENCH_SMOKE=1`` (and ``--gib`` tiny) to check that it runs; the figures it
@@ -86,14 +84,12 @@ def main(argv=None):
     ap.add_argument("--gib", type=float, default=1.0, help="GiB of float32 input per section (>= 1 for the "
                     "reported figures)")
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--k", type=int, default=256, help="k-means centers")
-    ap.add_argument("--dim", type=int, default=16, help="k-means dimension")
     args = ap.parse_args(argv)
     cuda = _check_gpu()
 
     import nquant as nq
-    from nquant import uniform
-    from nquant.cuda import affine, assign, blockwise
+    from nquant.families import uniform
+    from nquant.cuda import affine, blockwise
     from nquant.cuda._launch import launch
     from nquant.cuda.api import _cast as copy_kernel  # grid-stride dst[i] = src[i]
     from nquant.kernels.rng import stream_key
@@ -189,18 +185,6 @@ def main(argv=None):
                     args.repeat),
            4 * n + n // 2 + 4 * nb)
     del absmax, packed, out, x
-
-    # 4. k-means assignment --------------------------------------------------------------------------
-    d = args.dim
-    m = n // d
-    rng = np.random.default_rng(1)
-    X = cuda.to_device(rng.standard_normal((m, d), dtype=np.float32))
-    C = cuda.to_device(rng.standard_normal((args.k, d), dtype=np.float32))
-    labels = cuda.device_array(m, np.int32)
-    d2 = cuda.device_array(m, np.float32)
-    t_as = gpu_time(cuda, lambda: assign.direct_pass(X, C, labels=labels, d2=d2), args.repeat)
-    report(f"k-means assignment (n={m}, d={d}, k={args.k})", t_as, 4 * m * d + 8 * m,
-           f"{3 * m * d * args.k / t_as / 1e12:.2f} TFLOP/s (3 n d k)")
 
     # ------------------------------------------------------------------------------------------------
     print(f"copy bandwidth (reference): {copy_bw / 1e9:.1f} GB/s (read + write)")

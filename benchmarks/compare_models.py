@@ -79,7 +79,7 @@ def _bnb_row(bnb, x, compress):
 def compare(path, kmeans_block=66, exact=True, include=None, log=print):
     """The per-tensor comparison; returns ``(rows, totals)``."""
     import nquant as nq
-    from nquant import kmeans_blockwise as kmb
+    from nquant.families import kmeans_blockwise as kmb
     from nquant.safetensors_io import read_tensors
     from nquant.schemes import KMeansBlockwise
 

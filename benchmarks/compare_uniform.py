@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 import nquant as nq
-from nquant import uniform
+from nquant.families import uniform
 
 
 def median_time(fn, repeat):

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-import nquant.vq as vq
+from nquant.kmeans import KMeans
+from nquant.pq import ProductQuantizer
 
 
 def median_time(fn, repeat, warm=True):
@@ -126,7 +127,7 @@ def section_lloyd(args, out):
         C0 = (C0 + mean).astype(np.float32)
     print(f"\n[1] Lloyd from common init ({args.lloyd_init}): {n} x {d} float32 Gaussian mixture, k={k}, "
           f"{iters} iterations, tol=0, median of {args.repeat} (interleaved)")
-    fns = {"nquant": lambda: vq.KMeans(k, init=C0, max_iter=iters, tol=0.0).fit(X)}
+    fns = {"nquant": lambda: KMeans(k, init=C0, max_iter=iters, tol=0.0).fit(X)}
     if have("faiss"):
         import faiss
 
@@ -166,7 +167,7 @@ def section_full(args, out):
     X = gaussian_mixture(n, d, k, seed=0)
     print(f"\n[2] Full fit with k-means++: {n} x {d}, k={k}, max_iter=20, tol=0, n_init=1, "
           f"median of {args.repeat} (interleaved)")
-    fns = {"nquant": lambda: vq.KMeans(k, max_iter=20, tol=0.0, seed=0).fit(X)}
+    fns = {"nquant": lambda: KMeans(k, max_iter=20, tol=0.0, seed=0).fit(X)}
     if have("sklearn"):
         from sklearn.cluster import KMeans as SKKMeans
 
@@ -187,7 +188,7 @@ def pq_compare(args, name, xt, xb, xq, M, nbits=8, k=10):
     res = {}
     print(f"  data {name}: train {xt.shape[0]}, base {xb.shape[0]}, queries {xq.shape[0]}, d={d}, "
           f"M={M}, nbits={nbits}; median of {args.repeat} (interleaved)")
-    fns = {"nquant": lambda: vq.ProductQuantizer(M, nbits=nbits, seed=0).fit(xt)}
+    fns = {"nquant": lambda: ProductQuantizer(M, nbits=nbits, seed=0).fit(xt)}
     if have("faiss"):
         import faiss
 

@@ -62,7 +62,7 @@ def main(argv=None):
     from dask.utils import parse_bytes
     from distributed import Client, LocalCluster
 
-    import nquant.vq as vq
+    from nquant.kmeans import KMeans
 
     d = 128
     tmp = Path(tempfile.mkdtemp(dir=args.dir, prefix="nquant-vq-"))
@@ -93,7 +93,7 @@ def main(argv=None):
             th.start()
             z = zarr.open_array(str(tmp / "x.zarr"), mode="r")
             t0 = time.perf_counter()
-            km = vq.KMeans(args.k, algorithm="minibatch", batch_size=args.batch_size, max_iter=1,
+            km = KMeans(args.k, algorithm="minibatch", batch_size=args.batch_size, max_iter=1,
                            max_no_improvement=None, tol=0.0, seed=0).fit(z)
             elapsed = time.perf_counter() - t0
             stop.set()

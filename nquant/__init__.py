@@ -10,10 +10,12 @@ from nquant.qmatmul import PreparedWeights, int_matmul, prepare_weights, qmatmul
 from nquant.models import quantize_safetensors
 from nquant.packing import pack, unpack
 from nquant.grids import normal_float
-from nquant.schemes import ASQ, NF4, Blockwise, Codebook, KMeansBlockwise, Outliers, Uniform, scheme_from_json
+from nquant.schemes import (ASQ, MXFP4, MXFP8, NF4, Blockwise, Codebook, KMeansBlockwise, Outliers, Uniform,
+                            scheme_from_json)
 from nquant import asq, bnb, optimal1d
 from nquant.adaptive import adaptive_round, hessian
-from nquant.vq import KMeans, ProductQuantizer, assign
+from nquant.kmeans import KMeans, assign
+from nquant.pq import ProductQuantizer
 from nquant.store import dequantize_zarr, open, quantize_zarr, save
 
 __version__ = "0.1.0"
@@ -35,6 +37,8 @@ __all__ = [
     "prepare_weights",
     "qmatmul",
     "ASQ",
+    "MXFP4",
+    "MXFP8",
     "NF4",
     "Blockwise",
     "Codebook",

@@ -1,9 +1,8 @@
 """Output allocation for kernels that stream over large arrays.
 
 A fresh large allocation costs the operating system a page fault and a zeroed
-page per page written (64 MiB of codes: ~5 ms on 2 cores, and up to ~90 ms in a
-virtual machine whose host reclaims freed memory), which is a fifth of an 8-bit
-quantization.  So the large outputs of :func:`empty` come from a small pool of
+page per page written (many times more in a virtual machine whose host reclaims
+freed memory), a sizeable part of an 8-bit quantization's time.  So the large outputs of :func:`empty` come from a small pool of
 buffers freed by earlier outputs: a buffer goes back to the pool only when the
 last array (or view) on it is gone, and the pool keeps at most
 ``NQUANT_BUFFER_POOL_BYTES`` bytes (default 256 MiB; 0 turns it off).

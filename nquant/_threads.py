@@ -1,4 +1,4 @@
-"""Thread policy: Numba threads inside Dask tasks.
+"""Thread policy: Numba threads inside Dask tasks, and BLAS threads.
 
 Dask runs several tasks at once (the threaded scheduler's pool has one thread
 per core; a ``distributed`` worker runs ``nthreads`` tasks), and each task's
@@ -10,6 +10,13 @@ task's thread).  Outside Dask (or with the synchronous scheduler, which runs
 tasks in the calling thread) kernels use every Numba thread.
 
 ``NQUANT_TASK_THREADS=<n>`` in the environment overrides the per-task count.
+
+BLAS (through ``threadpoolctl``): code that runs its GEMMs from its own threads (k-means,
+product quantization) holds :func:`single_blas`, which limits BLAS to one thread for the whole
+process while any caller holds it (the limit is set by the first holder and restored by the last,
+so overlapping Dask tasks never restore each other's limit halfway), and spreads the GEMMs over
+:func:`task_threads` threads itself; BLAS' own threads and Numba's then never compete for the
+cores.  :func:`blas_limit` sets another count for a block.
 """
 
 import contextlib
@@ -18,6 +25,7 @@ import os
 import threading
 
 import numba
+from threadpoolctl import ThreadpoolController
 
 
 def _concurrent_tasks():
@@ -62,3 +70,38 @@ def in_task(func):
             return func(*args, **kwargs)
 
     return wrapper
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS = {"controller": None, "holders": 0, "limiter": None}
+
+
+def _controller():
+    # built on first use: it lists the BLAS libraries loaded by then (NumPy's, at the latest)
+    if _BLAS["controller"] is None:
+        _BLAS["controller"] = ThreadpoolController()
+    return _BLAS["controller"]
+
+
+def blas_limit(n):
+    """Context limiting BLAS to ``n`` threads (process-wide) for the block."""
+    with _BLAS_LOCK:
+        controller = _controller()
+    return controller.limit(limits=int(n), user_api="blas")
+
+
+@contextlib.contextmanager
+def single_blas():
+    """Context in which BLAS runs one thread (process-wide) while any thread holds it."""
+    with _BLAS_LOCK:
+        if _BLAS["holders"] == 0:
+            _BLAS["limiter"] = _controller().limit(limits=1, user_api="blas")
+        _BLAS["holders"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS["holders"] -= 1
+            if _BLAS["holders"] == 0:
+                _BLAS["limiter"].restore_original_limits()
+                _BLAS["limiter"] = None

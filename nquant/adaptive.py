@@ -40,11 +40,10 @@ reduction of :func:`hessian_partial` / :func:`hessian_merge`) or an iterable of 
 
 Threads (``threads=None``, automatic): a matrix whose search products are small
 (``2 * out * in**2 < SMALL_FLOPS``, about 2 GFLOP: every layer of MiniLM, a 1536 x 384 matrix
-is 0.45 GFLOP) runs on one thread, BLAS included (through ``threadpoolctl`` when installed;
-that limit is process-wide for the call, as in :mod:`nquant.vq`); larger ones use Numba's
-and BLAS' threads.  On the 2-core development machine with other processes running, waiting
-OpenMP (Numba) and OpenBLAS threads made a 1536 x 384 matrix take 1-3 s with two threads and
-0.4 s with one (a 384 x 384 Cholesky factorisation alone took 0.5 s with two BLAS threads).
+is 0.45 GFLOP) runs on one thread, BLAS included (:func:`nquant._threads.blas_limit`: that
+limit is process-wide for the call); larger ones use Numba's and BLAS' threads.  On a few
+shared cores, waiting OpenMP (Numba) and OpenBLAS threads made such a matrix several times
+slower with two threads than with one (a Cholesky factorisation included).
 
 Conventions: ``W`` has shape (out, in) and the layer computes ``W @ X`` with ``X`` of shape
 (in, n_samples): **samples are columns** (pass ``X.T`` for activations stored one sample per
@@ -56,13 +55,15 @@ import contextlib
 import numba
 import numpy as np
 
-from nquant import chunked, codebook, uniform
-from nquant._threads import in_task
-from nquant.api import check_input, family
+from nquant import chunked
+from nquant._threads import blas_limit, in_task
+from nquant.api import check_input
 from nquant.containers import QuantizedArray
 from nquant.errors import InputError, SchemeError
+from nquant.families import codebook, uniform
+from nquant.families.registry import family
 from nquant.kernels import gptq
-from nquant.kernels.codebook1d import _fill_thresholds
+from nquant.kernels.codebook1d import fill_thresholds
 from nquant.kernels.rounding import NEAREST
 from nquant.packing import pack_codes
 from nquant.schemes import Codebook, Uniform
@@ -292,24 +293,6 @@ def _check_options(scheme, damp, column_block, clip_grid):
 SMALL_FLOPS = 2 ** 31
 """Below this many flops per search product (``2 * out * in**2``), ``threads=None`` means 1."""
 
-_BLAS_CONTROLLER = None
-
-
-def _blas_limit(n):
-    """Context limiting BLAS to ``n`` threads (``threadpoolctl``; a no-op without it)."""
-    global _BLAS_CONTROLLER
-    if _BLAS_CONTROLLER is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS_CONTROLLER = ThreadpoolController()
-        except ImportError:
-            _BLAS_CONTROLLER = False
-    if _BLAS_CONTROLLER is False:
-        return contextlib.nullcontext()
-    return _BLAS_CONTROLLER.limit(limits=int(n), user_api="blas")
-
-
 @contextlib.contextmanager
 def thread_limit(n):
     """Numba kernels called from this thread use ``n`` threads, and BLAS ``n`` (process-wide).
@@ -322,7 +305,7 @@ def thread_limit(n):
     old = numba.get_num_threads()
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
     try:
-        with _blas_limit(n):
+        with blas_limit(n):
             yield
     finally:
         numba.set_num_threads(old)
@@ -513,7 +496,7 @@ def _kernel_quantizer(scheme, params, W_dtype):
         levels = np.asarray(codebook._levels(scheme, params, uniform.compute_dtype(W_dtype)), f64)
         thr = np.empty(max(len(levels) - 1, 0), f64)
         if thr.size:
-            _fill_thresholds(levels, NEAREST, thr)
+            fill_thresholds(levels, NEAREST, thr)
         return gptq.TABLE, empty, empty, empty, empty, 0.0, thr, levels
     scale, inv, offset, c0 = uniform.kernel_params(scheme, params, f64)
     hi, _ = uniform.code_limits(scheme)

@@ -5,27 +5,14 @@ import dataclasses
 import dask.array as da
 import numpy as np
 
-from nquant import asq_family, blockwise, chunked, codebook, kmeans_blockwise, labels, outliers, uniform
+from nquant import chunked, labels
 from nquant._device import is_cuda_array, resolve_device
 from nquant.containers import QuantizedArray
-from nquant.errors import InputError, SchemeError
+from nquant.errors import InputError
+from nquant.families.registry import family
 from nquant.packing import pack_codes, unpack_codes
-from nquant.schemes import Scheme
-
-FAMILIES = {"uniform": uniform, "codebook": codebook, "blockwise": blockwise,
-            "kmeans_blockwise": kmeans_blockwise, "outliers": outliers, "asq": asq_family}
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
-
-
-def family(scheme):
-    """The module implementing ``scheme``'s fit / encode / decode protocol."""
-    if not isinstance(scheme, Scheme):
-        raise SchemeError(f"scheme={scheme!r} is invalid: expected an nquant scheme such as nq.Uniform(...)")
-    try:
-        return FAMILIES[scheme.type]
-    except KeyError:
-        raise SchemeError(f"scheme type={scheme.type!r} has no implementation") from None
 
 
 def check_input(x, name="x"):
@@ -39,7 +26,7 @@ def check_input(x, name="x"):
 def fit_encode(fam, scheme, a):
     """Parameters and codes of the in-memory array ``a``: ``fam.fit`` then ``fam.encode``,
     or the family's one-pass ``fit_encode`` where it has one."""
-    if hasattr(fam, "fit_encode"):
+    if fam.fit_encode is not None:
         return fam.fit_encode(scheme, a)
     params = fam.fit(scheme, a)
     return params, fam.encode(scheme, params, a)
@@ -48,7 +35,7 @@ def fit_encode(fam, scheme, a):
 def fit_encode_packed(fam, scheme, a):
     """:func:`fit_encode` with the codes row-packed (``pack_codes``), by the family's
     ``fit_encode_packed`` where it has one."""
-    if hasattr(fam, "fit_encode_packed"):
+    if fam.fit_encode_packed is not None:
         return fam.fit_encode_packed(scheme, a)
     params, codes = fit_encode(fam, scheme, a)
     return params, pack_codes(codes, scheme.bits)
@@ -57,7 +44,7 @@ def fit_encode_packed(fam, scheme, a):
 def decode_packed(fam, q, dtype, out=None):
     """Values of the in-memory ``QuantizedArray`` ``q``, by the family's ``decode_packed``
     where it has one, else unpacked and decoded."""
-    if hasattr(fam, "decode_packed"):
+    if fam.decode_packed is not None:
         return fam.decode_packed(q.scheme, q.side, q.codes, q.shape, dtype, out=out)
     return fam.decode(q.scheme, q.side, unpack_codes(q.codes, q.bits, q.shape), dtype, out=out)
 

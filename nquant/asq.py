@@ -161,7 +161,7 @@ def _check_m(m, s=2, groups=1):
     return m
 
 
-def _as_data(x, name="x", allow_float32=False):
+def as_data(x, name="x", allow_float32=False):
     """Flattened, C-contiguous float64 (or float32) copy-or-view of ``x``, validated finite."""
     a = np.asarray(x)
     if a.dtype.kind not in "biuf":
@@ -181,7 +181,8 @@ def _as_data(x, name="x", allow_float32=False):
     return a, float(lo), float(hi)
 
 
-def _as_weights(weights, x_shape, d):
+def as_weights(weights, x_shape, d):
+    """Weights matching ``x`` (``d`` values of shape ``x_shape``) as float64, finite, >= 0, not all 0."""
     if weights is None:
         return None
     w = np.asarray(weights)
@@ -201,7 +202,7 @@ def _as_weights(weights, x_shape, d):
     return w
 
 
-def _sorted_data(a, w):
+def sorted_data(a, w):
     """Sort ``a`` (and ``w``) unless already sorted: O(d) check, O(d log d) otherwise."""
     if _k.is_sorted(a):
         return a, w
@@ -251,7 +252,8 @@ def exact_memory(n, s, method="quiver", d=None):
     return 4 * layers * n + (32 + 32 + 80 + 16) * n + 8 * d + extra
 
 
-def _check_memory(n, s, method, d, max_memory, label=None):
+def check_memory(n, s, method, d, max_memory, label=None):
+    """Refuse an exact DP on ``n`` distinct values whose tables would exceed ``max_memory``."""
     if n >= 2**32 - 1:
         raise InputError(f"x has {n} distinct values; at most 2**32 - 2 are supported (uint32 indices)")
     limit = _physical_memory() // 2 if max_memory is None else int(max_memory)
@@ -390,9 +392,9 @@ def solve(x, s, method="quiver", m=None, weights=None, grid="uniform", *, max_me
     if grid != "uniform":
         raise SchemeError(f"grid={grid!r} applies to method='quiver_approx' only (method={method!r})")
     x_shape = np.shape(x)
-    a, _lo, _hi = _as_data(x)
-    w = _as_weights(weights, x_shape, a.size)
-    a, w = _sorted_data(a, w)
+    a, _lo, _hi = as_data(x)
+    w = as_weights(weights, x_shape, a.size)
+    a, w = sorted_data(a, w)
     vals, wts = _k.dedup_sorted(a, np.empty(0) if w is None else w)
     # |x| > 1e154 overflows the norm: vNMSE is then 0, the levels (data points) are unaffected
     with np.errstate(over="ignore", invalid="ignore"):
@@ -400,7 +402,7 @@ def solve(x, s, method="quiver", m=None, weights=None, grid="uniform", *, max_me
     n = vals.size
     if n <= s:
         return ASQResult(_repeat_levels(vals, s), 0.0, 0.0)
-    _check_memory(n, s, method, a.size, max_memory)
+    check_memory(n, s, method, a.size, max_memory)
     tab, _centre = _k.build_table(vals, wts)
     algo = _ALGOS[algorithm]
     nparts = dp_threads(n)
@@ -421,8 +423,8 @@ def solve(x, s, method="quiver", m=None, weights=None, grid="uniform", *, max_me
 
 def _solve_approx(x, s, m, weights, grid):
     x_shape = np.shape(x)
-    a, lo, hi = _as_data(x, allow_float32=True)
-    w = _as_weights(weights, x_shape, a.size)
+    a, lo, hi = as_data(x, allow_float32=True)
+    w = as_weights(weights, x_shape, a.size)
     if lo == hi:
         return ASQResult(np.full(s, lo), 0.0, 0.0)
     edges = approx_edges(lo, hi, m, grid, sample=a if grid == "adaptive" else None, sample_weights=w)
@@ -457,9 +459,9 @@ def objective(x, levels, weights=None):
     O(d log s), parallel; each term from direct differences (accurate for offset data).
     """
     x_shape = np.shape(x)
-    a, lo, hi = _as_data(x, allow_float32=True)
-    q, qlo, qhi = _as_data(levels, name="levels")
-    w = _as_weights(weights, x_shape, a.size)
+    a, lo, hi = as_data(x, allow_float32=True)
+    q, qlo, qhi = as_data(levels, name="levels")
+    w = as_weights(weights, x_shape, a.size)
     if qlo > lo or qhi < hi:
         raise InputError(
             f"levels span [{qlo!r}, {qhi!r}] but x spans [{lo!r}, {hi!r}]; "
@@ -568,7 +570,7 @@ def uniform_edges(lo, hi, m):
 def approx_range(chunk):
     """``(min, max)`` of a chunk (first pass of the chunked approximate solver; reduce with
     ``min``/``max``).  Raises :class:`InputError` on NaN/inf."""
-    _a, lo, hi = _as_data(chunk, name="chunk", allow_float32=True)
+    _a, lo, hi = as_data(chunk, name="chunk", allow_float32=True)
     return lo, hi
 
 
@@ -621,8 +623,8 @@ def approx_partial(chunk, lo, hi, m=None, weights=None, *, edges=None):
         # a constant vector: the grid degenerates; keep one cell
         e = np.array([float(lo), float(hi)])
     chunk_shape = np.shape(chunk)
-    a, clo, chi = _as_data(chunk, name="chunk", allow_float32=True)
-    w = _as_weights(weights, chunk_shape, a.size)
+    a, clo, chi = as_data(chunk, name="chunk", allow_float32=True)
+    w = as_weights(weights, chunk_shape, a.size)
     if clo < e[0] or chi > e[-1]:
         raise InputError(
             f"chunk spans [{clo!r}, {chi!r}], outside the grid range [lo, hi] = "
@@ -750,7 +752,7 @@ def solve_tables(table, G, s, method="quiver", *, max_memory=None):
     if G:
         nmax = int(np.diff(offsets).max())
         if nmax > s:
-            _check_memory(nmax, s, method, nmax, max_memory)
+            check_memory(nmax, s, method, nmax, max_memory)
     return _k.solve_groups(np.ascontiguousarray(values, np.float64), counts.astype(np.float64),
                            offsets, s, _GROUP_METHODS[method])
 
@@ -845,7 +847,7 @@ def solve_rows(x, s, method="quiver", m=None):
         if m is not None:
             raise SchemeError(f"m={m!r} applies to method='quiver_approx' only (method={method!r})")
         if a.shape[1] > s:
-            _check_memory(a.shape[1], s, method, a.shape[1], None)
+            check_memory(a.shape[1], s, method, a.shape[1], None)
         levels, obj = _k.solve_rows(np.ascontiguousarray(a, dtype=np.float64), s, _GROUP_METHODS[method])
     with np.errstate(divide="ignore", invalid="ignore"):
         vn = np.where(norm2 > 0, obj / np.where(norm2 > 0, norm2, 1.0), np.where(obj == 0, 0.0, np.inf))

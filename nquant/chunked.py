@@ -109,7 +109,7 @@ def chunk_local_axis(fam, scheme, x):
     Only for families with per-channel side arrays (``side_dtypes``) and no per-block parameters.
     """
     axis = getattr(scheme, "axis", None)
-    if axis is None or x.ndim == 0 or not hasattr(fam, "side_dtypes") or fam.block_quantum(scheme) is not None:
+    if axis is None or x.ndim == 0 or fam.side_dtypes is None or fam.block_quantum(scheme) is not None:
         return None
     axis = axis % x.ndim
     if all(len(c) == 1 for d, c in enumerate(x.chunks) if d != axis):

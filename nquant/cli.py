@@ -223,9 +223,9 @@ def _memory_check(src, scheme, threads_per_worker, memory_limit):
     from nquant import chunked
     from nquant.api import family
     from nquant.cluster import check_chunk_memory
-    from nquant.store import _open_source
+    from nquant.store import open_array
 
-    x = chunked.prepare(family(scheme), scheme, _open_source(src))
+    x = chunked.prepare(family(scheme), scheme, open_array(src))
     check_chunk_memory(tuple(c[0] for c in x.chunks), x.dtype, memory_limit, threads_per_worker)
 
 
@@ -295,12 +295,12 @@ def info(store, as_json):
     """
     import numpy as np
 
-    from nquant.models import _model_meta, is_model_group, open_model
+    from nquant.models import is_model_group, model_meta, open_model
     from nquant.store import open as open_store
 
     if is_model_group(store):
         qs = open_model(store)  # validates the group and every tensor's (StoreError otherwise)
-        meta = _model_meta(store)
+        meta = model_meta(store)
         figures = meta.get("tensors") if isinstance(meta.get("tensors"), dict) else {}
         values = sum(int(np.prod(q.shape, dtype=np.int64)) for q in qs.values())
         bits = sum(q.bits_per_value * int(np.prod(q.shape, dtype=np.int64)) for q in qs.values())
@@ -386,14 +386,14 @@ def verify(store, source, as_json):
     STORE may be a model group made from a .safetensors file: every tensor is checked,
     and --source gives the error per tensor and in total.
     """
-    from nquant.models import _member, is_model_group, open_model, verify_model
+    from nquant.models import is_model_group, member_location, open_model, verify_model
 
     if is_model_group(store):
         if source is not None and not str(source).endswith(".safetensors"):
             raise InputError(f"source={source!r}: the model group {store!r} is verified against its "
                              ".safetensors file")
         names = list(open_model(store))
-        checks = {name: _chunk_check(_member(store, name), decode=source is None) for name in names}
+        checks = {name: _chunk_check(member_location(store, name), decode=source is None) for name in names}
         chunks = {"chunks": sum(r["chunks"] for r in checks.values()),
                   "verified": all(r["verified"] for r in checks.values())}
         d = {"store": os.fspath(store), "tensors": len(names), **chunks}

@@ -73,8 +73,9 @@ import zarr
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.registry import register_codec
 
-from nquant import uniform
 from nquant.errors import InputError, SchemeError, StoreError
+from nquant.families import uniform
+from nquant.families.registry import family, registered
 from nquant.packing import pack_codes, packed_size, unpack_codes
 from nquant.schemes import Scheme, Uniform, scheme_from_json
 
@@ -109,9 +110,10 @@ def _as_scheme(scheme):
     else:
         raise SchemeError(f"scheme={scheme!r} is invalid: expected an nquant scheme such as "
                           "nq.Uniform(bits=8), or its JSON dict")
-    if not isinstance(s, Uniform):
+    if not family(s).codec:
+        supported = sorted(cls.type for cls, fam in registered().items() if fam.codec)
         raise SchemeError(f"scheme type={s.type!r} is not supported by the {CODEC_NAME} codec: "
-                          "expected a Uniform scheme")
+                          f"expected a scheme of type {' or '.join(map(repr, supported))}")
     return s
 
 
@@ -153,7 +155,7 @@ class _ChunkThreads:
 def encode_chunk(scheme, chunk):
     """Bytes (uint8 array) of one chunk: header, side arrays, packed codes.
 
-    Fits ``scheme`` on ``chunk`` (``nquant.uniform.fit``), encodes and packs.
+    Fits ``scheme`` on ``chunk`` (``nquant.families.uniform.fit``), encodes and packs.
     Raises ``InputError`` for NaN (unless ``nan="propagate"``) or inf.
     """
     chunk = np.asarray(chunk)

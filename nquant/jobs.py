@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from nquant.errors import SchemeError, StoreError
+from nquant.pq import ProductQuantizer
 
 PQ_FIELDS = ("type", "M", "nbits", "seed", "max_iter", "tol", "init")
 PQ_ATTR = "nquant_pq"
@@ -32,8 +33,6 @@ def is_pq(scheme):
 
 def pq_from_spec(d):
     """A ``ProductQuantizer`` from ``{type = "pq", M, nbits, ...}`` (SchemeError naming a bad field)."""
-    from nquant.vq import ProductQuantizer
-
     unknown = sorted(set(d) - set(PQ_FIELDS))
     if unknown:
         raise SchemeError(f"{unknown[0]}: unknown field of a pq scheme (fields: {list(PQ_FIELDS)})")

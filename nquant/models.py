@@ -13,7 +13,8 @@ from nquant.errors import InputError, StoreError
 from nquant.metrics import metrics
 from nquant.safetensors_io import FLOATS, read_tensors, write_tensors
 from nquant.schemes import FORMAT_VERSION
-from nquant.store import ATTR, _finish, _partial_location, _write_group
+from nquant.store import ATTR, as_store, finish_partial, open_group, partial_location, write_group
+from nquant.store import open as open_store
 
 MODEL_ATTR = "nquant_model"
 
@@ -74,7 +75,7 @@ def quantize_safetensors(path, dst, scheme, *, include=None, min_ndim=2, write_d
                "source": outputs.source_identity(path), "include": include, "min_ndim": int(min_ndim)}
     with outputs.writing(dst), outputs.write_errors(dst):
         if outputs.check_destination(dst, overwrite) == "ours" and not overwrite:
-            meta = _model_meta(dst)
+            meta = model_meta(dst)
             if meta is None or meta.get("complete") is not True:
                 raise StoreError(f"dst={dst!r} holds another nquant output (not a model group); pass "
                                  "overwrite=True (--overwrite) to replace it")
@@ -92,7 +93,7 @@ def quantize_safetensors(path, dst, scheme, *, include=None, min_ndim=2, write_d
         if write_dequantized:
             outputs.check_destination(write_dequantized, overwrite, what="write_dequantized",
                                       file_kind=".safetensors")
-        partial = _partial_location(dst)
+        partial = partial_location(dst)
         outputs.clear_partial(partial)
         root = zarr.open_group(partial, mode="w")
         report, out_tensors, total_bits, total_values = {}, {}, 0.0, 0
@@ -104,7 +105,7 @@ def quantize_safetensors(path, dst, scheme, *, include=None, min_ndim=2, write_d
             q = quantize(x, scheme)
             x_hat = dequantize(q)
             m = metrics(x, x_hat)
-            _write_group(q, outputs.inside(partial, os.path.join(partial, name)))
+            write_group(q, outputs.inside(partial, os.path.join(partial, name)))
             report[name] = {"shape": list(x.shape), "dtype": tag, "bits_per_value": q.bits_per_value, **m}
             total_bits += q.bits_per_value * x.size
             total_values += x.size
@@ -113,13 +114,14 @@ def quantize_safetensors(path, dst, scheme, *, include=None, min_ndim=2, write_d
                            "bits_per_value": total_bits / total_values if total_values else 0.0}
         root.attrs[MODEL_ATTR] = {"source": os.path.basename(os.fspath(path)), "scheme": request["scheme"],
                                   "tensors": report, "complete": True, "fingerprint": request}
-        _finish(partial, dst)
+        finish_partial(partial, dst)
         if write_dequantized:
             _write_dequantized(write_dequantized, out_tensors, scheme, overwrite)
     return report
 
 
-def _model_meta(dst):
+def model_meta(dst):
+    """The model attributes of the group ``dst``, or None when it is not an nquant model group."""
     try:
         meta = zarr.open_group(dst, mode="r").attrs.asdict().get(MODEL_ATTR)
     except Exception:
@@ -143,10 +145,9 @@ def is_complete_model(dst):
 def open_model(dst, *, storage_options=None):
     """``{tensor name: QuantizedArray}`` of a quantized model group (lazy), each tensor's group
     validated as :func:`nquant.open` validates one (``StoreError`` naming what is wrong)."""
-    from nquant.store import _as_store, _open_group, open as open_store
 
-    store = _as_store(dst, storage_options)
-    root = _open_group(store)
+    store = as_store(dst, storage_options)
+    root = open_group(store)
     meta = root.attrs.asdict().get(MODEL_ATTR)
     if not isinstance(meta, dict):
         raise StoreError(f"dst={dst!r} is not an nquant model group (no '{MODEL_ATTR}' attributes)")
@@ -161,11 +162,11 @@ def open_model(dst, *, storage_options=None):
         if name == "total":
             continue
         outputs.check_name(name, what=f"dst={dst!r}: tensor name")
-        out[name] = open_store(_member(store, name))
+        out[name] = open_store(member_location(store, name))
     return out
 
 
-def _member(store, name):
+def member_location(store, name):
     """The location of the group ``name`` (a checked relative path) inside the group ``store``."""
     if isinstance(store, (str, os.PathLike)):
         s = os.fspath(store)
@@ -181,7 +182,7 @@ __all__ = ["quantize_safetensors", "open_model", "ATTR"]
 
 def is_model_group(store):
     """Whether ``store`` is a model group (complete or not): its root carries ``nquant_model``."""
-    return _model_meta(store) is not None
+    return model_meta(store) is not None
 
 
 def dequantize_model(src, dst, *, overwrite=False):
@@ -209,7 +210,7 @@ def dequantize_model(src, dst, *, overwrite=False):
         raise StoreError(f"dst={dst!r} is not a local path (a dequantized model is written locally)")
     outputs.check_source_destination(src, dst)
     tensors = open_model(src)
-    tags = {name: t.get("dtype") for name, t in _model_meta(src)["tensors"].items()
+    tags = {name: t.get("dtype") for name, t in model_meta(src)["tensors"].items()
             if name != "total" and isinstance(t, dict)}
     kind = ".safetensors" if path.endswith(".safetensors") else None
     written = {}
@@ -271,3 +272,7 @@ def verify_model(store, source):
     total = metrics_from_stats(merged) if merged is not None else {}
     out["total"] = {**total, "values": values, "bits_per_value": bits / values if values else 0.0}
     return out
+
+
+# the former private spelling, still imported by nquant.validate
+_member = member_location

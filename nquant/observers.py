@@ -13,7 +13,7 @@ chunk by chunk) and turns what it saw into quantization parameters::
 Observers are **mergeable**: ``a.merge(b)`` is the observer of a's batches
 followed by b's, so batches can be observed in parallel (per worker, per Dask
 chunk) and combined in a tree.  All statistics are those of
-:mod:`nquant.uniform` (``partial`` / ``merge`` / ``finalize``) and the
+:mod:`nquant.families.uniform` (``partial`` / ``merge`` / ``finalize``) and the
 histogram ranges come from the calibration kernels
 (``nquant.kernels.calibrate``).
 
@@ -51,8 +51,9 @@ NaN values are ignored and counted (``compute_params`` raises for schemes with
 import numba
 import numpy as np
 
-from nquant import chunked, uniform
+from nquant import chunked
 from nquant.errors import InputError, SchemeError
+from nquant.families import uniform
 from nquant.kernels import calibrate, stats
 from nquant.qat import QParams
 from nquant.schemes import Uniform
@@ -317,9 +318,9 @@ class Observer:
 class MinMaxObserver(Observer):
     """Running minimum and maximum (PyTorch's ``MinMaxObserver`` / ``PerChannelMinMaxObserver``).
 
-    The statistics are :func:`nquant.uniform.partial`'s, merged with
-    :func:`nquant.uniform.merge`, so ``compute_params(scheme)`` equals
-    ``nquant.uniform.fit(scheme, all_batches)`` for ``range="minmax"``.
+    The statistics are :func:`nquant.families.uniform.partial`'s, merged with
+    :func:`nquant.families.uniform.merge`, so ``compute_params(scheme)`` equals
+    ``nquant.families.uniform.fit(scheme, all_batches)`` for ``range="minmax"``.
 
     Parameters
     ----------
@@ -597,7 +598,7 @@ class MSEObserver(HistogramObserver):
     """Clipping range minimising the expected squared quantization error (histogram-based).
 
     :func:`nquant.kernels.calibrate.mse_search` over the aligned histogram with the
-    scheme's number of levels and symmetry (``nquant.uniform.MSE_GRID`` candidates
+    scheme's number of levels and symmetry (``nquant.families.uniform.MSE_GRID`` candidates
     per end), the result clipped to the observed ``[min, max]``.
 
     Parameters

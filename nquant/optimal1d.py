@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from nquant import limits
-from nquant.asq import _as_data, _as_weights, _check_memory, _sorted_data, dp_threads
+from nquant.asq import as_data, as_weights, check_memory, dp_threads, sorted_data
 from nquant.errors import SchemeError
 from nquant.kernels import asq_dp as _a
 from nquant.kernels import kmeans1d as _k
@@ -77,9 +77,9 @@ def kmeans1d(x, k, weights=None, *, max_memory=None, algorithm="smawk"):
     if algorithm not in ("smawk", "dc"):
         raise SchemeError(f"algorithm={algorithm!r} is not one of 'smawk', 'dc'")
     x_shape = np.shape(x)
-    a, _lo, _hi = _as_data(x)
-    w = _as_weights(weights, x_shape, a.size)
-    a, w = _sorted_data(a, w)
+    a, _lo, _hi = as_data(x)
+    w = as_weights(weights, x_shape, a.size)
+    a, w = sorted_data(a, w)
     vals, wts = _a.dedup_sorted(a, np.empty(0) if w is None else w)
     n = vals.size
     if n <= k:
@@ -87,7 +87,7 @@ def kmeans1d(x, k, weights=None, *, max_memory=None, algorithm="smawk"):
         centers[:n] = vals
         centers[n:] = vals[-1]
         return KMeans1DResult(centers, 0.0)
-    _check_memory(n + 1, k + 1, "quiver", a.size, max_memory, label=f"kmeans1d with k={k}")
+    check_memory(n + 1, k + 1, "quiver", a.size, max_memory, label=f"kmeans1d with k={k}")
     tab, centre = _k.kmeans_table(vals, wts)
     algo = SMAWK if algorithm == "smawk" else DIVIDE_AND_CONQUER
     bounds, _value = _k.kmeans_dp(tab, k, algo, dp_threads(n + 1))
@@ -122,9 +122,9 @@ def lloyd_max(x, centers, weights=None, max_iter=100, tol=1e-10):
     O(d log k) per iteration; an empty cluster keeps its centre.
     """
     x_shape = np.shape(x)
-    a, _lo, _hi = _as_data(x)
-    c, _clo, _chi = _as_data(centers, name="centers")
-    w = _as_weights(weights, x_shape, a.size)
+    a, _lo, _hi = as_data(x)
+    c, _clo, _chi = as_data(centers, name="centers")
+    w = as_weights(weights, x_shape, a.size)
     max_iter = _check_k(max_iter, "max_iter") if max_iter != 0 else 0
     cs, sse, it = _k.lloyd_max(a, np.empty(0) if w is None else w, c, max_iter, float(tol))
     return LloydResult(cs, float(sse), int(it))
@@ -148,8 +148,8 @@ def kmeans1d_restarts(x, k, n_init=10, seed=0, weights=None, max_iter=100, tol=1
     k = _check_k(k)
     n_init = _check_k(n_init, "n_init")
     x_shape = np.shape(x)
-    a, _lo, _hi = _as_data(x)
-    w = _as_weights(weights, x_shape, a.size)
+    a, _lo, _hi = as_data(x)
+    w = as_weights(weights, x_shape, a.size)
     wk = np.empty(0) if w is None else w
     vals = np.unique(a)
     if vals.size <= k:

@@ -4,7 +4,7 @@ import json
 import os
 
 from nquant.errors import SchemeError
-from nquant.schemes import ASQ, NF4, Scheme, Uniform, scheme_from_json
+from nquant.schemes import ASQ, MXFP4, MXFP8, NF4, Scheme, Uniform, scheme_from_json
 
 PRESETS = {
     "int8": lambda: Uniform(bits=8),
@@ -18,6 +18,8 @@ PRESETS = {
     "nf4-dq": lambda: NF4(double_quant=True),
     "asq4": lambda: ASQ(bits=4, method="quiver_approx"),
     "asq4-exact": lambda: ASQ(bits=4, method="quiver"),
+    "mxfp4": lambda: MXFP4(),
+    "mxfp8": lambda: MXFP8(),
 }
 
 

@@ -36,9 +36,10 @@ import functools
 
 import numpy as np
 
-from nquant import chunked, uniform
+from nquant import chunked
 from nquant.containers import QuantizedArray
 from nquant.errors import InputError, SchemeError
+from nquant.families import uniform
 from nquant.kernels.fakequant import fake_quantize_affine
 from nquant.kernels.rng import stream_key
 from nquant.kernels.rounding import MODES

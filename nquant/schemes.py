@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from nquant import limits
 from nquant.errors import SchemeError
+from nquant.grids import normal_float
 from nquant.kernels.rounding import MODES
 
 FORMAT_VERSION = 1
@@ -337,8 +338,6 @@ class Blockwise(Scheme):
 
     def __post_init__(self):
         if self.codebook is None or len(self.codebook) == 0:
-            from nquant.grids import normal_float
-
             object.__setattr__(self, "codebook", tuple(float(v) for v in normal_float(4)))
         object.__setattr__(self, "codebook", _check_values("codebook", self.codebook))
         if len(self.codebook) < 2:
@@ -356,8 +355,6 @@ class Blockwise(Scheme):
 
 def NF4(block_size=64, double_quant=False):  # noqa: N802  (a scheme constructor, named like one)
     """QLoRA's NF4: ``Blockwise(normal_float(4), block_size, double_quant)``."""
-    from nquant.grids import normal_float
-
     return Blockwise(codebook=tuple(float(v) for v in normal_float(4)), block_size=block_size,
                      double_quant=double_quant)
 
@@ -434,8 +431,6 @@ class KMeansBlockwise(Scheme):
             if self.bits == 1:
                 default = (-1.0, 1.0)
             else:
-                from nquant.grids import normal_float
-
                 default = tuple(float(v) for v in normal_float(self.bits))
             object.__setattr__(self, "codebook", default)
         object.__setattr__(self, "codebook", _check_values("codebook", self.codebook))
@@ -605,3 +600,54 @@ class ASQ(Scheme):
             _fail("seed", self.seed, "an integer")
 
     block_size = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Microscaling(Scheme):
+    """OCP Microscaling (MX v1.0): blocks of ``block_size`` values share one power-of-two scale.
+
+    Each block of ``block_size`` consecutive values of the flattened, C-ordered array (the
+    last block may be partial) stores one E8M0 scale ``X = 2**(e - 127)`` (an 8-bit biased
+    exponent, side array ``scale_e8m0``, uint8; 255 is NaN) and one element per value, the
+    value over ``X`` in the element format: ``e - 127 = floor(log2(absmax)) - emax_elem``,
+    elements rounded to the nearest element value (ties to even mantissa) and clamped to the
+    largest normal magnitude.  Codes are the elements' bit patterns.  An all-zero block gets
+    the smallest scale (``e = 0``); a block holding NaN or an infinity gets ``X = NaN`` and
+    decodes to NaN (the spec: a NaN scale makes every value of the block NaN).  float64 data
+    is rounded to float32 first.
+
+    Parameters
+    ----------
+    block_size : int >= 1 (the spec's k, 32)
+    """
+
+    block_size: int = 32
+
+    element: ClassVar[str] = ""
+    bits: ClassVar[int] = 8
+
+    def __post_init__(self):
+        if not _is_int(self.block_size) or self.block_size < 1:
+            _fail("block_size", self.block_size, "an integer >= 1")
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class MXFP4(_Microscaling):
+    """MXFP4: FP4 E2M1 elements (values ±{0, 0.5, 1, 1.5, 2, 3, 4, 6}), 4.25 bits per value
+    with 32-value blocks.  See :class:`_Microscaling`."""
+
+    type: ClassVar[str] = "mxfp4"
+    element: ClassVar[str] = "e2m1"
+    bits: ClassVar[int] = 4
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class MXFP8(_Microscaling):
+    """MXFP8: FP8 E4M3 elements (largest 448, no infinities, NaN unused), 8.25 bits per value
+    with 32-value blocks.  See :class:`_Microscaling`."""
+
+    type: ClassVar[str] = "mxfp8"
+    element: ClassVar[str] = "e4m3"
+    bits: ClassVar[int] = 8

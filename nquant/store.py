@@ -30,9 +30,10 @@ import zarr
 
 from nquant import chunked, labels, outputs, validate
 from nquant._threads import in_task
-from nquant.api import dequantize, family
+from nquant.api import dequantize
 from nquant.containers import QuantizedArray
 from nquant.errors import StoreError
+from nquant.families.registry import family
 from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
 from nquant.packing import packed_shape
 from nquant.schemes import FORMAT_VERSION
@@ -59,14 +60,15 @@ def _local_path(store):
     return s[len("file://"):] if s.startswith("file://") else s
 
 
-def _as_store(store, storage_options):
+def as_store(store, storage_options):
     """A zarr ``FsspecStore`` for an fsspec URL with ``storage_options``; anything else unchanged."""
     if storage_options is None or not isinstance(store, str) or _is_local(store):
         return store
     return zarr.storage.FsspecStore.from_url(store, storage_options=storage_options)
 
 
-def _open_group(store, mode="r"):
+def open_group(store, mode="r"):
+    """The Zarr group at ``store``; StoreError when there is none or it cannot be read."""
     try:
         return zarr.open_group(store, mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
@@ -75,7 +77,8 @@ def _open_group(store, mode="r"):
         raise StoreError(f"store={store!r} cannot be opened as a Zarr group: {e}") from e
 
 
-def _meta(group, store):
+def group_meta(group, store):
+    """The nquant attributes of ``group`` (read from ``store``), checked for a readable format version."""
     meta = group.attrs.asdict().get(ATTR)
     if not isinstance(meta, dict):
         raise StoreError(f"store={store!r} is not an nquant group (no '{ATTR}' attributes)")
@@ -88,7 +91,7 @@ def _meta(group, store):
 
 def _try_meta(store):
     try:
-        return _meta(_open_group(store), store)
+        return group_meta(open_group(store), store)
     except StoreError:
         return None
 
@@ -99,13 +102,13 @@ def is_complete(store):
     return bool(meta and meta.get("complete") is True)
 
 
-def _partial_location(store):
+def partial_location(store):
     """Where a local output is written before it is swapped in (``<path>.partial``); an object
     store is written in place (its complete flag is written last)."""
     return _local_path(store).rstrip("/") + PARTIAL if _is_local(store) else store
 
 
-def _finish(partial, store):
+def finish_partial(partial, store):
     """Make the complete partial output the result: swapped in atomically (local paths; the
     complete flag is already written), nothing to do on object stores."""
     if _is_local(store):
@@ -114,7 +117,7 @@ def _finish(partial, store):
 
 def _start_partial(store):
     """The partial location of ``store``, cleared of a leftover of nquant's (local paths)."""
-    location = _partial_location(store)
+    location = partial_location(store)
     if _is_local(store):
         outputs.clear_partial(location)
     return location
@@ -133,7 +136,8 @@ def regular_chunks(shape, chunks=None, target=TARGET_CHUNK_VALUES):
     return (max(1, min(shape[0], target // row)),) + tuple(shape[1:])
 
 
-def _codes_chunks(chunks, bits):
+def codes_chunks(chunks, bits):
+    """Zarr chunks of the packed codes for data ``chunks`` of ``bits``-bit codes (last axis in bytes)."""
     if not chunks:
         return (1,)
     return tuple(max(1, c) for c in chunks[:-1]) + (max(1, -(-chunks[-1] * bits // 8)),)
@@ -171,7 +175,7 @@ def _meta_dict(scheme, shape, dtype, chunks, bits, metrics, complete, **extra):
 def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs, fam, local_axis=None):
     """Create ``codes`` and the side arrays (fill value 0, zstd then a crc32c checksum:
     ``validate.compressors``)."""
-    group.create_array("codes", shape=packed_shape(shape, bits), chunks=_codes_chunks(data_chunks, bits),
+    group.create_array("codes", shape=packed_shape(shape, bits), chunks=codes_chunks(data_chunks, bits),
                        dtype=np.uint8, overwrite=True, fill_value=0, compressors=validate.compressors())
     for name, (length, dtype) in side_specs.items():
         group.create_array(name, shape=_side_shape(length), dtype=dtype, overwrite=True, fill_value=0,
@@ -199,18 +203,18 @@ def save(q, store, *, chunks=None, overwrite=False, storage_options=None):
         fsspec options for a URL ``store`` (e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}``
         for ``s3://``); ignored for local paths and zarr stores.
     """
-    store = _as_store(store, storage_options)
+    store = as_store(store, storage_options)
     with outputs.writing(store), outputs.write_errors(store):
         if outputs.check_destination(store, overwrite, what="store") == "ours" and not overwrite:
             raise StoreError(f"store={store!r} already exists; pass overwrite=True (--overwrite) to "
                              "replace it")
         location = _start_partial(store)
-        _write_group(q, location, chunks)
-        _finish(location, store)
+        write_group(q, location, chunks)
+        finish_partial(location, store)
     return store
 
 
-def _write_group(q, location, chunks=None, **extra):
+def write_group(q, location, chunks=None, **extra):
     """Write ``q`` as a complete nquant group at ``location`` (no checks: the caller's output)."""
     xr_labels = q.labels
     if q.is_dask:
@@ -272,13 +276,13 @@ def open(store, *, storage_options=None):  # noqa: A001  (nquant.open mirrors za
     present and intact.
     ``storage_options``: fsspec options for a URL ``store`` (as :func:`save`).
     """
-    store = _as_store(store, storage_options)
-    group = _open_group(store)
+    store = as_store(store, storage_options)
+    group = open_group(store)
     from nquant.models import MODEL_ATTR, open_model
 
     if MODEL_ATTR in group.attrs.asdict() and ATTR not in group.attrs.asdict():
         return open_model(store)
-    meta = _meta(group, store)
+    meta = group_meta(group, store)
     lay = validate.check_group(group, meta, store)
     fam = family(lay.scheme)
     side = {}
@@ -300,7 +304,8 @@ def open(store, *, storage_options=None):  # noqa: A001  (nquant.open mirrors za
 # ----------------------------------------------------------------------------- streaming jobs
 
 
-def _open_source(src):
+def open_array(src):
+    """The source array ``src`` (Zarr path or URL, ``zarr.Array`` or Dask array) as a Dask array."""
     if isinstance(src, da.Array):
         return src
     if isinstance(src, zarr.Array):
@@ -377,11 +382,11 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
     -------
     QuantizedArray, opened lazily from ``dst``
     """
-    src = _as_store(src, storage_options)
-    dst = _as_store(dst, storage_options)
+    src = as_store(src, storage_options)
+    dst = as_store(dst, storage_options)
     outputs.check_source_destination(src, dst)
     fam = family(scheme)
-    x = chunked.prepare(fam, scheme, _open_source(src))
+    x = chunked.prepare(fam, scheme, open_array(src))
     if x.ndim:  # regular chunks: each task then writes whole Zarr chunks, never one another's
         x = x.rechunk(tuple(c[0] for c in x.chunks))
     data_chunks = tuple(c[0] for c in x.chunks)
@@ -402,7 +407,7 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
                     return open(dst)
                 raise StoreError(f"dst={dst!r} holds a finished output of another request ({diff}); pass "
                                  "overwrite=True (--overwrite) to replace it")
-        location = _partial_location(dst)
+        location = partial_location(dst)
         meta = _try_meta(location)
         fresh = not (resume and meta and meta.get("complete") is False and _has_array(location, "chunk_stats")
                      and outputs.fingerprint_difference(_recorded(meta), request) is None)
@@ -418,7 +423,7 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
         validate.seal(group)  # the record of every array's chunks, before the complete flag
         group.attrs[ATTR] = _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits,
                                        metrics_from_stats(merged), complete=True, source=request["source"])
-        _finish(location, dst)
+        finish_partial(location, dst)
         return open(dst)
 
 
@@ -440,8 +445,8 @@ def _start_job(client, fam, scheme, x, dst, data_chunks, request, fresh):
     local_names = _local_names(fam, scheme, local_axis)
     if not fresh:
         if _is_local(dst):
-            outputs.clear_debris(_partial_location(dst))
-        group = zarr.open_group(_partial_location(dst), mode="r+")
+            outputs.clear_debris(partial_location(dst))
+        group = zarr.open_group(partial_location(dst), mode="r+")
         params = {name: group[name][...] for name in _param_names(group) if name not in local_names}
         return group, params
     location = _start_partial(dst)
@@ -483,7 +488,7 @@ def _fit(client, fam, scheme, x):
 
 def _has_array(store, name):
     try:
-        return name in _open_group(store).array_keys()
+        return name in open_group(store).array_keys()
     except StoreError:
         return False
 
@@ -567,8 +572,8 @@ def dequantize_zarr(src, dst, *, overwrite=False, storage_options=None):
     -------
     zarr.Array, or a read-only memory map of the ``.npy`` file
     """
-    src = _as_store(src, storage_options)
-    dst = _as_store(dst, storage_options)
+    src = as_store(src, storage_options)
+    dst = as_store(dst, storage_options)
     outputs.check_source_destination(src, dst)
     path = outputs.local_path(dst)
     npy = path is not None and path.endswith(".npy")
@@ -595,7 +600,7 @@ def dequantize_zarr(src, dst, *, overwrite=False, storage_options=None):
                               overwrite=True, attributes={outputs.ARRAY_MARK: mark})
         da.store(x_hat.rechunk(z.chunks) if shape else x_hat, z.with_config(WRITE_ALL), lock=False)
         z.attrs[outputs.ARRAY_MARK] = {**mark, "complete": True}
-        _finish(location, dst)
+        finish_partial(location, dst)
     return zarr.open_array(dst, mode="r")
 
 
@@ -611,3 +616,7 @@ def _write_npy(x, path):
         out.flush()
     finally:
         del out
+
+
+# the former private spellings, still imported by nquant.validate
+_as_store, _open_group, _meta, _codes_chunks = as_store, open_group, group_meta, codes_chunks

@@ -38,8 +38,11 @@ import os
 import numpy as np
 import zarr
 
-from nquant.errors import NQuantError, StoreError
+from nquant.errors import StoreError
+from nquant.families.base import Side, check_codes, check_groups, check_length, check_nibbles  # noqa: F401
+from nquant.families.registry import family
 from nquant.packing import packed_shape
+from nquant.schemes import FORMAT_VERSION, scheme_from_json
 
 INTEGRITY = "nquant_integrity"
 INTEGRITY_VERSION = 1
@@ -92,8 +95,6 @@ class Layout:
 def check_meta(meta, store):
     """The scheme, shape, dtype, regular chunks, Dask chunks and bits of an nquant group's
     metadata dict, every type and range checked (``StoreError`` naming the field)."""
-    from nquant.schemes import FORMAT_VERSION, scheme_from_json
-
     if not isinstance(meta, dict):
         _fail(store, "is not an nquant group (no 'nquant' attributes)")
     version = meta.get("format_version")
@@ -175,79 +176,11 @@ def _check_block_grid(store, shape, chunks, quantum):
 # ----------------------------------------------------------------------------- side arrays
 
 
-@dataclasses.dataclass(frozen=True)
-class Side:
-    """What a stored side array must be.
-
-    ``shape``: the exact shape, or ``(None,)``: ``(k,)`` for any ``min_len <= k <= max_len``.
-    ``block``: one entry per block, read lazily per data chunk.  ``check``: a value check of
-    the array (or of each chunk of a block array): ``finite``, ``zero_point`` (``qrange``),
-    ``increasing`` (strictly), ``rows`` (each row non-decreasing), ``index`` (strictly
-    increasing in ``[0, size)``), ``values`` (equal to ``expect``) or None.
-    """
-
-    dtype: np.dtype
-    shape: tuple
-    max_len: int = None
-    min_len: int = 1
-    block: bool = False
-    check: str = None
-    expect: object = None
-
-
 def expected_side(scheme, shape, dtype):
     """``{name: Side}``: the side arrays a group of ``scheme`` on an array of ``shape`` (original
-    ``dtype``) holds; ``StoreError`` when the scheme does not fit the shape."""
-    n = math.prod(shape)
-    t = scheme.type
-    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
-    if t == "uniform":
-        from nquant import uniform
-
-        try:
-            groups = uniform.n_groups(scheme, shape)
-        except NQuantError as e:
-            raise StoreError(f"scheme does not fit shape={list(shape)}: {e}") from None
-        block = scheme.block_size is not None
-        qmin, qmax = scheme.qrange
-        return {name: Side(np.dtype(dt), (groups,), block=block,
-                           check="zero_point" if name == "zero_point" else "finite",
-                           expect=(qmin, qmax) if name == "zero_point" else None)
-                for name, dt in uniform.side_dtypes(scheme).items()}
-    if t == "codebook":
-        values = np.asarray(scheme.values, np.float32)
-        return {"codebook": Side(f32, values.shape, check="values", expect=values)}
-    if t in ("blockwise", "kmeans_blockwise"):
-        from nquant import blockwise
-
-        out = {name: Side(np.dtype(dt), (length,), block=True,
-                          check=None if name == "absmax_codes" else "finite")
-               for name, (length, dt) in blockwise.param_specs(scheme, n).items()}
-        if scheme.double_quant:
-            out["offset"] = Side(f32, (1,), check="finite")
-        if t == "kmeans_blockwise" and n and n >= scheme.min_size:
-            out["codebook"] = Side(f32, (None,), max_len=1 << scheme.bits, check="increasing")
-        return out
-    if t == "asq":
-        if scheme.axis is None:
-            return {"codebook": Side(f64, (None,), max_len=1 << scheme.bits, check="increasing")}
-        from nquant import uniform
-
-        try:
-            groups = uniform.n_groups(scheme, shape)
-        except NQuantError as e:
-            raise StoreError(f"scheme does not fit shape={list(shape)}: {e}") from None
-        return {"codebook": Side(f64, (groups, 1 << scheme.bits), check="rows")}
-    if t == "outliers":
-        from nquant import outliers
-
-        out = expected_side(scheme.base, shape, dtype)
-        k = outliers.n_outliers(scheme, n) if scheme.fraction is not None else None
-        count = (k,) if k is not None else (None,)
-        out[outliers.INDEX] = Side(np.dtype(np.int64), count, max_len=n, min_len=0, check="index", expect=n)
-        out[outliers.VALUE] = Side(np.dtype(dtype), count, max_len=n, min_len=0)
-        return out
-    raise StoreError(f"scheme type={t!r} has no stored layout")
+    ``dtype``) holds (the family's ``expected_side``); ``StoreError`` when the scheme does not fit
+    the shape."""
+    return family(scheme).expected_side(scheme, shape, dtype)
 
 
 def _shape_ok(side, shape):
@@ -310,8 +243,6 @@ def check_group(group, meta, store):
     -------
     Layout
     """
-    from nquant.api import family
-
     scheme, shape, dtype, chunks, data_chunks, bits = check_meta(meta, store)
     fam = family(scheme)
     quantum = fam.block_quantum(scheme)
@@ -476,58 +407,6 @@ def lazy_array(z, name, store, verified, side=None):
                          asarray=False, meta=np.empty((0,) * reader.ndim, reader.dtype))
 
 
-# ----------------------------------------------------------------------------- codes
-
-
-def check_codes(codes, n_levels, bits, what="codebook", start=None):
-    """Raise ``StoreError`` when a code of ``codes`` (unpacked, uint8) is ``>= n_levels``.
-
-    Nothing to check (no cost) when ``n_levels >= 2**bits``: no code of ``bits`` bits can
-    then pass the last level.
-    """
-    if n_levels >= (1 << bits) or codes.size == 0:
-        return
-    top = int(codes.max())
-    if top >= n_levels:
-        _codes_error(top, n_levels, what, start)
-
-
-def check_nibbles(packed, n_levels, what="codebook", start=None):
-    """:func:`check_codes` of 4-bit codes packed two per byte (``packed``, uint8)."""
-    if n_levels >= 16 or packed.size == 0:
-        return
-    top = max(int((packed >> 4).max()), int((packed & 15).max()))
-    if top >= n_levels:
-        _codes_error(top, n_levels, what, start)
-
-
-def _codes_error(top, n_levels, what, start):
-    where = "" if start is None else f" in the chunk at {tuple(int(s) for s in start)}"
-    raise StoreError(f"codes hold code {top}{where}, above the last level (index {n_levels - 1}) of "
-                     f"{what}: corrupt codes or side arrays")
-
-
-def check_length(name, length, need):
-    """Raise ``StoreError`` when side array ``name`` has fewer than ``need`` entries (what a
-    kernel indexes)."""
-    if length < need:
-        raise StoreError(f"side array {name!r} has {length} entries, expected {need}: corrupt side arrays")
-
-
-def check_groups(layout, sizes):
-    """Raise ``StoreError`` unless every parameter group the row ``layout`` indexes lies in
-    ``[0, n)`` for each ``name: n`` of ``sizes``."""
-    lo, hi = 0, -1
-    for part in layout.parts:
-        if part.R and part.L:
-            lo = min(lo, int(part.row_group.min()))
-            hi = max(hi, int(part.row_group.max()) + layout.col_step * (part.L - 1))
-    for name, n in sizes.items():
-        if lo < 0 or hi >= n:
-            raise StoreError(f"side array {name!r} has {n} entries, expected at least {hi + 1}: "
-                             "corrupt side arrays")
-
-
 # ----------------------------------------------------------------------------- sealing
 
 
@@ -581,7 +460,8 @@ def verify_chunks(store, *, decode=True, storage_options=None, max_problems=20):
     import dask.array as da
 
     from nquant.api import dequantize
-    from nquant.store import _as_store, _meta, _open_group, open as open_store
+    from nquant.store import _as_store, _meta, _open_group
+    from nquant.store import open as open_store
 
     store = _as_store(store, storage_options)
     group = _open_group(store)

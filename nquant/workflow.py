@@ -36,8 +36,16 @@ import numpy as np
 
 from nquant import __version__, limits
 from nquant.errors import NQuantError
-from nquant.sources import (GENERATORS, check_generate, describe, kind_of, make_source, open_source,
-                            remove_source)
+from nquant.families.registry import family
+from nquant.sources import (
+    GENERATORS,
+    check_generate,
+    describe,
+    kind_of,
+    make_source,
+    open_source,
+    remove_source,
+)
 
 SCHEMA = {
     "workflow": {"name": str, "output": str, "description": str},
@@ -453,7 +461,7 @@ def plan(spec):
                 scheme_json = dict(job["scheme"])
             else:
                 scheme = resolve_scheme(job["scheme"], **job.get("overrides", {}))
-                bpv = estimate_bits_per_value(scheme, shape)
+                bpv = estimate_bits_per_value(scheme, shape, dtype)
                 scheme_json = json.loads(scheme.to_json())
         rows.append({"job": job["name"], "kind": kind, "source": src["path"], "output": _job_output(spec, job),
                      "scheme": scheme_json, "shape": list(shape), "chunks": list(chunks),
@@ -462,22 +470,10 @@ def plan(spec):
     return rows
 
 
-def estimate_bits_per_value(scheme, shape):
-    """Bits per value of ``scheme`` on an array of ``shape``, side information included (estimate)."""
-    n = int(np.prod(shape, dtype=np.int64)) or 1
-    bits = scheme.bits
-    if scheme.type == "blockwise":
-        nb = -(-n // scheme.block_size)
-        side = nb * 8 + -(-nb // 256) * 32 + 32 if scheme.double_quant else nb * 32
-    elif scheme.type in ("codebook", "asq"):
-        side = (1 << bits) * 64
-    elif getattr(scheme, "block_size", None):
-        side = -(-n // scheme.block_size) * 64
-    elif getattr(scheme, "axis", None) is not None and shape:
-        side = shape[scheme.axis] * 64
-    else:
-        side = 64
-    return bits + side / n
+def estimate_bits_per_value(scheme, shape, dtype=np.float32):
+    """Bits per value of ``scheme`` on an array of ``shape``, side information included: the
+    family's ``bits_per_value`` (exact, but for side arrays whose size depends on the data)."""
+    return family(scheme).bits_per_value(scheme, tuple(shape), np.dtype(dtype))
 
 
 class Manifest:
@@ -542,7 +538,7 @@ def verify(store, source):
     from nquant.api import dequantize
     from nquant.errors import InputError
     from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
-    from nquant.store import _open_source, open
+    from nquant.store import open, open_array
 
     q = open(store)
     if isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(".npy"):
@@ -551,7 +547,7 @@ def verify(store, source):
         except (OSError, ValueError) as e:
             raise InputError(f"source={os.fspath(source)!r} is not a readable .npy file: {e}") from None
     else:
-        x = _open_source(source)
+        x = open_array(source)
     if tuple(x.shape) != tuple(q.shape):
         def shown(v):
             return repr(os.fspath(v)) if isinstance(v, (str, os.PathLike)) else "<array>"

@@ -10,6 +10,7 @@ import nquant as nq
 from nquant import adaptive
 from nquant.adaptive import adaptive_round, hessian, hessian_merge, hessian_partial
 from nquant.errors import InputError, SchemeError
+from nquant.families import uniform
 from nquant.packing import pack_codes
 from tests.reference import adaptive as ref
 
@@ -97,7 +98,7 @@ def test_gptq_alone_matches_reference_and_blocks_do_not_matter():
     scheme = nq.Uniform(bits=3, axis=0)
     W, X = problem(out=7, n=20, samples=80, seed=5)
     H = X @ X.T
-    params = nq.uniform.fit(scheme, W)
+    params = uniform.fit(scheme, W)
     expect = ref.gptq(scheme, params, W, H, damp=0.01, act_order=True)
     perm = np.argsort(-np.diag(H), kind="stable")
     U = adaptive._factor(H, 0.01, perm)

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nquant as nq
-from nquant import blockwise
 from nquant.errors import InputError
+from nquant.families import blockwise
 from nquant.packing import pack_codes
 from tests.test_codebook_kernels import block_data
 

@@ -24,8 +24,8 @@ import zarr
 
 import nquant as nq
 from nquant import codec as nqc
-from nquant import uniform
 from nquant.errors import InputError, SchemeError, StoreError
+from nquant.families import uniform
 
 RNG = np.random.default_rng(20240611)
 

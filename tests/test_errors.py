@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import nquant as nq
-from nquant import uniform
 from nquant.errors import DeviceError, InputError, NQuantError, SchemeError
+from nquant.families import uniform
 
 
 def test_error_hierarchy():

@@ -1,5 +1,7 @@
-"""Numba options live in one place (nquant/kernels/_jit.py) and fastmath is never on."""
+"""Rules checked on the source: Numba options in one place (nquant/kernels/_jit.py), fastmath never on,
+every CUDA twin matched by a CPU twin of the same names and by its tests, private names kept private."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -52,3 +54,173 @@ def test_fastmath_never_enabled():
     from nquant.kernels import _jit
 
     assert _jit.OPTIONS["fastmath"] is False
+
+
+# ----------------------------------------------------------------------------- CUDA twins
+
+CUDA = PACKAGE / "cuda"
+KERNELS = PACKAGE / "kernels"
+NOT_TWINS = {"__init__.py", "api.py"}  # the package and the dispatch of device="cuda"; _*.py are helpers
+CPU_ELSEWHERE = {
+    # CUDA function -> the file and names of its CPU counterpart, where the CPU computes the same
+    # statistic outside the kernel module of the same name (the test checks they exist)
+    ("affine", "group_minmax"): ("nquant/kernels/stats.py", ("row_minmax", "column_minmax")),
+    ("blockwise", "exact_sum_partial"): ("nquant/families/blockwise.py", ("exact_sum_partial",)),
+}
+
+
+def _tree(path):
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _top_level_names(path):
+    """Names a module defines or imports at its top level."""
+    names = set()
+    for node in _tree(path).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.ImportFrom):
+            names.update(a.asname or a.name for a in node.names)
+    return names
+
+
+def _public_functions(path):
+    """``__all__`` (or the top-level ``def``s) of a module, without UPPER_CASE constants."""
+    tree = _tree(path)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__"
+                                                for t in node.targets):
+            names = ast.literal_eval(node.value)
+            break
+    else:
+        names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    return sorted(n for n in names if not n.startswith("_") and not n.isupper())
+
+
+def _twins():
+    return sorted(p.stem for p in CUDA.glob("*.py") if p.name not in NOT_TWINS and not p.name.startswith("_"))
+
+
+def test_the_twin_rules_see_the_twins():
+    twins = _twins()
+    assert {"affine", "bitpack", "blockwise", "codebook1d", "rng", "rounding"} <= set(twins)
+    assert "quantize_affine" in _public_functions(CUDA / "affine.py")
+    assert "mix64" in _public_functions(CUDA / "rng.py") and "GAMMA" not in _public_functions(CUDA / "rng.py")
+
+
+def test_every_cuda_twin_has_a_cpu_twin_of_the_same_names():
+    problems = []
+    for name in _twins():
+        cpu = KERNELS / f"{name}.py"
+        if not cpu.exists():
+            problems.append(f"nquant/cuda/{name}.py has no CPU twin nquant/kernels/{name}.py")
+            continue
+        cpu_names = _top_level_names(cpu)
+        for fn in _public_functions(CUDA / f"{name}.py"):
+            if (name, fn) in CPU_ELSEWHERE:
+                where, cpu_fns = CPU_ELSEWHERE[name, fn]
+                missing = [f for f in cpu_fns if f not in _top_level_names(ROOT / where)]
+                if missing:
+                    problems.append(f"nquant/cuda/{name}.py:{fn}: its CPU counterpart {where}:{missing} is gone")
+            elif fn not in cpu_names:
+                problems.append(f"nquant/cuda/{name}.py:{fn} has no function of that name in nquant/kernels/{name}.py")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_cuda_twin_function_is_tested():
+    """``tests/test_cuda_<X>.py`` imports ``nquant.cuda.<X>`` and calls every public function of it."""
+    problems = []
+    for name in _twins():
+        test = ROOT / "tests" / f"test_cuda_{name}.py"
+        if not test.exists():
+            problems.append(f"nquant/cuda/{name}.py has no tests/test_cuda_{name}.py")
+            continue
+        tree = _tree(test)
+        imported = any(
+            (isinstance(n, ast.ImportFrom) and n.module == "nquant.cuda" and any(a.name == name for a in n.names))
+            or (isinstance(n, ast.ImportFrom) and n.module == f"nquant.cuda.{name}")
+            for n in ast.walk(tree))
+        if not imported:
+            problems.append(f"tests/test_cuda_{name}.py does not import nquant.cuda.{name}")
+        used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        used |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        problems += [f"tests/test_cuda_{name}.py never uses nquant.cuda.{name}.{fn}"
+                     for fn in _public_functions(CUDA / f"{name}.py") if fn not in used]
+    assert not problems, "\n".join(problems)
+
+
+# ----------------------------------------------------------------------------- private names
+
+KNOWN_PRIVATE_USES = {
+    # module: private names of other nquant modules it still uses (this set may only shrink)
+    "nquant.adaptive": {"nquant.families.codebook._levels"},
+    "nquant.cuda.api": {"nquant.families.codebook._levels"},
+    "nquant.families.asq": {"nquant.asq._check_m"},
+    "nquant.families.kmeans_blockwise": {"nquant.families.blockwise._absmax", "nquant.families.blockwise._flat32"},
+    "nquant.validate": {"nquant.models._member", "nquant.store._as_store", "nquant.store._codes_chunks",
+                        "nquant.store._meta", "nquant.store._open_group"},
+}
+
+
+def _module_name(path):
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _private_uses(path, modules, me=None):
+    """``module.name`` of every private name of another nquant module that ``path`` (module ``me``) uses.
+
+    A private *module* (``from nquant import _alloc``) is fine; so is a CUDA twin compiling a
+    private helper of its CPU twin of the same name (one source, two targets).
+    """
+    me = me or _module_name(path)
+    tree = _tree(path)
+    aliases, found = {}, set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nquant"):
+            for a in node.names:
+                full = f"{node.module}.{a.name}"
+                if full in modules:
+                    aliases[a.asname or a.name] = full
+                elif a.name.startswith("_") and not a.name.startswith("__") and node.module != me:
+                    found.add(full)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("nquant") and a.asname:
+                    aliases[a.asname] = a.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                and node.attr.startswith("_") and not node.attr.startswith("__")
+                and aliases[node.value.id] != me):
+            found.add(f"{aliases[node.value.id]}.{node.attr}")
+    if me.startswith("nquant.cuda."):
+        twin = "nquant.kernels." + me.rsplit(".", 1)[1]
+        found = {f for f in found if f.rsplit(".", 1)[0] != twin}
+    return found
+
+
+def test_the_private_rule_sees_private_uses(tmp_path):
+    modules = {_module_name(p) for p in _sources()}
+    probe = tmp_path / "probe.py"
+    probe.write_text("from nquant.store import _secret, open\n"
+                     "from nquant import _alloc, store as st\n"
+                     "from nquant.kernels import codebook1d as _cpu\n"
+                     "x = st._hidden + _alloc.empty + _cpu._fill_thresholds + st.__name__\n")
+    assert _private_uses(probe, modules, "nquant.probe") == {
+        "nquant.store._secret", "nquant.store._hidden", "nquant.kernels.codebook1d._fill_thresholds"}
+    # a CUDA twin may compile its CPU twin's private helpers, not another kernel's
+    assert _private_uses(probe, modules, "nquant.cuda.codebook1d") == {
+        "nquant.store._secret", "nquant.store._hidden"}
+
+
+def test_no_module_uses_another_modules_private_names():
+    modules = {_module_name(p) for p in _sources()}
+    offenders = []
+    for path in _sources():
+        me = _module_name(path)
+        new = _private_uses(path, modules) - KNOWN_PRIVATE_USES.get(me, set())
+        offenders += [f"{path.relative_to(ROOT)}: {name}" for name in sorted(new)]
+    assert not offenders, ("make the name public (no underscore, with a docstring) in its home module, "
+                           "or move it where it belongs:\n" + "\n".join(offenders))

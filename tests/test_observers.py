@@ -12,8 +12,9 @@ from reference import qat as ref
 
 import nquant as nq
 from nquant import observers as obs
-from nquant import qat, uniform
+from nquant import qat
 from nquant.errors import InputError, SchemeError
+from nquant.families import uniform
 from nquant.kernels import calibrate
 
 HIST = (obs.PercentileObserver, obs.MSEObserver)

@@ -12,8 +12,9 @@ from reference import qat as ref
 from strategies import apply_layout, float_arrays, layouts
 
 import nquant as nq
-from nquant import observers, qat, uniform
+from nquant import observers, qat
 from nquant.errors import InputError, SchemeError
+from nquant.families import uniform
 from nquant.kernels.affine import SNAP
 
 

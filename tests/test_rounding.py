@@ -9,7 +9,7 @@ from reference import uniform as ref
 from strategies import chunkings, iter_chunks
 
 import nquant as nq
-from nquant import uniform
+from nquant.families import uniform
 from nquant.kernels import rng, rounding
 
 MODES = ("nearest", "nearest_away", "floor", "ceil", "stochastic")

@@ -6,7 +6,7 @@ from numpy.testing import assert_array_equal
 from reference import uniform as ref
 
 import nquant as nq
-from nquant import uniform
+from nquant.families import uniform
 
 # seed 000, Example 1.1: the grid {-4 + 8i/7}, i = 0..7
 V = [3.2, -1.4, 2.5, -0.9, 1.8, -3.7, 0.0, 4.0, 2.2, -1.3]

@@ -22,8 +22,8 @@ from strategies import (
 )
 
 import nquant as nq
-from nquant import uniform
 from nquant.errors import SchemeError
+from nquant.families import uniform
 
 MODES = ("nearest", "nearest_away", "floor", "ceil", "stochastic")
 GRANULARITIES = ("tensor", "axis0", "axis-1", "axis_mid", "block1", "block7", "block64")

@@ -3,7 +3,7 @@
 import numpy as np
 
 import nquant as nq
-from nquant import uniform
+from nquant.families import uniform
 
 from . import common
 

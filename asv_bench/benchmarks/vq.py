@@ -8,9 +8,11 @@ float32 values of the main array; ``tests/test_asv.py`` sets it to 4096).
 import dask.array as da
 import numpy as np
 
-from nquant import vq
+from nquant import kmeans
+from nquant._threads import single_blas, task_threads
 from nquant.kernels import assign as kassign
 from nquant.kernels import lloyd as klloyd
+from nquant.pq import ProductQuantizer
 
 from . import common
 
@@ -43,15 +45,15 @@ class Assign:
         n, d = _shape(d)
         self.x = _mixture(n, d, 64)
         self.c = self.x[:_k(n)].copy()
-        vq.assign(self.x, self.c)  # compiles
+        kmeans.assign(self.x, self.c)  # compiles
         self.xx = kassign.row_sqnorms(self.x)
 
     def time_assign(self, d):
-        vq.assign(self.x, self.c)
+        kmeans.assign(self.x, self.c)
 
     def time_pass_with_sums(self, d):
-        with vq._single_blas() as limited:
-            vq._pass(self.x, self.c, self.xx, True, vq._gemm_threads(limited))
+        with single_blas():
+            kmeans._pass(self.x, self.c, self.xx, True, task_threads())
 
 
 class KMeansFit:
@@ -68,7 +70,7 @@ class KMeansFit:
         self.km = self._fit(algorithm)  # compiles
 
     def _fit(self, algorithm):
-        return vq.KMeans(self.k, init=self.c0, max_iter=20, tol=0.0, algorithm=algorithm,
+        return kmeans.KMeans(self.k, init=self.c0, max_iter=20, tol=0.0, algorithm=algorithm,
                          batch_size=4096, max_no_improvement=None).fit(self.x)
 
     def time_fit(self, algorithm):
@@ -94,13 +96,12 @@ class KMeansPlusPlus:
         klloyd.kmeans_plusplus(self.x, self.k, np.random.default_rng(0))  # compiles
 
     def time_kmeans_plusplus(self):
-        with vq._single_blas() as limited:
-            klloyd.kmeans_plusplus(self.x, self.k, np.random.default_rng(0),
-                                   nthreads=vq._gemm_threads(limited))
+        with single_blas():
+            klloyd.kmeans_plusplus(self.x, self.k, np.random.default_rng(0), nthreads=task_threads())
 
     def track_potential(self):
         c, _ = klloyd.kmeans_plusplus(self.x, self.k, np.random.default_rng(0))
-        return float(vq.assign(self.x, c)[1].sum(dtype=np.float64)) / self.x.shape[0]
+        return float(kmeans.assign(self.x, c)[1].sum(dtype=np.float64)) / self.x.shape[0]
 
     track_potential.unit = "inertia per point"
 
@@ -117,10 +118,10 @@ class DaskLloyd:
         x = _mixture(n, d, self.k)
         self.x = da.from_array(x, chunks=(-(-n // nchunks), d), name=False)
         self.c0 = x[:self.k].copy()
-        self.km = vq.KMeans(self.k, init=self.c0, max_iter=5, tol=0.0, persist=False).fit(self.x)
+        self.km = kmeans.KMeans(self.k, init=self.c0, max_iter=5, tol=0.0, persist=False).fit(self.x)
 
     def time_fit(self, nchunks):
-        vq.KMeans(self.k, init=self.c0, max_iter=5, tol=0.0, persist=False).fit(self.x)
+        kmeans.KMeans(self.k, init=self.c0, max_iter=5, tol=0.0, persist=False).fit(self.x)
 
     def track_inertia(self, nchunks):
         return self.km.inertia_ / self.x.shape[0]
@@ -138,7 +139,7 @@ class ProductQuantization:
         n, d = _shape(32, min_rows=1024)
         x = _mixture(n + 64, d, 256, seed=2, noise=1.0)
         self.x, self.q = x[:n], x[n:]
-        self.pq = vq.ProductQuantizer(8, nbits=nbits, max_iter=10).fit(self.x[:max(n // 8, 512)])
+        self.pq = ProductQuantizer(8, nbits=nbits, max_iter=10).fit(self.x[:max(n // 8, 512)])
         self.codes = self.pq.encode(self.x)
         self.b = np.random.default_rng(0).standard_normal((d, 16)).astype(np.float32)
         self.pq.decode(self.codes)
@@ -148,7 +149,7 @@ class ProductQuantization:
         self.gt = np.argsort(d2, axis=1)[:, :10]
 
     def time_fit(self, nbits):
-        vq.ProductQuantizer(8, nbits=nbits, max_iter=10).fit(self.x[:max(self.x.shape[0] // 8, 512)])
+        ProductQuantizer(8, nbits=nbits, max_iter=10).fit(self.x[:max(self.x.shape[0] // 8, 512)])
 
     def time_encode(self, nbits):
         self.pq.encode(self.x)

@@ -3,7 +3,8 @@
 Each module mirrors the CPU module of the same name in :mod:`nquant.kernels` and exposes
 functions with the same names and arguments (``nquant.kernels.affine.quantize_affine`` /
 ``nquant.cuda.affine.quantize_affine``): ``rng``, ``rounding`` (device functions),
-``affine``, ``codebook1d``, ``blockwise``, ``bitpack``, ``assign``, ``pq``, ``asq_dp``.
+``affine``, ``codebook1d``, ``blockwise``, ``bitpack``.  A kernel gets a twin only with a
+public path that runs it (``device="cuda"`` or a device input).
 The host functions accept NumPy arrays (copied to the device and back) or device arrays
 (numba device arrays, CuPy: results stay on the device).  The scalar helpers (the
 counter-based stream, rounding, the encoder's snap/clip) are compiled from the same source
@@ -16,5 +17,4 @@ when ``NUMBA_ENABLE_CUDASIM=1`` is set before numba is imported.  Launch sizes l
 :mod:`nquant.cuda._launch`.
 """
 
-__all__ = ["affine", "api", "asq_dp", "assign", "bitpack", "blockwise", "codebook1d", "pq", "rng",
-           "rounding"]
+__all__ = ["affine", "api", "bitpack", "blockwise", "codebook1d", "rng", "rounding"]

@@ -4,7 +4,7 @@ The same plain-Python source that :mod:`nquant.kernels.rng`, ``rounding`` and
 ``affine`` compile for the CPU is compiled here with ``numba.cuda.jit(device=True)``
 (lazily: numba-cuda compiles a device function when the first kernel using it is
 compiled).  :func:`retarget` does the same for a CPU helper that lives in another
-kernel module (``codebook1d._search_binary``, ``bitpack._pack_group``, ...): its
+kernel module (``codebook1d.search_binary``, ``bitpack._pack_group``, ...): its
 Python source is compiled for the device with the CPU helpers it calls replaced by
 their device twins.  One source, two targets, identical results.
 
@@ -24,7 +24,6 @@ from nquant.cuda._launch import SIMULATOR, device
 from nquant.kernels import scalar
 
 __all__ = [
-    "cast_like",
     "clip_code",
     "mix64",
     "mul_rn",
@@ -95,17 +94,3 @@ else:
 
 
 mul_rn = device(_mul_rn)
-
-
-def _cast_like(v, ref):
-    """``v`` converted to the float type of ``ref`` (float32 or float64).
-
-    Kernels use it where the CPU kernel stores an intermediate in an array of the data's
-    dtype (a rounding the CPU gets from the store).
-    """
-    if isinstance(ref, np.float32):
-        return np.float32(v)
-    return np.float64(v)
-
-
-cast_like = device(_cast_like)

@@ -158,7 +158,7 @@ def _minmax(x, row_group, col_step, mins, maxs, nan_count):
 def group_minmax(x, row_group, col_step, mins, maxs):
     """Per-group min and max (NaN ignored) over the row layout, and the number of NaN.
 
-    The statistics of ``nquant.uniform.partial`` (the CPU's ``stats.row_minmax`` /
+    The statistics of ``nquant.families.uniform.partial`` (the CPU's ``stats.row_minmax`` /
     ``column_minmax`` folded into groups): exact, whatever the order of the atomics
     (up to the sign of a zero extreme).
 

@@ -21,16 +21,17 @@ import numpy as np
 from numba import cuda
 
 from nquant import _layout
-from nquant import blockwise as _bw_family
-from nquant import codebook as _cb_family
-from nquant import uniform as _uniform
 from nquant.containers import QuantizedArray
 from nquant.cuda import affine, bitpack, blockwise, codebook1d
 from nquant.cuda._launch import as_device, is_device, kernel, launch
 from nquant.errors import DeviceError, InputError
+from nquant.families import blockwise as _bw_family
+from nquant.families import codebook as _cb_family
+from nquant.families import uniform as _uniform
+from nquant.families.registry import family, registered
 from nquant.kernels.rng import stream_key
 from nquant.kernels.rounding import MODES
-from nquant.packing import packed_shape
+from nquant.packing import pack_codes, packed_shape
 
 __all__ = ["dequantize", "quantize"]
 
@@ -162,7 +163,7 @@ def _unpack(codes, bits, shape):
 # ----------------------------------------------------------------------------- families
 
 
-def _fit_encode_uniform(scheme, d, shape, dtype):
+def fit_encode_uniform(scheme, d, shape, dtype):
     if _uniform.needs_histogram(scheme) or scheme.range == "percentile_exact":
         raise DeviceError(f"range={scheme.range!r} is not available with device='cuda': use "
                           "range='minmax' or (rmin, rmax), or device='cpu'")
@@ -196,7 +197,7 @@ def _fit_encode_uniform(scheme, d, shape, dtype):
     return codes, params
 
 
-def _fit_encode_codebook(scheme, d, shape, dtype):
+def fit_encode_codebook(scheme, d, shape, dtype):
     cdt = _uniform.compute_dtype(dtype)
     d = _as_dtype(d, cdt)
     params = _cb_family.finalize(scheme)
@@ -214,7 +215,7 @@ def _fit_encode_codebook(scheme, d, shape, dtype):
     return codes, params
 
 
-def _fit_encode_blockwise(scheme, d, shape, dtype):
+def fit_encode_blockwise(scheme, d, shape, dtype):
     d = _as_dtype(d, np.dtype(np.float32))
     n = int(d.shape[0])
     bs = scheme.block_size
@@ -239,18 +240,53 @@ def _fit_encode_blockwise(scheme, d, shape, dtype):
     return codes, {"offset": np.array([offset], np.float32), "absmax_codes": acodes, "absmax2": absmax2}
 
 
-_ENCODERS = {"uniform": _fit_encode_uniform, "codebook": _fit_encode_codebook,
-             "blockwise": _fit_encode_blockwise}
+def decode_uniform(q, codes, n, cdt):
+    """Values (device, ``cdt``) of the ``n`` unpacked device ``codes`` of a uniform ``q``."""
+    scheme = q.scheme
+    res = cuda.device_array(n, cdt)
+    scale, _, offset, c0 = _uniform.kernel_params(scheme, q.side, cdt)
+    _, nan_code = _uniform.code_limits(scheme)
+    lay = _uniform.layout(scheme, tuple(q.shape))
+    d_s, d_o, d_c = cuda.to_device(scale), cuda.to_device(offset), cuda.to_device(c0)
+    for part in lay.parts:
+        if part.R and part.L:
+            affine.dequantize_affine(part.view(codes), part.row_group, lay.col_step, d_s, d_o, d_c,
+                                     nan_code, part.view(res))
+    return res
 
 
-def _scheme_type(scheme):
-    from nquant.api import family
+def decode_codebook(q, codes, n, cdt):
+    """Values (device, ``cdt``) of the ``n`` unpacked device ``codes`` of a codebook ``q``."""
+    res = cuda.device_array(n, cdt)
+    levels = _cb_family._levels(q.scheme, q.side, cdt)
+    codebook1d.dequantize_table(codes.reshape(1, n), levels, res.reshape(1, n))
+    return res
 
-    family(scheme)  # SchemeError for what is not a scheme
-    if scheme.type not in _ENCODERS:
+
+def decode_blockwise(q, codes, n, cdt):
+    """Values (device, float32) of the ``n`` unpacked device ``codes`` of a blockwise ``q``."""
+    res = cuda.device_array(n, np.float32)
+    side = q.side
+    if "absmax" in side:
+        absmax = as_device(side["absmax"], np.float32)
+    else:
+        offset = np.float32(np.asarray(side["offset"]).reshape(-1)[0])
+        absmax = blockwise.double_dequantize(as_device(side["absmax_codes"], np.uint8),
+                                             as_device(side["absmax2"], np.float32), offset)
+    blockwise.dequantize_blockwise(codes, absmax, q.scheme.block_size,
+                                   np.asarray(q.scheme.codebook, np.float32), res)
+    return res
+
+
+def _twin(scheme):
+    """``(fit_encode, decode)`` of the scheme's family's CUDA path (:class:`CudaTwin` names
+    functions of this module); ``DeviceError`` when it has none."""
+    twin = family(scheme).cuda  # SchemeError for what is not a scheme
+    if twin is None:
+        have = sorted(cls.type for cls, fam in registered().items() if fam.cuda is not None)
         raise DeviceError(f"scheme type={scheme.type!r} has no CUDA implementation: use device='cpu' "
-                          f"(CUDA: {', '.join(sorted(_ENCODERS))})")
-    return scheme.type
+                          f"(CUDA: {', '.join(have)})")
+    return globals()[twin.fit_encode], globals()[twin.decode]
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -262,30 +298,34 @@ def quantize(x, scheme):
     Parameters
     ----------
     x : ndarray, or a C-contiguous device array (numba, CuPy), float16, float32 or float64
-    scheme : Uniform, Codebook, Blockwise or NF4 scheme
+    scheme : a scheme whose family has a CUDA path (``Family.cuda``): Uniform, Codebook,
+        Blockwise or NF4
 
     Returns
     -------
     QuantizedArray
         Codes and per-block side arrays on the device for a device ``x``, NumPy otherwise.
     """
-    kind = _scheme_type(scheme)
+    fit_encode, _ = _twin(scheme)
     if type(x).__module__.split(".")[0] == "dask":
         raise DeviceError("device='cuda' with a Dask array is not supported yet: quantize its chunks "
                           "(CuPy or numba device arrays) one by one, or use device='cpu'")
     d, shape, dtype, on_device = _device_input(x)
-    if d.shape[0] == 0:  # nothing to launch: the CPU path gives the (empty) result
-        from nquant.api import quantize as cpu_quantize
-
-        return cpu_quantize(np.empty(shape, dtype), scheme)
-    codes, params = _ENCODERS[kind](scheme, d, shape, dtype)
-    packed = _pack(codes, shape, scheme.bits)
+    if d.shape[0] == 0:  # nothing to launch: the CPU family gives the (empty) result
+        a = np.empty(shape, dtype)
+        fam = family(scheme)
+        params = fam.fit(scheme, a)
+        packed = pack_codes(fam.encode(scheme, params, a), scheme.bits)
+        on_device = False
+    else:
+        codes, params = fit_encode(scheme, d, shape, dtype)
+        packed = _pack(codes, shape, scheme.bits)
     side = {k: v for k, v in params.items() if not k.startswith("_")}
     if on_device:
         packed = _like_input(packed, x)
         side = {k: (_like_input(v, x) if is_device(v) else v) for k, v in side.items()}
     else:
-        packed = packed.copy_to_host()
+        packed = packed.copy_to_host() if is_device(packed) else packed
         side = {k: (v.copy_to_host() if is_device(v) else v) for k, v in side.items()}
     return QuantizedArray(scheme=scheme, shape=tuple(shape), dtype=dtype, codes=packed, bits=scheme.bits,
                           side=side)
@@ -304,37 +344,15 @@ def dequantize(q, *, dtype=None, out=None):
     -------
     device array of shape ``q.shape`` (CuPy when ``q.codes`` is CuPy)
     """
-    kind = _scheme_type(q.scheme)
+    _, decode = _twin(q.scheme)
     dtype = np.dtype(q.dtype if dtype is None else dtype)
     shape = tuple(q.shape)
     n = int(np.prod(shape, dtype=np.int64))
-    cdt = _uniform.compute_dtype(dtype) if kind != "blockwise" else np.dtype(np.float32)
-    res = cuda.device_array(n, cdt)
+    cdt = _uniform.compute_dtype(dtype)
     if n:
-        codes = _unpack(q.codes, q.bits, shape)
-        if kind == "uniform":
-            scheme = q.scheme
-            scale, _, offset, c0 = _uniform.kernel_params(scheme, q.side, cdt)
-            _, nan_code = _uniform.code_limits(scheme)
-            lay = _uniform.layout(scheme, shape)
-            d_s, d_o, d_c = cuda.to_device(scale), cuda.to_device(offset), cuda.to_device(c0)
-            for part in lay.parts:
-                if part.R and part.L:
-                    affine.dequantize_affine(part.view(codes), part.row_group, lay.col_step, d_s, d_o, d_c,
-                                             nan_code, part.view(res))
-        elif kind == "codebook":
-            levels = _cb_family._levels(q.scheme, q.side, cdt)
-            codebook1d.dequantize_table(codes.reshape(1, n), levels, res.reshape(1, n))
-        else:
-            side = q.side
-            if "absmax" in side:
-                absmax = as_device(side["absmax"], np.float32)
-            else:
-                offset = np.float32(np.asarray(side["offset"]).reshape(-1)[0])
-                absmax = blockwise.double_dequantize(as_device(side["absmax_codes"], np.uint8),
-                                                     as_device(side["absmax2"], np.float32), offset)
-            blockwise.dequantize_blockwise(codes, absmax, q.scheme.block_size,
-                                           np.asarray(q.scheme.codebook, np.float32), res)
+        res = decode(q, _unpack(q.codes, q.bits, shape), n, cdt)
+    else:
+        res = cuda.device_array(0, cdt)
     res = _decoded_as_dtype(res, dtype)
     if out is None:
         return _like_input(res.reshape(shape), q.codes)

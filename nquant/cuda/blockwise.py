@@ -26,7 +26,7 @@ from numba import cuda
 from nquant.cuda._device import mul_rn, retarget
 from nquant.cuda._launch import as_device, is_device, kernel, launch, output
 from nquant.kernels import blockwise as _cpu
-from nquant.kernels.codebook1d import _search_binary as _cpu_search_binary
+from nquant.kernels.codebook1d import search_binary as _cpu_search_binary
 
 __all__ = [
     "blockwise_absmax",
@@ -284,7 +284,7 @@ def _exponent_sums(xbits, sums):
 
 
 def exact_sum_partial(a):
-    """Exact sum of non-negative finite float32 values, as ``nquant.blockwise.exact_sum_partial``.
+    """Exact sum of non-negative finite float32 values, as ``nquant.families.blockwise.exact_sum_partial``.
 
     Parameters
     ----------
@@ -302,7 +302,7 @@ def exact_sum_partial(a):
 
 
 def _exact_mean(partial):
-    """float32 of the exact mean behind :func:`exact_sum_partial` (``nquant.blockwise.exact_mean``)."""
+    """float32 of the exact mean behind :func:`exact_sum_partial` (``nquant.families.blockwise.exact_mean``)."""
     n = int(partial[-1])
     if n == 0:
         return np.float32(0)
@@ -319,7 +319,7 @@ def double_quantize(absmax, offset=None, code=None, block_size=DOUBLE_QUANT_BLOC
     ``absmax - offset`` (float32) is quantized with :func:`quantize_blockwise_lut8` in
     blocks of 256 with the dynamic map.  The default ``offset`` is the *exact* mean of
     ``absmax`` rounded to float32 (integer sums on the device, as the API's
-    ``nquant.blockwise.exact_mean``); the CPU function's default, a float64 ``np.mean``
+    ``nquant.families.blockwise.exact_mean``); the CPU function's default, a float64 ``np.mean``
     rounded to float32, is the same number except when that float64 sum rounds across a
     float32 rounding boundary.  Pass ``offset`` to reproduce a given state.
 
@@ -336,7 +336,7 @@ def double_quantize(absmax, offset=None, code=None, block_size=DOUBLE_QUANT_BLOC
     if offset is None:
         offset = _exact_mean(exact_sum_partial(d_abs)) if m else np.float32(0)
     offset = np.float32(offset)
-    code = _cpu._DYNAMIC if code is None else np.ascontiguousarray(code, dtype=np.float32)
+    code = _cpu.DYNAMIC if code is None else np.ascontiguousarray(code, dtype=np.float32)
     centred = cuda.device_array(m, np.float32)
     launch(_centre, m, d_abs, offset, centred)
     codes = cuda.device_array(m, np.uint8)
@@ -368,7 +368,7 @@ def double_dequantize(codes, absmax2, offset, code=None, block_size=DOUBLE_QUANT
     array of shape (m,), float32 (``out`` when given; a device array when ``codes`` is on
     the device and no ``out`` is given)
     """
-    code = _cpu._DYNAMIC if code is None else np.ascontiguousarray(code, dtype=np.float32)
+    code = _cpu.DYNAMIC if code is None else np.ascontiguousarray(code, dtype=np.float32)
     on_device = is_device(codes)
     m = codes.shape[0]
     if out is None:

@@ -2,7 +2,7 @@
 
 The CPU kernel reduces every rounding mode to ``code = #{i : x > t[i]}`` over a threshold
 table ``t`` built in the data's dtype (see the CPU module).  The twin builds the very
-same table on the host (the CPU's ``_fill_thresholds``, K <= 256 entries) and counts with
+same table on the host (the CPU's ``fill_thresholds``, K <= 256 entries) and counts with
 the CPU's fixed-step binary search compiled for the device (one thread per value,
 grid-stride); stochastic rounding uses the CPU's ``_stochastic_code`` compiled for the
 device with the device stream.  Codes equal the CPU kernel's for every finite or
@@ -18,13 +18,13 @@ from nquant.cuda._launch import as_device, kernel, launch, output, scalar_out
 from nquant.kernels import codebook1d as _cpu
 from nquant.kernels.rounding import STOCHASTIC
 
-__all__ = ["quantize_sorted", "dequantize_table", "threshold_table"]
+__all__ = ["quantize_sorted", "dequantize_table"]
 
-_search_binary = retarget(_cpu._search_binary)
+_search_binary = retarget(_cpu.search_binary)
 _stochastic_code = retarget(_cpu._stochastic_code, uniform32=uniform32, uniform64=uniform64)
 
 
-def threshold_table(levels, mode, dtype):
+def _threshold_table(levels, mode, dtype):
     """The CPU kernel's threshold table for ``mode``, padded with +inf to a power of two.
 
     Returns
@@ -38,7 +38,7 @@ def threshold_table(levels, mode, dtype):
         nsteps += 1
     size = max(1 << nsteps, K - 1 + _cpu.MAX_CORRECTIONS + 1)
     thr = np.empty(size, dtype)
-    _cpu._fill_thresholds(np.ascontiguousarray(levels), mode, thr)
+    _cpu.fill_thresholds(np.ascontiguousarray(levels), mode, thr)
     return thr, nsteps
 
 
@@ -86,7 +86,7 @@ def quantize_sorted(x2d, row_index, levels, mode, key, out):
         Number of NaN/inf inputs (their codes are unspecified).
     """
     levels = np.ascontiguousarray(levels)
-    table, nsteps = threshold_table(levels, int(mode), np.dtype(x2d.dtype))
+    table, nsteps = _threshold_table(levels, int(mode), np.dtype(x2d.dtype))
     R, L = x2d.shape
     d_out, finish = output(out)
     bad = scalar_out()

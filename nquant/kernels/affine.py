@@ -37,11 +37,11 @@ from nquant.kernels.scalar import SNAP, cpu_helpers  # noqa: F401
 
 # The scalar steps are written once in nquant.kernels.scalar (shared with nquant.cuda.affine).
 _cpu = cpu_helpers()
-_snap = _cpu["snap"]
+snap = _cpu["snap"]
 """``t`` moved onto the nearest integer ``n != 0`` when ``|t - n| <= SNAP * |n|``."""
-_round_code = _cpu["round_code"]
+round_code = _cpu["round_code"]
 """Round ``t`` for the encoder: snapped first in floor, ceil and stochastic modes."""
-_clip_code = _cpu["clip_code"]
+clip_code = _cpu["clip_code"]
 """uint8 of ``t`` clipped to [0, hi] (NaN gives an unspecified code)."""
 
 
@@ -69,8 +69,8 @@ def _encode_loop(x, xi, r, out, inv, off, c, hi, mode, key, base, abs_mask):
     I = xi.dtype.type  # integer arithmetic is widened to 64 bits unless cast back
     m = I(0)
     for j in range(x.shape[1]):
-        t = _round_code((x[r, j] - _at(off, j)) * _at(inv, j), mode, key, base + j)
-        out[r, j] = _clip_code(t + _at(c, j), hi)
+        t = round_code((x[r, j] - _at(off, j)) * _at(inv, j), mode, key, base + j)
+        out[r, j] = clip_code(t + _at(c, j), hi)
         m = max(m, I(xi[r, j] & abs_mask))
     return m
 

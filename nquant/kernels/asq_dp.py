@@ -376,7 +376,7 @@ def zipml(tab, s):
 _BLOCK = 65536
 PARALLEL_MIN = 1 << 17
 """Inputs shorter than this run the serial twin of a parallel kernel (a parallel region costs
-more than the work below it, up to ~10 ms on a loaded 2-core machine)."""
+more than the work below it, most of all on a loaded machine)."""
 
 
 @jit
@@ -471,7 +471,7 @@ def _cell(v, edges, m, lo, scale, uniform):
     Uniform grid: ``floor((v - lo) m / (hi - lo))`` clamped, with no check against ``edges``: a
     value within rounding of an edge may land in the neighbouring cell, which changes nothing
     but the last bits (a value on a grid point costs 0 in either cell) and is deterministic, so
-    every chunk bins alike.  (The check cost 40% of the pass.)  Other grids: binary search.
+    every chunk bins alike.  (The check made the pass markedly slower.)  Other grids: binary search.
     """
     if uniform:
         f = (v - lo) * scale

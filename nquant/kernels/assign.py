@@ -14,7 +14,7 @@ Two paths, one result convention:
 
 - :func:`gemm_pass` (``d > DIRECT_MAX_DIM``): blocks of ``BLOCK`` rows; row *groups* are spread
   over ``nthreads`` Python threads, each running single-threaded BLAS (the caller limits BLAS to
-  one thread while ``nthreads > 1``, see ``nquant.vq``) and the serial kernel, so that BLAS
+  one thread while ``nthreads > 1``, see ``nquant._threads.single_blas``) and the serial kernel, so that BLAS
   threads and Numba threads never compete for the cores.  Partial sums and counts (for Lloyd)
   are kept per fixed row group and added in group order, so the result does not depend on the
   number of threads.
@@ -233,7 +233,7 @@ def row_sqnorms(X):
     return out
 
 
-def _group_rows(n):
+def group_rows(n):
     """Rows per partial-sum group: a multiple of BLOCK, at most MAX_GROUPS groups."""
     per = -(-max(n, 1) // MAX_GROUPS)
     return max(8 * BLOCK, -(-per // BLOCK) * BLOCK)
@@ -283,7 +283,7 @@ def gemm_pass(X, C, xx=None, *, accumulate=False, nthreads=1, labels=None, d2=No
     if shift is None and xx is None:
         xx = row_sqnorms(X)
     cc = row_sqnorms(C)
-    group = _group_rows(n)
+    group = group_rows(n)
     ngroups = max(1, -(-n // group))
     labels, d2, sums, counts = _outputs(X, k, labels, d2, accumulate, ngroups)
     local = threading.local()
@@ -328,7 +328,7 @@ def direct_pass(X, C, *, accumulate=False, labels=None, d2=None):
     """
     n = X.shape[0]
     k = C.shape[0]
-    group = _group_rows(n)
+    group = group_rows(n)
     ngroups = max(1, -(-n // group))
     labels, d2, sums, counts = _outputs(X, k, labels, d2, accumulate, ngroups)
     if n:

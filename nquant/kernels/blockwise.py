@@ -37,7 +37,7 @@ import numpy as np
 
 from nquant.grids import dynamic_map
 from nquant.kernels._jit import jit, jit_parallel, prange
-from nquant.kernels.codebook1d import LUT_SIZE, MAX_CORRECTIONS, _search_binary, _search_lut, build_lut32
+from nquant.kernels.codebook1d import LUT_SIZE, MAX_CORRECTIONS, search_binary, search_lut, build_lut32
 
 __all__ = [
     "blockwise_absmax",
@@ -57,8 +57,9 @@ DOUBLE_QUANT_BLOCK = 256
 _TINY = np.float32(1e-38)
 _ABS = np.uint32(0x7FFFFFFF)
 _F1 = np.float32(1.0)
-_DYNAMIC = dynamic_map(signed=True)
-_DYNAMIC.setflags(write=False)
+DYNAMIC = dynamic_map(signed=True)
+DYNAMIC.setflags(write=False)
+"""The signed dynamic map (bitsandbytes' 8-bit code) that double quantization uses by default."""
 
 
 @jit
@@ -118,18 +119,18 @@ def _encode_block(xb, a, divide, lut, thr, nc, table, nsteps, ob):
     if divide:
         for j in range(xb.shape[0]):
             y = xb[j] / ac
-            ob[j] = _search_lut(y, lut, thr, nc) if nc >= 0 else _search_binary(y, table, nsteps)
+            ob[j] = search_lut(y, lut, thr, nc) if nc >= 0 else search_binary(y, table, nsteps)
     else:
         sc = _F1 / ac
         if nc == 1 or nc == 0:
             for j in range(xb.shape[0]):
-                ob[j] = _search_lut(xb[j] * sc, lut, thr, 1)
+                ob[j] = search_lut(xb[j] * sc, lut, thr, 1)
         elif nc == 2:
             for j in range(xb.shape[0]):
-                ob[j] = _search_lut(xb[j] * sc, lut, thr, 2)
+                ob[j] = search_lut(xb[j] * sc, lut, thr, 2)
         else:
             for j in range(xb.shape[0]):
-                ob[j] = _search_binary(xb[j] * sc, table, nsteps)
+                ob[j] = search_binary(xb[j] * sc, table, nsteps)
 
 
 @jit
@@ -367,7 +368,7 @@ def double_quantize(absmax, offset=None, code=None, block_size=DOUBLE_QUANT_BLOC
     if offset is None:
         offset = np.mean(absmax, dtype=np.float64) if absmax.size else 0.0
     offset = np.float32(offset)
-    code = _DYNAMIC if code is None else np.ascontiguousarray(code, dtype=np.float32)
+    code = DYNAMIC if code is None else np.ascontiguousarray(code, dtype=np.float32)
     centred = absmax - offset
     codes = np.empty(absmax.shape[0], np.uint8)
     absmax2 = np.empty(-(-absmax.shape[0] // block_size), np.float32)
@@ -382,7 +383,7 @@ def double_dequantize(codes, absmax2, offset, code=None, block_size=DOUBLE_QUANT
     -------
     ndarray of shape (m,), float32 (``out`` when given)
     """
-    code = _DYNAMIC if code is None else np.ascontiguousarray(code, dtype=np.float32)
+    code = DYNAMIC if code is None else np.ascontiguousarray(code, dtype=np.float32)
     if out is None:
         out = np.empty(codes.shape[0], np.float32)
     dequantize_blockwise(codes, absmax2, block_size, code, out)

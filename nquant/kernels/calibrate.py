@@ -79,7 +79,7 @@ EXACT_CELLS = 4.0
 def candidate_grid(a, b, qmin, qmax, mode):
     """``(first level, step)`` of the grid that the clipping range ``[a, b]`` gives.
 
-    Mirrors ``nquant.uniform.finalize`` in float64 (without the float32 rounding of
+    Mirrors ``nquant.families.uniform.finalize`` in float64 (without the float32 rounding of
     the scale): the ``qmax - qmin`` steps run from the first level upwards.
     """
     n_steps = qmax - qmin

@@ -37,14 +37,14 @@ The search never scans all K levels per value:
 - float32 data: a 65536-entry lookup table indexed by the top 16 bits of the value's
   order-preserving integer key (sign, exponent, 7 mantissa bits: buckets 2**-7 wide in
   relative terms) gives ``#{t < bucket start}``; one or two compares against ``t`` finish the
-  count.  Built per call in ~0.1 ms; used when no bucket holds more than two thresholds.
+  count.  Cheap to build per call; used when no bucket holds more than two thresholds.
 - otherwise (float64 data, or grids denser than 1/128 relative): a branch-free binary search
   of ``ceil(log2 K)`` fixed steps over ``t`` padded with +inf to a power of two.
 
-Measured on the 2-core dev machine, one thread, 16M float32 values in [-1, 1], NF4's 15
-thresholds: lookup table 12.7 ms, fixed-step binary search 36.6 ms, a 15-compare linear
-count 25 ms (it vectorizes, but scans every level).  Numba does not vectorize either table
-search (gathers), so both run scalar.
+On float32 data with NF4's 15 thresholds the lookup table is the fastest of the three
+searches tried, ahead of a 15-compare linear count (it vectorizes, but scans every level) and
+the fixed-step binary search.  Numba does not vectorize either table search (gathers), so both
+run scalar.
 
 NaN and +-inf are counted (the returned int); the code written for them is unspecified.
 """
@@ -88,7 +88,7 @@ def _round_below(s, err, strict, tmp):
 
 
 @jit
-def _fill_thresholds(levels, mode, thr):
+def fill_thresholds(levels, mode, thr):
     """Write the K-1 thresholds of ``mode`` into ``thr[:K-1]`` and +inf into the rest.
 
     ``thr`` has the data's dtype; ``mode`` is NEAREST, NEAREST_AWAY, FLOOR, CEIL or
@@ -169,7 +169,8 @@ def build_lut32(thr, n_thr, lut):
 # searches (one value)
 # ---------------------------------------------------------------------------------------
 @jit(inline="always")
-def _search_lut(v, lut, thr, nc):
+def search_lut(v, lut, thr, nc):
+    """#{thr < v} from the lookup table ``lut`` of :func:`build_lut32` and at most ``nc`` compares."""
     c = np.uint32(lut[_key(v) >> np.uint32(LUT_SHIFT)])  # unsigned: no negative-index wrap
     c += np.uint32(v > thr[c])
     if nc > 1:
@@ -178,7 +179,7 @@ def _search_lut(v, lut, thr, nc):
 
 
 @jit(inline="always")
-def _search_binary(v, table, nsteps):
+def search_binary(v, table, nsteps):
     """#{table < v} for ``table`` of 2**nsteps entries, sorted, +inf padded (the last unused)."""
     c = np.int64(0)
     step = np.int64(1) << nsteps
@@ -217,26 +218,26 @@ def _encode_span(x2d, row_index, levels, mode, key, out, r, j0, j1, lut, thr, nc
             v = xs[j]
             bad += not (v - v == 0)
             if nc >= 0:
-                i = _search_lut(v, lut, thr, nc)
+                i = search_lut(v, lut, thr, nc)
             else:
-                i = _search_binary(v, table, nsteps)
+                i = search_binary(v, table, nsteps)
             os[j] = _stochastic_code(v, i, levels, K, key, base + j)
     elif nc >= 0:
         if nc > 1:
             for j in range(xs.shape[0]):
                 v = xs[j]
                 bad += not (v - v == 0)
-                os[j] = _search_lut(v, lut, thr, 2)
+                os[j] = search_lut(v, lut, thr, 2)
         else:
             for j in range(xs.shape[0]):
                 v = xs[j]
                 bad += not (v - v == 0)
-                os[j] = _search_lut(v, lut, thr, 1)
+                os[j] = search_lut(v, lut, thr, 1)
     else:
         for j in range(xs.shape[0]):
             v = xs[j]
             bad += not (v - v == 0)
-            os[j] = _search_binary(v, table, nsteps)
+            os[j] = search_binary(v, table, nsteps)
     return bad
 
 
@@ -272,7 +273,7 @@ def quantize_sorted(x2d, row_index, levels, mode, key, out):
         nsteps += 1
     size = max(1 << nsteps, n_thr + MAX_CORRECTIONS + 1)
     thr = np.empty(size, x2d.dtype)
-    _fill_thresholds(levels, mode, thr)
+    fill_thresholds(levels, mode, thr)
     lut = np.zeros(LUT_SIZE if x2d.itemsize == 4 else 1, np.uint8)
     nc = -1
     if x2d.itemsize == 4:
@@ -332,7 +333,7 @@ def _group_thresholds(levels2d, n_levels, mode, dtype_like):
         nsteps += 1
     thr = np.empty((G, 1 << nsteps), dtype_like.dtype)
     for g in range(G):
-        _fill_thresholds(levels2d[g, :n_levels[g]], mode, thr[g])
+        fill_thresholds(levels2d[g, :n_levels[g]], mode, thr[g])
     return thr, nsteps
 
 
@@ -360,8 +361,8 @@ def quantize_sorted_groups(x2d, row_index, row_group, col_step, levels2d, n_leve
 
     Notes
     -----
-    Fixed-step binary search over each group's thresholds (no lookup table: it would cost
-    ~0.1 ms per group); the code of a value is the same as :func:`quantize_sorted` with that
+    Fixed-step binary search over each group's thresholds (no lookup table: building one per
+    group costs more than it saves); the code of a value is the same as :func:`quantize_sorted` with that
     group's levels gives.
     """
     R, L = x2d.shape
@@ -382,7 +383,7 @@ def quantize_sorted_groups(x2d, row_index, row_group, col_step, levels2d, n_leve
             v = xs[j]
             nb += not (v - v == 0)
             g = g0 + col_step * j
-            i = _search_binary(v, thr[g], nsteps)
+            i = search_binary(v, thr[g], nsteps)
             if mode == STOCHASTIC:
                 os[j] = _stochastic_code(v, i, levels2d[g], n_levels[g], key, base + j)
             else:

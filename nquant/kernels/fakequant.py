@@ -3,7 +3,7 @@
 Same row layout and parameters as ``nquant.kernels.affine`` and, value for
 value, the same arithmetic as ``quantize_affine`` followed by
 ``dequantize_affine`` (so the result equals ``dequantize(quantize(x))`` bit for
-bit); the encoder's scalar helpers (``_snap``, ``_round_code``, ``_clip_code``)
+bit); the encoder's scalar helpers (``snap``, ``round_code``, ``clip_code``)
 are reused, not copied:
 
     t     = round((x - offset) * inv_scale) + c0      # inv_scale = 1 / scale in x's dtype
@@ -22,13 +22,13 @@ NaN gives ``mask = False`` and, with ``nan_code >= 0``, ``y = NaN``.
 import numpy as np
 
 from nquant.kernels._jit import jit, jit_parallel, prange
-from nquant.kernels.affine import _clip_code, _round_code, _snap
+from nquant.kernels.affine import clip_code, round_code, snap
 from nquant.kernels.rounding import CEIL, FLOOR, NEAREST
 
 
 @jit
 def _fq_one(t, c, s, off, hi, y, mask, r, j):
-    code = _clip_code(t, hi)
+    code = clip_code(t, hi)
     y[r, j] = (code - c) * s + off
     mask[r, j] = (t >= 0) & (t <= hi)
 
@@ -42,13 +42,13 @@ def _fq_row(x, r, y, mask, s, inv, off, c, hi, mode, key, base):
             _fq_one(np.rint((x[r, j] - off) * inv) + c, c, s, off, hi, y, mask, r, j)
     elif mode == FLOOR:
         for j in range(L):
-            _fq_one(np.floor(_snap((x[r, j] - off) * inv)) + c, c, s, off, hi, y, mask, r, j)
+            _fq_one(np.floor(snap((x[r, j] - off) * inv)) + c, c, s, off, hi, y, mask, r, j)
     elif mode == CEIL:
         for j in range(L):
-            _fq_one(np.ceil(_snap((x[r, j] - off) * inv)) + c, c, s, off, hi, y, mask, r, j)
+            _fq_one(np.ceil(snap((x[r, j] - off) * inv)) + c, c, s, off, hi, y, mask, r, j)
     else:
         for j in range(L):
-            t = _round_code((x[r, j] - off) * inv, mode, key, base + j)
+            t = round_code((x[r, j] - off) * inv, mode, key, base + j)
             _fq_one(t + c, c, s, off, hi, y, mask, r, j)
 
 
@@ -86,7 +86,7 @@ def fake_quantize_affine(x, row_index, row_group, col_step, scale, inv_scale, of
             for j in range(L):
                 c = c0[g + j]
                 off = offset[g + j]
-                t = _round_code((x[r, j] - off) * inv_scale[g + j], mode, key, base + j)
+                t = round_code((x[r, j] - off) * inv_scale[g + j], mode, key, base + j)
                 _fq_one(t + c, c, scale[g + j], off, hi, y, mask, r, j)
         nb = 0
         for j in range(L):

@@ -21,8 +21,8 @@ the caller (``nquant.qmatmul``).  Two ways to the same exact int32 ``A``:
   activations ``KB = 1024``; for 4-bit weights ``KB = 16384``.  The conversion,
   accumulation and epilogue kernels of this path are serial on purpose: they
   run between GEMM calls, while OpenBLAS's worker threads still spin, and a
-  parallel Numba kernel there fights them for the cores (measured: 3-10x slower
-  conversions); serial, they cost about 10% of the GEMM time.
+  parallel Numba kernel there fights them for the cores (the conversions ran
+  several times slower); serial, they cost a small fraction of the GEMM time.
 - **Integer kernel** (:func:`intmm_int16`): weights and centred activations as
   int16, int32 multiply-accumulate in a loop that LLVM vectorizes to
   ``vpmaddwd`` (int16 pairs -> int32), tiled for cache: a block of ``OB``

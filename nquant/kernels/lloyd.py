@@ -37,13 +37,12 @@ __all__ = [
 ]
 
 KPP_BLOCK = 16384
-"""Rows per block of the k-means++ kernels (one task of the thread pool; 8192 cost 10% more
-in thread-pool overhead on the dev machine, 65536 balanced the two threads worse)."""
+"""Rows per block of the k-means++ kernels (one task of the thread pool; smaller blocks cost
+more in thread-pool overhead, larger ones balance the threads worse)."""
 
 GEMM_ROWS = 1024
-"""Rows per ``X @ cand.T`` GEMM: 8192 x 128 x 7 GEMMs cost 17.4 ms per 200k x 128 float32 rows
-on the dev machine, 1024-row ones 12.7 ms (a copy-free small-matrix kernel; a pass over the data
-is 6.4 ms)."""
+"""Rows per ``X @ cand.T`` GEMM: GEMMs this small run BLAS's copy-free small-matrix kernel and
+cost less in all than 8192-row ones."""
 
 
 @jit_parallel

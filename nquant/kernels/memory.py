@@ -3,8 +3,7 @@
 A large NumPy allocation is fresh virtual memory: the operating system maps
 (and zeroes) each page when it is first written.  Faulting the pages in from
 all threads, before a streaming kernel writes the array, is cheaper than taking
-the faults one by one inside that kernel's loop (64 MiB of uint8 codes on 2
-cores: about 2 ms saved per call).
+the faults one by one inside that kernel's loop.
 """
 
 from nquant.kernels._jit import jit_parallel, prange

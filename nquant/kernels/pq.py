@@ -235,10 +235,10 @@ def _insert(td, ti, v, i):
 def _scan_block(Tf, codes, c0, c1, dist):
     """``dist[i - c0] = sum_p Tf[p * 256 + codes[i, p]]`` for ``i`` in ``[c0, c1)``; returns the min.
 
-    Four codes at a time: four independent sums keep the loads in flight (about 0.6 cycles per
-    looked-up byte on the dev machine, the load ports' bound).  Sums run over ``p`` in order in
+    Four codes at a time: four independent sums keep the loads in flight (close to the load
+    ports' bound).  Sums run over ``p`` in order in
     float32.  (Stopping sums that exceed the current k-th best half way was tried: on
-    high-dimensional data partial sums rarely exceed it and the branch cost 50%.)
+    high-dimensional data partial sums rarely exceed it and the branch cost more than it saved.)
     """
     nb = codes.shape[1]
     mn = np.float32(np.inf)

@@ -12,7 +12,7 @@ for the CPU; ``nquant.cuda.rng`` compiles the same source for CUDA, so both
 targets draw bit-identical streams.
 """
 
-from nquant.kernels.scalar import GAMMA, _M1, _M2, _ONE, cpu_helpers  # noqa: F401  (re-exported)
+from nquant.kernels.scalar import GAMMA, cpu_helpers  # noqa: F401  (re-exported)
 
 _cpu = cpu_helpers()
 

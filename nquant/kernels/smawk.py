@@ -19,9 +19,10 @@ array ``aux``.  The machinery (:func:`row_minima`, :func:`row_minima_dc`, :func:
 :func:`layered_dp`) takes an integer ``kind`` and calls :func:`cost`, which dispatches to small
 inline cost functions.  Every function of the chain calls ``numba.literally(kind)``, so Numba
 compiles (and caches on disk) one specialisation per kind with the other kinds' branches pruned
-before LLVM sees them: no branch in the innermost loop, small code, short compiles.  (Measured
-alternatives: a run-time ``kind`` switch made the accelerated cost 10x slower (non-inlined calls
-with reference counting); forcing inlining of every kind cost 15-20 s of compile per kernel; a
+before LLVM sees them: no branch in the innermost loop, small code, short compiles.  (Rejected
+alternatives: a run-time ``kind`` switch made the accelerated cost an order of magnitude slower
+(non-inlined calls with reference counting); forcing inlining of every kind made every kernel's
+compile long; a
 jitted cost function passed as an argument cannot be cached by Numba once the callee is not
 inlined.)
 
@@ -39,8 +40,8 @@ kind                code  ``tab`` columns and cost
 ``KMEANS``          4     ``(unused, W, S1, S2)`` over prefix positions ``0..n`` (row 0 = zeros);
                           weighted SSE ``S2 - S1^2 / W`` over ``(k, j]``, clamped >= 0
 ``ASQ_SPLIT``       5     ``(x, U, A, 0)`` from :func:`split_table`: the ``ASQ`` cost as
-                          ``A_j - A_k + x_k U_j - x_j U_k`` (fewer dependent operations: about
-                          10% faster layers; used by exact QUIVER)
+                          ``A_j - A_k + x_k U_j - x_j U_k`` (fewer dependent operations: faster
+                          layers; used by exact QUIVER)
 ==================  ====  =====================================================================
 
 ``t = (x_j W_j - x_k W_k - (P1_j - P1_k)) / (x_j - x_k)``: the middle value ``x_b`` is optimal iff
@@ -66,10 +67,10 @@ Row-minima algorithms sharing the costs:
   are independent of each other (throughput bound); with the previous layer's argmins as lower
   bounds (``K_i(j) <= K_{i+1}(j)``).  Kept as the simple, easily checked alternative.
 
-Measured on the 2-core machine (d = 2^16 LogNormal(0, 1), one layer, ns per row, serial):
-SMAWK / D&C: ASQ 49 / 42; accelerated (unit weights) about 400-600 / 800-1200 (its cost has a
-division followed by a dependent load of ``tab[b*]``).  Inlining the unit-weight cost took a whole
-accelerated solve at d = 2^20, s = 16 from 1.07 s to 0.87 s (exact QUIVER: 0.55 s).
+Serial, with the cheap ``ASQ`` cost, D&C is about as fast as SMAWK (its evaluations are
+independent); with the accelerated costs, an order of magnitude dearer per evaluation (a division
+followed by a dependent load of ``tab[b*]``), SMAWK's fewer evaluations win.  The unit-weight cost
+is inlined for the same reason.  (Timings belong in the asv benchmarks.)
 
 Ties resolve to the smallest column index (leftmost minimum) in all of them.
 """

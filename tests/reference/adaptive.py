@@ -14,13 +14,13 @@ The same procedure written plainly, for small problems:
 - each row keeps the best of the candidates (``gptq``, ``nearest_clipped``, ``nearest``) on
   ``e H e^T``, computed as ``||e X||^2`` when ``X`` is given.
 
-Encoding with given parameters reuses ``nquant.uniform.encode`` / ``decode`` (tested on
-their own), and parameters come from ``nquant.uniform.finalize`` of the scaled ranges.
+Encoding with given parameters reuses ``nquant.families.uniform.encode`` / ``decode`` (tested on
+their own), and parameters come from ``nquant.families.uniform.finalize`` of the scaled ranges.
 """
 
 import numpy as np
 
-from nquant import codebook, uniform
+from nquant.families import codebook, uniform
 from nquant.schemes import Codebook
 
 GRID = tuple(round(1.0 - 0.05 * k, 2) for k in range(11))

@@ -103,7 +103,7 @@ EXACT_CELLS = 4.0  # steps of at least this many bins are scored by rounding eac
 
 
 def candidate_grid(a, b, qmin, qmax, mode):
-    """First level and step of the grid the range [a, b] gives (``nquant.uniform.finalize``,
+    """First level and step of the grid the range [a, b] gives (``nquant.families.uniform.finalize``,
     float64): mode "float" (levels a + k s), "int" (range widened to hold 0, integer zero
     point) or "symmetric" (levels q * absmax / qmax)."""
     n_steps = qmax - qmin

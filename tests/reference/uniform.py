@@ -1,7 +1,7 @@
 """Slow, obviously correct NumPy references for uniform affine quantization.
 
 Written from the documentation (``nquant/kernels/rng.py``, ``rounding.py``,
-``affine.py``, the docstrings of ``nquant.uniform`` and ``nquant.schemes.Uniform``
+``affine.py``, the docstrings of ``nquant.families.uniform`` and ``nquant.schemes.Uniform``
 and ``shared/API.md``), not from the kernels: plain vectorised NumPy, one
 formula per line, no layout tricks.
 

@@ -1,4 +1,4 @@
-"""Slow, obvious NumPy references for nquant.vq and its kernels (float64 throughout)."""
+"""Slow, obvious NumPy references for nquant.kmeans, nquant.pq and their kernels (float64 throughout)."""
 
 import numpy as np
 

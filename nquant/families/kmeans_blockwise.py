@@ -1,8 +1,8 @@
 """Blockwise absmax quantization to a k-means-fitted codebook (``KMeansBlockwise`` schemes).
 
-Family protocol as in :mod:`nquant.uniform`; blocks, absmax and double quantization exactly
-as :mod:`nquant.blockwise` (whose block functions this module reuses), but the levels are
-fitted to the tensor.
+Family hooks in :data:`FAMILY` (protocol: :mod:`nquant.families.base`); blocks, absmax and
+double quantization exactly as :mod:`nquant.families.blockwise` (whose block functions this
+module reuses), but the levels are fitted to the tensor.
 
 Objective.  With ``y_i = x_i / absmax_b`` the value normalised by its block's absmax, a level
 ``c`` reconstructs ``absmax_b * c``, so the squared error of the tensor is
@@ -33,7 +33,7 @@ Fits.
 
 Side arrays: ``codebook`` (float32, the fitted levels, ascending; fewer than ``2**bits``
 when the data has fewer distinct normalised values) when the tensor has at least
-``min_size`` values, plus the absmax arrays of :mod:`nquant.blockwise` (``absmax``, or
+``min_size`` values, plus the absmax arrays of :mod:`nquant.families.blockwise` (``absmax``, or
 ``absmax_codes``, ``absmax2`` and ``offset`` with double quantization).  Codes are the
 nearest level (ties at a float32 midpoint to the lower level), by the same kernels as NF4.
 """
@@ -41,10 +41,13 @@ nearest level (ties at a float32 midpoint to the lower level), by the same kerne
 import numpy as np
 
 from nquant import _alloc, limits
-from nquant import blockwise as bw
 from nquant.errors import InputError
+from nquant.families import base
+from nquant.families import blockwise as bw
 from nquant.kernels import blockwise as kb
 from nquant.kernels._jit import jit
+from nquant.kernels.kmeans1d import sse_nearest
+from nquant.optimal1d import kmeans1d
 
 MAX_FRACTION_BITS = 52
 
@@ -109,17 +112,17 @@ def needs_histogram(scheme):
 
 
 def block_quantum(scheme):
-    """Values per chunk quantum: as :func:`nquant.blockwise.block_quantum`."""
+    """Values per chunk quantum: as :func:`nquant.families.blockwise.block_quantum`."""
     return bw.block_quantum(scheme)
 
 
 def param_specs(scheme, n):
-    """Per-block side arrays on ``n`` values (as :mod:`nquant.blockwise`)."""
+    """Per-block side arrays on ``n`` values (as :mod:`nquant.families.blockwise`)."""
     return bw.param_specs(scheme, n)
 
 
 def chunk_params(scheme, chunk, start=None, global_shape=None, params=None):
-    """Per-block side arrays of one chunk (as :mod:`nquant.blockwise`)."""
+    """Per-block side arrays of one chunk (as :mod:`nquant.families.blockwise`)."""
     return bw.chunk_params(scheme, chunk, start=start, global_shape=global_shape, params=params)
 
 
@@ -168,8 +171,6 @@ def _as_levels(centers):
 
 def fit_histogram_levels(scheme, hist_w, hist_s):
     """Levels from a merged fixed-point histogram: exact weighted k-means of the bin centroids."""
-    from nquant.optimal1d import kmeans1d
-
     w = np.asarray(hist_w)
     keep = w > 0
     if not keep.any():
@@ -195,8 +196,6 @@ def normalised(scheme, x):
 
 def fit_exact_levels(scheme, x):
     """Levels by exact weighted k-means over every value of the in-memory array ``x``."""
-    from nquant.optimal1d import kmeans1d
-
     y, w = normalised(scheme, x)
     if not (w > 0).any():
         return _fallback(scheme)
@@ -263,7 +262,39 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
 def objective(scheme, x, codebook):
     """The weighted k-means objective ``sum (absmax_b / A)**2 (y - c(y))**2`` of ``codebook``
     on the in-memory array ``x`` (nearest level; used to measure a fit against the optimum)."""
-    from nquant.kernels.kmeans1d import sse_nearest
-
     y, w = normalised(scheme, x)
     return float(sse_nearest(y, w, np.sort(np.asarray(codebook, np.float64))))
+
+
+# ----------------------------------------------------------------------------- stored layout, report
+
+
+def expected_side(scheme, shape, dtype):
+    """Stored side arrays: the absmax arrays of :mod:`nquant.families.blockwise`, and the fitted
+    ``codebook`` (float32, strictly increasing, at most ``2**bits`` levels) when the tensor has at
+    least ``min_size`` values."""
+    out = bw.expected_side(scheme, shape, dtype)
+    n = int(np.prod(shape, dtype=np.int64))
+    if n and n >= scheme.min_size:
+        out["codebook"] = base.Side(np.dtype(np.float32), (None,), max_len=1 << scheme.bits,
+                                    check="increasing")
+    return out
+
+
+def bits_per_value(scheme, shape, dtype=np.float32):
+    """Bits per value stored: codes, absmax arrays and a fitted codebook of ``2**bits`` levels
+    (data with fewer distinct normalised values get fewer levels, and slightly fewer bits)."""
+    return base.stored_bits_per_value(expected_side(scheme, shape, dtype), shape, scheme.bits)
+
+
+def level_view(scheme, side, x, x_hat):
+    """The values over their block's absmax against the fitted levels."""
+    return base.block_view(x, x_hat, scheme.block_size, levels(scheme, side))
+
+
+FAMILY = base.Family(
+    name="kmeans_blockwise", needs_stats=needs_stats, needs_histogram=needs_histogram, partial=partial,
+    merge=merge, finalize=finalize, fit=fit, encode=encode, decode=decode, block_quantum=block_quantum,
+    expected_side=expected_side, bits_per_value=bits_per_value, level_view=level_view,
+    partial_histogram=partial_histogram, histogram_range=histogram_range, param_specs=param_specs,
+    chunk_params=chunk_params)

@@ -1,6 +1,6 @@
 """Blockwise absmax quantization to a grid (``Blockwise`` / ``NF4`` schemes, QLoRA).
 
-Family protocol as in :mod:`nquant.uniform`.  Blocks run over the flattened,
+Family hooks in :data:`FAMILY` (protocol: :mod:`nquant.families.base`).  Blocks run over the flattened,
 C-ordered array (float64 data is cast to float32 first, as bitsandbytes does).
 Side arrays: ``absmax`` (float32 per block), or with double quantization
 ``absmax_codes`` (uint8 per block), ``absmax2`` (float32 per 256 blocks) and
@@ -15,8 +15,8 @@ from fractions import Fraction
 import numpy as np
 
 from nquant import _alloc, limits
-from nquant import validate
 from nquant.errors import InputError, StoreError
+from nquant.families import base
 from nquant.kernels import blockwise as kb
 from nquant.packing import pack_codes, packed_shape, unpack_codes
 
@@ -154,7 +154,7 @@ def finite_absmax2(codes, absmax2, offset):
     """Lower (in place) the code of a block whose decoded absmax ``map[code] * absmax2 +
     offset`` overflows float32 (absmax values near the limit, rounded up by the 8-bit map)
     to the next lower level of the map, until it is finite."""
-    for _ in range(len(kb._DYNAMIC)):
+    for _ in range(len(kb.DYNAMIC)):
         with np.errstate(over="ignore", invalid="ignore"):
             bad = ~np.isfinite(kb.double_dequantize(codes, absmax2, np.float32(offset)))
         if not bad.any():
@@ -216,8 +216,8 @@ def block_absmax(scheme, params):
     if codes.dtype != np.uint8 or codes.ndim != 1:
         raise StoreError(f"side array 'absmax_codes' has dtype={codes.dtype}, ndim={codes.ndim}; "
                          "expected 1-d uint8")
-    validate.check_length("absmax2", absmax2.size, -(-codes.size // DQ_BLOCK))
-    validate.check_length("offset", offset.size, 1)
+    base.check_length("absmax2", absmax2.size, -(-codes.size // DQ_BLOCK))
+    base.check_length("offset", offset.size, 1)
     return kb.double_dequantize(codes, absmax2, np.float32(offset[0]))
 
 
@@ -226,12 +226,12 @@ def dequantize_checked(scheme, params, codes, n, levels, out, packed=False, star
     codes for ``n`` values, an absmax per block, codes below the number of ``levels``
     (``start``: the chunk's position, for the message)."""
     absmax = block_absmax(scheme, params)
-    validate.check_length("codes", codes.size, (n + 1) // 2 if packed else n)
-    validate.check_length("absmax", absmax.size, -(-n // scheme.block_size))
+    base.check_length("codes", codes.size, (n + 1) // 2 if packed else n)
+    base.check_length("absmax", absmax.size, -(-n // scheme.block_size))
     if packed:
-        validate.check_nibbles(codes, levels.size, start=start)
+        base.check_nibbles(codes, levels.size, start=start)
     else:
-        validate.check_codes(codes, levels.size, scheme.bits, start=start)
+        base.check_codes(codes, levels.size, scheme.bits, start=start)
     kb.dequantize_blockwise(codes, absmax, scheme.block_size, levels, out, packed=packed)
 
 
@@ -298,3 +298,37 @@ def _decode(scheme, params, flat_codes, packed, shape, dtype, out, start=None):
     if n:
         dequantize_checked(scheme, params, flat_codes, n, _levels(scheme), res, packed=packed, start=start)
     return limits.finite_cast(out if direct else res.reshape(shape), dtype)
+
+
+# ----------------------------------------------------------------------------- stored layout, report
+
+
+def expected_side(scheme, shape, dtype):
+    """Stored side arrays: ``absmax`` per block (finite), or with double quantization
+    ``absmax_codes`` per block, ``absmax2`` per 256 blocks and ``offset`` (finite)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    out = {name: base.Side(np.dtype(dt), (length,), block=True,
+                           check=None if name == "absmax_codes" else "finite")
+           for name, (length, dt) in param_specs(scheme, n).items()}
+    if scheme.double_quant:
+        out["offset"] = base.Side(np.dtype(np.float32), (1,), check="finite")
+    return out
+
+
+def bits_per_value(scheme, shape, dtype=np.float32):
+    """Bits per value stored: the row-packed codes and the absmax arrays (exact)."""
+    return base.stored_bits_per_value(expected_side(scheme, shape, dtype), shape, scheme.bits)
+
+
+def level_view(scheme, side, x, x_hat):
+    """The values over their block's absmax against the codebook (NF4's levels)."""
+    return base.block_view(x, x_hat, scheme.block_size, scheme.codebook)
+
+
+FAMILY = base.Family(
+    name="blockwise", needs_stats=needs_stats, needs_histogram=needs_histogram, partial=partial, merge=merge,
+    finalize=finalize, fit=fit, encode=encode, decode=decode, block_quantum=block_quantum,
+    expected_side=expected_side, bits_per_value=bits_per_value, level_view=level_view,
+    param_specs=param_specs, chunk_params=chunk_params, fit_encode=fit_encode,
+    fit_encode_packed=fit_encode_packed, decode_packed=decode_packed,
+    cuda=base.CudaTwin("fit_encode_blockwise", "decode_blockwise"))

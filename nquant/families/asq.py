@@ -1,6 +1,6 @@
 """ASQ schemes: fit optimal levels (``nquant.asq``), then round stochastically to them.
 
-Family protocol as in :mod:`nquant.uniform`.  Statistics per method:
+Family hooks in :data:`FAMILY` (protocol: :mod:`nquant.families.base`).  Statistics per method:
 
 - ``quiver_approx``: pass 1 min/max, pass 2 per-cell sums over the fixed grid
   (``nquant.asq.approx_partial``), merged by addition: out of core, no sort.
@@ -25,12 +25,12 @@ repeating its largest one; the codes of group ``g`` index row ``g``.
 import numpy as np
 
 from nquant import _alloc, _layout, asq, limits
-from nquant import validate
-from nquant.errors import InputError, StoreError
+from nquant.errors import InputError, NQuantError, StoreError
+from nquant.families import base
+from nquant.families.uniform import compute_dtype, n_groups, norm_axis
 from nquant.kernels import codebook1d
 from nquant.kernels.rng import stream_key
 from nquant.kernels.rounding import STOCHASTIC
-from nquant.uniform import compute_dtype, n_groups, norm_axis
 
 MAX_DISTINCT = 1 << 24
 
@@ -162,7 +162,15 @@ def _check_size(n):
                          "ASQ methods need the (value, count) table in memory; use method='quiver_approx'")
 
 
-histogram_range = (lambda st: st["min"], lambda st: st["max"])
+def _hist_lo(st):
+    return st["min"]
+
+
+def _hist_hi(st):
+    return st["max"]
+
+
+histogram_range = (_hist_lo, _hist_hi)
 
 
 def finalize(scheme, st, data=None):
@@ -270,7 +278,7 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     if scheme.axis is None:
         levels = levels_for(params, cdtype)
         if flat.size:
-            validate.check_codes(flat, levels.size, scheme.bits, start=start)
+            base.check_codes(flat, levels.size, scheme.bits, start=start)
             codebook1d.dequantize_table(flat.reshape(1, -1), levels, res.reshape(1, -1))
     else:
         if np.ndim(params["codebook"]) != 2:
@@ -279,10 +287,61 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
         levels, _n = group_levels_for(params, cdtype)
         lay = _layout_of(scheme, codes.shape, start, global_shape)
         # the kernel indexes levels[group, code]: every group of the layout and code must exist
-        validate.check_groups(lay, {"codebook": levels.shape[0]})
-        validate.check_codes(flat, levels.shape[1], scheme.bits, start=start)
+        base.check_groups(lay, {"codebook": levels.shape[0]})
+        base.check_codes(flat, levels.shape[1], scheme.bits, start=start)
         for part in lay.parts:
             if part.R and part.L:
                 codebook1d.dequantize_groups(part.view(flat), part.row_group, lay.col_step, levels,
                                              part.view(res))
     return limits.finite_cast(res.reshape(codes.shape), dtype)
+
+
+# ----------------------------------------------------------------------------- stored layout, report
+
+
+def expected_side(scheme, shape, dtype):
+    """Stored side array ``codebook`` (float64): at most ``2**bits`` strictly increasing levels,
+    or with ``axis`` a ``(groups, 2**bits)`` array of sorted rows."""
+    if scheme.axis is None:
+        return {"codebook": base.Side(np.dtype(np.float64), (None,), max_len=1 << scheme.bits,
+                                      check="increasing")}
+    try:
+        groups = n_groups(scheme, shape)
+    except NQuantError as e:
+        raise StoreError(f"scheme does not fit shape={list(shape)}: {e}") from None
+    return {"codebook": base.Side(np.dtype(np.float64), (groups, 1 << scheme.bits), check="rows")}
+
+
+def bits_per_value(scheme, shape, dtype=np.float32):
+    """Bits per value stored: codes and ``2**bits`` float64 levels (per group with ``axis``);
+    data with fewer distinct values get fewer levels (without ``axis``), and slightly fewer bits."""
+    return base.stored_bits_per_value(expected_side(scheme, shape, dtype), shape, scheme.bits)
+
+
+def level_view(scheme, side, x, x_hat):
+    """The values against the fitted levels; with ``axis`` (a level set per group) every value
+    in *level units* of its own group (level ``k`` at ``k``, linear between levels), against
+    the level indices.  A value is clipped outside its first and last levels."""
+    cb = np.asarray(side.get("codebook", ()), np.float64)
+    if cb.ndim != 2:
+        return base.levels_view(cb, x, x_hat)
+    if scheme.axis is None or not cb.size or x.ndim == 0:
+        return base.generic_view(scheme, side, x, x_hat)
+    ax = scheme.axis % x.ndim
+    rows = np.moveaxis(x, ax, 0)
+    if cb.shape[0] < rows.shape[0]:
+        return base.generic_view(scheme, side, x, x_hat)
+    units = np.empty(rows.shape)
+    clipped = np.empty(rows.shape, bool)
+    for g in range(rows.shape[0]):
+        lv = np.unique(cb[g])
+        units[g] = np.interp(rows[g], lv, np.arange(lv.size))
+        clipped[g] = (rows[g] < lv[0]) | (rows[g] > lv[-1])
+    return base.view(units, np.arange(cb.shape[1]), "value in level units (per-group levels)", clipped)
+
+
+FAMILY = base.Family(
+    name="asq", needs_stats=needs_stats, needs_histogram=needs_histogram, partial=partial, merge=merge,
+    finalize=finalize, fit=fit, encode=encode, decode=decode, block_quantum=block_quantum,
+    expected_side=expected_side, bits_per_value=bits_per_value, level_view=level_view,
+    partial_histogram=partial_histogram, histogram_range=histogram_range)

@@ -1,10 +1,9 @@
-"""Vector quantization: k-means codebooks (NumPy, Dask, Zarr) and product quantization.
+"""k-means clustering (vector quantization codebooks) for NumPy, Dask and Zarr inputs.
 
 ``KMeans`` follows scikit-learn's estimator (``fit``, ``partial_fit``, ``predict``,
-``cluster_centers_``, ``inertia_``, ``n_iter_``); ``ProductQuantizer`` follows faiss'
-``ProductQuantizer``/``IndexPQ`` (``encode``, ``decode``, lookup tables, ``search``) and adds the
-table-based approximate matrix product ``dot``.  ``assign`` is the nearest-centroid search both
-use.
+``cluster_centers_``, ``inertia_``, ``n_iter_``); ``assign`` is the nearest-centroid search it
+uses.  Product quantization (:mod:`nquant.pq`) shares the input checks and row-chunk reductions
+(:mod:`nquant._rows`) and the k-means++ kernel.
 
 Numerics
 --------
@@ -15,9 +14,8 @@ Numerics
   input); centers are reported in the original coordinates.
 - Partial sums are float64; centers keep the data's dtype (float32 or float64; float16 is
   computed in float32).
-- BLAS runs single-threaded inside nquant's own threads while a fit or an assignment runs (through
-  ``threadpoolctl`` when installed, else OpenBLAS' ``openblas_set_num_threads`` found with
-  ``ctypes``); when neither is available the GEMMs use BLAS' threads and the kernels one thread.
+- BLAS runs single-threaded while a fit or an assignment runs, and nquant spreads the GEMMs over
+  its own threads (:func:`nquant._threads.single_blas`).
 
 Streaming (Dask arrays, ``zarr.Array``)
 ---------------------------------------
@@ -42,184 +40,28 @@ Streaming (Dask arrays, ``zarr.Array``)
   global row index, then weighted k-means++ on the candidates (``2 * init_rounds + 2`` passes).
 
 Empty clusters: a center that receives no point moves to the point farthest from its center
-(largest squared distance, ties to the lower row index), as scikit-learn does; product
-quantization splits the largest cluster instead, as faiss does.
+(largest squared distance, ties to the lower row index), as scikit-learn does.
 """
 
-import contextlib
-import ctypes
-import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import dask
-import dask.array as da
 import numpy as np
 
 from nquant import limits
-from nquant._threads import in_task, task_threads
-from nquant.chunked import tree_merge
+from nquant._rows import (as_rows, check_int, check_seed, finite_mean, memory_budget, nonfinite_error,
+                          reduce_rows, row_starts, seeded_rng, shifted)
+from nquant._threads import in_task, single_blas, task_threads
+from nquant.chunked import is_dask
 from nquant.errors import InputError, SchemeError
 from nquant.kernels import assign as _assign
 from nquant.kernels import lloyd as _lloyd
-from nquant.kernels import pq as _pq
 from nquant.kernels.rng import stream_key
 
-__all__ = ["KMeans", "ProductQuantizer", "assign"]
+__all__ = ["KMeans", "assign"]
 
 _INITS = ("k-means++", "k-means||", "random")
 _ALGORITHMS = ("lloyd", "minibatch")
-_METRICS = {"l2": 0, "ip": 1}
-_PARALLEL_QUERIES = 64  # lookup tables of at least this many queries are built in parallel
-_QUERY_BATCH = 256  # queries searched together (their tables: at most 256 x M x 1 KiB)
-
-
-# ---------------------------------------------------------------------------------------
-# BLAS threads
-# ---------------------------------------------------------------------------------------
-class _OpenBLASLimiter:
-    """``openblas_set_num_threads`` of every OpenBLAS mapped in this process (Linux)."""
-
-    def __init__(self):
-        self.funcs = []
-        try:
-            with open("/proc/self/maps") as f:
-                paths = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
-        except OSError:
-            paths = set()
-        for path in sorted(paths):
-            if ".so" not in os.path.basename(path):
-                continue
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for prefix in ("scipy_openblas", "openblas"):
-                for suffix in ("64_", ""):
-                    get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                    put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                    if get is not None and put is not None:
-                        get.restype = ctypes.c_int
-                        put.argtypes = [ctypes.c_int]
-                        self.funcs.append((get, put))
-                        break
-                else:
-                    continue
-                break
-
-    @contextlib.contextmanager
-    def limit(self):
-        old = [get() for get, _ in self.funcs]
-        for _, put in self.funcs:
-            put(1)
-        try:
-            yield
-        finally:
-            for (_, put), n in zip(self.funcs, old):
-                put(n)
-
-
-_LIMITER = None
-_LIMITER_LOCK = threading.Lock()
-
-
-def _limiter():
-    global _LIMITER
-    with _LIMITER_LOCK:
-        if _LIMITER is None:
-            try:
-                from threadpoolctl import ThreadpoolController
-
-                ctl = ThreadpoolController()
-
-                def _LIMITER():
-                    return ctl.limit(limits=1, user_api="blas")
-            except ImportError:
-                ob = _OpenBLASLimiter()
-                _LIMITER = ob.limit if ob.funcs else False
-        return _LIMITER
-
-
-@contextlib.contextmanager
-def _single_blas():
-    """Limit BLAS to one thread (process-wide) for the block; yields whether it could."""
-    make = _limiter()
-    if make is False:
-        yield False
-        return
-    with make():
-        yield True
-
-
-def _gemm_threads(limited):
-    return task_threads() if limited else 1
-
-
-# ---------------------------------------------------------------------------------------
-# validation
-# ---------------------------------------------------------------------------------------
-def _is_dask(X):
-    return isinstance(X, da.Array)
-
-
-def _as_input(X, name="X"):
-    """A C-contiguous float32/float64 2-D NumPy array, or a Dask array chunked by rows only."""
-    try:
-        import zarr
-
-        if isinstance(X, zarr.Array):
-            X = da.from_zarr(X)
-    except ImportError:  # pragma: no cover - zarr is a dependency
-        pass
-    if _is_dask(X):
-        if X.ndim != 2:
-            raise InputError(f"{name} must be 2-D (n_samples, n_features); got shape {X.shape}")
-        dt = np.dtype(X.dtype)
-        if dt == np.float16:
-            X = X.astype(np.float32)
-        elif dt not in (np.float32, np.float64):
-            raise InputError(f"{name} dtype={dt} is not supported: expected float16, float32 or float64")
-        if X.numblocks[1] > 1:
-            X = X.rechunk({1: -1})
-        return X
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise InputError(f"{name} must be 2-D (n_samples, n_features); got shape {X.shape}")
-    if X.dtype == np.float16:
-        X = X.astype(np.float32)
-    elif X.dtype not in (np.float32, np.float64):
-        raise InputError(f"{name} dtype={X.dtype} is not supported: expected float16, float32 or float64")
-    return np.ascontiguousarray(X)
-
-
-def _check_int(name, value, low, high=None):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
-            high is not None and value > high):
-        allowed = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
-        raise SchemeError(f"{name}={value!r} is invalid: expected {allowed}")
-    return int(value)
-
-
-def _check_seed(seed):
-    if seed is None:
-        return int(np.random.SeedSequence().generate_state(1)[0])
-    return _check_int("seed", seed, 0)
-
-
-def _rng(*keys):
-    return np.random.default_rng([int(k) for k in keys])
-
-
-def _finite_mean(X, name="X"):
-    """Column means (float64); raises InputError on NaN or infinity."""
-    mean = X.mean(axis=0, dtype=np.float64) if X.shape[0] else np.zeros(X.shape[1])
-    if not np.isfinite(mean).all() and not np.isfinite(X).all():
-        raise InputError(f"{name} contains NaN or infinity; k-means needs finite values")
-    return mean
-
-
-def _nonfinite_error(name="X"):
-    return InputError(f"{name} contains NaN or infinity; k-means needs finite values")
 
 
 # ---------------------------------------------------------------------------------------
@@ -229,16 +71,11 @@ def _pass(X, C, xx=None, accumulate=False, nthreads=1, shift=None):
     """Assignment (and sums) of ``X - shift`` (``shift`` None: of ``X``) to the centers ``C``."""
     if X.shape[1] <= _assign.DIRECT_MAX_DIM:  # narrow rows: a shifted copy is cheap
         if shift is not None:
-            X = _shifted(X, shift)
+            X = shifted(X, shift)
         return _assign.direct_pass(X, C, accumulate=accumulate)
     if shift is not None:
         shift = shift.astype(X.dtype)
     return _assign.gemm_pass(X, C, xx, accumulate=accumulate, nthreads=nthreads, shift=shift)
-
-
-def _shifted(x, shift):
-    """``x - shift`` in x's dtype, C-contiguous (a new array)."""
-    return np.subtract(x, shift.astype(x.dtype), dtype=x.dtype)
 
 
 def _nearest(x, centers_c, shift):
@@ -249,8 +86,8 @@ def _nearest(x, centers_c, shift):
     center is summed again from the differences, row by row in float64, which is exact to
     the data's precision and independent of the blocking.
     """
-    with _single_blas() as limited:
-        labels, _, _, _ = _pass(x, centers_c, nthreads=_gemm_threads(limited), shift=shift)
+    with single_blas():
+        labels, _, _, _ = _pass(x, centers_c, nthreads=task_threads(), shift=shift)
     d2 = np.empty(x.shape[0], dtype=centers_c.dtype)
     step = max(1, (1 << 20) // max(1, x.shape[1]))  # rows per block: a bounded float64 buffer
     for s in range(0, x.shape[0], step):
@@ -264,7 +101,7 @@ def _nearest(x, centers_c, shift):
 
 @in_task
 def _labels_chunk(x, centers_c, shift, want):
-    x = _as_input(x)
+    x = as_rows(x)
     labels, d2 = _nearest(x, centers_c, shift)
     if want == "labels":
         return labels
@@ -297,7 +134,7 @@ def assign(X, centers):
     computed on ``X - mean(centers)`` (translation-invariant, and it keeps the
     ``||x||^2 - 2x.c + ||c||^2`` identity accurate).
     """
-    X = _as_input(X)
+    X = as_rows(X)
     C = np.asarray(centers)
     if C.ndim != 2 or C.shape[1] != X.shape[1] or C.shape[0] < 1:
         raise InputError(f"centers must have shape (k >= 1, {X.shape[1]}); got shape {C.shape}")
@@ -306,7 +143,7 @@ def assign(X, centers):
     dtype = np.dtype(X.dtype)
     shift = C.astype(np.float64).mean(axis=0)
     Cc = np.ascontiguousarray((C - shift).astype(dtype))
-    if _is_dask(X):  # one task per chunk computes both
+    if is_dask(X):  # one task per chunk computes both
         both = X.map_blocks(_labels_chunk, Cc, shift, "both", dtype=np.float64,
                             chunks=(X.chunks[0], (2,)))
         return both[:, 0].astype(np.int32), both[:, 1].astype(dtype)
@@ -314,20 +151,8 @@ def assign(X, centers):
 
 
 # ---------------------------------------------------------------------------------------
-# map-reduce helpers
+# map-reduce Lloyd (chunk functions)
 # ---------------------------------------------------------------------------------------
-def _row_starts(X):
-    return np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
-
-
-def _reduce(X, fn, merge, *args):
-    """``merge`` of ``fn(chunk, start, *args)`` over the row chunks of the Dask array ``X``."""
-    blocks = X.to_delayed()[:, 0]
-    starts = _row_starts(X)
-    parts = [dask.delayed(fn, pure=True)(b, int(s), *args) for b, s in zip(blocks, starts)]
-    return tree_merge(parts, merge).compute()
-
-
 def _top_far(d2, m):
     """Indices of the ``m`` largest ``d2`` ordered by (-d2, index)."""
     n = d2.shape[0]
@@ -355,14 +180,14 @@ def _merge_far(a, b, m):
 
 @in_task
 def _lloyd_chunk(x, start, centers_c, shift, accumulate, m_far):
-    x = _as_input(x)
-    with _single_blas() as limited:
+    x = as_rows(x)
+    with single_blas():
         _, d2, sums, counts = _pass(x, centers_c, accumulate=accumulate,
-                                    nthreads=_gemm_threads(limited), shift=shift)
+                                    nthreads=task_threads(), shift=shift)
     inertia = float(d2.sum(dtype=np.float64))
     far = _top_far(d2, m_far)
     return {"sums": sums, "counts": counts, "inertia": inertia, "n": x.shape[0],
-            "far": (d2[far].astype(np.float64), far + start, _shifted(x[far], shift)), "m_far": m_far}
+            "far": (d2[far].astype(np.float64), far + start, shifted(x[far], shift)), "m_far": m_far}
 
 
 def _merge_lloyd(a, b):
@@ -390,33 +215,14 @@ def _shift2(a, b):
     return float(np.einsum("ij,ij->", diff, diff))
 
 
-def _memory_budget():
-    try:
-        from distributed import get_client
-
-        client = get_client()
-        workers = client.scheduler_info().get("workers", {})
-        total = sum(w.get("memory_limit", 0) or 0 for w in workers.values())
-        if total:
-            return total // 2
-    except (ImportError, ValueError):
-        pass
-    try:
-        import psutil
-
-        return psutil.virtual_memory().available // 2
-    except ImportError:  # pragma: no cover - psutil comes with distributed
-        return 0
-
-
 # ---------------------------------------------------------------------------------------
 # k-means|| (chunk functions)
 # ---------------------------------------------------------------------------------------
 @in_task
 def _kmpar_cost(x, start, cost, new_c, shift):
     """``min(cost, d^2(x, new_c))`` for one chunk (``cost`` None: no previous centers)."""
-    with _single_blas() as limited:
-        _, d2, _, _ = _pass(_as_input(x), new_c, nthreads=_gemm_threads(limited), shift=shift)
+    with single_blas():
+        _, d2, _, _ = _pass(as_rows(x), new_c, nthreads=task_threads(), shift=shift)
     d2 = d2.astype(np.float64)
     return d2 if cost is None else np.minimum(cost, d2)
 
@@ -426,7 +232,7 @@ def _kmpar_sample(x, start, cost, key, scale, shift):
     """Rows with ``u(key, start + i) < scale * cost[i]`` (centered)."""
     u = _uniform(key, start, cost.shape[0])
     keep = np.flatnonzero(u < scale * cost)
-    return _shifted(_as_input(x)[keep], shift)
+    return shifted(as_rows(x)[keep], shift)
 
 
 def _uniform(key, start, n):
@@ -437,20 +243,20 @@ def _uniform(key, start, n):
 
 @in_task
 def _count_chunk(x, start, cands, shift):
-    with _single_blas() as limited:
-        labels, _, _, _ = _pass(_as_input(x), cands, nthreads=_gemm_threads(limited), shift=shift)
+    with single_blas():
+        labels, _, _, _ = _pass(as_rows(x), cands, nthreads=task_threads(), shift=shift)
     return np.bincount(labels, minlength=cands.shape[0]).astype(np.float64)
 
 
 @in_task
 def _heldout_chunk(x, start, centers_c, shift, sample_idx):
-    x = _as_input(x)
+    x = as_rows(x)
     lo, hi = np.searchsorted(sample_idx, [start, start + x.shape[0]])
     mask = np.ones(x.shape[0], bool)
     mask[sample_idx[lo:hi] - start] = False
     x = np.ascontiguousarray(x[mask])
-    with _single_blas() as limited:
-        _, d2, _, _ = _pass(x, centers_c, nthreads=_gemm_threads(limited), shift=shift)
+    with single_blas():
+        _, d2, _, _ = _pass(x, centers_c, nthreads=task_threads(), shift=shift)
     return np.array([d2.sum(dtype=np.float64), x.shape[0]])
 
 
@@ -527,7 +333,7 @@ class KMeans:
     def __init__(self, n_clusters, init="k-means++", n_init=1, max_iter=100, tol=1e-4, seed=0, *,
                  algorithm="lloyd", batch_size=4096, init_size=None, sample_size=None,
                  oversampling_factor=2.0, init_rounds=5, persist="auto", max_no_improvement=10):
-        self.n_clusters = _check_int("n_clusters", n_clusters, 1, limits.MAX_CLUSTERS)
+        self.n_clusters = check_int("n_clusters", n_clusters, 1, limits.MAX_CLUSTERS)
         if isinstance(init, str):
             if init not in _INITS:
                 raise SchemeError(f"init={init!r} is invalid: expected one of {list(_INITS)} or an array")
@@ -539,27 +345,27 @@ class KMeans:
             if not np.issubdtype(init.dtype, np.floating) or not np.isfinite(init).all():
                 raise SchemeError("init array must hold finite floating-point values")
         self.init = init
-        self.n_init = _check_int("n_init", n_init, 1)
-        self.max_iter = _check_int("max_iter", max_iter, 1)
+        self.n_init = check_int("n_init", n_init, 1)
+        self.max_iter = check_int("max_iter", max_iter, 1)
         if not isinstance(tol, (int, float, np.floating)) or isinstance(tol, bool) or not tol >= 0:
             raise SchemeError(f"tol={tol!r} is invalid: expected a float >= 0")
         self.tol = float(tol)
-        self.seed = _check_seed(seed)
+        self.seed = check_seed(seed)
         if algorithm not in _ALGORITHMS:
             raise SchemeError(f"algorithm={algorithm!r} is invalid: expected one of {list(_ALGORITHMS)}")
         self.algorithm = algorithm
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.init_size = None if init_size is None else _check_int("init_size", init_size, 1)
-        self.sample_size = None if sample_size is None else _check_int("sample_size", sample_size, 1)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.init_size = None if init_size is None else check_int("init_size", init_size, 1)
+        self.sample_size = None if sample_size is None else check_int("sample_size", sample_size, 1)
         if not isinstance(oversampling_factor, (int, float)) or not oversampling_factor > 0:
             raise SchemeError(f"oversampling_factor={oversampling_factor!r} is invalid: expected a float > 0")
         self.oversampling_factor = float(oversampling_factor)
-        self.init_rounds = _check_int("init_rounds", init_rounds, 1)
+        self.init_rounds = check_int("init_rounds", init_rounds, 1)
         if persist not in ("auto", True, False):
             raise SchemeError(f"persist={persist!r} is invalid: expected 'auto', True or False")
         self.persist = persist
         self.max_no_improvement = (None if max_no_improvement is None
-                                   else _check_int("max_no_improvement", max_no_improvement, 1))
+                                   else check_int("max_no_improvement", max_no_improvement, 1))
 
     def __repr__(self):
         init = self.init if isinstance(self.init, str) else "array"
@@ -580,7 +386,7 @@ class KMeans:
         -------
         self
         """
-        X = _as_input(X)
+        X = as_rows(X)
         n, d = X.shape
         if n < self.n_clusters:
             raise InputError(f"n_samples={n} should be >= n_clusters={self.n_clusters}")
@@ -590,12 +396,11 @@ class KMeans:
         self.dtype_ = np.dtype(X.dtype)
         if self.sample_size is not None and self.sample_size < n:
             return self._fit_sample(X)
-        with _single_blas() as limited:
-            self._limited = limited
-            if self.algorithm == "lloyd" and _is_dask(X):
+        with single_blas():
+            if self.algorithm == "lloyd" and is_dask(X):
                 X = self._maybe_persist(X)  # before the sample: the source is read once
             # NumPy Lloyd seeds on all rows (as scikit-learn); Dask and mini-batch on a sample
-            stats = self._sample_stats(X, full=not _is_dask(X) and self.algorithm == "lloyd")
+            stats = self._sample_stats(X, full=not is_dask(X) and self.algorithm == "lloyd")
             best = None
             runs = 1 if not isinstance(self.init, str) else self.n_init
             for run in range(runs):
@@ -619,38 +424,36 @@ class KMeans:
         -------
         self
         """
-        X = _as_input(X)
+        X = as_rows(X)
         n, d = X.shape
         if hasattr(self, "cluster_centers_"):
             if d != self.n_features_in_:
                 raise InputError(f"X has n_features={d} but the model has {self.n_features_in_}")
         else:
-            if n < self.n_clusters and not _is_dask(X):
+            if n < self.n_clusters and not is_dask(X):
                 raise InputError(f"the first partial_fit needs n_samples >= n_clusters={self.n_clusters}; "
                                  f"got n_samples={n}")
             self.n_features_in_ = d
             self.dtype_ = np.dtype(X.dtype)
-            stats = self._sample_stats(X, full=not _is_dask(X))
+            stats = self._sample_stats(X, full=not is_dask(X))
             self._shift = stats["shift"]
             self._tol_abs = self.tol * stats["var"]
-            with _single_blas() as limited:
-                self._limited = limited
-                centers = self._init_centers(X, stats, 0)
+            with single_blas():
+                    centers = self._init_centers(X, stats, 0)
             self._centers_c = centers
             self._weights = np.zeros(self.n_clusters)
             self.n_steps_ = 0
             self.n_iter_ = 0
             self._set_centers()
-        with _single_blas() as limited:
-            self._limited = limited
-            if _is_dask(X):
-                order = _rng(self.seed, 40, self.n_iter_).permutation(X.numblocks[0])
+        with single_blas():
+            if is_dask(X):
+                order = seeded_rng(self.seed, 40, self.n_iter_).permutation(X.numblocks[0])
                 inertia = 0.0
                 for i, chunk in _stream_chunks(X, order):
-                    xc = _shifted(chunk.astype(self.dtype_, copy=False), self._shift)
+                    xc = shifted(chunk.astype(self.dtype_, copy=False), self._shift)
                     inertia += self._step(xc)
             else:
-                inertia = self._step(_shifted(X.astype(self.dtype_, copy=False), self._shift))
+                inertia = self._step(shifted(X.astype(self.dtype_, copy=False), self._shift))
         self.n_iter_ += 1
         self.inertia_ = inertia
         self._set_centers()
@@ -673,7 +476,7 @@ class KMeans:
         """Opposite of the inertia of ``X`` (scikit-learn's convention; computed for Dask inputs)."""
         d2 = self._assign(X, "d2")
         total = d2.sum(dtype=np.float64)
-        return -float(total.compute() if _is_dask(total) else total)
+        return -float(total.compute() if is_dask(total) else total)
 
     def fit_predict(self, X):
         """``fit(X)`` then ``predict(X)``."""
@@ -686,18 +489,15 @@ class KMeans:
 
     def _assign(self, X, want):
         self._check_fitted()
-        X = _as_input(X)
+        X = as_rows(X)
         if X.shape[1] != self.n_features_in_:
             raise InputError(f"X has n_features={X.shape[1]} but the model has {self.n_features_in_}")
         centers = self._centers_c.astype(X.dtype)
-        if _is_dask(X):
+        if is_dask(X):
             dtype = np.int32 if want == "labels" else X.dtype
             return X.map_blocks(_labels_chunk, centers, self._shift, want, drop_axis=1, dtype=dtype)
         labels, d2 = _nearest(X, centers, self._shift)
         return labels if want == "labels" else d2
-
-    def _nthreads(self):
-        return _gemm_threads(self._limited)
 
     def _set(self, res):
         self._shift = res["shift"]
@@ -722,23 +522,23 @@ class KMeans:
         return min(n, max(100 * self.n_clusters, 10000))
 
     def _sample_idx(self, n, size):
-        return np.sort(_rng(self.seed, 1, n).choice(n, size=size, replace=False))
+        return np.sort(seeded_rng(self.seed, 1, n).choice(n, size=size, replace=False))
 
     def _sample_stats(self, X, full):
         """Sample rows (NumPy), their mean (shift) and mean feature variance."""
         n = X.shape[0]
         size = n if full and self.init_size is None else (self.init_size or self._default_init_size(n))
         size = min(size, n)
-        if size == n and not _is_dask(X):
+        if size == n and not is_dask(X):
             sample = X
         else:
             idx = self._sample_idx(n, size)
             sample = X[idx]
-            if _is_dask(sample):
+            if is_dask(sample):
                 sample = sample.compute()
             sample = np.ascontiguousarray(sample)
-        shift = _finite_mean(sample)
-        sample_c = _shifted(sample, shift)
+        shift = finite_mean(sample)
+        sample_c = shifted(sample, shift)
         xx = _assign.row_sqnorms(sample_c)
         var = float(xx.sum(dtype=np.float64)) / max(1, sample_c.size)
         return {"sample_c": sample_c, "xx": xx, "shift": shift, "var": var}
@@ -754,10 +554,10 @@ class KMeans:
         sample_c = stats["sample_c"]
         if sample_c.shape[0] < k:
             raise InputError(f"init_size={sample_c.shape[0]} should be >= n_clusters={k}")
-        rng = _rng(self.seed, 2, run)
+        rng = seeded_rng(self.seed, 2, run)
         if self.init == "random":
             return np.ascontiguousarray(sample_c[np.sort(rng.choice(sample_c.shape[0], k, replace=False))])
-        centers, _ = _lloyd.kmeans_plusplus(sample_c, k, rng, nthreads=self._nthreads())
+        centers, _ = _lloyd.kmeans_plusplus(sample_c, k, rng, nthreads=task_threads())
         return centers
 
     def _fit_once(self, X, stats, run):
@@ -765,16 +565,16 @@ class KMeans:
         tol_abs = self.tol * stats["var"]
         if self.algorithm == "minibatch":
             return self._minibatch(X, stats["shift"], centers, tol_abs, run)
-        if _is_dask(X):
+        if is_dask(X):
             return self._lloyd_dask(X, stats["shift"], centers, tol_abs)
         if stats["sample_c"].shape[0] == X.shape[0]:  # the sample is X itself
             Xc, xx = stats["sample_c"], stats["xx"]
         else:
-            Xc, xx = _shifted(X, stats["shift"]), None
+            Xc, xx = shifted(X, stats["shift"]), None
         return self._lloyd_numpy(Xc, xx, stats["shift"], centers, tol_abs)
 
     def _lloyd_numpy(self, Xc, xx, shift, centers, tol_abs):
-        nthreads = self._nthreads()
+        nthreads = task_threads()
         if xx is None and Xc.shape[1] > _assign.DIRECT_MAX_DIM:
             xx = _assign.row_sqnorms(Xc)
         labels = np.empty(Xc.shape[0], np.int32)
@@ -784,7 +584,7 @@ class KMeans:
         for it in range(self.max_iter):
             labels, d2, sums, counts = self._np_pass(Xc, centers, xx, True, nthreads, labels, d2)
             if it == 0 and not np.isfinite(d2.sum(dtype=np.float64)):
-                raise _nonfinite_error()
+                raise nonfinite_error()
             new = _new_centers(sums, counts, centers, lambda m, d2=d2: Xc[_top_far(d2, m)])
             shift2 = _shift2(new, centers)
             centers = new
@@ -805,7 +605,7 @@ class KMeans:
                                  labels=labels, d2=d2)
 
     def _maybe_persist(self, X):
-        if self.persist is True or (self.persist == "auto" and X.nbytes <= _memory_budget()):
+        if self.persist is True or (self.persist == "auto" and X.nbytes <= memory_budget()):
             return X.persist()
         return X
 
@@ -815,9 +615,9 @@ class KMeans:
         n_iter = 0
         st = None
         for it in range(self.max_iter):
-            st = _reduce(X, _lloyd_chunk, _merge_lloyd, centers, shift, True, k)
+            st = reduce_rows(X, _lloyd_chunk, _merge_lloyd, centers, shift, True, k)
             if it == 0 and not np.isfinite(st["inertia"]):
-                raise _nonfinite_error()
+                raise nonfinite_error()
             far_x = st["far"][2]
             new = _new_centers(st["sums"], st["counts"], centers, lambda m, far_x=far_x: far_x[:m])
             shift2 = _shift2(new, centers)
@@ -826,7 +626,7 @@ class KMeans:
             if shift2 <= tol_abs:
                 break
         if shift2 > 0:
-            st = _reduce(X, _lloyd_chunk, _merge_lloyd, centers, shift, True, 0)
+            st = reduce_rows(X, _lloyd_chunk, _merge_lloyd, centers, shift, True, 0)
         return {"centers": centers, "inertia": st["inertia"], "n_iter": n_iter, "shift": shift,
                 "counts": st["counts"].astype(np.float64)}
 
@@ -834,22 +634,22 @@ class KMeans:
     def _kmeans_parallel(self, X, shift, run):
         k = self.n_clusters
         n = X.shape[0]
-        rng = _rng(self.seed, 3, run)
+        rng = seeded_rng(self.seed, 3, run)
         first = int(rng.integers(n))
         row = X[first:first + 1]
-        row = np.ascontiguousarray(row.compute() if _is_dask(row) else row)
-        cands = [_shifted(row, shift)]
+        row = np.ascontiguousarray(row.compute() if is_dask(row) else row)
+        cands = [shifted(row, shift)]
         new = cands[0]
         scale_l = self.oversampling_factor * k
-        if _is_dask(X):
+        if is_dask(X):
             blocks = list(X.to_delayed()[:, 0])
-            starts = [int(s) for s in _row_starts(X)[:-1]]
+            starts = [int(s) for s in row_starts(X)[:-1]]
         else:
             blocks, starts = [X], [0]
         costs = [None] * len(blocks)
 
         def run_all(fn, *args, per_block=()):
-            if not _is_dask(X):
+            if not is_dask(X):
                 return [fn(blocks[0], 0, *[a[0] for a in per_block], *args)]
             tasks = [dask.delayed(fn, pure=True)(b, s, *[a[i] for a in per_block], *args)
                      for i, (b, s) in enumerate(zip(blocks, starts))]
@@ -862,7 +662,7 @@ class KMeans:
                 break
             psi = float(sum(c.sum() for c in costs))
             if not np.isfinite(psi):
-                raise _nonfinite_error()
+                raise nonfinite_error()
             if psi <= 0:
                 break
             key = int(stream_key(np.int64((self.seed * 1000003 + run * 1009 + r) % (2**63))))
@@ -871,21 +671,21 @@ class KMeans:
             cands.append(new)
         C = np.ascontiguousarray(np.concatenate(cands))
         if C.shape[0] < k:
-            extra = _rng(self.seed, 5, run).choice(n, k - C.shape[0], replace=False)
+            extra = seeded_rng(self.seed, 5, run).choice(n, k - C.shape[0], replace=False)
             rows = X[np.sort(extra)]
-            rows = np.ascontiguousarray(rows.compute() if _is_dask(rows) else rows)
-            C = np.ascontiguousarray(np.concatenate([C, _shifted(rows, shift)]))
+            rows = np.ascontiguousarray(rows.compute() if is_dask(rows) else rows)
+            C = np.ascontiguousarray(np.concatenate([C, shifted(rows, shift)]))
         weights = run_all(_count_chunk, C, shift)
         w = np.sum(weights, axis=0)
         w = np.maximum(w, 1e-12)
-        centers, _ = _lloyd.kmeans_plusplus(C, k, _rng(self.seed, 4, run), weights=w,
-                                            nthreads=self._nthreads())
+        centers, _ = _lloyd.kmeans_plusplus(C, k, seeded_rng(self.seed, 4, run), weights=w,
+                                            nthreads=task_threads())
         return centers
 
     # ----------------------------------------------------------------------- mini-batch
     def _step(self, xc):
         """One mini-batch update on centered rows; returns the batch's inertia before it."""
-        _, d2, sums, counts = _pass(xc, self._centers_c, accumulate=True, nthreads=self._nthreads())
+        _, d2, sums, counts = _pass(xc, self._centers_c, accumulate=True, nthreads=task_threads())
         self._last_shift = _lloyd.minibatch_update(self._centers_c, self._weights, sums, counts)
         self.n_steps_ += 1
         return float(d2.sum(dtype=np.float64))
@@ -922,39 +722,39 @@ class KMeans:
             if stop:
                 break
         centers = self._centers_c
-        if _is_dask(X):
-            st = _reduce(X, _lloyd_chunk, _merge_lloyd, centers, shift, False, 0)
+        if is_dask(X):
+            st = reduce_rows(X, _lloyd_chunk, _merge_lloyd, centers, shift, False, 0)
             inertia = st["inertia"]
         else:
-            _, d2, _, _ = _pass(X, centers, nthreads=self._nthreads(), shift=shift)
+            _, d2, _, _ = _pass(X, centers, nthreads=task_threads(), shift=shift)
             inertia = float(d2.sum(dtype=np.float64))
         if not np.isfinite(inertia):
-            raise _nonfinite_error()
+            raise nonfinite_error()
         return {"centers": centers, "inertia": inertia, "n_iter": epoch + 1, "shift": shift,
                 "counts": self._weights.copy(), "n_steps": self.n_steps_}
 
     def _batches(self, X, shift, run, epoch):
         """Centered mini-batches: chunks in seeded order, rows shuffled within each chunk."""
         bs = self.batch_size
-        if _is_dask(X):
-            order = _rng(self.seed, 6, run, epoch).permutation(X.numblocks[0])
+        if is_dask(X):
+            order = seeded_rng(self.seed, 6, run, epoch).permutation(X.numblocks[0])
             chunks = _stream_chunks(X, order)
         else:
             chunks = iter([(0, X)])
         for i, chunk in chunks:
-            perm = _rng(self.seed, 7, run, epoch, i).permutation(chunk.shape[0])
+            perm = seeded_rng(self.seed, 7, run, epoch, i).permutation(chunk.shape[0])
             for b0 in range(0, chunk.shape[0], bs):
                 rows = np.sort(perm[b0:b0 + bs])
-                yield _shifted(np.ascontiguousarray(chunk[rows]), shift)
+                yield shifted(np.ascontiguousarray(chunk[rows]), shift)
 
     # ----------------------------------------------------------------------- sample fit
     def _fit_sample(self, X):
         n = X.shape[0]
-        idx = np.sort(_rng(self.seed, 8, n).choice(n, self.sample_size, replace=False))
+        idx = np.sort(seeded_rng(self.seed, 8, n).choice(n, self.sample_size, replace=False))
         if self.sample_size < self.n_clusters:
             raise InputError(f"sample_size={self.sample_size} should be >= n_clusters={self.n_clusters}")
         Xs = X[idx]
-        Xs = np.ascontiguousarray(Xs.compute() if _is_dask(Xs) else Xs)
+        Xs = np.ascontiguousarray(Xs.compute() if is_dask(Xs) else Xs)
         sub = KMeans(self.n_clusters, init=self.init, n_init=self.n_init, max_iter=self.max_iter,
                      tol=self.tol, seed=self.seed, algorithm=self.algorithm, batch_size=self.batch_size,
                      init_size=self.init_size, max_no_improvement=self.max_no_improvement,
@@ -966,8 +766,8 @@ class KMeans:
                 setattr(self, name, getattr(sub, name))
         if hasattr(self, "labels_"):
             del self.labels_
-        if _is_dask(X):
-            tot = _reduce(X, _heldout_chunk, _add, self._centers_c, self._shift, idx)
+        if is_dask(X):
+            tot = reduce_rows(X, _heldout_chunk, _add, self._centers_c, self._shift, idx)
         else:
             tot = _heldout_chunk(X, 0, self._centers_c, self._shift, idx)
         self.heldout_inertia_ = float(tot[0] / tot[1]) if tot[1] else float("nan")
@@ -991,418 +791,3 @@ def _stream_chunks(X, order, prefetch=1):
                 pending.append(ex.submit(load, order[nxt]))
             yield int(i), chunk
             del chunk
-
-
-# ---------------------------------------------------------------------------------------
-# product quantization
-# ---------------------------------------------------------------------------------------
-@in_task
-def _pq_stats(x, start, CT, nbits, accumulate):
-    x = _as_input(x)
-    n = x.shape[0]
-    M, ds, K = CT.shape
-    nbytes = M if nbits == 8 else (M + 1) // 2
-    codes = np.empty((n, nbytes), np.uint8)
-    if accumulate:
-        group = _assign._group_rows(n)
-        ngroups = max(1, -(-n // group))
-        sums = np.zeros((ngroups, M, K, ds))
-        counts = np.zeros((ngroups, M, K), np.int64)
-    else:
-        group = _pq.ENCODE_GROUP
-        ngroups = max(1, -(-n // group))
-        sums = np.zeros((ngroups, 0, 0, 0))
-        counts = np.zeros((ngroups, 0, 0), np.int64)
-    d2 = np.zeros(ngroups)
-    if n:
-        _pq.encode_pass(x, CT.astype(x.dtype), nbits, codes, sums, counts, d2, accumulate, group)
-    if not accumulate:
-        return codes, float(d2.sum())
-    return {"sums": sums.sum(axis=0), "counts": counts.sum(axis=0), "inertia": float(d2.sum())}
-
-
-def _merge_pq(a, b):
-    return {"sums": a["sums"] + b["sums"], "counts": a["counts"] + b["counts"],
-            "inertia": a["inertia"] + b["inertia"]}
-
-
-@in_task
-def _pq_encode_chunk(x, CT, nbits):
-    return _pq_stats(x, 0, CT, nbits, False)[0]
-
-
-@in_task
-def _pq_decode_chunk(codes, C, nbits):
-    out = np.empty((codes.shape[0], C.shape[0] * C.shape[2]), C.dtype)
-    if codes.shape[0]:
-        _pq.decode(np.ascontiguousarray(codes), C, nbits, out)
-    return out
-
-
-@in_task
-def _pq_dot_chunk(codes, T, nbits):
-    out = np.empty((codes.shape[0], T.shape[2]), T.dtype)
-    if codes.shape[0]:
-        _pq.lut_dot(np.ascontiguousarray(codes), T, nbits, out)
-    return out
-
-
-@in_task
-def _pq_search_chunk(codes, start, BT, k):
-    codes = np.ascontiguousarray(codes)
-    D, I = _search_bytes(BT, codes, k)
-    I = np.where(I >= 0, I + start, -1)
-    return D, I
-
-
-def _merge_search(a, b):
-    outD = np.empty_like(a[0])
-    outI = np.empty_like(a[1])
-    _pq.merge_topk(np.stack([a[0], b[0]], axis=1), np.stack([a[1], b[1]], axis=1), outD, outI)
-    return outD, outI
-
-
-def _search_bytes(BT, codes, k):
-    nq = BT.shape[0]
-    n = codes.shape[0]
-    threads = max(1, task_threads())
-    groups = -(-nq // _pq.SCAN_QUERIES)
-    nsplit = max(1, min(-(-2 * threads // groups), max(1, n // _pq.SCAN_CODES)))
-    pD = np.empty((nq, nsplit, k), np.float32)
-    pI = np.empty((nq, nsplit, k), np.int64)
-    _pq.lut_search(BT, codes, nsplit, pD, pI)
-    D = np.empty((nq, k), np.float32)
-    I = np.empty((nq, k), np.int64)
-    _pq.merge_topk(pD, pI, D, I)
-    return D, I
-
-
-class ProductQuantizer:
-    """Product quantizer (Jégou et al. 2011): ``M`` sub-spaces, ``2**nbits`` centroids each.
-
-    Parameters
-    ----------
-    M : int
-        Sub-spaces; ``n_features`` must be a multiple of ``M``.
-    nbits : {8, 4}
-        Bits per sub-space code: 8 gives one uint8 per sub-space; 4 packs two sub-spaces per
-        byte, the first in the high nibble.
-    seed : int or None
-        Seed of the initialisation.
-    max_iter : int
-        Lloyd iterations per fit (all sub-spaces advance together: one pass per iteration).
-    tol : float
-        Stop when the squared codebook shift of an iteration is at most
-        ``tol * mean feature variance`` (of the initialisation sample).
-    init : {"random", "k-means++"}
-        Initial centroids of every sub-space: ``2**nbits`` distinct random rows of the
-        initialisation sample (as faiss does), or greedy k-means++ on it.  Random is the default:
-        on the all-MiniLM-L6-v2 token embeddings (M=48), k-means++ gave a lower reconstruction
-        error but recall@10 0.22 against 0.29 (k-means++ spends centroids on outliers); on
-        Gaussian mixtures both give the same recall.
-    init_size : int or None
-        Rows sampled for the initialisation and the tolerance scale (None:
-        ``min(n, 64 * 2**nbits)``); drawn from ``(seed, n)`` only, so any chunking of a Dask
-        input gives the same codebooks (up to float64 summation order).
-
-    Attributes
-    ----------
-    codebooks_ : ndarray of shape (M, 2**nbits, ds), float32 or float64
-        ``ds = n_features // M``.
-    inertia_ : float
-        Sum of squared quantization errors at the last assignment pass (before the last update).
-    n_iter_ : int
-    """
-
-    def __init__(self, M, nbits=8, seed=0, *, max_iter=25, tol=1e-4, init="random", init_size=None):
-        self.M = _check_int("M", M, 1)
-        if init not in ("k-means++", "random"):
-            raise SchemeError(f"init={init!r} is invalid: expected 'k-means++' or 'random'")
-        self.init = init
-        if isinstance(nbits, bool) or nbits not in (4, 8):
-            raise SchemeError(f"nbits={nbits!r} is invalid: expected 4 or 8")
-        self.nbits = int(nbits)
-        self.seed = _check_seed(seed)
-        self.max_iter = _check_int("max_iter", max_iter, 1)
-        if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
-            raise SchemeError(f"tol={tol!r} is invalid: expected a float >= 0")
-        self.tol = float(tol)
-        self.init_size = None if init_size is None else _check_int("init_size", init_size, 1)
-
-    def __repr__(self):
-        return f"ProductQuantizer(M={self.M}, nbits={self.nbits}, seed={self.seed})"
-
-    @property
-    def ksub(self):
-        """Centroids per sub-space, ``2**nbits``."""
-        return 1 << self.nbits
-
-    @property
-    def code_size(self):
-        """Bytes per encoded vector."""
-        return self.M if self.nbits == 8 else (self.M + 1) // 2
-
-    def _check_d(self, d, name="X"):
-        if d % self.M:
-            raise InputError(f"{name} has n_features={d}, which is not a multiple of M={self.M}")
-
-    def _check_fitted(self):
-        if not hasattr(self, "codebooks_"):
-            raise SchemeError("this ProductQuantizer is not fitted yet: call fit first")
-
-    def fit(self, X):
-        """Train one k-means codebook per sub-space.
-
-        Parameters
-        ----------
-        X : ndarray, dask.array.Array or zarr.Array of shape (n_samples, n_features)
-            float16, float32 or float64, finite; ``n_samples >= 2**nbits``.
-
-        Returns
-        -------
-        self
-        """
-        X = _as_input(X)
-        n, d = X.shape
-        self._check_d(d)
-        K = self.ksub
-        if n < K:
-            raise InputError(f"n_samples={n} should be >= 2**nbits={K}")
-        M, ds = self.M, d // self.M
-        dtype = np.dtype(X.dtype)
-        size = min(n, self.init_size or 64 * K)
-        if size < K:
-            raise InputError(f"init_size={size} should be >= 2**nbits={K}")
-        if _is_dask(X) and X.nbytes <= _memory_budget():
-            X = X.persist()  # max_iter passes: read the source once
-        if size == n and not _is_dask(X):
-            sample = X
-        else:
-            idx = np.sort(_rng(self.seed, 1, n).choice(n, size, replace=False))
-            sample = X[idx]
-            sample = np.ascontiguousarray(sample.compute() if _is_dask(sample) else sample)
-        mean = _finite_mean(sample)
-        var = float(((sample - mean) ** 2).mean()) if sample.size else 0.0
-        tol_abs = self.tol * var
-        C = np.empty((M, K, ds), dtype)
-        with _single_blas() as limited:
-            for m in range(M):
-                sub = np.ascontiguousarray(sample[:, m * ds:(m + 1) * ds])
-                mu = mean[m * ds:(m + 1) * ds]
-                rng = _rng(self.seed, 2, m)
-                if self.init == "random":
-                    C[m] = sub[np.sort(rng.choice(sub.shape[0], K, replace=False))]
-                    continue
-                centers, _ = _lloyd.kmeans_plusplus(_shifted(sub, mu), K, rng,
-                                                    nthreads=_gemm_threads(limited))
-                C[m] = (centers.astype(np.float64) + mu).astype(dtype)
-        n_iter = 0
-        inertia = np.nan
-        for it in range(self.max_iter):
-            CT = np.ascontiguousarray(C.transpose(0, 2, 1))
-            if _is_dask(X):
-                st = _reduce(X, _pq_stats, _merge_pq, CT, self.nbits, True)
-            else:
-                st = _pq_stats(X, 0, CT, self.nbits, True)
-            inertia = st["inertia"]
-            if it == 0 and not np.isfinite(inertia):
-                raise _nonfinite_error()
-            new = _pq_update(C, st["sums"], st["counts"])
-            shift2 = float(((new.astype(np.float64) - C) ** 2).sum())
-            C = new
-            n_iter = it + 1
-            if shift2 <= tol_abs:
-                break
-        self.codebooks_ = C
-        self.inertia_ = float(inertia)
-        self.n_iter_ = n_iter
-        self.n_features_in_ = d
-        return self
-
-    def encode(self, X):
-        """Codes of the rows of ``X``.
-
-        Parameters
-        ----------
-        X : ndarray, dask.array.Array or zarr.Array of shape (n, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n, code_size), uint8 (lazy for a Dask ``X``)
-            ``nbits=8``: code of sub-space ``m`` in byte ``m``; ``nbits=4``: sub-space ``2p``
-            in the high nibble of byte ``p``, ``2p+1`` in its low nibble.
-        """
-        self._check_fitted()
-        X = _as_input(X)
-        self._check_d(X.shape[1])
-        if X.shape[1] != self.n_features_in_:
-            raise InputError(f"X has n_features={X.shape[1]} but the quantizer has {self.n_features_in_}")
-        CT = np.ascontiguousarray(self.codebooks_.transpose(0, 2, 1))
-        if _is_dask(X):
-            return X.map_blocks(_pq_encode_chunk, CT, self.nbits, dtype=np.uint8,
-                                chunks=(X.chunks[0], (self.code_size,)))
-        return _pq_stats(X, 0, CT, self.nbits, False)[0]
-
-    def _check_codes(self, codes):
-        if not _is_dask(codes):
-            codes = np.asarray(codes)
-        if codes.ndim != 2 or codes.shape[1] != self.code_size or codes.dtype != np.uint8:
-            raise InputError(f"codes must be uint8 of shape (n, {self.code_size}); "
-                             f"got {codes.dtype} {codes.shape}")
-        if _is_dask(codes):
-            return codes.rechunk({1: -1}) if codes.numblocks[1] > 1 else codes
-        return np.ascontiguousarray(codes)
-
-    def decode(self, codes):
-        """Reconstruct vectors from codes.
-
-        Parameters
-        ----------
-        codes : ndarray or dask.array.Array of shape (n, code_size), uint8
-
-        Returns
-        -------
-        ndarray of shape (n, n_features), dtype of the codebooks (lazy for Dask codes)
-        """
-        self._check_fitted()
-        codes = self._check_codes(codes)
-        C = self.codebooks_
-        if _is_dask(codes):
-            return codes.map_blocks(_pq_decode_chunk, C, self.nbits, dtype=C.dtype,
-                                    chunks=(codes.chunks[0], (self.n_features_in_,)))
-        return _pq_decode_chunk(codes, C, self.nbits)
-
-    def tables(self, queries, metric="l2"):
-        """Per-query lookup tables.
-
-        Parameters
-        ----------
-        queries : ndarray of shape (nq, n_features) or (n_features,)
-        metric : {"l2", "ip"}
-            Squared L2 distances ``||q_m - c_mj||^2`` or inner products ``q_m . c_mj``.
-
-        Returns
-        -------
-        ndarray of shape (nq, M, 2**nbits), float32
-        """
-        Q = self._queries(queries, metric)
-        out = np.empty((Q.shape[0], self.M, self.ksub), np.float32)
-        CT = np.ascontiguousarray(self.codebooks_.transpose(0, 2, 1), dtype=np.float64)
-        kernel = _pq.tables_parallel if Q.shape[0] >= _PARALLEL_QUERIES else _pq.tables
-        if Q.shape[0]:
-            kernel(Q, CT, _METRICS[metric], out)
-        return out
-
-    def _queries(self, queries, metric):
-        self._check_fitted()
-        if metric not in _METRICS:
-            raise SchemeError(f"metric={metric!r} is invalid: expected 'l2' or 'ip'")
-        Q = np.asarray(queries)
-        if Q.ndim == 1:
-            Q = Q[None]
-        Q = _as_input(Q, "queries")
-        if Q.shape[1] != self.n_features_in_:
-            raise InputError(f"queries have n_features={Q.shape[1]} but the quantizer has "
-                             f"{self.n_features_in_}")
-        return Q
-
-    def _byte_tables(self, Q, metric):
-        """Tables indexed by code bytes (8 bits: the tables themselves), negated for ``"ip"``."""
-        T = self.tables(Q, metric)
-        if self.nbits == 8:
-            if metric == "ip":
-                np.negative(T, out=T)
-            return T
-        BT = np.empty((T.shape[0], self.code_size, 256), np.float32)
-        _pq.byte_tables(T, self.nbits, 1.0 if metric == "l2" else -1.0, BT)
-        return BT
-
-    def search(self, queries, k, *, codes=None, metric="l2"):
-        """k nearest codes of every query by table lookup (asymmetric distance computation).
-
-        Parameters
-        ----------
-        queries : ndarray of shape (nq, n_features) or (n_features,)
-        k : int
-        codes : ndarray or dask.array.Array of shape (n, code_size), uint8
-            The database, as returned by :meth:`encode`.
-        metric : {"l2", "ip"}
-            Smallest approximate squared distances, or largest approximate inner products.
-
-        Returns
-        -------
-        D : ndarray of shape (nq, k), float32
-            Approximate squared distances ascending (``"l2"``) or inner products descending
-            (``"ip"``); +inf (-inf for ``"ip"``) where the database has fewer than ``k`` codes.
-        I : ndarray of shape (nq, k), int64
-            Row indices into ``codes``; ties go to the lower index; -1 where missing.
-        """
-        k = _check_int("k", k, 1)
-        if codes is None:
-            raise InputError("codes= is required: the encoded database to search")
-        codes = self._check_codes(codes)
-        Q = self._queries(queries, metric)
-        if _is_dask(codes):  # one pass over the chunks for all queries
-            D, I = _reduce(codes, _pq_search_chunk, _merge_search, self._byte_tables(Q, metric), k)
-        else:
-            D = np.empty((Q.shape[0], k), np.float32)
-            I = np.empty((Q.shape[0], k), np.int64)
-            for q0 in range(0, Q.shape[0], _QUERY_BATCH):  # tables of a batch stay in cache
-                q1 = min(Q.shape[0], q0 + _QUERY_BATCH)
-                D[q0:q1], I[q0:q1] = _search_bytes(self._byte_tables(Q[q0:q1], metric), codes, k)
-        if metric == "ip":
-            D = -D
-        return D, I
-
-    def dot(self, codes, B):
-        """Approximate ``A @ B`` for the rows of ``A`` given as codes, from per-sub-space tables.
-
-        Parameters
-        ----------
-        codes : ndarray or dask.array.Array of shape (n, code_size), uint8
-        B : ndarray of shape (n_features, p) or (n_features,)
-
-        Returns
-        -------
-        ndarray of shape (n, p) or (n,), dtype of the codebooks (lazy for Dask codes)
-            ``sum_m C[m, code_m] . B[m*ds:(m+1)*ds]``, i.e. ``decode(codes) @ B``.
-        """
-        self._check_fitted()
-        codes = self._check_codes(codes)
-        B = np.asarray(B)
-        vec = B.ndim == 1
-        B2 = B[:, None] if vec else B
-        if B2.ndim != 2 or B2.shape[0] != self.n_features_in_:
-            raise InputError(f"B must have shape ({self.n_features_in_}, p); got {B.shape}")
-        C = self.codebooks_
-        ds = C.shape[2]
-        B2 = B2.astype(C.dtype)
-        T = np.stack([C[m] @ B2[m * ds:(m + 1) * ds] for m in range(self.M)])
-        T = np.ascontiguousarray(T)
-        if _is_dask(codes):
-            out = codes.map_blocks(_pq_dot_chunk, T, self.nbits, dtype=C.dtype,
-                                   chunks=(codes.chunks[0], (T.shape[2],)))
-        else:
-            out = _pq_dot_chunk(codes, T, self.nbits)
-        return out[:, 0] if vec else out
-
-
-def _pq_update(C, sums, counts):
-    """New codebooks: means; an empty centroid splits the largest cluster of its sub-space."""
-    M, _, ds = C.shape
-    new = C.astype(np.float64).copy()
-    counts = counts.astype(np.float64).copy()
-    nz = counts > 0
-    new[nz] = sums[nz] / counts[nz][:, None]
-    eps = 1.0 / 1024
-    for m in range(M):
-        for j in np.flatnonzero(counts[m] == 0):
-            big = int(np.argmax(counts[m]))
-            new[m, j] = new[m, big]
-            sign = np.where(np.arange(ds) % 2 == 0, 1.0, -1.0)
-            new[m, j] *= 1 + sign * eps
-            new[m, big] *= 1 - sign * eps
-            counts[m, j] = counts[m, big] / 2
-            counts[m, big] -= counts[m, j]
-    return new.astype(C.dtype)
-

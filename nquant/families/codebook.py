@@ -1,18 +1,18 @@
 """Sorted-codebook quantization (``Codebook`` schemes): any 1-D grid, every rounding mode.
 
-Family protocol as in :mod:`nquant.uniform`; a codebook needs no statistics, so
+Family hooks in :data:`FAMILY` (protocol: :mod:`nquant.families.base`); a codebook needs no statistics, so
 its only parameter is the grid itself (side array ``codebook``, float32).
 """
 
 import numpy as np
 
 from nquant import _alloc, _layout, limits
-from nquant import validate
 from nquant.errors import InputError
+from nquant.families import base
+from nquant.families.uniform import compute_dtype
 from nquant.kernels import codebook1d
 from nquant.kernels.rng import stream_key
 from nquant.kernels.rounding import MODES
-from nquant.uniform import compute_dtype
 
 
 def needs_stats(scheme):
@@ -70,6 +70,29 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     flat = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
     res = _alloc.empty(flat.size, cdtype, fault_in=False)
     if flat.size:
-        validate.check_codes(flat, levels.size, scheme.bits, start=start)
+        base.check_codes(flat, levels.size, scheme.bits, start=start)
         codebook1d.dequantize_table(flat.reshape(1, -1), levels, res.reshape(1, -1))
     return limits.finite_cast(res.reshape(codes.shape), dtype)
+
+
+def expected_side(scheme, shape, dtype):
+    """Stored side array: ``codebook`` (float32), the scheme's values exactly."""
+    values = np.asarray(scheme.values, np.float32)
+    return {"codebook": base.Side(np.dtype(np.float32), values.shape, check="values", expect=values)}
+
+
+def bits_per_value(scheme, shape, dtype=np.float32):
+    """Bits per value stored: the row-packed codes and the codebook (exact)."""
+    return base.stored_bits_per_value(expected_side(scheme, shape, dtype), shape, scheme.bits)
+
+
+def level_view(scheme, side, x, x_hat):
+    """The values against the grid; clipped outside its first and last levels."""
+    return base.levels_view(side.get("codebook", scheme.values), x, x_hat)
+
+
+FAMILY = base.Family(
+    name="codebook", needs_stats=needs_stats, needs_histogram=needs_histogram, partial=base.no_partial,
+    merge=base.no_merge, finalize=finalize, fit=fit, encode=encode, decode=decode,
+    block_quantum=block_quantum, expected_side=expected_side, bits_per_value=bits_per_value,
+    level_view=level_view, cuda=base.CudaTwin("fit_encode_codebook", "decode_codebook"))

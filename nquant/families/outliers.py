@@ -1,6 +1,7 @@
 """Dense-and-sparse quantization (``Outliers`` schemes): outliers kept exactly, the rest quantized.
 
-Family protocol as in :mod:`nquant.uniform`, wrapped around the base scheme's family.
+Family hooks in :data:`FAMILY` (protocol: :mod:`nquant.families.base`), wrapped around the
+base scheme's family (found in :mod:`nquant.families.registry`).
 
 Selection.  The key of a value is ``|x|`` (NaN and infinities: +inf, so non-finite values
 are taken first).  ``threshold=t`` selects the values with key ``> t``; ``fraction=f``
@@ -34,15 +35,14 @@ from fractions import Fraction
 import numpy as np
 
 from nquant.errors import SchemeError
+from nquant.families import base, registry
 
 INDEX = "outlier_index"
 VALUE = "outlier_value"
 
 
 def _bfam(scheme):
-    from nquant.api import family
-
-    return family(scheme.base)
+    return registry.family(scheme.base)
 
 
 # ----------------------------------------------------------------------------- selection
@@ -210,9 +210,7 @@ histogram_range = (_threshold_key, _threshold_index)
 
 
 def _bfam_of(st):
-    from nquant.api import family
-
-    return family(st["base_scheme"])
+    return registry.family(st["base_scheme"])
 
 
 def partial_histogram(scheme, chunk, lo, hi, start=None, global_shape=None):
@@ -304,3 +302,49 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
             flat[local] = values.astype(res.dtype)
         res = flat.reshape(codes.shape)
     return res
+
+
+# ----------------------------------------------------------------------------- stored layout, report
+
+
+def expected_side(scheme, shape, dtype):
+    """Stored side arrays: the base scheme's, plus ``outlier_index`` (int64, strictly increasing
+    flat indices) and ``outlier_value`` (original dtype), ``ceil(fraction * size)`` of each with
+    ``fraction``, any number up to the size with ``threshold``."""
+    n = int(np.prod(shape, dtype=np.int64))
+    out = _bfam(scheme).expected_side(scheme.base, shape, dtype)
+    k = n_outliers(scheme, n) if scheme.fraction is not None else None
+    count = (k,) if k is not None else (None,)
+    out[INDEX] = base.Side(np.dtype(np.int64), count, max_len=n, min_len=0, check="index", expect=n)
+    out[VALUE] = base.Side(np.dtype(dtype), count, max_len=n, min_len=0)
+    return out
+
+
+def bits_per_value(scheme, shape, dtype=np.float32):
+    """Bits per value stored: the base scheme's figure plus the outliers (index and value),
+    exact with ``fraction``; with ``threshold`` their number depends on the data and is counted
+    as 0 (add ``(64 + bits of dtype) * count / size``)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    k = n_outliers(scheme, n) if scheme.fraction is not None else 0
+    side = expected_side(scheme, shape, dtype)
+    return base.stored_bits_per_value(side, shape, scheme.bits, counts={INDEX: k, VALUE: k})
+
+
+def level_view(scheme, side, x, x_hat):
+    """The base scheme's view of the sample as the base saw it: outliers (kept exactly, never
+    clipped) set to 0 in the values and their reconstruction."""
+    index = np.asarray(side.get(INDEX, ()), np.int64)
+    index = index[(index >= 0) & (index < x.size)]
+    if index.size:
+        x, x_hat = x.copy(), x_hat.copy()
+        x.reshape(-1)[index] = 0
+        x_hat.reshape(-1)[index] = 0
+    return _bfam(scheme).level_view(scheme.base, side, x, x_hat)
+
+
+FAMILY = base.Family(
+    name="outliers", needs_stats=needs_stats, needs_histogram=needs_histogram, partial=partial, merge=merge,
+    finalize=finalize, fit=fit, encode=encode, decode=decode, block_quantum=block_quantum,
+    expected_side=expected_side, bits_per_value=bits_per_value, level_view=level_view,
+    partial_histogram=partial_histogram, histogram_range=histogram_range, param_specs=param_specs,
+    chunk_params=chunk_params)

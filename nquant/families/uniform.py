@@ -1,19 +1,7 @@
 """Uniform affine quantization: fit from mergeable statistics, encode, decode.
 
-The protocol every scheme family follows (``DESIGN.md``)::
-
-    stats  = partial(scheme, chunk, start, global_shape)   # per chunk
-    stats  = merge(a, b)                                   # associative
-    params = finalize(scheme, stats)                        # side arrays
-    codes  = encode(scheme, params, chunk, start, global_shape)
-    x_hat  = decode(scheme, params, codes, dtype, start, global_shape)
-
-``encode`` and ``decode`` take an optional ``out`` that they may write in place;
-:func:`nquant.dequantize` copies the result into ``out`` when they did not.  A
-family may add one-pass paths for in-memory arrays, which ``nquant.api`` uses
-where present: ``fit_encode(scheme, x) -> (params, codes)``,
-``fit_encode_packed(scheme, x) -> (params, row-packed codes)`` and
-``decode_packed(scheme, params, packed, shape, dtype, out)``.
+The family protocol is declared in :mod:`nquant.families.base`; this module's
+:data:`FAMILY` lists its hooks.
 
 ``percentile`` and ``mse`` ranges need a second pass: :func:`needs_histogram`
 says so, :func:`partial_histogram` / :func:`merge` collect it and
@@ -31,8 +19,8 @@ import numba
 import numpy as np
 
 from nquant import _alloc, _layout, limits
-from nquant import validate
-from nquant.errors import InputError, SchemeError
+from nquant.errors import InputError, NQuantError, SchemeError, StoreError
+from nquant.families import base
 from nquant.kernels import affine, calibrate, stats
 from nquant.kernels.rng import stream_key
 from nquant.kernels.rounding import MODES
@@ -499,7 +487,7 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     _, nan_code = code_limits(scheme)
     lay = layout(scheme, shape, start, global_shape, group_offset)
     # the kernel indexes scale, offset and c0 by group: every group of the layout must exist
-    validate.check_groups(lay, {name: np.size(params[name]) for name in side_dtypes(scheme)})
+    base.check_groups(lay, {name: np.size(params[name]) for name in side_dtypes(scheme)})
     flat_codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
     if out is not None and out.dtype == cdtype:
         res = out.reshape(-1)
@@ -515,3 +503,83 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     if not np.may_share_memory(res, out):  # computed elsewhere: copy (and cast) into out
         out[...] = res
     return out
+
+
+# ----------------------------------------------------------------------------- stored layout, report
+
+
+def expected_side(scheme, shape, dtype):
+    """Stored side arrays: ``scale`` and ``zero_point`` or ``offset``, one per group (tensor,
+    axis index or block); zero points within the code range, the rest finite."""
+    try:
+        groups = n_groups(scheme, shape)
+    except NQuantError as e:
+        raise StoreError(f"scheme does not fit shape={list(shape)}: {e}") from None
+    block = scheme.block_size is not None
+    qmin, qmax = scheme.qrange
+    return {name: base.Side(np.dtype(dt), (groups,), block=block,
+                            check="zero_point" if name == "zero_point" else "finite",
+                            expect=(qmin, qmax) if name == "zero_point" else None)
+            for name, dt in side_dtypes(scheme).items()}
+
+
+def bits_per_value(scheme, shape, dtype=np.float32):
+    """Bits per value stored: the row-packed codes and the side arrays (exact)."""
+    return base.stored_bits_per_value(expected_side(scheme, shape, dtype), shape, scheme.bits)
+
+
+def level_view(scheme, side, x, x_hat):
+    """Code-unit view: real values against the grid for one scale per tensor; *quantization
+    steps* ``x / scale + zero_point`` against the integer codes with one scale per channel or
+    block.  A value is clipped beyond half a step past the last level."""
+    view = _steps_view(scheme, side, x, x_hat)
+    return base.generic_view(scheme, side, x, x_hat) if view is None else view
+
+
+def _steps_view(scheme, side, x, x_hat):
+    """:func:`level_view`, or None when the side arrays do not decode ``x_hat``."""
+    if "scale" not in side:
+        return None
+    scale = np.asarray(side["scale"], np.float64).reshape(-1)
+    if "offset" in side:  # real zero point: x_hat = q * scale + offset
+        zp = -np.asarray(side["offset"], np.float64).reshape(-1) / scale
+    else:
+        zp = np.asarray(side.get("zero_point", np.zeros_like(scale)), np.float64).reshape(-1)
+    n = x.size
+    if scheme.block_size:
+        nb = -(-n // scheme.block_size)
+        if scale.size < nb:
+            return None
+        s = np.repeat(scale[:nb], scheme.block_size)[:n].reshape(x.shape)
+        z = np.repeat(zp[:nb], scheme.block_size)[:n].reshape(x.shape)
+    elif scheme.axis is not None:
+        ax = scheme.axis % x.ndim
+        if scale.size < x.shape[ax]:
+            return None
+        shp = [1] * x.ndim
+        shp[ax] = x.shape[ax]
+        s = scale[:x.shape[ax]].reshape(shp)
+        z = zp[:x.shape[ax]].reshape(shp)
+    else:
+        s, z = scale[0], zp[0]
+    qmin, qmax = scheme.qrange
+    u = x / s + z
+    with np.errstate(invalid="ignore"):
+        codes = np.clip(np.round(x_hat / s + z), qmin, qmax)
+    if not np.allclose((codes - z) * s, x_hat, rtol=1e-4, atol=1e-6 * float(np.max(np.abs(s)))):
+        return None  # a layout this view does not know: fall back to the generic one
+    clipped = (u < qmin - 0.5) | (u > qmax + 0.5)
+    grid = np.arange(qmin, qmax + 1, dtype=np.float64)
+    if np.ndim(s) == 0:  # one grid: show real values
+        return base.view(x, (grid - z) * s, "value", clipped)
+    label = "value / block scale + zero point" if scheme.block_size else "value / channel scale + zero point"
+    return base.view(u, grid, label + " (quantization steps)", clipped)
+
+
+FAMILY = base.Family(
+    name="uniform", needs_stats=needs_stats, needs_histogram=needs_histogram, partial=partial, merge=merge,
+    finalize=finalize, fit=fit, encode=encode, decode=decode, block_quantum=block_quantum,
+    expected_side=expected_side, bits_per_value=bits_per_value, level_view=level_view,
+    partial_histogram=partial_histogram, histogram_range=histogram_range, param_specs=param_specs,
+    chunk_params=chunk_params, side_dtypes=side_dtypes,
+    cuda=base.CudaTwin("fit_encode_uniform", "decode_uniform"), codec=True)
