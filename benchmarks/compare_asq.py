@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from nquant import asq
+from nquant.codebooks import asq
 
 
 def _median_time(fn, repeat):

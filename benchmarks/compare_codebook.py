@@ -56,7 +56,7 @@ def run_benchmark(n, block, repeat):
     import bitsandbytes
     import bitsandbytes.functional as F
 
-    from nquant.grids import normal_float
+    from nquant.codebooks.grids import normal_float
     from nquant.kernels import blockwise as bw
 
     levels = normal_float(4)

@@ -9,10 +9,11 @@ from nquant.qat import QParams, fake_quantize
 from nquant.qmatmul import PreparedWeights, int_matmul, prepare_weights, qmatmul
 from nquant.models import quantize_safetensors
 from nquant.packing import pack, unpack
-from nquant.grids import normal_float
-from nquant.schemes import (ASQ, MXFP4, MXFP8, NF4, Blockwise, Codebook, KMeansBlockwise, Outliers, Uniform,
-                            scheme_from_json)
-from nquant import asq, bnb, optimal1d
+from nquant.codebooks.grids import normal_float
+from nquant.schemes import ASQ, NF4, Blockwise, Codebook, KMeansBlockwise, Outliers, Uniform, scheme_from_json
+from nquant.families.mx import MXFP4, MXFP8
+from nquant import bnb
+from nquant.codebooks import asq, optimal1d
 from nquant.adaptive import adaptive_round, hessian
 from nquant.kmeans import KMeans, assign
 from nquant.pq import ProductQuantizer

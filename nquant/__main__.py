@@ -1,3 +1,3 @@
-from nquant.cli import main
+from nquant.interfaces.cli import main
 
 main()

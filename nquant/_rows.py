@@ -5,11 +5,10 @@ Inputs are 2-D (``n_samples, n_features``) NumPy arrays, Dask arrays chunked by 
 integers, so a fit depends on the seed and the data only, never on the chunking.
 """
 
-import dask
 import dask.array as da
 import numpy as np
 
-from nquant.chunked import is_dask, tree_merge
+from nquant.chunked import is_dask, tree_reduce
 from nquant.errors import InputError, SchemeError
 
 __all__ = [
@@ -20,7 +19,6 @@ __all__ = [
     "memory_budget",
     "nonfinite_error",
     "reduce_rows",
-    "row_starts",
     "seeded_rng",
     "shifted",
 ]
@@ -95,17 +93,10 @@ def shifted(x, shift):
     return np.subtract(x, shift.astype(x.dtype), dtype=x.dtype)
 
 
-def row_starts(X):
-    """Global first row of every row chunk of the Dask array ``X``, then ``n`` (int64)."""
-    return np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
-
-
 def reduce_rows(X, fn, merge, *args):
-    """``merge`` of ``fn(chunk, start, *args)`` over the row chunks of the Dask array ``X``."""
-    blocks = X.to_delayed()[:, 0]
-    starts = row_starts(X)
-    parts = [dask.delayed(fn, pure=True)(b, int(s), *args) for b, s in zip(blocks, starts)]
-    return tree_merge(parts, merge).compute()
+    """``merge`` of ``fn(chunk, start, *args)`` over the row chunks of the Dask array ``X`` (chunked by
+    rows only; ``start`` is the chunk's first row)."""
+    return tree_reduce(X, fn, merge, lambda c: (c.start[0], *args))
 
 
 def memory_budget():

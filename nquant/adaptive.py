@@ -148,15 +148,12 @@ def _partial_task(block):
 def hessian_stats(X, *, split_every=chunked.SPLIT_EVERY):
     """Merged :func:`hessian_partial` statistics of ``X`` (see :func:`hessian`)."""
     if chunked.is_dask(X):
-        import dask
-
         if X.ndim not in (1, 2):
             raise InputError(f"X shape={X.shape} is invalid: expected (in, n_samples)")
         if X.ndim == 1:
             X = X[:, None]
         X = X.rechunk({0: -1})  # every partial needs whole columns (all input features)
-        parts = [dask.delayed(_partial_task, pure=True)(b) for b in X.to_delayed().ravel()]
-        return chunked.tree_merge(parts, hessian_merge, split_every).compute()
+        return chunked.tree_reduce(X, _partial_task, hessian_merge, split_every=split_every)
     if not _is_batches(X):
         return hessian_partial(X)
     try:

@@ -146,8 +146,7 @@ def dequantize(q, *, dtype=None, out=None):
         _check_out(out, q.shape, dtype)
     dtype = np.dtype(q.dtype if dtype is None else dtype)
     if q.is_dask:
-        codes = chunked.unpack(q.codes, q.bits, q.shape, q.chunks)
-        res = chunked.decode(fam, q.scheme, q.side, codes, dtype)
+        res = chunked.dequantize(fam, q, dtype)
         if out is not None:
             da.store(res, out, lock=False)
             res = out

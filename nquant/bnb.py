@@ -35,7 +35,7 @@ import numpy as np
 
 from nquant.containers import QuantizedArray
 from nquant.errors import InputError
-from nquant.grids import NF4_BITSANDBYTES, dynamic_map
+from nquant.codebooks.grids import NF4_BITSANDBYTES, dynamic_map
 from nquant.kernels.blockwise import DOUBLE_QUANT_BLOCK
 from nquant.packing import pack, pack_codes, packed_shape, unpack
 from nquant.schemes import NF4, Blockwise

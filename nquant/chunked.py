@@ -1,5 +1,11 @@
 """Dask execution: fit from mergeable statistics, encode and decode chunk by chunk.
 
+This is the one executor: every chunk-wise graph in nquant is built here.  :func:`map_chunks`
+makes one task per chunk from its :class:`Chunk` (block index, global start and shape, first
+value and first block in C order), :func:`tree_reduce` merges per-chunk results in a tree, and
+``nquant.store.quantize_zarr``, k-means, product quantization and the Hessian accumulation build
+their tasks with them.
+
 - Fitting runs ``family.partial`` on every chunk and merges the partials in a
   tree of ``family.merge`` calls (``split_every`` at a time), with the chunk's
   global position passed along, then ``family.finalize`` on the client: one
@@ -12,6 +18,7 @@
 """
 
 import math
+from typing import NamedTuple
 
 import dask
 import dask.array as da
@@ -33,10 +40,54 @@ def _offsets(chunks):
     return [np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for c in chunks]
 
 
-def chunk_starts(x):
-    """Dict: block index tuple -> global start tuple, for every chunk of ``x``."""
+class Chunk(NamedTuple):
+    """Where one chunk of an array lies: its block index, global start and shape, the array's shape."""
+
+    index: tuple
+    start: tuple
+    shape: tuple
+    global_shape: tuple
+
+    @property
+    def size(self):
+        """Number of values in the chunk."""
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def first_value(self):
+        """C-order position of the chunk's first value in the whole array (0 when 0-d or empty)."""
+        if not self.start or 0 in self.global_shape:  # 0-d or empty: one (empty) chunk at the origin
+            return 0
+        return int(np.ravel_multi_index(self.start, self.global_shape))
+
+    def first_block(self, block_size):
+        """Global index of the block of ``block_size`` values that the chunk starts in."""
+        return self.first_value // block_size
+
+
+def chunk_layout(x):
+    """The :class:`Chunk` of every chunk of ``x``, in C order of the block indices."""
     offs = _offsets(x.chunks)
-    return {idx: tuple(int(offs[d][i]) for d, i in enumerate(idx)) for idx in np.ndindex(*x.numblocks)}
+    shape = tuple(x.shape)
+    return [Chunk(idx, tuple(int(offs[d][i]) for d, i in enumerate(idx)),
+                  tuple(int(x.chunks[d][i]) for d, i in enumerate(idx)), shape)
+            for idx in np.ndindex(*x.numblocks)]
+
+
+def map_chunks(x, func, args, *, pure=True):
+    """One delayed ``func(block, *args(chunk))`` per chunk of ``x``, in C order of the block indices.
+
+    ``args`` maps a :class:`Chunk` to the task's other arguments, or to None to leave that chunk out
+    (a resumed job skips the chunks it has done).  The chunk's global position is what keys
+    stochastic streams and block offsets, so tasks built here agree with the NumPy path.
+    """
+    blocks = x.to_delayed()
+    tasks = []
+    for chunk in chunk_layout(x):
+        extra = args(chunk)
+        if extra is not None:
+            tasks.append(dask.delayed(func, pure=pure)(blocks[chunk.index], *extra))
+    return tasks
 
 
 def _start(block_info):
@@ -61,19 +112,20 @@ def tree_merge(items, merge, split_every=SPLIT_EVERY):
     return items[0]
 
 
+def tree_reduce(x, func, merge, args=lambda chunk: (), *, split_every=SPLIT_EVERY):
+    """Computed ``merge`` of ``func(block, *args(chunk))`` over the chunks of ``x`` (:func:`map_chunks`),
+    merged in a tree ``split_every`` at a time (``merge`` associative): one ``compute``."""
+    return tree_merge(map_chunks(x, func, args), merge, split_every).compute()
+
+
 @in_task
-def _partial_task(partial, scheme, chunk, *extra, start, global_shape):
+def _partial_task(chunk, partial, scheme, start, global_shape, *extra):
     return partial(scheme, chunk, *extra, start=start, global_shape=global_shape)
 
 
 def reduce_chunks(x, partial, merge, scheme, extra=()):
     """Computed ``merge`` of ``partial(scheme, chunk, *extra, start=, global_shape=)`` over chunks."""
-    blocks = x.to_delayed()
-    starts = chunk_starts(x)
-    parts = [dask.delayed(_partial_task, pure=True)(partial, scheme, blocks[idx], *extra,
-                                                    start=starts[idx], global_shape=x.shape)
-             for idx in np.ndindex(*x.numblocks)]
-    return tree_merge(parts, merge).compute()
+    return tree_reduce(x, _partial_task, merge, lambda c: (partial, scheme, c.start, c.global_shape, *extra))
 
 
 def fit(fam, scheme, x):
@@ -141,18 +193,15 @@ def rechunk_for_blocks(x, block_size):
     """
     if x.ndim == 0:
         return x
-    starts = chunk_starts(x)
     ok = True
-    for idx, start in starts.items():
-        shape = tuple(x.chunks[d][i] for d, i in enumerate(idx))
+    for c in chunk_layout(x):
+        shape = c.shape
         k = x.ndim
         while k > 0 and shape[k - 1] == x.shape[k - 1]:
             k -= 1
         lead_ok = all(shape[d] == 1 for d in range(max(k - 1, 0)))
-        first = int(np.ravel_multi_index(start, x.shape)) if x.size else 0
-        last_chunk = all(start[d] + shape[d] == x.shape[d] for d in range(x.ndim))
-        n = int(np.prod(shape))
-        if not lead_ok or first % block_size or (n % block_size and not last_chunk):
+        last_chunk = all(c.start[d] + shape[d] == x.shape[d] for d in range(x.ndim))
+        if not lead_ok or c.first_value % block_size or (c.size % block_size and not last_chunk):
             ok = False
             break
     if ok:
@@ -189,7 +238,6 @@ def _decode_chunk(codes, fam, scheme, params, dtype, global_shape, block_info=No
 
 
 @in_task
-@in_task
 def _encode_block_chunk(chunk, params, fam, scheme, start, global_shape, first_block):
     return fam.encode(scheme, params, chunk, start=start, global_shape=global_shape,
                       group_offset=first_block)
@@ -199,12 +247,6 @@ def _encode_block_chunk(chunk, params, fam, scheme, start, global_shape, first_b
 def _decode_block_chunk(codes, params, fam, scheme, dtype, start, global_shape, first_block):
     return fam.decode(scheme, params, codes, dtype, start=start, global_shape=global_shape,
                       group_offset=first_block)
-
-
-def _first_block(start, shape, block_size):
-    if not start or 0 in shape:  # 0-d or empty: one (empty) chunk at the origin
-        return 0
-    return int(np.ravel_multi_index(start, shape)) // block_size
 
 
 def public(params):
@@ -222,13 +264,11 @@ def blockwise_params(fam, scheme, x, params):
 
     ``params`` are the global parameters from :func:`fit`.
     """
-    blocks = x.to_delayed()
-    starts = chunk_starts(x)
+    layout = chunk_layout(x)
+    tasks = map_chunks(x, _chunk_params_task, lambda c: (fam, scheme, c.start, c.global_shape, params))
     columns = {}
-    for idx in np.ndindex(*x.numblocks):
-        n = int(np.prod([x.chunks[d][i] for d, i in enumerate(idx)]))
-        p = dask.delayed(_chunk_params_task, pure=True)(blocks[idx], fam, scheme, starts[idx], x.shape, params)
-        for name, (length, dtype) in fam.param_specs(scheme, n).items():
+    for c, p in zip(layout, tasks):
+        for name, (length, dtype) in fam.param_specs(scheme, c.size).items():
             columns.setdefault(name, []).append(da.from_delayed(p[name], shape=(length,), dtype=dtype))
     if not columns:
         return {name: da.zeros((0,), dtype) for name, (_, dtype) in fam.param_specs(scheme, 0).items()}
@@ -244,12 +284,11 @@ def _per_chunk_params(params, x):
     return out
 
 
-def _assemble(x, make_block, dtype):
-    """Dask array with the chunks of ``x`` from delayed ``make_block(idx, shape)`` results."""
+def _assemble(x, tasks, dtype):
+    """Dask array with the chunks of ``x`` from one delayed result per chunk (:func:`map_chunks` order)."""
     arrays = np.empty(x.numblocks, dtype=object)
-    for idx in np.ndindex(*x.numblocks):
-        shape = tuple(x.chunks[d][i] for d, i in enumerate(idx))
-        arrays[idx] = da.from_delayed(make_block(idx, shape), shape=shape, dtype=dtype)
+    for c, task in zip(chunk_layout(x), tasks):
+        arrays[c.index] = da.from_delayed(task, shape=c.shape, dtype=dtype)
     return da.block(arrays.tolist()) if x.ndim else arrays[()]
 
 
@@ -257,16 +296,10 @@ def encode(fam, scheme, params, x):
     """Lazy uint8 codes of ``x`` (Dask array, same shape and chunks)."""
     if fam.block_quantum(scheme) is None:
         return x.map_blocks(_encode_chunk, fam, scheme, params, x.shape, dtype=np.uint8)
-    blocks = x.to_delayed()
-    starts = chunk_starts(x)
     per_chunk = _per_chunk_params(params, x)
-
-    def make(idx, shape):
-        return dask.delayed(_encode_block_chunk, pure=True)(
-            blocks[idx], per_chunk[idx], fam, scheme, starts[idx], x.shape,
-            _first_block(starts[idx], x.shape, scheme.block_size))
-
-    return _assemble(x, make, np.uint8)
+    tasks = map_chunks(x, _encode_block_chunk, lambda c: (per_chunk[c.index], fam, scheme, c.start,
+                                                          c.global_shape, c.first_block(scheme.block_size)))
+    return _assemble(x, tasks, np.uint8)
 
 
 def decode(fam, scheme, params, codes, dtype):
@@ -274,16 +307,18 @@ def decode(fam, scheme, params, codes, dtype):
     if fam.block_quantum(scheme) is None:
         return codes.map_blocks(_decode_chunk, fam, scheme, params, np.dtype(dtype), codes.shape,
                                 dtype=dtype)
-    blocks = codes.to_delayed()
-    starts = chunk_starts(codes)
     per_chunk = _per_chunk_params(params, codes)
+    tasks = map_chunks(codes, _decode_block_chunk, lambda c: (per_chunk[c.index], fam, scheme, np.dtype(dtype),
+                                                              c.start, c.global_shape,
+                                                              c.first_block(scheme.block_size)))
+    return _assemble(codes, tasks, dtype)
 
-    def make(idx, shape):
-        return dask.delayed(_decode_block_chunk, pure=True)(
-            blocks[idx], per_chunk[idx], fam, scheme, np.dtype(dtype), starts[idx], codes.shape,
-            _first_block(starts[idx], codes.shape, scheme.block_size))
 
-    return _assemble(codes, make, dtype)
+def dequantize(fam, q, dtype=None):
+    """Lazy values of the Dask-backed ``QuantizedArray`` ``q`` (row-packed codes) of family ``fam``,
+    in ``dtype`` (default: ``q.dtype``), without labels."""
+    codes = unpack(q.codes, q.bits, q.shape, q.chunks)
+    return decode(fam, q.scheme, q.side, codes, np.dtype(q.dtype if dtype is None else dtype))
 
 
 def pack(codes, bits):

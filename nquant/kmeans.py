@@ -21,7 +21,7 @@ Streaming (Dask arrays, ``zarr.Array``)
 ---------------------------------------
 - ``algorithm="lloyd"`` (exact map-reduce Lloyd): one pass over the chunks per iteration; every
   chunk gives ``(sums, counts, inertia, farthest points)``, merged in a tree
-  (:func:`nquant.chunked.tree_merge`), one ``compute`` per iteration, plus a last pass for the
+  (:func:`nquant.chunked.tree_reduce`), one ``compute`` per iteration, plus a last pass for the
   final inertia unless the last update moved no center.  The input is persisted first when it fits
   in half the available memory (``persist="auto"``).  Results equal the NumPy fit for the same
   initial centers up to the float64 summation order (centers agree to ~1e-6 relative in float32).
@@ -48,9 +48,9 @@ from concurrent.futures import ThreadPoolExecutor
 import dask
 import numpy as np
 
-from nquant import limits
+from nquant import chunked, limits
 from nquant._rows import (as_rows, check_int, check_seed, finite_mean, memory_budget, nonfinite_error,
-                          reduce_rows, row_starts, seeded_rng, shifted)
+                          reduce_rows, seeded_rng, shifted)
 from nquant._threads import in_task, single_blas, task_threads
 from nquant.chunked import is_dask
 from nquant.errors import InputError, SchemeError
@@ -641,18 +641,14 @@ class KMeans:
         cands = [shifted(row, shift)]
         new = cands[0]
         scale_l = self.oversampling_factor * k
-        if is_dask(X):
-            blocks = list(X.to_delayed()[:, 0])
-            starts = [int(s) for s in row_starts(X)[:-1]]
-        else:
-            blocks, starts = [X], [0]
-        costs = [None] * len(blocks)
+        costs = [None] * (X.numblocks[0] if is_dask(X) else 1)
 
         def run_all(fn, *args, per_block=()):
+            # fn(rows, first row, *its entries of per_block, *args) on every row chunk
             if not is_dask(X):
-                return [fn(blocks[0], 0, *[a[0] for a in per_block], *args)]
-            tasks = [dask.delayed(fn, pure=True)(b, s, *[a[i] for a in per_block], *args)
-                     for i, (b, s) in enumerate(zip(blocks, starts))]
+                return [fn(X, 0, *[a[0] for a in per_block], *args)]
+            tasks = chunked.map_chunks(
+                X, fn, lambda c: (c.start[0], *[a[c.index[0]] for a in per_block], *args))
             return list(dask.compute(*tasks))
 
         for r in range(self.init_rounds + 1):

@@ -274,5 +274,3 @@ def verify_model(store, source):
     return out
 
 
-# the former private spelling, still imported by nquant.validate
-_member = member_location

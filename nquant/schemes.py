@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from nquant import limits
 from nquant.errors import SchemeError
-from nquant.grids import normal_float
+from nquant.codebooks.grids import normal_float
 from nquant.kernels.rounding import MODES
 
 FORMAT_VERSION = 1
@@ -28,7 +28,8 @@ def register(cls):
     return cls
 
 
-def _fail(name, value, allowed):
+def invalid(name, value, allowed):
+    """Raise ``SchemeError``: ``name=value is invalid: expected allowed``."""
     raise SchemeError(f"{name}={value!r} is invalid: expected {allowed}")
 
 
@@ -174,58 +175,58 @@ class Uniform(Scheme):
             return isinstance(v, int) and not isinstance(v, bool)
 
         if not is_int(self.bits) or not 1 <= self.bits <= 8:
-            _fail("bits", self.bits, "an integer in 1..8")
+            invalid("bits", self.bits, "an integer in 1..8")
         if self.symmetric not in (True, False):
-            _fail("symmetric", self.symmetric, "True or False")
+            invalid("symmetric", self.symmetric, "True or False")
         if self.symmetric and self.bits < 2:
-            _fail("bits", self.bits, "bits >= 2 for symmetric=True (use symmetric=False for 1 bit)")
+            invalid("bits", self.bits, "bits >= 2 for symmetric=True (use symmetric=False for 1 bit)")
         if self.axis is not None and not is_int(self.axis):
-            _fail("axis", self.axis, "None or an integer")
+            invalid("axis", self.axis, "None or an integer")
         if self.block_size is not None and (not is_int(self.block_size) or self.block_size < 1):
-            _fail("block_size", self.block_size, "None or an integer >= 1")
+            invalid("block_size", self.block_size, "None or an integer >= 1")
         if self.axis is not None and self.block_size is not None:
-            _fail("axis", self.axis, "None when block_size is given (one granularity at a time)")
+            invalid("axis", self.axis, "None when block_size is given (one granularity at a time)")
         r = self.range
         if isinstance(r, (tuple, list)):
             if len(r) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r):
-                _fail("range", r, "a pair (rmin, rmax) of numbers")
+                invalid("range", r, "a pair (rmin, rmax) of numbers")
             if not all(limits.fits_float32(float(v)) for v in r):
-                _fail("range", r, f"finite numbers within the float32 range (|v| <= {limits.F32_MAX:.8g})")
+                invalid("range", r, f"finite numbers within the float32 range (|v| <= {limits.F32_MAX:.8g})")
             if float(r[0]) > float(r[1]):
-                _fail("range", r, "rmin <= rmax")
+                invalid("range", r, "rmin <= rmax")
             object.__setattr__(self, "range", (float(r[0]), float(r[1])))
         elif r not in RANGES:
-            _fail("range", r, f"one of {RANGES} or (rmin, rmax)")
+            invalid("range", r, f"one of {RANGES} or (rmin, rmax)")
         p = self.percentile
         if (not isinstance(p, (tuple, list)) or len(p) != 2
                 or not all(isinstance(v, (int, float)) for v in p) or not 0 <= p[0] < p[1] <= 100):
-            _fail("percentile", p, "(low, high) with 0 <= low < high <= 100")
+            invalid("percentile", p, "(low, high) with 0 <= low < high <= 100")
         object.__setattr__(self, "percentile", (float(p[0]), float(p[1])))
         if self.block_size is not None and r in ("percentile", "percentile_exact", "mse"):
-            _fail("range", r, "'minmax' or (rmin, rmax) with block_size")
+            invalid("range", r, "'minmax' or (rmin, rmax) with block_size")
         if self.zero_point not in ("int", "float"):
-            _fail("zero_point", self.zero_point, "'int' or 'float'")
+            invalid("zero_point", self.zero_point, "'int' or 'float'")
         if self.symmetric and self.zero_point != "int":
-            _fail("zero_point", self.zero_point, "'int' when symmetric=True (the zero point is 0)")
+            invalid("zero_point", self.zero_point, "'int' when symmetric=True (the zero point is 0)")
         if self.rounding not in MODES:
-            _fail("rounding", self.rounding, f"one of {tuple(MODES)}")
+            invalid("rounding", self.rounding, f"one of {tuple(MODES)}")
         if not is_int(self.seed):
-            _fail("seed", self.seed, "an integer")
+            invalid("seed", self.seed, "an integer")
         if self.signed not in (None, True, False):
-            _fail("signed", self.signed, "None, True or False")
+            invalid("signed", self.signed, "None, True or False")
         if self.narrow_range not in (True, False):
-            _fail("narrow_range", self.narrow_range, "True or False")
+            invalid("narrow_range", self.narrow_range, "True or False")
         if self.nan not in ("raise", "propagate"):
-            _fail("nan", self.nan, "'raise' or 'propagate'")
+            invalid("nan", self.nan, "'raise' or 'propagate'")
         if self.nan == "propagate" and self.bits < 2:
-            _fail("bits", self.bits, "bits >= 2 with nan='propagate' (one code is reserved for NaN)")
+            invalid("bits", self.bits, "bits >= 2 with nan='propagate' (one code is reserved for NaN)")
         if self.bins is not None and (not is_int(self.bins) or self.bins < 16):
-            _fail("bins", self.bins, "None or an integer >= 16")
+            invalid("bins", self.bins, "None or an integer >= 16")
         if self.bins is not None and self.bins > limits.MAX_BINS:
-            _fail("bins", self.bins, f"None or an integer in 16..{limits.MAX_BINS}")
+            invalid("bins", self.bins, f"None or an integer in 16..{limits.MAX_BINS}")
         qmin, qmax = self.qrange
         if qmax <= qmin or (self.symmetric and qmax < 1):
-            _fail("bits", self.bits, "more bits: this code range leaves no room "
+            invalid("bits", self.bits, "more bits: this code range leaves no room "
                   f"(qmin={qmin}, qmax={qmax} with signed={self.is_signed}, "
                   f"narrow_range={self.narrow_range}, nan={self.nan!r})")
 
@@ -260,14 +261,14 @@ def _check_values(name, values, max_len=256):
     try:
         vals = tuple(float(v) for v in values)
     except (TypeError, ValueError):
-        _fail(name, values, "a sequence of numbers")
+        invalid(name, values, "a sequence of numbers")
     if not 1 <= len(vals) <= max_len:
-        _fail(name, f"<{len(vals)} values>", f"1..{max_len} values")
+        invalid(name, f"<{len(vals)} values>", f"1..{max_len} values")
     if not all(limits.fits_float32(v) for v in vals):
-        _fail(name, vals, f"finite values within the float32 range (|v| <= {limits.F32_MAX:.8g}) of the "
+        invalid(name, vals, f"finite values within the float32 range (|v| <= {limits.F32_MAX:.8g}) of the "
               "float32 side arrays")
     if any(b <= a for a, b in zip(vals, vals[1:])):
-        _fail(name, vals, "strictly increasing values (a sorted grid without duplicates)")
+        invalid(name, vals, "strictly increasing values (a sorted grid without duplicates)")
     return vals
 
 
@@ -299,9 +300,9 @@ class Codebook(Scheme):
     def __post_init__(self):
         object.__setattr__(self, "values", _check_values("values", self.values))
         if self.rounding not in MODES:
-            _fail("rounding", self.rounding, f"one of {tuple(MODES)}")
+            invalid("rounding", self.rounding, f"one of {tuple(MODES)}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            _fail("seed", self.seed, "an integer")
+            invalid("seed", self.seed, "an integer")
 
     @property
     def bits(self):
@@ -341,11 +342,11 @@ class Blockwise(Scheme):
             object.__setattr__(self, "codebook", tuple(float(v) for v in normal_float(4)))
         object.__setattr__(self, "codebook", _check_values("codebook", self.codebook))
         if len(self.codebook) < 2:
-            _fail("codebook", self.codebook, "at least 2 levels")
+            invalid("codebook", self.codebook, "at least 2 levels")
         if not isinstance(self.block_size, int) or isinstance(self.block_size, bool) or self.block_size < 1:
-            _fail("block_size", self.block_size, "an integer >= 1")
+            invalid("block_size", self.block_size, "an integer >= 1")
         if self.double_quant not in (True, False):
-            _fail("double_quant", self.double_quant, "True or False")
+            invalid("double_quant", self.double_quant, "True or False")
 
     @property
     def bits(self):
@@ -362,7 +363,8 @@ def NF4(block_size=64, double_quant=False):  # noqa: N802  (a scheme constructor
 KMEANS_FITS = ("histogram", "exact")
 
 
-def _is_int(v):
+def is_int(v):
+    """Whether ``v`` is an int (a bool is not)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -415,18 +417,18 @@ class KMeansBlockwise(Scheme):
     codebook: tuple = ()
 
     def __post_init__(self):
-        if not _is_int(self.bits) or not 1 <= self.bits <= 8:
-            _fail("bits", self.bits, "an integer in 1..8")
-        if not _is_int(self.block_size) or self.block_size < 1:
-            _fail("block_size", self.block_size, "an integer >= 1")
+        if not is_int(self.bits) or not 1 <= self.bits <= 8:
+            invalid("bits", self.bits, "an integer in 1..8")
+        if not is_int(self.block_size) or self.block_size < 1:
+            invalid("block_size", self.block_size, "an integer >= 1")
         if not isinstance(self.double_quant, bool):
-            _fail("double_quant", self.double_quant, "True or False")
+            invalid("double_quant", self.double_quant, "True or False")
         if self.fit not in KMEANS_FITS:
-            _fail("fit", self.fit, f"one of {KMEANS_FITS}")
-        if not _is_int(self.bins) or not (1 << self.bits) <= self.bins <= limits.MAX_BINS:
-            _fail("bins", self.bins, f"an integer in {1 << self.bits}..{limits.MAX_BINS}")
-        if not _is_int(self.min_size) or self.min_size < 0:
-            _fail("min_size", self.min_size, "an integer >= 0")
+            invalid("fit", self.fit, f"one of {KMEANS_FITS}")
+        if not is_int(self.bins) or not (1 << self.bits) <= self.bins <= limits.MAX_BINS:
+            invalid("bins", self.bins, f"an integer in {1 << self.bits}..{limits.MAX_BINS}")
+        if not is_int(self.min_size) or self.min_size < 0:
+            invalid("min_size", self.min_size, "an integer >= 0")
         if self.codebook is None or len(self.codebook) == 0:
             if self.bits == 1:
                 default = (-1.0, 1.0)
@@ -435,7 +437,7 @@ class KMeansBlockwise(Scheme):
             object.__setattr__(self, "codebook", default)
         object.__setattr__(self, "codebook", _check_values("codebook", self.codebook))
         if len(self.codebook) > (1 << self.bits):
-            _fail("codebook", f"<{len(self.codebook)} values>", f"at most 2**bits = {1 << self.bits} levels")
+            invalid("codebook", f"<{len(self.codebook)} values>", f"at most 2**bits = {1 << self.bits} levels")
 
     @property
     def levels(self):
@@ -494,22 +496,22 @@ class Outliers(Scheme):
             base = scheme_from_json(base)
             object.__setattr__(self, "base", base)
         if not isinstance(base, Scheme):
-            _fail("base", base, "a scheme such as nq.NF4() (or its JSON dict)")
+            invalid("base", base, "a scheme such as nq.NF4() (or its JSON dict)")
         if isinstance(base, Outliers):
-            _fail("base", base, "a scheme other than Outliers (outliers of outliers are not supported)")
+            invalid("base", base, "a scheme other than Outliers (outliers of outliers are not supported)")
         if (self.fraction is None) == (self.threshold is None):
-            _fail("fraction", self.fraction, "exactly one of fraction and threshold (threshold="
+            invalid("fraction", self.fraction, "exactly one of fraction and threshold (threshold="
                   f"{self.threshold!r})")
         number = (int, float)
         if self.fraction is not None:
             f = self.fraction
             if not isinstance(f, number) or isinstance(f, bool) or not 0.0 <= float(f) <= 1.0:
-                _fail("fraction", f, "a number in [0, 1]")
+                invalid("fraction", f, "a number in [0, 1]")
             object.__setattr__(self, "fraction", float(f))
         if self.threshold is not None:
             t = self.threshold
             if not isinstance(t, number) or isinstance(t, bool) or not 0.0 <= float(t) < float("inf"):
-                _fail("threshold", t, "a finite number >= 0")
+                invalid("threshold", t, "a finite number >= 0")
             object.__setattr__(self, "threshold", float(t))
 
     def to_dict(self):
@@ -588,66 +590,15 @@ class ASQ(Scheme):
 
     def __post_init__(self):
         if not isinstance(self.bits, int) or isinstance(self.bits, bool) or not 1 <= self.bits <= 8:
-            _fail("bits", self.bits, "an integer in 1..8")
+            invalid("bits", self.bits, "an integer in 1..8")
         if self.method not in ASQ_METHODS:
-            _fail("method", self.method, f"one of {ASQ_METHODS}")
+            invalid("method", self.method, f"one of {ASQ_METHODS}")
         if self.m is not None and (not isinstance(self.m, int) or isinstance(self.m, bool)
                                    or not 1 <= self.m <= limits.MAX_GRID):
-            _fail("m", self.m, f"None or an integer in 1..{limits.MAX_GRID}")
+            invalid("m", self.m, f"None or an integer in 1..{limits.MAX_GRID}")
         if self.axis is not None and (not isinstance(self.axis, int) or isinstance(self.axis, bool)):
-            _fail("axis", self.axis, "None or an integer")
+            invalid("axis", self.axis, "None or an integer")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            _fail("seed", self.seed, "an integer")
+            invalid("seed", self.seed, "an integer")
 
     block_size = None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Microscaling(Scheme):
-    """OCP Microscaling (MX v1.0): blocks of ``block_size`` values share one power-of-two scale.
-
-    Each block of ``block_size`` consecutive values of the flattened, C-ordered array (the
-    last block may be partial) stores one E8M0 scale ``X = 2**(e - 127)`` (an 8-bit biased
-    exponent, side array ``scale_e8m0``, uint8; 255 is NaN) and one element per value, the
-    value over ``X`` in the element format: ``e - 127 = floor(log2(absmax)) - emax_elem``,
-    elements rounded to the nearest element value (ties to even mantissa) and clamped to the
-    largest normal magnitude.  Codes are the elements' bit patterns.  An all-zero block gets
-    the smallest scale (``e = 0``); a block holding NaN or an infinity gets ``X = NaN`` and
-    decodes to NaN (the spec: a NaN scale makes every value of the block NaN).  float64 data
-    is rounded to float32 first.
-
-    Parameters
-    ----------
-    block_size : int >= 1 (the spec's k, 32)
-    """
-
-    block_size: int = 32
-
-    element: ClassVar[str] = ""
-    bits: ClassVar[int] = 8
-
-    def __post_init__(self):
-        if not _is_int(self.block_size) or self.block_size < 1:
-            _fail("block_size", self.block_size, "an integer >= 1")
-
-
-@register
-@dataclasses.dataclass(frozen=True)
-class MXFP4(_Microscaling):
-    """MXFP4: FP4 E2M1 elements (values ±{0, 0.5, 1, 1.5, 2, 3, 4, 6}), 4.25 bits per value
-    with 32-value blocks.  See :class:`_Microscaling`."""
-
-    type: ClassVar[str] = "mxfp4"
-    element: ClassVar[str] = "e2m1"
-    bits: ClassVar[int] = 4
-
-
-@register
-@dataclasses.dataclass(frozen=True)
-class MXFP8(_Microscaling):
-    """MXFP8: FP8 E4M3 elements (largest 448, no infinities, NaN unused), 8.25 bits per value
-    with 32-value blocks.  See :class:`_Microscaling`."""
-
-    type: ClassVar[str] = "mxfp8"
-    element: ClassVar[str] = "e4m3"
-    bits: ClassVar[int] = 8

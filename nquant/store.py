@@ -30,12 +30,13 @@ import zarr
 
 from nquant import chunked, labels, outputs, validate
 from nquant._threads import in_task
-from nquant.api import dequantize
+from nquant.cluster import check_chunk_memory
 from nquant.containers import QuantizedArray
-from nquant.errors import StoreError
+from nquant.errors import InputError, StoreError
 from nquant.families.registry import family
 from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
-from nquant.packing import packed_shape
+from nquant.packing import pack_codes, packed_shape
+from nquant.progress import compute
 from nquant.schemes import FORMAT_VERSION
 
 ATTR = "nquant"
@@ -136,13 +137,6 @@ def regular_chunks(shape, chunks=None, target=TARGET_CHUNK_VALUES):
     return (max(1, min(shape[0], target // row)),) + tuple(shape[1:])
 
 
-def codes_chunks(chunks, bits):
-    """Zarr chunks of the packed codes for data ``chunks`` of ``bits``-bit codes (last axis in bytes)."""
-    if not chunks:
-        return (1,)
-    return tuple(max(1, c) for c in chunks[:-1]) + (max(1, -(-chunks[-1] * bits // 8)),)
-
-
 def _side_shape(length):
     """Shape of a side array from its spec: a length (1-D) or a shape tuple (e.g. (G, K) levels)."""
     return tuple(int(n) for n in length) if isinstance(length, tuple) else (int(length),)
@@ -175,7 +169,7 @@ def _meta_dict(scheme, shape, dtype, chunks, bits, metrics, complete, **extra):
 def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs, fam, local_axis=None):
     """Create ``codes`` and the side arrays (fill value 0, zstd then a crc32c checksum:
     ``validate.compressors``)."""
-    group.create_array("codes", shape=packed_shape(shape, bits), chunks=codes_chunks(data_chunks, bits),
+    group.create_array("codes", shape=packed_shape(shape, bits), chunks=validate.codes_chunks(data_chunks, bits),
                        dtype=np.uint8, overwrite=True, fill_value=0, compressors=validate.compressors())
     for name, (length, dtype) in side_specs.items():
         group.create_array(name, shape=_side_shape(length), dtype=dtype, overwrite=True, fill_value=0,
@@ -320,8 +314,6 @@ def open_array(src):
 @in_task
 def _quantize_chunk(chunk, job):
     """Encode one chunk, write its codes (and its own parameters), then its error stats and done flag."""
-    from nquant.packing import pack_codes
-
     job = job.value
     fam, scheme, params = job["fam"], job["scheme"], job["params"]
     start, global_shape, bits = job["start"], job["global_shape"], job["bits"]
@@ -391,8 +383,6 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
         x = x.rechunk(tuple(c[0] for c in x.chunks))
     data_chunks = tuple(c[0] for c in x.chunks)
     if client is not None:  # a chunk task that cannot fit a worker would kill it again and again
-        from nquant.cluster import check_chunk_memory
-
         check_chunk_memory(data_chunks, x.dtype, client=client, param="memory_limit")
     request = _request(scheme, x.shape, x.dtype, data_chunks, outputs.source_identity(src))
     with outputs.writing(dst), outputs.write_errors(dst):
@@ -473,8 +463,6 @@ def _start_job(client, fam, scheme, x, dst, data_chunks, request, fresh):
 def run_tasks(tasks, client=None, progress=False):
     """Compute delayed ``tasks`` on ``client`` or the current scheduler, with an optional progress bar
     on standard error (local and distributed schedulers alike: :mod:`nquant.progress`)."""
-    from nquant.progress import compute
-
     return compute(tasks, client, progress, label="chunks")
 
 
@@ -509,21 +497,18 @@ def _local_names(fam, scheme, local_axis):
 def _chunk_tasks(x, fam, scheme, params, group, done, local_axis):
     """One delayed task per chunk not yet done.  Each task's arguments but the chunk travel in one
     dict (``job``), opaque to Dask, so building the graph does not walk them."""
-    blocks = x.to_delayed()
-    starts = chunked.chunk_starts(x)
     quantum = fam.block_quantum(scheme)
     local = "block" if quantum is not None else ("axis" if local_axis is not None else None)
     # every chunk is written once, whole: skip Zarr's check for chunks equal to the fill value
     side_z = {name: group[name].with_config(WRITE_ALL) for name in _local_names(fam, scheme, local_axis)}
     codes_z = group["codes"].with_config(WRITE_ALL)
     bits = scheme.bits
-    tasks = []
-    for idx in np.ndindex(*x.numblocks):
-        didx = idx if x.ndim else (0,)
+
+    def job(chunk):
+        didx = chunk.index if x.ndim else (0,)
         if done[didx]:
-            continue
-        start = starts[idx]
-        shape = tuple(x.chunks[d][i] for d, i in enumerate(idx))
+            return None
+        start, shape = chunk.start, chunk.shape
         region = tuple(slice(s, s + n) for s, n in zip(start, shape))
         if x.ndim:
             codes_region = region[:-1] + (slice(-(-start[-1] * bits // 8),
@@ -532,21 +517,20 @@ def _chunk_tasks(x, fam, scheme, params, group, done, local_axis):
             codes_region = slice(0, 1)
         side_region, group_offset = {}, 0
         if local == "block":
-            first_value = int(np.ravel_multi_index(start, x.shape)) if x.ndim and x.size else 0
-            n = int(np.prod(shape, dtype=np.int64))
-            before = fam.param_specs(scheme, first_value)
-            upto = fam.param_specs(scheme, first_value + n)
+            before = fam.param_specs(scheme, chunk.first_value)
+            upto = fam.param_specs(scheme, chunk.first_value + chunk.size)
             side_region = {name: slice(before[name][0], upto[name][0]) for name in side_z}
-            group_offset = first_value // scheme.block_size
+            group_offset = chunk.first_block(scheme.block_size)
         elif local == "axis":
             group_offset = start[local_axis]
             side_region = dict.fromkeys(side_z, slice(group_offset, group_offset + shape[local_axis]))
-        job = {"fam": fam, "scheme": scheme, "params": params, "start": start, "global_shape": x.shape,
-               "bits": bits, "local": local, "side_z": side_z, "side_region": side_region,
-               "group_offset": group_offset, "codes_z": codes_z, "codes_region": codes_region,
-               "stats_z": group["chunk_stats"], "index": didx}
-        tasks.append(dask.delayed(_quantize_chunk, pure=False)(blocks[idx], _Opaque(job)))
-    return tasks
+        return (_Opaque({"fam": fam, "scheme": scheme, "params": params, "start": start,
+                         "global_shape": x.shape, "bits": bits, "local": local, "side_z": side_z,
+                         "side_region": side_region, "group_offset": group_offset, "codes_z": codes_z,
+                         "codes_region": codes_region, "stats_z": group["chunk_stats"], "index": didx}),)
+
+    # chunks are written in place (side effects), so the tasks are never merged as pure
+    return chunked.map_chunks(x, _quantize_chunk, job, pure=False)
 
 
 class _Opaque:
@@ -581,7 +565,9 @@ def dequantize_zarr(src, dst, *, overwrite=False, storage_options=None):
         raise StoreError(f"dst={dst!r}: a .npy output must be a local path (or name a Zarr array "
                          "without .npy)")
     q = open(src)
-    x_hat = dequantize(q)
+    if not isinstance(q, QuantizedArray):
+        raise InputError(f"q of type {type(q).__name__} is invalid: expected a QuantizedArray")
+    x_hat = chunked.dequantize(family(q.scheme), q)  # opened from a store: always Dask-backed
     with outputs.writing(dst), outputs.write_errors(dst):
         state = outputs.check_destination(dst, overwrite, file_kind=".npy" if npy else None)
         if state == "ours" and not overwrite:
@@ -619,4 +605,3 @@ def _write_npy(x, path):
 
 
 # the former private spellings, still imported by nquant.validate
-_as_store, _open_group, _meta, _codes_chunks = as_store, open_group, group_meta, codes_chunks

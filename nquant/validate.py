@@ -27,8 +27,8 @@ marked complete, the number of chunks of each array in the group attribute
 Reading such a group (``verified``) checks each chunk lazily as it is read: a missing chunk
 file, a checksum mismatch or an undecodable chunk is a ``StoreError`` naming the array and
 the chunk.  Groups written before (no record) open and decode as before, reported as
-unverified (``q.info["verified"] is False``, :func:`is_verified`).  :func:`verify_chunks`
-reads every chunk of every array (``nquant verify``).
+unverified (``q.info["verified"] is False``, :func:`nquant.verify.is_verified`).
+:func:`nquant.verify.verify_chunks` reads every chunk of every array (``nquant verify``).
 """
 
 import dataclasses
@@ -220,7 +220,7 @@ def check_values(name, side, a, where=""):
 # ----------------------------------------------------------------------------- the group
 
 
-def _record(group, store):
+def integrity_record(group, store):
     """The integrity record ``{name: number of chunks}``, or None (a group written before it)."""
     rec = group.attrs.asdict().get(INTEGRITY)
     if rec is None:
@@ -265,11 +265,11 @@ def check_group(group, meta, store):
     if tuple(codes.shape) != want:
         _fail(store, f"array 'codes': codes shape={tuple(codes.shape)} does not match shape={shape} with "
                      f"bits={bits} (expected {want})")
-    want_chunks = _codes_chunks(chunks, bits)
+    want_chunks = codes_chunks(chunks, bits)
     if tuple(codes.chunks) != want_chunks:
         _fail(store, f"array 'codes' has chunks={tuple(codes.chunks)}, expected {want_chunks} "
                      f"(data chunks={list(chunks)}, bits={bits})")
-    record = _record(group, store)
+    record = integrity_record(group, store)
     for name, z in sorted(arrays.items()):
         if z.metadata.zarr_format != 3:
             _fail(store, f"array {name!r} is not a Zarr v3 array")
@@ -316,10 +316,11 @@ def check_group(group, meta, store):
     return Layout(scheme, shape, dtype, chunks, data_chunks, bits, side, verified)
 
 
-def _codes_chunks(chunks, bits):
-    from nquant.store import _codes_chunks as codes_chunks
-
-    return codes_chunks(chunks, bits)
+def codes_chunks(chunks, bits):
+    """Zarr chunks of the packed codes for data ``chunks`` of ``bits``-bit codes (last axis in bytes)."""
+    if not chunks:
+        return (1,)
+    return tuple(max(1, c) for c in chunks[:-1]) + (max(1, -(-chunks[-1] * bits // 8)),)
 
 
 def block_lengths(fam, scheme, data_chunks, name):
@@ -429,88 +430,3 @@ def seal(group):
         chunks[name] = int(z.nchunks)
     group.attrs[INTEGRITY] = {"version": INTEGRITY_VERSION, "checksum": "crc32c", "chunks": chunks}
     return chunks
-
-
-def is_verified(store, *, storage_options=None):
-    """Whether the nquant group ``store`` is sealed (checksums and a record of its chunks),
-    so that reads detect missing and corrupt chunks; False for groups written before."""
-    from nquant.store import _as_store, _open_group
-
-    store = _as_store(store, storage_options)
-    return _record(_open_group(store), store) is not None
-
-
-def verify_chunks(store, *, decode=True, storage_options=None, max_problems=20):
-    """Read every chunk of every array of the nquant group ``store`` and report.
-
-    The group is validated as by :func:`nquant.open` (a ``StoreError`` when it cannot be
-    opened); then each chunk of ``codes``, of every side array and of ``chunk_stats`` is read
-    and checked (present when sealed, checksum, values), and with ``decode`` the array is
-    dequantized chunk by chunk (codes within the levels) and the values discarded.
-
-    A model group (``nquant.quantize_safetensors``) is checked tensor by tensor, its arrays
-    named ``tensor/array``.
-
-    Returns
-    -------
-    dict: ``verified`` (the group is sealed: missing chunks and flipped bits are detectable),
-    ``arrays`` (name -> chunks read), ``chunks`` (total), ``problems`` (list of one-line
-    messages, at most ``max_problems``), ``ok`` (no problem found).
-    """
-    import dask.array as da
-
-    from nquant.api import dequantize
-    from nquant.store import _as_store, _meta, _open_group
-    from nquant.store import open as open_store
-
-    store = _as_store(store, storage_options)
-    group = _open_group(store)
-    attrs = group.attrs.asdict()
-    if "nquant_model" in attrs and "nquant" not in attrs:
-        return _verify_model(store, decode, max_problems)
-    lay = check_group(group, _meta(group, store), store)
-    problems, counts = [], {}
-    for name in sorted(group.array_keys()):
-        z = group[name]
-        reader = ChunkReader(z, name, store, lay.verified, lay.side.get(name))
-        n = 0
-        for cid in np.ndindex(*z.cdata_shape):
-            sel = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(cid, z.chunks, z.shape))
-            n += 1
-            try:
-                reader[sel]
-            except StoreError as e:
-                if len(problems) < max_problems:
-                    problems.append(str(e))
-        counts[name] = n
-    if decode and not problems:
-        x = dequantize(open_store(store))
-        try:
-            if isinstance(x, da.Array):
-                da.store(x, _Discard(), lock=False)
-        except StoreError as e:
-            problems.append(str(e))
-    return {"verified": lay.verified, "arrays": counts, "chunks": sum(counts.values()),
-            "problems": problems, "ok": not problems}
-
-
-def _verify_model(store, decode, max_problems):
-    """:func:`verify_chunks` of every tensor group of a model group (arrays named ``tensor/array``)."""
-    from nquant.models import _member, open_model
-
-    report = {"verified": True, "arrays": {}, "chunks": 0, "problems": [], "ok": True}
-    for name in open_model(store):  # validates the model attributes and every tensor group
-        sub = verify_chunks(_member(store, name), decode=decode, max_problems=max_problems)
-        report["verified"] &= sub["verified"]
-        report["arrays"].update({f"{name}/{k}": v for k, v in sub["arrays"].items()})
-        report["chunks"] += sub["chunks"]
-        report["problems"] += sub["problems"][:max_problems - len(report["problems"])]
-    report["ok"] = not report["problems"]
-    return report
-
-
-class _Discard:
-    """A ``dask.array.store`` target that drops what it is given."""
-
-    def __setitem__(self, key, value):
-        pass

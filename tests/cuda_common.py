@@ -20,7 +20,7 @@ if not cuda.is_available():  # a GPU run without a GPU (NUMBA_ENABLE_CUDASIM=0)
     pytest.skip("no CUDA device and the simulator is off", allow_module_level=True)
 
 from nquant.cuda import _launch  # noqa: E402
-from nquant.grids import normal_float  # noqa: E402
+from nquant.codebooks.grids import normal_float  # noqa: E402
 from nquant.kernels import rng as c_rng  # noqa: E402
 
 __all__ = ["DTYPES", "NF4", "ROOT", "adversarial_values", "cuda", "key_of", "small_launches"]

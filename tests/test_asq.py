@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nquant import asq
+from nquant.codebooks import asq
 from nquant.errors import InputError, SchemeError
 from tests.reference import asq as ref
 

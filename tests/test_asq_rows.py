@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nquant as nq
-from nquant import asq
+from nquant.codebooks import asq
 from nquant.errors import InputError, SchemeError
 from nquant.kernels import codebook1d
 from nquant.kernels.rounding import NEAREST, STOCHASTIC
-from nquant.presets import resolve_scheme
+from nquant.interfaces.presets import resolve_scheme
 from tests.reference import asq as ref
 from tests.test_asq import DISTS, close, make
 from tests.test_chunked import assert_same_quantization

@@ -13,7 +13,7 @@ import pytest
 import zarr
 
 import nquant as nq
-from nquant.cli import main as cli_main
+from nquant.interfaces.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
@@ -192,12 +192,12 @@ def test_fit_codebook_writes_levels_usable_as_scheme(data):
     # QUIVER levels to .npy, fitted on a sample of 2000 values; then a codebook with stochastic rounding
     r = ok_json("fit-codebook", d / "x.npy", d / "qv.npy", "--method", "quiver", "--levels", "5",
                 "--max-values", "2000", "--seed", "4")
-    from nquant.levels import load_values
+    from nquant.interfaces.levels import load_values
 
     sample = load_values(str(d / "x.npy"), max_values=2000, seed=4)
     assert r["values_fitted"] == 2000
     np.testing.assert_allclose(np.load(d / "qv.npy"), nq.asq.solve(sample, 5).levels)
-    from nquant.presets import resolve_scheme
+    from nquant.interfaces.presets import resolve_scheme
 
     scheme = resolve_scheme(str(d / "qv.npy"))  # what --scheme FILE.npy gives
     assert scheme.type == "codebook" and scheme.values == tuple(np.load(d / "qv.npy"))
@@ -345,7 +345,7 @@ def test_demo_runs_from_the_package_on_a_local_cluster(tmp_path):
     assert html.count("data:image/png;base64,") == 4  # three jobs and error vs bits
     # the distributed scheduler drew the chunk progress bar (on standard error)
     assert "100% 8/8 chunks" in r.stderr
-    from nquant.cli import demo_workflow_path
+    from nquant.interfaces.cli import demo_workflow_path
 
     assert Path(demo_workflow_path()).read_bytes() == (ROOT / "workflows" / "demo.toml").read_bytes()
 

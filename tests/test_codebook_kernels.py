@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nquant.grids import dynamic_map, fp8_e4m3, normal_float, power_of_two, uniform_grid
+from nquant.codebooks.grids import dynamic_map, fp8_e4m3, normal_float, power_of_two, uniform_grid
 from nquant.kernels import blockwise as bw
 from nquant.kernels import codebook1d as cb
 from nquant.kernels.rng import stream_key

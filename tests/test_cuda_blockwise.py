@@ -11,7 +11,7 @@ from tests.helpers import readonly
 pytestmark = pytest.mark.cuda
 
 from nquant.cuda import blockwise as g_bw  # noqa: E402
-from nquant.grids import dynamic_map  # noqa: E402
+from nquant.codebooks.grids import dynamic_map  # noqa: E402
 from nquant.kernels import blockwise as c_bw  # noqa: E402
 
 

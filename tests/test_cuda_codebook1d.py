@@ -11,7 +11,7 @@ from tests.helpers import readonly
 pytestmark = pytest.mark.cuda
 
 from nquant.cuda import codebook1d as g_cb  # noqa: E402
-from nquant.grids import uniform_grid  # noqa: E402
+from nquant.codebooks.grids import uniform_grid  # noqa: E402
 from nquant.kernels import codebook1d as c_cb  # noqa: E402
 
 

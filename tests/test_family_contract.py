@@ -26,8 +26,8 @@ import nquant as nq
 from nquant.errors import InputError
 from nquant.families.base import Family, Side
 from nquant.families.registry import family, registered
-from nquant.samples import level_view
-from nquant.workflow import estimate_bits_per_value
+from nquant.interfaces.samples import level_view
+from nquant.interfaces.workflow import estimate_bits_per_value
 
 EXAMPLES = {
     nq.Uniform: [nq.Uniform(bits=4), nq.Uniform(bits=3, axis=1, symmetric=True),

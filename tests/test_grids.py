@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nquant.errors import SchemeError
-from nquant.grids import (
+from nquant.codebooks.grids import (
     NF4_BITSANDBYTES,
     dynamic_map,
     fp4_e2m1,

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nquant import optimal1d
+from nquant.codebooks import optimal1d
 from nquant.errors import InputError, SchemeError
 from tests.reference import asq as ref
 from tests.test_asq import DISTS, make

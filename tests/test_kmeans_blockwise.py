@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import nquant as nq
 from nquant.errors import InputError, SchemeError
 from nquant.families import kmeans_blockwise as kmb
-from nquant.optimal1d import kmeans1d
+from nquant.codebooks.optimal1d import kmeans1d
 from nquant.schemes import KMeansBlockwise, scheme_from_json
 
 

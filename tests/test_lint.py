@@ -157,10 +157,8 @@ KNOWN_PRIVATE_USES = {
     # module: private names of other nquant modules it still uses (this set may only shrink)
     "nquant.adaptive": {"nquant.families.codebook._levels"},
     "nquant.cuda.api": {"nquant.families.codebook._levels"},
-    "nquant.families.asq": {"nquant.asq._check_m"},
+    "nquant.families.asq": {"nquant.codebooks.asq._check_m"},
     "nquant.families.kmeans_blockwise": {"nquant.families.blockwise._absmax", "nquant.families.blockwise._flat32"},
-    "nquant.validate": {"nquant.models._member", "nquant.store._as_store", "nquant.store._codes_chunks",
-                        "nquant.store._meta", "nquant.store._open_group"},
 }
 
 
@@ -224,3 +222,54 @@ def test_no_module_uses_another_modules_private_names():
         offenders += [f"{path.relative_to(ROOT)}: {name}" for name in sorted(new)]
     assert not offenders, ("make the name public (no underscore, with a docstring) in its home module, "
                            "or move it where it belongs:\n" + "\n".join(offenders))
+
+
+# ----------------------------------------------------------------------------- layers
+
+# the families, the execution layer and the kernels sit below nquant.api: the interfaces and the
+# package's __init__ may import it, these never do (not even inside a function)
+BELOW_API = ([PACKAGE / "families", KERNELS, CUDA]
+             + [PACKAGE / f"{name}.py" for name in ("chunked", "store", "codec", "validate", "outputs")])
+
+
+def _imported_modules(path, me):
+    """Every module that ``path`` (module ``me``) imports, top-level or in a function, as dotted names
+    (``from a import b`` counts as ``a`` and ``a.b``)."""
+    package = me.split(".") if path.name == "__init__.py" else me.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolved against the importing module's package
+                base = ".".join(package[:len(package) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _imports_api(path, me):
+    return any(m == "nquant.api" or m.startswith("nquant.api.") for m in _imported_modules(path, me))
+
+
+def _below_api_sources():
+    return [p for p in _sources() if any(p == b or b in p.parents for b in BELOW_API)]
+
+
+def test_the_layer_rule_sees_api_imports(tmp_path):
+    cases = {"from nquant.api import quantize\n": True, "import nquant.api\n": True,
+             "from nquant import api, store\n": True, "def f():\n    from nquant import api\n": True,
+             "from ..api import quantize\n": True, "from nquant import store\n": False,
+             "from nquant.cuda.api import quantize\n": False, "from .api import quantize\n": False}
+    for text, expected in cases.items():
+        probe = tmp_path / "probe.py"
+        probe.write_text(text)
+        assert _imports_api(probe, "nquant.families.probe") is expected, text
+    assert PACKAGE / "store.py" in _below_api_sources()
+    assert PACKAGE / "families" / "uniform.py" in _below_api_sources()
+
+
+def test_families_execution_layer_and_kernels_never_import_api():
+    offenders = [str(p.relative_to(ROOT)) for p in _below_api_sources() if _imports_api(p, _module_name(p))]
+    assert not offenders, "these modules sit below nquant.api and may not import it:\n" + "\n".join(offenders)

@@ -19,7 +19,7 @@ from hypothesis.extra import numpy as hnp
 import nquant as nq
 from nquant.errors import InputError, SchemeError
 from nquant.families import mx
-from nquant.presets import resolve_scheme
+from nquant.interfaces.presets import resolve_scheme
 
 # ----------------------------------------------------------------------------- reference
 

@@ -23,7 +23,7 @@ import zarr
 
 import nquant as nq
 from nquant import cluster
-from nquant.cli import main as cli_main
+from nquant.interfaces.cli import main as cli_main
 from nquant.errors import InputError
 from nquant.models import open_model
 from nquant.safetensors_io import read_tensors, write_tensors
@@ -249,7 +249,7 @@ def test_refused_inputs_leave_the_user_files_alone(d):
 
 def test_help_lists_the_choices_of_scheme_rounding_and_range():
     from nquant.kernels.rounding import MODES
-    from nquant.presets import PRESETS
+    from nquant.interfaces.presets import PRESETS
     from nquant.schemes import RANGES
 
     params = {p.name: p for p in cli_main.commands["quantize"].params}

@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nquant as nq
-from nquant import asq, limits
+from nquant import limits
+from nquant.codebooks import asq
 from nquant.errors import InputError, SchemeError
 from nquant.schemes import scheme_from_json
 
@@ -189,7 +190,7 @@ def test_asq_grid_m_is_bounded_before_allocation():
 
 
 def test_numbers_of_levels_are_bounded():
-    from nquant.optimal1d import kmeans1d
+    from nquant.codebooks.optimal1d import kmeans1d
 
     with pytest.raises(SchemeError, match=r"^k=1000000000 is invalid: at most 65536 is supported$"):
         kmeans1d(np.arange(5.0), 10**9)
@@ -379,7 +380,7 @@ scheme = "int8"
 
 def _workflow(tmp_path, vars_text="", output="out", source="s.zarr", kind="weights", shape="[8, 8]",
               chunks="", extra=""):
-    from nquant.workflow import load
+    from nquant.interfaces.workflow import load
 
     text = vars_text + WORKFLOW.format(output=output, source=source, kind=kind, shape=shape,
                                        chunks=f", chunks = {chunks}" if chunks else "") + extra
@@ -389,7 +390,7 @@ def _workflow(tmp_path, vars_text="", output="out", source="s.zarr", kind="weigh
 
 
 def _workflow_error(load, message, **kw):
-    from nquant.workflow import WorkflowError
+    from nquant.interfaces.workflow import WorkflowError
 
     with pytest.raises(WorkflowError, match=message) as info:
         load(**kw)
@@ -426,7 +427,7 @@ def test_variables_resolve_in_any_order_and_overrides(tmp_path):
 
 
 def test_deep_nesting_is_one_line(tmp_path):
-    from nquant.workflow import load
+    from nquant.interfaces.workflow import load
 
     for depth, message in [(5000, r"nests tables or arrays too deeply \(at most 32 levels\)"),
                            (40, r"^deep(\[0\]){32}: nested more than 32 levels deep$")]:
@@ -447,7 +448,7 @@ def test_generated_shapes_are_bounded(tmp_path, monkeypatch):
     assert _workflow(tmp_path, shape="[100000, 10000]", chunks="[1000, 1000]")()["sources"]["s"]["generate"]
     _workflow_error(_workflow(tmp_path, source="m.safetensors", kind="model", shape="[100000, 10000]"),
                     r"^sources\.s\.generate\.shape=\[100000, 10000\] needs \d+\.\d GiB of memory")
-    from nquant.sources import check_generate
+    from nquant.interfaces.sources import check_generate
 
     with pytest.raises(InputError, match=r"^generate\.shape=\[100000, 10000\] needs"):
         check_generate({"shape": [100000, 10000], "chunks": [1000, 1000]}, "npy")

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nquant as nq
-from nquant import validate
+from nquant import validate, verify
 from nquant.containers import QuantizedArray
 from nquant.errors import StoreError
 from nquant.packing import pack_codes, unpack_codes
@@ -364,7 +364,7 @@ def test_deleted_chunk_is_detected(tmp_path, label, scheme, chunks, arrays):
         with pytest.raises(StoreError, match=rf"array '{name}' chunk {key!s} is missing".replace("(", r"\(")
                            .replace(")", r"\)")):
             decode(str(work))
-        report = validate.verify_chunks(str(work))
+        report = verify.verify_chunks(str(work))
         assert not report["ok"] and any(f"'{name}' chunk" in p for p in report["problems"])
 
 
@@ -381,7 +381,7 @@ def test_flipped_byte_is_detected(tmp_path, label, scheme, chunks, arrays):
         f.write_bytes(bytes(raw))
         with pytest.raises(StoreError, match=rf"array '{name}' chunk \(0,( 0)?\) cannot be read: .*checksum"):
             decode(str(work))
-        assert not validate.verify_chunks(str(work))["ok"]
+        assert not verify.verify_chunks(str(work))["ok"]
 
 
 def test_changed_fill_value_is_detected_at_open(tmp_path):
@@ -436,7 +436,7 @@ def test_seal_needs_checksums(tmp_path):
 
 def test_verify_chunks_report(tmp_path):
     path, _ = stored(tmp_path, data((32, 16)), nq.NF4(block_size=16), chunks=(8, 16))
-    report = validate.verify_chunks(path)
+    report = verify.verify_chunks(path)
     assert report == {"verified": True, "arrays": {"absmax": 4, "codes": 4}, "chunks": 8, "problems": [],
                       "ok": True}
 
@@ -451,11 +451,11 @@ GOLDEN_NAMES = sorted(p.stem for p in GOLDEN.glob("*.npy"))
 def test_golden_stores_decode_and_are_unverified(name):
     store = str(GOLDEN / f"{name}.zarr")
     q = nq.open(store)
-    assert q.info["verified"] is False and validate.is_verified(store) is False
+    assert q.info["verified"] is False and verify.is_verified(store) is False
     expected = np.load(GOLDEN / f"{name}.npy")
     got = np.asarray(nq.dequantize(q).compute())
     assert got.dtype == expected.dtype and np.array_equal(got.view(np.uint8), expected.view(np.uint8))
-    report = validate.verify_chunks(store)
+    report = verify.verify_chunks(store)
     assert report["ok"] and report["verified"] is False
 
 
@@ -490,7 +490,7 @@ def test_open_model_group(tmp_path):
 
     for name in opened:  # a no-op where the writer sealed them
         validate.seal(zarr.open_group(os.path.join(dst, name), mode="r+"))
-    report = validate.verify_chunks(dst)
+    report = verify.verify_chunks(dst)
     assert report["ok"] and report["verified"]
     assert set(report["arrays"]) == {"encoder/w/codes", "encoder/w/absmax", "head.weight/codes",
                                      "head.weight/absmax"}
@@ -498,7 +498,7 @@ def test_open_model_group(tmp_path):
     raw = bytearray(absmax_file.read_bytes())
     raw[-1] ^= 0xFF  # a checksum byte
     absmax_file.write_bytes(bytes(raw))
-    problems = validate.verify_chunks(dst)["problems"]
+    problems = verify.verify_chunks(dst)["problems"]
     assert len(problems) == 1 and "head.weight" in problems[0] and "'absmax' chunk (0,)" in problems[0]
 
     def bad_name(doc):

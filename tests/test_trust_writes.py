@@ -25,8 +25,8 @@ from click.testing import CliRunner
 
 import nquant as nq
 from nquant import outputs
-from nquant import workflow as wf
-from nquant.cli import main as cli_main
+from nquant.interfaces import workflow as wf
+from nquant.interfaces.cli import main as cli_main
 from nquant.errors import InputError, StoreError
 from nquant.safetensors_io import write_tensors
 

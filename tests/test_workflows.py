@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import nquant as nq
-from nquant import report as report_mod
-from nquant import workflow as wf
+from nquant.interfaces import report as report_mod
+from nquant.interfaces import workflow as wf
 from nquant.errors import InputError, SchemeError
-from nquant.samples import level_view
+from nquant.interfaces.samples import level_view
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
@@ -201,7 +201,7 @@ def test_plan_describes_without_computing(tmp_path):
 
 
 def test_report_without_matplotlib_says_so(tmp_path, monkeypatch):
-    from nquant import plots
+    from nquant.interfaces import plots
 
     monkeypatch.setattr(plots, "available", lambda: False)
     rep = {"workflow": "w", "fingerprint": "f", "nquant": nq.__version__,
@@ -250,7 +250,7 @@ def test_level_view_nf4_blocks_are_normalised_to_the_codebook():
 
 
 def test_fit_levels_matches_the_solvers():
-    from nquant.levels import fit_levels, levels_scheme
+    from nquant.interfaces.levels import fit_levels, levels_scheme
 
     x = np.random.default_rng(2).standard_t(3, 5000)
     km, fig = fit_levels(x, 8, "kmeans")
@@ -268,7 +268,7 @@ def test_fit_levels_matches_the_solvers():
 def test_load_values_samples_zarr_and_safetensors(tmp_path):
     import zarr
 
-    from nquant.levels import load_values
+    from nquant.interfaces.levels import load_values
     from nquant.safetensors_io import write_tensors
 
     x = np.random.default_rng(3).standard_normal((40, 30)).astype(np.float32)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from nquant import asq, optimal1d
+from nquant.codebooks import asq, optimal1d
 
 from . import common
 

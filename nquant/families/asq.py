@@ -24,7 +24,8 @@ repeating its largest one; the codes of group ``g`` index row ``g``.
 
 import numpy as np
 
-from nquant import _alloc, _layout, asq, limits
+from nquant import _alloc, _layout, limits
+from nquant.codebooks import asq
 from nquant.errors import InputError, NQuantError, StoreError
 from nquant.families import base
 from nquant.families.uniform import compute_dtype, n_groups, norm_axis

@@ -47,7 +47,7 @@ from nquant.families import blockwise as bw
 from nquant.kernels import blockwise as kb
 from nquant.kernels._jit import jit
 from nquant.kernels.kmeans1d import sse_nearest
-from nquant.optimal1d import kmeans1d
+from nquant.codebooks.optimal1d import kmeans1d
 
 MAX_FRACTION_BITS = 52
 

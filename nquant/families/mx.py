@@ -27,6 +27,7 @@ statistics beyond each block, so NumPy and any chunking of a Dask array give the
 """
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 
@@ -36,6 +37,59 @@ from nquant.families import base
 from nquant.families.blockwise import nibbles_flat
 from nquant.kernels import blockwise as kb
 from nquant.packing import unpack_codes
+from nquant import schemes
+from nquant.schemes import invalid, is_int
+
+@dataclasses.dataclass(frozen=True)
+class Microscaling(schemes.Scheme):
+    """OCP Microscaling (MX v1.0): blocks of ``block_size`` values share one power-of-two scale.
+
+    Each block of ``block_size`` consecutive values of the flattened, C-ordered array (the
+    last block may be partial) stores one E8M0 scale ``X = 2**(e - 127)`` (an 8-bit biased
+    exponent, side array ``scale_e8m0``, uint8; 255 is NaN) and one element per value, the
+    value over ``X`` in the element format: ``e - 127 = floor(log2(absmax)) - emax_elem``,
+    elements rounded to the nearest element value (ties to even mantissa) and clamped to the
+    largest normal magnitude.  Codes are the elements' bit patterns.  An all-zero block gets
+    the smallest scale (``e = 0``); a block holding NaN or an infinity gets ``X = NaN`` and
+    decodes to NaN (the spec: a NaN scale makes every value of the block NaN).  float64 data
+    is rounded to float32 first.
+
+    Parameters
+    ----------
+    block_size : int >= 1 (the spec's k, 32)
+    """
+
+    block_size: int = 32
+
+    element: ClassVar[str] = ""
+    bits: ClassVar[int] = 8
+
+    def __post_init__(self):
+        if not is_int(self.block_size) or self.block_size < 1:
+            invalid("block_size", self.block_size, "an integer >= 1")
+
+
+@schemes.register
+@dataclasses.dataclass(frozen=True)
+class MXFP4(Microscaling):
+    """MXFP4: FP4 E2M1 elements (values ±{0, 0.5, 1, 1.5, 2, 3, 4, 6}), 4.25 bits per value
+    with 32-value blocks.  See :class:`Microscaling`."""
+
+    type: ClassVar[str] = "mxfp4"
+    element: ClassVar[str] = "e2m1"
+    bits: ClassVar[int] = 4
+
+
+@schemes.register
+@dataclasses.dataclass(frozen=True)
+class MXFP8(Microscaling):
+    """MXFP8: FP8 E4M3 elements (largest 448, no infinities, NaN unused), 8.25 bits per value
+    with 32-value blocks.  See :class:`Microscaling`."""
+
+    type: ClassVar[str] = "mxfp8"
+    element: ClassVar[str] = "e4m3"
+    bits: ClassVar[int] = 8
+
 
 SCALE = "scale_e8m0"
 E8M0_BIAS = 127

@@ -11,14 +11,20 @@ from nquant.families.base import Family
 from nquant.schemes import Scheme
 
 _FAMILIES = {}
+_PRESETS = {}
 
 
-def register(scheme_class, fam):
-    """Make ``fam`` (a :class:`Family`) the family of ``scheme_class`` (a ``Scheme`` subclass)."""
+def register(scheme_class, fam, presets=None):
+    """Make ``fam`` (a :class:`Family`) the family of ``scheme_class`` (a ``Scheme`` subclass);
+    ``presets``: ``{name: scheme}``, the names the CLI and workflow files accept for it."""
     if not (isinstance(scheme_class, type) and issubclass(scheme_class, Scheme)):
         raise TypeError(f"{scheme_class!r} is not a Scheme class")
     if not isinstance(fam, Family):
         raise TypeError(f"{fam!r} is not a Family")
+    for name, scheme in (presets or {}).items():
+        if not isinstance(scheme, scheme_class) or name in _PRESETS:
+            raise TypeError(f"preset {name!r}: expected a new name for a {scheme_class.__name__}")
+        _PRESETS[name] = scheme
     _FAMILIES[scheme_class] = fam
     return fam
 
@@ -32,6 +38,11 @@ def family(scheme):
         return _FAMILIES[type(scheme)]
     except KeyError:
         raise SchemeError(f"scheme type={scheme.type!r} has no implementation") from None
+
+
+def presets():
+    """``{preset name: scheme}`` of every registered family, in registration order (a copy)."""
+    return dict(_PRESETS)
 
 
 def registered():

@@ -35,7 +35,7 @@ blockwise (block 256) with bitsandbytes' 8-bit dynamic map, with bitsandbytes' C
 
 import numpy as np
 
-from nquant.grids import dynamic_map
+from nquant.codebooks.grids import dynamic_map
 from nquant.kernels._jit import jit, jit_parallel, prange
 from nquant.kernels.codebook1d import LUT_SIZE, MAX_CORRECTIONS, search_binary, search_lut, build_lut32
 
@@ -355,7 +355,7 @@ def double_quantize(absmax, offset=None, code=None, block_size=DOUBLE_QUANT_BLOC
         float32 ``torch.mean``, which may differ in the last bit; pass its ``offset`` to
         reproduce a bitsandbytes state exactly.
     code : ndarray of shape (256,), float32, optional
-        Default :func:`nquant.grids.dynamic_map` (``QuantState.state2.code``).
+        Default :func:`nquant.codebooks.grids.dynamic_map` (``QuantState.state2.code``).
     block_size : int, default 256
 
     Returns

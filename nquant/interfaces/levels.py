@@ -88,7 +88,7 @@ def fit_levels(x, k, method="kmeans", m=None):
     -------
     (levels, figures): float64 ascending unique levels and ``{"objective": ..., "name": ...}``
     """
-    from nquant import asq, optimal1d
+    from nquant.codebooks import asq, optimal1d
 
     if method not in METHODS:
         raise SchemeError(f"method={method!r} is invalid: expected one of {METHODS}")

@@ -22,7 +22,7 @@ import click
 from nquant import __version__
 from nquant.errors import InputError, NQuantError, StoreError
 from nquant.kernels.rounding import MODES
-from nquant.presets import PRESETS
+from nquant.interfaces.presets import PRESETS
 from nquant.schemes import RANGES
 
 INTERRUPTED = "nquant: interrupted (rerun to resume)"
@@ -77,7 +77,7 @@ def _common(f):
 
 
 def _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed):
-    from nquant.presets import resolve_scheme
+    from nquant.interfaces.presets import resolve_scheme
 
     return resolve_scheme(scheme, bits=bits, axis=axis, block_size=block_size, rounding=rounding,
                           range=range_, seed=seed)
@@ -356,7 +356,7 @@ def dequantize(src, dst, overwrite, as_json):
 
 def _chunk_check(store, decode):
     """Every chunk of the nquant group ``store`` read and checked; a StoreError naming the first problem."""
-    from nquant.validate import verify_chunks
+    from nquant.verify import verify_chunks
 
     r = verify_chunks(store, decode=decode)
     if r["problems"]:
@@ -410,7 +410,7 @@ def verify(store, source, as_json):
     if source is not None and str(source).endswith(".safetensors"):
         raise InputError(f"source={source!r}: a .safetensors source is for model groups; {store!r} is one "
                          "array (give its Zarr array or .npy file)")
-    from nquant.workflow import verify as verify_store
+    from nquant.interfaces.workflow import verify as verify_store
 
     r = _chunk_check(store, decode=source is None)
     d = {"store": os.fspath(store), "chunks": r["chunks"], "verified": r["verified"]}
@@ -447,7 +447,7 @@ def fit_codebook(src, out, method, k, bits, m, tensor, max_values, seed, overwri
     QUIVER levels) and OUT.npy the levels; either is then a valid --scheme value
     (nquant quantize data.zarr q.zarr --scheme OUT.json).
     """
-    from nquant.levels import fit_levels, load_values, save_levels
+    from nquant.interfaces.levels import fit_levels, load_values, save_levels
 
     k = (1 << bits) if k is None else k
     if not out.endswith((".json", ".npy")):
@@ -473,7 +473,7 @@ def fit_codebook(src, out, method, k, bits, m, tensor, max_values, seed, overwri
 @_guard
 def plan(workflow, assignments, as_json):
     """Dry run of WORKFLOW: shapes, chunks, bytes in/out, bits/value, tasks; computes nothing."""
-    from nquant import workflow as wf
+    from nquant.interfaces import workflow as wf
 
     rows = wf.plan(wf.load(workflow, wf.parse_assignments(assignments)))
     lines = [f"{'job':<20} {'shape':<18} {'chunks':<16} {'MB in':>8} {'MB out':>8} {'bits/val':>8} {'tasks':>6}"]
@@ -489,7 +489,7 @@ def _workflow_memory_check(spec, given):
     job whose chunks cannot fit a worker's memory limit (the plan knows the chunks)."""
     import numpy as np
 
-    from nquant import workflow as wf
+    from nquant.interfaces import workflow as wf
     from nquant.cluster import check_chunk_memory, check_count, parse_memory_limit
 
     cfg = spec.get("cluster", {})
@@ -519,7 +519,7 @@ def _workflow_memory_check(spec, given):
 
 def _run(workflow, assignments, overwrite, progress, scheduler, workers, threads_per_worker, memory_limit,
          as_json):
-    from nquant import workflow as wf
+    from nquant.interfaces import workflow as wf
 
     spec = wf.load(workflow, wf.parse_assignments(assignments))
     given = {"scheduler": scheduler, "workers": workers, "threads_per_worker": threads_per_worker,

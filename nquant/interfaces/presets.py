@@ -4,28 +4,11 @@ import json
 import os
 
 from nquant.errors import SchemeError
-from nquant.schemes import ASQ, MXFP4, MXFP8, NF4, Scheme, Uniform, scheme_from_json
+from nquant.families.registry import presets
+from nquant.schemes import Scheme, scheme_from_json
 
-PRESETS = {
-    "int8": lambda: Uniform(bits=8),
-    "int8-sym": lambda: Uniform(bits=8, symmetric=True),
-    "int8-channel": lambda: Uniform(bits=8, symmetric=True, axis=0),
-    "int4": lambda: Uniform(bits=4),
-    "int4-block64": lambda: Uniform(bits=4, block_size=64),
-    "int4-mse": lambda: Uniform(bits=4, range="mse"),
-    "int2": lambda: Uniform(bits=2, range="mse"),
-    "nf4": lambda: NF4(),
-    "nf4-dq": lambda: NF4(double_quant=True),
-    "asq4": lambda: ASQ(bits=4, method="quiver_approx"),
-    "asq4-exact": lambda: ASQ(bits=4, method="quiver"),
-    "mxfp4": lambda: MXFP4(),
-    "mxfp8": lambda: MXFP8(),
-}
-
-
-def register_preset(name, factory):
-    """Add a preset: ``factory()`` returns a Scheme."""
-    PRESETS[name] = factory
+PRESETS = presets()
+"""``{name: scheme}``: the presets the families declare at registration (:mod:`nquant.families`)."""
 
 
 def resolve_scheme(spec, **overrides):
@@ -50,11 +33,11 @@ def resolve_scheme(spec, **overrides):
         except json.JSONDecodeError as e:
             raise SchemeError(f"scheme={spec!r} is not valid JSON: {e}") from e
     elif isinstance(spec, str) and spec in PRESETS:
-        scheme = PRESETS[spec]()
+        scheme = PRESETS[spec]
     elif isinstance(spec, str) and spec.endswith((".json", ".npy")):
         if not os.path.isfile(spec):
             raise SchemeError(f"scheme={spec!r}: no such file (a scheme JSON or levels .npy file)")
-        from nquant.levels import load_levels_scheme
+        from nquant.interfaces.levels import load_levels_scheme
 
         try:
             scheme = load_levels_scheme(spec)

@@ -3,7 +3,7 @@
 Each ``run_*`` function quantizes, writes, verifies, and returns ``(result, view)``:
 ``result`` the job's figures for the report (scheme, bits/value with side information,
 RMSE, max error, SQNR, bias, fraction clipped, throughput; recall for PQ) and ``view``
-the sample of :mod:`nquant.samples` behind its figures.
+the sample of :mod:`nquant.interfaces.samples` behind its figures.
 
 - array jobs stream a Zarr array or ``.npy`` file with ``nquant.quantize_zarr``
   (resumable chunk by chunk);
@@ -71,7 +71,7 @@ def _side_sample(q, n_values):
 def _array_view(q, x_source):
     """Level view and errors of the leading rows of a stored array ``q`` and its source."""
     from nquant.api import dequantize
-    from nquant.samples import first_rows, level_view
+    from nquant.interfaces.samples import first_rows, level_view
 
     rows = first_rows(q.shape)
     x = np.asarray(x_source[rows].compute() if hasattr(x_source, "compute") else x_source[rows])
@@ -162,7 +162,7 @@ def run_pq_job(src, dst, spec, *, overwrite, queries, k, verify):
     import zarr
 
     from nquant import outputs
-    from nquant.samples import pq_view
+    from nquant.interfaces.samples import pq_view
     from nquant.store import PARTIAL
 
     if src.ndim != 2:

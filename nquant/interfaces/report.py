@@ -2,7 +2,7 @@
 
 Per job: scheme, shape, bits/value with side information, RMSE, max error, SQNR, bias,
 fraction clipped, throughput (and recall for product quantizers).  Figures
-(:mod:`nquant.plots`, when matplotlib is installed): per job the value histogram with
+(:mod:`nquant.interfaces.plots`, when matplotlib is installed): per job the value histogram with
 the quantization levels and the error histogram; across jobs SQNR against bits.  The
 HTML embeds the PNGs as data URIs, so the one file can be mailed or archived.  Without
 matplotlib the reports say so and carry the tables only.
@@ -58,8 +58,8 @@ def _extra(j):
 
 def _figures(report, out_dir):
     """Draw the figures (PNG); ``{"jobs": {job: path}, "error_vs_bits": path}`` or None without matplotlib."""
-    from nquant import plots
-    from nquant.jobs import load_view
+    from nquant.interfaces import plots
+    from nquant.interfaces.jobs import load_view
 
     if not plots.available():
         return None

@@ -8,17 +8,17 @@ A workflow file::
                           workers, threads_per_worker, memory_limit
     [sources.<name>]      path (a Zarr array, .npy or .safetensors file), tensor (one
                           tensor of a .safetensors file), generate = {kind, shape, chunks,
-                          seed, dtype, clusters, layers}: made if missing (nquant.sources)
+                          seed, dtype, clusters, layers}: made if missing (nquant.interfaces.sources)
     [[jobs]]              name, source, scheme (preset, JSON, .json/.npy file, or a table:
                           {type = "pq", M, nbits, ...}), overrides = {field = value},
                           verify (default true), include (model jobs: tensor name globs),
                           queries, k (pq jobs: held-out query rows, recall@k)
 
-Steps per job (:mod:`nquant.jobs`): source -> calibrate -> quantize -> write (into
+Steps per job (:mod:`nquant.interfaces.jobs`): source -> calibrate -> quantize -> write (into
 ``<output>/<job>.zarr``; a .safetensors source without ``tensor`` quantizes the whole
 model, a ``pq`` scheme runs a product quantizer) -> verify (the error recomputed
 against the source) -> report (``report.json``, ``report.md`` and a self-contained
-``report.html`` with figures when matplotlib is installed; :mod:`nquant.report`).
+``report.html`` with figures when matplotlib is installed; :mod:`nquant.interfaces.report`).
 Variables may refer to other variables.  A manifest records the workflow's
 fingerprint and each job's state: a rerun resumes unfinished jobs (array jobs chunk by
 chunk), skips finished ones, and refuses an output made by a different spec unless
@@ -37,7 +37,7 @@ import numpy as np
 from nquant import __version__, limits
 from nquant.errors import NQuantError
 from nquant.families.registry import family
-from nquant.sources import (
+from nquant.interfaces.sources import (
     GENERATORS,
     check_generate,
     describe,
@@ -314,7 +314,7 @@ def validate(spec):
 
 def job_kind(spec, job):
     """``"pq"``, ``"model"`` or ``"array"``."""
-    from nquant.jobs import is_pq
+    from nquant.interfaces.jobs import is_pq
 
     if is_pq(job["scheme"]):
         return "pq"
@@ -325,8 +325,8 @@ def job_kind(spec, job):
 
 
 def _validate_job(spec, i, job):
-    from nquant.jobs import pq_from_spec
-    from nquant.presets import resolve_scheme
+    from nquant.interfaces.jobs import pq_from_spec
+    from nquant.interfaces.presets import resolve_scheme
 
     kind = job_kind(spec, job)
     allowed = {"array": (), "model": ("include",), "pq": ("queries", "k")}[kind]
@@ -432,9 +432,9 @@ def plan(spec):
     Computes nothing; sources that do not exist yet are described from their
     ``generate`` table.
     """
-    from nquant.jobs import pq_from_spec
-    from nquant.presets import resolve_scheme
-    from nquant.sources import model_itemsize, model_shapes
+    from nquant.interfaces.jobs import pq_from_spec
+    from nquant.interfaces.presets import resolve_scheme
+    from nquant.interfaces.sources import model_itemsize, model_shapes
 
     check_names(spec)
     rows = []
@@ -581,10 +581,10 @@ def run(spec, overwrite=False, progress=True, echo=print, scheduler_overrides=No
 
 
 def _run(spec, overwrite, progress, echo, scheduler_overrides):
-    from nquant import jobs as J
+    from nquant.interfaces import jobs as J
     from nquant.cluster import scheduler
     from nquant.models import is_complete_model
-    from nquant.presets import resolve_scheme
+    from nquant.interfaces.presets import resolve_scheme
     from nquant.store import is_complete
 
     out_dir = spec["workflow"]["output"]
@@ -640,7 +640,7 @@ def _run(spec, overwrite, progress, echo, scheduler_overrides):
             results.append({**result, "status": "resumed" if state == "running" else "done"})
     report = {"workflow": spec["workflow"]["name"], "fingerprint": manifest.data["fingerprint"],
               "nquant": __version__, "jobs": results}
-    from nquant.report import write_report
+    from nquant.interfaces.report import write_report
 
     report["paths"] = write_report(report, out_dir)
     return report

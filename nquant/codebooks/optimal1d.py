@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from nquant import limits
-from nquant.asq import as_data, as_weights, check_memory, dp_threads, sorted_data
+from nquant.codebooks.asq import as_data, as_weights, check_memory, dp_threads, sorted_data
 from nquant.errors import SchemeError
 from nquant.kernels import asq_dp as _a
 from nquant.kernels import kmeans1d as _k
