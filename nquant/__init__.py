@@ -7,7 +7,7 @@ from nquant.metrics import metrics
 from nquant import observers
 from nquant.qat import QParams, fake_quantize
 from nquant.qmatmul import PreparedWeights, int_matmul, prepare_weights, qmatmul
-from nquant.models import quantize_safetensors
+from nquant.models import open, quantize_safetensors
 from nquant.packing import pack, unpack
 from nquant.codebooks.grids import normal_float
 from nquant.schemes import ASQ, NF4, Blockwise, Codebook, KMeansBlockwise, Outliers, Uniform, scheme_from_json
@@ -17,7 +17,7 @@ from nquant.codebooks import asq, optimal1d
 from nquant.adaptive import adaptive_round, hessian
 from nquant.kmeans import KMeans, assign
 from nquant.pq import ProductQuantizer
-from nquant.store import dequantize_zarr, open, quantize_zarr, save
+from nquant.store import dequantize_zarr, quantize_zarr, save
 
 __version__ = "0.1.0"
 

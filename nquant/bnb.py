@@ -37,7 +37,7 @@ from nquant.containers import QuantizedArray
 from nquant.errors import InputError
 from nquant.codebooks.grids import NF4_BITSANDBYTES, dynamic_map
 from nquant.kernels.blockwise import DOUBLE_QUANT_BLOCK
-from nquant.packing import pack, pack_codes, packed_shape, unpack
+from nquant.packing import pack, pack_codes, packed_shape, unpack, unpack_codes
 from nquant.schemes import NF4, Blockwise
 
 __all__ = ["to_bnb_state", "to_bnb", "to_bnb_weight", "from_bnb_state", "BNB_BLOCKSIZES"]
@@ -83,8 +83,6 @@ def _flat_codes(q, codes):
     shape = tuple(q.shape)
     if len(shape) <= 1 or shape[-1] % 2 == 0:
         return codes.reshape(-1)  # row-packed rows of whole bytes: the same stream
-    from nquant.packing import unpack_codes
-
     return pack(unpack_codes(codes, 4, shape).reshape(-1), 4)
 
 

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nquant import chunked
 from nquant.packing import unpack_codes
 
 
@@ -64,8 +65,6 @@ class QuantizedArray:
     def codes_unpacked(self):
         """One code per value, shape of the original: int8 for signed schemes, else uint8."""
         if self.is_dask:
-            from nquant import chunked
-
             u = chunked.unpack(self.codes, self.bits, self.shape, self.chunks)
         else:
             u = unpack_codes(self.codes, self.bits, self.shape)

@@ -1,8 +1,10 @@
 """Error figures of a reconstruction."""
 
+import numba
 import numpy as np
 
 from nquant.errors import InputError
+from nquant.kernels.stats import error_moments
 
 
 def metrics(x, x_hat):
@@ -30,10 +32,6 @@ def error_stats(x, x_hat):
     Sums merge by addition and the maximum by ``max``; :func:`metrics_from_stats`
     turns merged statistics into the figures of :func:`metrics`.
     """
-    import numba
-
-    from nquant.kernels.stats import error_moments
-
     def flat(a):
         a = np.asarray(a)
         return np.ascontiguousarray(a, dtype=np.float64 if a.dtype == np.float64 else np.float32).reshape(-1)

@@ -10,10 +10,10 @@ import zarr
 from nquant import outputs
 from nquant.api import dequantize, quantize
 from nquant.errors import InputError, StoreError
-from nquant.metrics import metrics
+from nquant.metrics import error_stats, merge_error_stats, metrics, metrics_from_stats
 from nquant.safetensors_io import FLOATS, read_tensors, write_tensors
 from nquant.schemes import FORMAT_VERSION
-from nquant.store import ATTR, as_store, finish_partial, open_group, partial_location, write_group
+from nquant.store import ATTR, PARTIAL, as_store, finish_partial, open_group, partial_location, write_group
 from nquant.store import open as open_store
 
 MODEL_ATTR = "nquant_model"
@@ -142,6 +142,18 @@ def is_complete_model(dst):
         return False
 
 
+def open(store, *, storage_options=None):  # noqa: A001  (nquant.open mirrors zarr.open)
+    """``nq.open``: a stored quantized array, lazily (a Dask-backed ``QuantizedArray``,
+    :func:`nquant.store.open`), or ``{tensor name: QuantizedArray}`` for a model group written by
+    :func:`quantize_safetensors` (:func:`open_model`).  Both are validated before anything is
+    decoded; ``storage_options``: fsspec options for a URL ``store``."""
+    group = open_group(as_store(store, storage_options))
+    attrs = group.attrs.asdict()
+    if MODEL_ATTR in attrs and ATTR not in attrs:
+        return open_model(store, storage_options=storage_options)
+    return open_store(store, storage_options=storage_options)
+
+
 def open_model(dst, *, storage_options=None):
     """``{tensor name: QuantizedArray}`` of a quantized model group (lazy), each tensor's group
     validated as :func:`nquant.open` validates one (``StoreError`` naming what is wrong)."""
@@ -174,7 +186,7 @@ def member_location(store, name):
     return zarr.storage.StorePath(store, name)
 
 
-__all__ = ["quantize_safetensors", "open_model", "ATTR"]
+__all__ = ["quantize_safetensors", "open", "open_model", "ATTR"]
 
 
 # ----------------------------------------------------------------------------- model groups: read back
@@ -203,8 +215,6 @@ def dequantize_model(src, dst, *, overwrite=False):
     -------
     dict: tensor name -> ``{"shape", "dtype"}`` of what was written
     """
-    from nquant.store import PARTIAL
-
     path = outputs.local_path(dst)
     if path is None:
         raise StoreError(f"dst={dst!r} is not a local path (a dequantized model is written locally)")
@@ -251,8 +261,6 @@ def verify_model(store, source):
     ``"total"``: the same figures over every tensor, with ``values``.  An ``InputError``
     names a tensor missing from ``source`` or of another shape there.
     """
-    from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
-
     tensors = open_model(store)
     originals = read_tensors(source)
     out, merged, bits, values = {}, None, 0.0, 0

@@ -261,7 +261,7 @@ def _as_dask(q, chunks):
 
 def open(store, *, storage_options=None):  # noqa: A001  (nquant.open mirrors zarr.open)
     """Open a stored quantized array lazily: a Dask-backed ``QuantizedArray``; a model group
-    (``nquant.quantize_safetensors``) gives ``{tensor name: QuantizedArray}``.
+    (``nquant.quantize_safetensors``) is opened by :func:`nquant.models.open` (``nq.open``).
 
     The group is validated before anything is decoded (``nquant.validate``): metadata, codes
     and side arrays against the scheme, shape and chunk grid; an inconsistency is a
@@ -272,10 +272,6 @@ def open(store, *, storage_options=None):  # noqa: A001  (nquant.open mirrors za
     """
     store = as_store(store, storage_options)
     group = open_group(store)
-    from nquant.models import MODEL_ATTR, open_model
-
-    if MODEL_ATTR in group.attrs.asdict() and ATTR not in group.attrs.asdict():
-        return open_model(store)
     meta = group_meta(group, store)
     lay = validate.check_group(group, meta, store)
     fam = family(lay.scheme)
