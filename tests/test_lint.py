@@ -273,3 +273,58 @@ def test_the_layer_rule_sees_api_imports(tmp_path):
 def test_families_execution_layer_and_kernels_never_import_api():
     offenders = [str(p.relative_to(ROOT)) for p in _below_api_sources() if _imports_api(p, _module_name(p))]
     assert not offenders, "these modules sit below nquant.api and may not import it:\n" + "\n".join(offenders)
+
+
+# ----------------------------------------------------------------------------- imports at module top
+
+LOCAL_IMPORTS_ALLOWED = {
+    # nquant.api dispatches device="cuda" to nquant.cuda.api only when asked: ``import nquant``
+    # never imports numba.cuda or nquant.cuda (tests/test_cuda_api.py checks it)
+    ("nquant/api.py", "nquant.cuda.api"),
+    # scalar.py's helpers are plain Python compiled for both targets; the CPU decorator (and the
+    # Numba options and kernel-source hash of nquant.kernels._jit) is imported when the CPU set is
+    # first compiled, so that the CUDA twins (nquant.cuda._device) import scalar.py without it
+    ("nquant/kernels/scalar.py", "nquant.kernels._jit"),
+}
+
+
+def _local_nquant_imports(path):
+    """``(line, module)`` of every import of an nquant module inside a function of ``path``."""
+    found = []
+    for fn in ast.walk(_tree(path)):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Import):
+                found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "nquant"]
+            elif isinstance(node, ast.ImportFrom) and (node.level or
+                                                       (node.module or "").split(".")[0] == "nquant"):
+                found.append((node.lineno, "." * node.level + (node.module or "")))
+    return sorted(set(found))
+
+
+def test_local_import_rule_sees_function_imports(tmp_path):
+    cases = {"def f():\n    from nquant.store import open\n": [(2, "nquant.store")],
+             "def f():\n    import nquant.api as a\n": [(2, "nquant.api")],
+             "class C:\n    def m(self):\n        if x:\n            from . import store\n": [(4, ".")],
+             "from nquant import store\n": [], "def f():\n    import zarr\n": [],
+             "def f():\n    from nquantile import x\n": []}
+    for text, expected in cases.items():
+        probe = tmp_path / "probe.py"
+        probe.write_text(text)
+        assert _local_nquant_imports(probe) == expected, text
+
+
+def test_nquant_modules_imported_at_module_top():
+    """No function-local import of an nquant module (they hide import circles); import at the top.
+    The exceptions, each with its reason, are in LOCAL_IMPORTS_ALLOWED."""
+    offenders, seen = [], set()
+    for path in _sources():
+        rel = str(path.relative_to(ROOT))
+        for line, module in _local_nquant_imports(path):
+            if (rel, module) in LOCAL_IMPORTS_ALLOWED:
+                seen.add((rel, module))
+            else:
+                offenders.append(f"{rel}:{line}: {module}")
+    assert not offenders, "import these at the module's top:\n" + "\n".join(offenders)
+    assert seen == LOCAL_IMPORTS_ALLOWED, f"stale allow-list entries: {LOCAL_IMPORTS_ALLOWED - seen}"

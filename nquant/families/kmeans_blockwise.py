@@ -45,57 +45,10 @@ from nquant.errors import InputError
 from nquant.families import base
 from nquant.families import blockwise as bw
 from nquant.kernels import blockwise as kb
-from nquant.kernels._jit import jit
 from nquant.kernels.kmeans1d import sse_nearest
 from nquant.codebooks.optimal1d import kmeans1d
 
 MAX_FRACTION_BITS = 52
-
-
-# ----------------------------------------------------------------------------- kernel
-
-
-@jit
-def weighted_histogram(xflat, absmax, block_size, scale, frac_bits, bins, out_w, out_s):
-    """Add the fixed-point weighted histogram of the normalised values of ``xflat``.
-
-    Parameters
-    ----------
-    xflat : ndarray of shape (n,), float32
-    absmax : ndarray of shape (ceil(n / block_size),), float32, per-block absmax
-    block_size : int
-    scale : float, the largest absmax ``A`` (> 0)
-    frac_bits : int, ``F``: weights are ``round((absmax / A)**2 * 2**F)``
-    bins : int, bins over [-1, 1]
-    out_w, out_s : ndarray of shape (bins,), int64, accumulated: per bin the sum of the
-        fixed-point weights ``wq`` and of ``round(wq * y)``, ``y = x * float32(1 / absmax)``.
-    """
-    n = xflat.shape[0]
-    nb = (n + block_size - 1) // block_size
-    two_f = 2.0 ** frac_bits
-    half = 0.5 * bins
-    for b in range(nb):
-        a = absmax[b]
-        if a == np.float32(0.0):
-            continue
-        r = np.float64(a) / scale
-        wq = np.rint(r * r * two_f)
-        if wq == 0.0:
-            continue
-        iwq = np.int64(wq)
-        ac = a if a > np.float32(1e-38) else np.float32(1e-38)
-        inv = np.float32(1.0) / ac
-        for i in range(b * block_size, min(n, (b + 1) * block_size)):
-            y = xflat[i] * inv
-            if y > np.float32(1.0):
-                y = np.float32(1.0)
-            elif y < np.float32(-1.0):
-                y = np.float32(-1.0)
-            j = np.int64((np.float64(y) + 1.0) * half)
-            if j >= bins:
-                j = bins - 1
-            out_w[j] += iwq
-            out_s[j] += np.int64(np.rint(wq * np.float64(y)))
 
 
 # ----------------------------------------------------------------------------- protocol
@@ -152,7 +105,7 @@ def partial_histogram(scheme, chunk, scale, frac_bits, start=None, global_shape=
     flat = bw._flat32(chunk)
     if flat.size and scale > 0:
         absmax = bw._absmax(scheme, flat)
-        weighted_histogram(flat, absmax, scheme.block_size, float(scale), int(frac_bits), scheme.bins, hw, hs)
+        kb.weighted_histogram(flat, absmax, scheme.block_size, float(scale), int(frac_bits), scheme.bins, hw, hs)
     return {"hist_w": hw, "hist_s": hs}
 
 

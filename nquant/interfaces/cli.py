@@ -19,11 +19,29 @@ from importlib import resources
 
 import click
 
-from nquant import __version__
+from nquant import __version__, chunked, cluster
+from nquant.api import family
+from nquant.cluster import check_chunk_memory, check_count, parse_memory_limit
+from nquant.cluster import scheduler as run_on
 from nquant.errors import InputError, NQuantError, StoreError
+from nquant.interfaces import workflow as wf
+from nquant.interfaces.levels import fit_levels, load_values, save_levels
+from nquant.interfaces.presets import PRESETS, resolve_scheme
 from nquant.kernels.rounding import MODES
-from nquant.interfaces.presets import PRESETS
+from nquant.models import (
+    dequantize_model,
+    is_model_group,
+    member_location,
+    model_meta,
+    open_model,
+    quantize_safetensors,
+    verify_model,
+)
+from nquant.progress import bar_open
 from nquant.schemes import RANGES
+from nquant.store import dequantize_zarr, open_array, quantize_zarr
+from nquant.store import open as open_store
+from nquant.verify import verify_chunks
 
 INTERRUPTED = "nquant: interrupted (rerun to resume)"
 INTERRUPTED_STATUS = 130
@@ -35,8 +53,6 @@ class MemorySize(click.ParamType):
     name = "size"
 
     def convert(self, value, param, ctx):
-        from nquant.cluster import parse_memory_limit
-
         try:
             parse_memory_limit(value)
         except InputError:
@@ -77,8 +93,6 @@ def _common(f):
 
 
 def _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed):
-    from nquant.interfaces.presets import resolve_scheme
-
     return resolve_scheme(scheme, bits=bits, axis=axis, block_size=block_size, rounding=rounding,
                           range=range_, seed=seed)
 
@@ -122,13 +136,11 @@ def _on_interrupt(signum, frame):
     next run resumes (and a lock that it takes over).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from nquant import progress
-
     try:
         sys.stdout.flush()
     except (OSError, ValueError):
         pass
-    os.write(2, (("\n" if progress.bar_open() else "") + INTERRUPTED + "\n").encode())
+    os.write(2, (("\n" if bar_open() else "") + INTERRUPTED + "\n").encode())
     for child in multiprocessing.active_children():  # local-cluster workers, process-pool workers
         try:
             child.kill()
@@ -196,8 +208,6 @@ class OneLineErrors(click.Group):
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 def main(log_level, debug):
     """nquant: quantize NumPy, Dask and Zarr arrays with Numba kernels."""
-    from nquant import cluster
-
     cluster.LOG_LEVEL = getattr(logging, log_level.upper())
     logging.getLogger("nquant").setLevel(cluster.LOG_LEVEL)
 
@@ -220,11 +230,6 @@ def _source(path):
 def _memory_check(src, scheme, threads_per_worker, memory_limit):
     """Refuse, before a local cluster starts, chunks that cannot fit a worker's memory limit
     (``quantize_zarr`` checks the workers of a running cluster itself)."""
-    from nquant import chunked
-    from nquant.api import family
-    from nquant.cluster import check_chunk_memory
-    from nquant.store import open_array
-
     x = chunked.prepare(family(scheme), scheme, open_array(src))
     check_chunk_memory(tuple(c[0] for c in x.chunks), x.dtype, memory_limit, threads_per_worker)
 
@@ -243,13 +248,8 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, s
 
     A .safetensors model gets one group per floating tensor of 2 or more dimensions.
     """
-    from nquant.cluster import scheduler as run_on
-    from nquant.store import quantize_zarr
-
     s = _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
     if str(src).endswith(".safetensors"):
-        from nquant.models import quantize_safetensors
-
         report = quantize_safetensors(src, dst, s, overwrite=overwrite)
         total = report["total"]
         _emit(report, as_json, f"{dst}: {len(report) - 1} tensors, {total['values']} values, "
@@ -295,9 +295,6 @@ def info(store, as_json):
     """
     import numpy as np
 
-    from nquant.models import is_model_group, model_meta, open_model
-    from nquant.store import open as open_store
-
     if is_model_group(store):
         qs = open_model(store)  # validates the group and every tensor's (StoreError otherwise)
         meta = model_meta(store)
@@ -337,9 +334,6 @@ def dequantize(src, dst, overwrite, as_json):
     A model group holds only the tensors that were quantized: the others (integer
     tensors, vectors, tensors not included) are not in it and are not written.
     """
-    from nquant.models import dequantize_model, is_model_group
-    from nquant.store import dequantize_zarr
-
     if is_model_group(src):
         written = dequantize_model(src, dst, overwrite=overwrite)
         lines = [f"{dst}: {len(written)} tensors"]
@@ -356,8 +350,6 @@ def dequantize(src, dst, overwrite, as_json):
 
 def _chunk_check(store, decode):
     """Every chunk of the nquant group ``store`` read and checked; a StoreError naming the first problem."""
-    from nquant.verify import verify_chunks
-
     r = verify_chunks(store, decode=decode)
     if r["problems"]:
         more = f" (and {len(r['problems']) - 1} more)" if len(r["problems"]) > 1 else ""
@@ -386,8 +378,6 @@ def verify(store, source, as_json):
     STORE may be a model group made from a .safetensors file: every tensor is checked,
     and --source gives the error per tensor and in total.
     """
-    from nquant.models import is_model_group, member_location, open_model, verify_model
-
     if is_model_group(store):
         if source is not None and not str(source).endswith(".safetensors"):
             raise InputError(f"source={source!r}: the model group {store!r} is verified against its "
@@ -410,13 +400,11 @@ def verify(store, source, as_json):
     if source is not None and str(source).endswith(".safetensors"):
         raise InputError(f"source={source!r}: a .safetensors source is for model groups; {store!r} is one "
                          "array (give its Zarr array or .npy file)")
-    from nquant.interfaces.workflow import verify as verify_store
-
     r = _chunk_check(store, decode=source is None)
     d = {"store": os.fspath(store), "chunks": r["chunks"], "verified": r["verified"]}
     text = f"{store}: {_chunk_text(r)}"
     if source is not None:
-        m = verify_store(store, source)
+        m = wf.verify(store, source)
         d.update(m)
         text += (f"; rmse {m['rmse']:.4g}, max abs {m['max_abs']:.4g}, SQNR {m['sqnr_db']:.2f} dB, "
                  f"bias {m['bias']:.3g}, {m['bits_per_value']:.4f} bits/value")
@@ -447,8 +435,6 @@ def fit_codebook(src, out, method, k, bits, m, tensor, max_values, seed, overwri
     QUIVER levels) and OUT.npy the levels; either is then a valid --scheme value
     (nquant quantize data.zarr q.zarr --scheme OUT.json).
     """
-    from nquant.interfaces.levels import fit_levels, load_values, save_levels
-
     k = (1 << bits) if k is None else k
     if not out.endswith((".json", ".npy")):
         raise click.BadParameter(f"{out!r} is invalid: expected a .json or .npy file name", param_hint="OUT")
@@ -473,8 +459,6 @@ def fit_codebook(src, out, method, k, bits, m, tensor, max_values, seed, overwri
 @_guard
 def plan(workflow, assignments, as_json):
     """Dry run of WORKFLOW: shapes, chunks, bytes in/out, bits/value, tasks; computes nothing."""
-    from nquant.interfaces import workflow as wf
-
     rows = wf.plan(wf.load(workflow, wf.parse_assignments(assignments)))
     lines = [f"{'job':<20} {'shape':<18} {'chunks':<16} {'MB in':>8} {'MB out':>8} {'bits/val':>8} {'tasks':>6}"]
     for r in rows:
@@ -488,9 +472,6 @@ def _workflow_memory_check(spec, given):
     """Check the workflow's cluster settings, and on a local cluster refuse, before the run, an array
     job whose chunks cannot fit a worker's memory limit (the plan knows the chunks)."""
     import numpy as np
-
-    from nquant.interfaces import workflow as wf
-    from nquant.cluster import check_chunk_memory, check_count, parse_memory_limit
 
     cfg = spec.get("cluster", {})
 
@@ -519,8 +500,6 @@ def _workflow_memory_check(spec, given):
 
 def _run(workflow, assignments, overwrite, progress, scheduler, workers, threads_per_worker, memory_limit,
          as_json):
-    from nquant.interfaces import workflow as wf
-
     spec = wf.load(workflow, wf.parse_assignments(assignments))
     given = {"scheduler": scheduler, "workers": workers, "threads_per_worker": threads_per_worker,
              "memory_limit": memory_limit}

@@ -19,8 +19,15 @@ import time
 
 import numpy as np
 
+from nquant import outputs
+from nquant.api import dequantize
 from nquant.errors import SchemeError, StoreError
+from nquant.interfaces.samples import first_rows, level_view, pq_view
+from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
+from nquant.models import open_model, quantize_safetensors
 from nquant.pq import ProductQuantizer
+from nquant.safetensors_io import read_tensors
+from nquant.store import PARTIAL, quantize_zarr
 
 PQ_FIELDS = ("type", "M", "nbits", "seed", "max_iter", "tol", "init")
 PQ_ATTR = "nquant_pq"
@@ -45,8 +52,6 @@ def _merged_stats(pairs):
     """Merged error figures of ``[(x, x_hat), ...]`` Dask array pairs, chunk by chunk."""
     import dask
 
-    from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
-
     parts = []
     for x, x_hat in pairs:
         x = x.rechunk(x_hat.chunks)
@@ -70,9 +75,6 @@ def _side_sample(q, n_values):
 
 def _array_view(q, x_source):
     """Level view and errors of the leading rows of a stored array ``q`` and its source."""
-    from nquant.api import dequantize
-    from nquant.interfaces.samples import first_rows, level_view
-
     rows = first_rows(q.shape)
     x = np.asarray(x_source[rows].compute() if hasattr(x_source, "compute") else x_source[rows])
     x_hat = np.asarray(dequantize(q)[rows].compute())
@@ -83,14 +85,10 @@ def _array_view(q, x_source):
 
 def run_array_job(src, dst, scheme, *, overwrite, client, progress, verify):
     """Quantize the source array ``src`` (Dask) into the group ``dst``; resumes an interrupted write."""
-    from nquant.store import quantize_zarr
-
     t0 = time.perf_counter()
     q = quantize_zarr(src, dst, scheme, overwrite=overwrite, client=client, progress=progress)
     seconds = time.perf_counter() - t0
     if verify:
-        from nquant.api import dequantize
-
         figures = _merged_stats([(src, dequantize(q))])
     else:
         figures = dict(q.info.get("metrics", {}))
@@ -104,10 +102,6 @@ def run_array_job(src, dst, scheme, *, overwrite, client, progress, verify):
 def run_model_job(path, dst, scheme, *, include, overwrite, verify):
     """Quantize the tensors of the ``.safetensors`` file ``path`` into the model group ``dst``."""
     import dask.array as da
-
-    from nquant.api import dequantize
-    from nquant.models import open_model, quantize_safetensors
-    from nquant.safetensors_io import read_tensors
 
     t0 = time.perf_counter()
     # a group finished before an interruption, from this very request, is kept (its fingerprint
@@ -160,10 +154,6 @@ def run_pq_job(src, dst, spec, *, overwrite, queries, k, verify):
     """Fit and apply a product quantizer to the rows of the source matrix ``src`` (Dask)."""
     import dask.array as da
     import zarr
-
-    from nquant import outputs
-    from nquant.interfaces.samples import pq_view
-    from nquant.store import PARTIAL
 
     if src.ndim != 2:
         raise SchemeError(f"a pq job needs a 2-D source (rows of vectors), got shape {src.shape}")

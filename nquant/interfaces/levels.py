@@ -12,7 +12,10 @@ import os
 
 import numpy as np
 
+from nquant.codebooks import asq, optimal1d
 from nquant.errors import InputError, SchemeError
+from nquant.safetensors_io import FLOATS, read_tensors
+from nquant.schemes import Codebook, scheme_from_json
 
 METHODS = ("kmeans", "quiver", "quiver-approx")
 DEFAULT_MAX_VALUES = 1 << 20
@@ -35,8 +38,6 @@ def load_values(src, tensor=None, max_values=DEFAULT_MAX_VALUES, seed=0):
             raise InputError(f"src={path!r} does not exist")
         parts = [np.load(path, mmap_mode="r")]
     elif path.endswith(".safetensors"):
-        from nquant.safetensors_io import FLOATS, read_tensors
-
         if not os.path.exists(path):
             raise InputError(f"src={path!r} does not exist")
         tensors = read_tensors(path)
@@ -88,8 +89,6 @@ def fit_levels(x, k, method="kmeans", m=None):
     -------
     (levels, figures): float64 ascending unique levels and ``{"objective": ..., "name": ...}``
     """
-    from nquant.codebooks import asq, optimal1d
-
     if method not in METHODS:
         raise SchemeError(f"method={method!r} is invalid: expected one of {METHODS}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= 256:
@@ -106,8 +105,6 @@ def fit_levels(x, k, method="kmeans", m=None):
 
 def levels_scheme(levels, method):
     """The ``Codebook`` scheme of fitted levels (stochastic rounding for QUIVER levels)."""
-    from nquant.schemes import Codebook
-
     rounding = "nearest" if method == "kmeans" else "stochastic"
     return Codebook(values=tuple(float(v) for v in levels), rounding=rounding)
 
@@ -128,8 +125,6 @@ def save_levels(path, levels, method):
 
 def load_levels_scheme(path):
     """A scheme from a file written by :func:`save_levels` (or any scheme JSON file)."""
-    from nquant.schemes import Codebook, scheme_from_json
-
     if path.endswith(".npy"):
         values = np.load(path)
         return Codebook(values=tuple(float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1)))

@@ -5,6 +5,7 @@ import os
 
 from nquant.errors import SchemeError
 from nquant.families.registry import presets
+from nquant.interfaces.levels import load_levels_scheme
 from nquant.schemes import Scheme, scheme_from_json
 
 PRESETS = presets()
@@ -37,8 +38,6 @@ def resolve_scheme(spec, **overrides):
     elif isinstance(spec, str) and spec.endswith((".json", ".npy")):
         if not os.path.isfile(spec):
             raise SchemeError(f"scheme={spec!r}: no such file (a scheme JSON or levels .npy file)")
-        from nquant.interfaces.levels import load_levels_scheme
-
         try:
             scheme = load_levels_scheme(spec)
         except (OSError, ValueError, EOFError) as e:  # unreadable, not a scheme, not a .npy file

@@ -14,6 +14,10 @@ import json
 import math
 import os
 
+from nquant.interfaces import plots
+from nquant.interfaces.jobs import load_view
+from nquant.schemes import scheme_from_json
+
 NO_PLOTS = "Figures need matplotlib: pip install 'nquant[plot]'."
 COLUMNS = (("bits/value", "bits_per_value", ".3f"), ("RMSE", "rmse", ".4g"), ("max abs error", "max_abs", ".4g"),
            ("SQNR (dB)", "sqnr_db", ".2f"), ("bias", "bias", ".2e"), ("clipped", "fraction_clipped", ".3%"),
@@ -28,8 +32,6 @@ def _fmt(v, spec):
 
 def compact_scheme(d):
     """The fields of a scheme dict that differ from its type's defaults (plus ``type``)."""
-    from nquant.schemes import scheme_from_json
-
     try:
         default = type(scheme_from_json(d))().to_dict()
     except Exception:
@@ -58,9 +60,6 @@ def _extra(j):
 
 def _figures(report, out_dir):
     """Draw the figures (PNG); ``{"jobs": {job: path}, "error_vs_bits": path}`` or None without matplotlib."""
-    from nquant.interfaces import plots
-    from nquant.interfaces.jobs import load_view
-
     if not plots.available():
         return None
     out = {"jobs": {}}

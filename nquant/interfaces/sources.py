@@ -27,6 +27,7 @@ import numpy as np
 
 from nquant import limits, outputs
 from nquant.errors import InputError
+from nquant.safetensors_io import FLOATS, read_header, read_tensors, write_tensors
 
 GENERATORS = ("weights", "gaussian", "lognormal", "gradients", "embeddings", "model")
 ST_TAGS = {"float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": "F64"}
@@ -142,8 +143,6 @@ def make_source(path, generate):
     tmp = path.rstrip("/") + ".partial"
     kind = kind_of(path)
     if kind == "safetensors":
-        from nquant.safetensors_io import write_tensors
-
         write_tensors(path, _model_tensors(generate))  # writes a temporary file, then renames
         return path
     x = _generated(generate)
@@ -187,8 +186,6 @@ def open_source(src):
     if kind == "npy":
         return da.from_array(np.load(path, mmap_mode="r"), name=False)
     if kind == "safetensors":
-        from nquant.safetensors_io import read_tensors
-
         tensors = read_tensors(path)
         if src.get("tensor") not in tensors:
             raise InputError(f"tensor={src.get('tensor')!r} is not in {path!r} (tensors: {sorted(tensors)[:8]}...)")
@@ -210,8 +207,6 @@ def model_shapes(src, include=None):
 
     path = src["path"]
     if os.path.exists(path):
-        from nquant.safetensors_io import FLOATS, read_header
-
         header, _, _ = read_header(path)
         items = [(n, tuple(h["shape"])) for n, h in header.items() if h["dtype"] in FLOATS]
     else:
@@ -230,8 +225,6 @@ def model_itemsize(src):
     """Bytes per value of a model source's tensors (the first floating tensor's, or the generated dtype's)."""
     path = src["path"]
     if os.path.exists(path):
-        from nquant.safetensors_io import FLOATS, read_header
-
         header, _, _ = read_header(path)
         tags = [h["dtype"] for h in header.values() if h["dtype"] in FLOATS]
         return {"F64": 8, "F32": 4}.get(tags[0], 2) if tags else 4
@@ -250,8 +243,6 @@ def describe(src):
         arr = zarr.open_array(path, mode="r")
         return tuple(arr.shape), tuple(arr.chunks), arr.dtype
     if os.path.exists(path):
-        from nquant.safetensors_io import read_header
-
         header, _, _ = read_header(path)
         if src.get("tensor"):
             shape = tuple(header[src["tensor"]]["shape"])

@@ -35,17 +35,29 @@ import tomllib
 import numpy as np
 
 from nquant import __version__, limits
-from nquant.errors import NQuantError
+from nquant.api import dequantize
+from nquant.cluster import scheduler
+from nquant.errors import InputError, NQuantError
 from nquant.families.registry import family
+from nquant.interfaces import jobs as J
+from nquant.interfaces.presets import resolve_scheme
+from nquant.interfaces.report import write_report
 from nquant.interfaces.sources import (
     GENERATORS,
     check_generate,
     describe,
     kind_of,
     make_source,
+    model_itemsize,
+    model_shapes,
     open_source,
     remove_source,
 )
+from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
+from nquant.models import is_complete_model
+from nquant.outputs import check_name, check_source_destination, inside, writing
+from nquant.store import is_complete, open_array
+from nquant.store import open as open_store
 
 SCHEMA = {
     "workflow": {"name": str, "output": str, "description": str},
@@ -314,9 +326,7 @@ def validate(spec):
 
 def job_kind(spec, job):
     """``"pq"``, ``"model"`` or ``"array"``."""
-    from nquant.interfaces.jobs import is_pq
-
-    if is_pq(job["scheme"]):
+    if J.is_pq(job["scheme"]):
         return "pq"
     src = spec["sources"][job["source"]]
     if kind_of(src["path"]) == "safetensors" and "tensor" not in src:
@@ -325,9 +335,6 @@ def job_kind(spec, job):
 
 
 def _validate_job(spec, i, job):
-    from nquant.interfaces.jobs import pq_from_spec
-    from nquant.interfaces.presets import resolve_scheme
-
     kind = job_kind(spec, job)
     allowed = {"array": (), "model": ("include",), "pq": ("queries", "k")}[kind]
     for key in ("include", "queries", "k"):
@@ -340,7 +347,7 @@ def _validate_job(spec, i, job):
         if "overrides" in job:
             raise WorkflowError(f"jobs[{i}].overrides: a pq scheme takes its fields in the scheme table")
         try:
-            pq_from_spec(job["scheme"])
+            J.pq_from_spec(job["scheme"])
         except NQuantError as e:
             raise WorkflowError(f"jobs[{i}].scheme.{e}") from None
         return
@@ -362,8 +369,6 @@ def fingerprint(spec):
 
 def _job_output(spec, job, suffix=".zarr"):
     """``<output>/<job name><suffix>``, checked to lie inside the output directory."""
-    from nquant.outputs import inside
-
     out = spec["workflow"]["output"]
     path = os.path.join(out, f"{job['name']}{suffix}")
     try:
@@ -380,8 +385,6 @@ JOB_FILES = (".zarr", ".sample.npz", ".png")
 def check_names(spec):
     """Job and source names follow :func:`nquant.outputs.check_name` and are single path parts
     (a job's name names its files in the output directory); no job name takes a report file's."""
-    from nquant.outputs import check_name
-
     for name in spec.get("sources", {}):
         check_name(name, f"sources.{name}", WorkflowError)
         if "/" in name:
@@ -400,8 +403,6 @@ def check_output(spec):
     """Before anything is written: job names valid, no output file on a source, and an existing
     output directory that is not empty must be a workflow output (its ``manifest.json``) or hold
     nothing but this workflow's sources."""
-    from nquant.outputs import check_source_destination
-
     check_names(spec)
     out = spec["workflow"]["output"]
     files = [os.path.join(out, f) for f in REPORT_FILES]
@@ -432,10 +433,6 @@ def plan(spec):
     Computes nothing; sources that do not exist yet are described from their
     ``generate`` table.
     """
-    from nquant.interfaces.jobs import pq_from_spec
-    from nquant.interfaces.presets import resolve_scheme
-    from nquant.interfaces.sources import model_itemsize, model_shapes
-
     check_names(spec)
     rows = []
     for job in spec["jobs"]:
@@ -455,7 +452,7 @@ def plan(spec):
             itemsize = np.dtype(dtype).itemsize
             tasks = int(np.prod([-(-s // c) for s, c in zip(shape, chunks)], dtype=np.int64)) if shape else 1
             if kind == "pq":
-                pq = pq_from_spec(job["scheme"])
+                pq = J.pq_from_spec(job["scheme"])
                 d = shape[-1]
                 bpv = (pq.M * pq.nbits + (pq.ksub * d * 32) / max(1, shape[0])) / d
                 scheme_json = dict(job["scheme"])
@@ -535,12 +532,7 @@ def verify(store, source):
     import dask
     import dask.array as da
 
-    from nquant.api import dequantize
-    from nquant.errors import InputError
-    from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
-    from nquant.store import open, open_array
-
-    q = open(store)
+    q = open_store(store)
     if isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(".npy"):
         try:
             x = da.from_array(np.load(source, mmap_mode="r"), name=False)
@@ -573,20 +565,12 @@ def run(spec, overwrite=False, progress=True, echo=print, scheduler_overrides=No
     names and the output directory first (:func:`check_output`); one run per output
     directory at a time (the lock ``<output>.lock``).
     """
-    from nquant.outputs import writing
-
     check_output(spec)
     with writing(spec["workflow"]["output"]):
         return _run(spec, overwrite, progress, echo, scheduler_overrides)
 
 
 def _run(spec, overwrite, progress, echo, scheduler_overrides):
-    from nquant.interfaces import jobs as J
-    from nquant.cluster import scheduler
-    from nquant.models import is_complete_model
-    from nquant.interfaces.presets import resolve_scheme
-    from nquant.store import is_complete
-
     out_dir = spec["workflow"]["output"]
     os.makedirs(out_dir, exist_ok=True)
     manifest = Manifest(out_dir)
@@ -640,7 +624,5 @@ def _run(spec, overwrite, progress, echo, scheduler_overrides):
             results.append({**result, "status": "resumed" if state == "running" else "done"})
     report = {"workflow": spec["workflow"]["name"], "fingerprint": manifest.data["fingerprint"],
               "nquant": __version__, "jobs": results}
-    from nquant.interfaces.report import write_report
-
     report["paths"] = write_report(report, out_dir)
     return report
