@@ -95,7 +95,7 @@ def quantize_safetensors(path, dst, scheme, *, include=None, min_ndim=2, write_d
                                       file_kind=".safetensors")
         partial = partial_location(dst)
         outputs.clear_partial(partial)
-        root = zarr.open_group(partial, mode="w")
+        root = outputs.partial_group(partial)
         report, out_tensors, total_bits, total_values = {}, {}, 0.0, 0
         for name, (arr, tag) in tensors.items():
             if name not in chosen:
@@ -112,8 +112,9 @@ def quantize_safetensors(path, dst, scheme, *, include=None, min_ndim=2, write_d
             out_tensors[name] = (x_hat, tag)
         report["total"] = {"values": total_values,
                            "bits_per_value": total_bits / total_values if total_values else 0.0}
-        root.attrs[MODEL_ATTR] = {"source": os.path.basename(os.fspath(path)), "scheme": request["scheme"],
-                                  "tensors": report, "complete": True, "fingerprint": request}
+        outputs.complete_group(root, MODEL_ATTR, {
+            "source": os.path.basename(os.fspath(path)), "scheme": request["scheme"], "tensors": report,
+            "complete": True, "fingerprint": request})
         finish_partial(partial, dst)
         if write_dequantized:
             _write_dequantized(write_dequantized, out_tensors, scheme, overwrite)
@@ -237,17 +238,16 @@ def dequantize_model(src, dst, *, overwrite=False):
                     np.dtype(q.dtype).itemsize]
                 out[name] = (np.asarray(dequantize(q)), tag)
                 written[name] = {"shape": list(q.shape), "dtype": tag}
-            write_tensors(partial, out, metadata={"nquant_model": os.fspath(src)})
-            os.replace(partial, path)
+            write_tensors(path, out, metadata={"nquant_model": os.fspath(src)})  # written, then renamed
             return written
-        root = zarr.open_group(partial, mode="w")
+        root = outputs.partial_group(partial)
         for name, q in tensors.items():
             x_hat = np.asarray(dequantize(q))
             outputs.inside(partial, os.path.join(partial, name))
             root.create_array(name, data=x_hat)
             written[name] = {"shape": list(x_hat.shape), "dtype": str(x_hat.dtype)}
-        root.attrs[outputs.ARRAY_MARK] = {"source": outputs.source_identity(src), "model": True,
-                                          "tensors": written, "complete": True}
+        outputs.complete_group(root, outputs.ARRAY_MARK, {"source": outputs.source_identity(src), "model": True,
+                                                          "tensors": written, "complete": True})
         outputs.replace_dir(partial, path)
     return written
 

@@ -39,13 +39,18 @@ import socket
 import time
 import uuid
 
+import zarr
+
 from nquant.errors import StoreError
 
 PARTIAL = ".partial"
 LOCK = ".lock"
 # group (or array) attributes that mark an nquant output
-MARKS = ("nquant", "nquant_model", "nquant_pq", "nquant_array")
+MARKS = ("nquant", "nquant_model", "nquant_pq", "nquant_array", "nquant_partial")
 ARRAY_MARK = "nquant_array"
+PARTIAL_MARK = "nquant_partial"
+"""Attribute of a partial Zarr group from the moment nquant creates it (removed when complete),
+so that a leftover partial of nquant's is known from a user's group of the same name."""
 RESERVED_SUFFIXES = (PARTIAL, LOCK)
 ZARR_FILES = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
 FILE_MAGIC = {".npy": b"\x93NUMPY"}
@@ -251,8 +256,6 @@ def owned(path):
         attrs = _attributes(p) if os.path.isdir(p) else None
         return bool(attrs) and any(m in attrs for m in MARKS)
     try:
-        import zarr
-
         attrs = zarr.open(path, mode="r").attrs.asdict()
     except Exception:
         return False
@@ -262,8 +265,6 @@ def owned(path):
 def _exists_remote(store):
     """Whether an object store location holds a Zarr node (array or group)."""
     try:
-        import zarr
-
         zarr.open(store, mode="r")
         return True
     except Exception:
@@ -324,22 +325,44 @@ def is_file_kind(path, kind):
     return magic is not None and head.startswith(magic)
 
 
+def _partial_file(path):
+    """Whether the file ``path`` can be a half-written file output of nquant's: empty, or
+    starting as a ``.npy`` or ``.safetensors`` file does (a length, then the JSON header)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return not head or head.startswith(FILE_MAGIC[".npy"]) or (len(head) == 9 and head[8:] == b"{")
+
+
 def clear_partial(partial):
-    """Remove a leftover ``<dst>.partial`` of nquant's (a Zarr node, an empty directory, or a
-    file of a file output); a ``StoreError`` for anything else there."""
+    """Remove a leftover ``<dst>.partial`` of nquant's: a Zarr node carrying an nquant mark
+    (every partial group is marked when created: :func:`partial_group`), a directory holding
+    only Zarr's temporary files (a writer killed before its first metadata file), or a file
+    that can be a half-written ``.npy`` / ``.safetensors``; a ``StoreError`` for anything else."""
     if not os.path.lexists(partial):
         return
-    if os.path.isfile(partial) and not os.path.islink(partial):
-        os.remove(partial)  # a half-written file output of ours: only ever written by nquant
+    if os.path.isfile(partial) and not os.path.islink(partial) and _partial_file(partial):
+        os.remove(partial)
         return
-    # a Zarr node, or one killed before its zarr.json was renamed into place (only temporary files)
     if os.path.isdir(partial) and not os.path.islink(partial) and (
-            _attributes(partial) is not None or all(e.endswith(PARTIAL) and os.path.isfile(
-                os.path.join(partial, e)) for e in os.listdir(partial))):
+            owned(partial) or all(e.endswith(PARTIAL) and os.path.isfile(os.path.join(partial, e))
+                                  for e in os.listdir(partial))):
         shutil.rmtree(partial)
         return
     raise StoreError(f"{partial!r} exists and is not an nquant partial output; nquant never deletes it: "
                      "remove it by hand")
+
+
+def partial_group(location):
+    """Create the Zarr group of a partial output at ``location``, marked as nquant's
+    (:data:`PARTIAL_MARK`) from its first metadata file on; :func:`complete_group` removes the mark."""
+    return zarr.open_group(location, mode="w", attributes={PARTIAL_MARK: True})
+
+
+def complete_group(group, attr, value):
+    """Write the attribute ``attr`` (the output's completion record) and drop the partial mark."""
+    group.attrs[attr] = value
+    if PARTIAL_MARK in group.attrs:
+        del group.attrs[PARTIAL_MARK]
 
 
 def clear_debris(partial):

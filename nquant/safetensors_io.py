@@ -17,6 +17,7 @@ import numpy as np
 
 from nquant import limits
 from nquant.errors import InputError
+from nquant.outputs import PARTIAL, clear_partial
 
 DTYPES = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
@@ -156,7 +157,8 @@ def write_tensors(path, tensors, metadata=None):
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    tmp = os.fspath(path) + ".partial"
+    tmp = os.fspath(path) + PARTIAL
+    clear_partial(tmp)  # a leftover of ours is replaced; anything else there is refused
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(text)))
         f.write(text)

@@ -216,7 +216,7 @@ def write_group(q, location, chunks=None, **extra):
     else:
         q = _as_dask(q, regular_chunks(q.shape, chunks))
         data_chunks = tuple(c[0] for c in q.chunks)
-    group = zarr.open_group(location, mode="w")
+    group = outputs.partial_group(location)
     specs = {name: (_spec_length(arr), arr.dtype) for name, arr in q.side.items()}
     _create_arrays(group, q.scheme, q.shape, q.bits, data_chunks, specs, family(q.scheme))
     codes_z = group["codes"]
@@ -232,8 +232,8 @@ def write_group(q, location, chunks=None, **extra):
     if "adaptive_round" in q.info:
         extra["adaptive_round"] = q.info["adaptive_round"]
     validate.seal(group)  # the record of every array's chunks, before the complete flag
-    group.attrs[ATTR] = _meta_dict(q.scheme, q.shape, q.dtype, data_chunks, q.bits,
-                                   q.info.get("metrics", {}), complete=True, **extra)
+    outputs.complete_group(group, ATTR, _meta_dict(q.scheme, q.shape, q.dtype, data_chunks, q.bits,
+                                                   q.info.get("metrics", {}), complete=True, **extra))
     return group
 
 
@@ -407,8 +407,9 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
         for s in stats[1:]:
             merged = merge_error_stats(merged, s)
         validate.seal(group)  # the record of every array's chunks, before the complete flag
-        group.attrs[ATTR] = _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits,
-                                       metrics_from_stats(merged), complete=True, source=request["source"])
+        outputs.complete_group(group, ATTR, _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits,
+                                                       metrics_from_stats(merged), complete=True,
+                                                       source=request["source"]))
         finish_partial(location, dst)
         return open(dst)
 
@@ -436,7 +437,7 @@ def _start_job(client, fam, scheme, x, dst, data_chunks, request, fresh):
         params = {name: group[name][...] for name in _param_names(group) if name not in local_names}
         return group, params
     location = _start_partial(dst)
-    group = zarr.open_group(location, mode="w")
+    group = outputs.partial_group(location)
     group.attrs[ATTR] = _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits, {}, complete=False,
                                    source=request["source"])
     params = {} if local_axis is not None else _fit(client, fam, scheme, x)

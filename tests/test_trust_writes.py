@@ -165,6 +165,39 @@ def test_a_partial_name_holding_user_files_is_not_deleted(tmp_path, small):
     assert sorted(os.listdir(tmp_path)) == ["q.zarr", "small.zarr"]
 
 
+def test_a_partial_name_holding_a_foreign_zarr_group_or_file_is_not_deleted(tmp_path, small):
+    src, x = small
+    # a user's Zarr group (no nquant mark) where nquant would put its partial output
+    theirs = write_zarr(tmp_path / "q.zarr.partial", x, (48, 32))
+    before = tree(theirs)
+    with pytest.raises(StoreError, match=r"q\.zarr\.partial' exists and is not an nquant partial output"):
+        nq.save(nq.quantize(x, nq.Uniform()), str(tmp_path / "q.zarr"))
+    assert tree(theirs) == before and not (tmp_path / "q.zarr").exists()
+    # a user's file where a .safetensors or .npy output would be written first
+    for name, write in [("m.safetensors", lambda p: write_tensors(p, {"w": (x, "F32")})),
+                        ("r.npy", lambda p: nq.dequantize_zarr(stored, p))]:
+        if name == "r.npy":
+            stored = str(tmp_path / "s.zarr")
+            nq.save(nq.quantize(x, nq.Uniform()), stored)
+        (tmp_path / (name + ".partial")).write_text("a user's notes")
+        with pytest.raises(StoreError, match="is not an nquant partial output"):
+            write(str(tmp_path / name))
+        assert (tmp_path / (name + ".partial")).read_text() == "a user's notes"
+        assert not (tmp_path / name).exists()
+
+
+def test_partial_outputs_are_marked_until_complete(tmp_path, small):
+    src, x = small
+    # a save killed after its group was created leaves a marked partial: the next save clears it
+    outputs.partial_group(str(tmp_path / "q.zarr.partial")).create_array("codes", shape=(3,), dtype="u1")
+    nq.save(nq.quantize(x, nq.Uniform()), str(tmp_path / "q.zarr"))
+    assert not (tmp_path / "q.zarr.partial").exists()
+    # the finished outputs carry no partial mark
+    nq.quantize_zarr(src, str(tmp_path / "z.zarr"), nq.Uniform())
+    for path in ("q.zarr", "z.zarr"):
+        assert outputs.PARTIAL_MARK not in zarr.open_group(str(tmp_path / path), mode="r").attrs
+
+
 def test_a_foreign_zarr_array_is_not_an_nquant_output(tmp_path, small):
     src, x = small
     other = write_zarr(tmp_path / "theirs.zarr", x, (48, 32))

@@ -178,13 +178,13 @@ def run_pq_job(src, dst, spec, *, overwrite, queries, k, verify):
             pq.fit(src)
             partial = dst.rstrip("/") + PARTIAL
             outputs.clear_partial(partial)
-            group = zarr.open_group(partial, mode="w")
+            group = outputs.partial_group(partial)
             group.create_array("codebooks", data=np.asarray(pq.codebooks_))
             codes = pq.encode(src)
             z = group.create_array("codes", shape=codes.shape, chunks=(src.chunks[0][0], codes.shape[1]),
                                    dtype=np.uint8)
             da.store(codes.rechunk(z.chunks), z, lock=False)
-            group.attrs[PQ_ATTR] = {"scheme": spec, "shape": [n, d], "complete": True}
+            outputs.complete_group(group, PQ_ATTR, {"scheme": spec, "shape": [n, d], "complete": True})
             outputs.replace_dir(partial, dst)
             group = zarr.open_group(dst, mode="r")
     seconds = time.perf_counter() - t0

@@ -24,6 +24,7 @@ import os
 import shutil
 
 import numpy as np
+import zarr
 
 from nquant import limits, outputs
 from nquant.errors import InputError
@@ -151,7 +152,10 @@ def make_source(path, generate):
         with open(tmp, "wb") as f:
             np.save(f, x.compute())
     else:
-        da.to_zarr(x, tmp, overwrite=True)
+        z = zarr.create_array(tmp, shape=x.shape, chunks=x.chunksize, dtype=x.dtype,
+                              attributes={outputs.PARTIAL_MARK: True})  # nquant's until complete
+        da.store(x, z, lock=False)
+        del z.attrs[outputs.PARTIAL_MARK]
     os.replace(tmp, path)
     return path
 
