@@ -79,7 +79,7 @@ def test_double_quantization_matches_cpu():
 
 
 def test_exact_absmax_sum_matches_the_api_statistic():
-    from nquant.families.blockwise import exact_sum_partial
+    from nquant.kernels.blockwise import exact_sum_partial
 
     a = np.abs(np.random.default_rng(9).standard_normal(90)).astype(np.float32)
     a[:3] = [0.0, 1e-40, 3e38]  # zero, subnormal, huge

@@ -65,7 +65,6 @@ CPU_ELSEWHERE = {
     # CUDA function -> the file and names of its CPU counterpart, where the CPU computes the same
     # statistic outside the kernel module of the same name (the test checks they exist)
     ("affine", "group_minmax"): ("nquant/kernels/stats.py", ("row_minmax", "column_minmax")),
-    ("blockwise", "exact_sum_partial"): ("nquant/families/blockwise.py", ("exact_sum_partial",)),
 }
 
 

@@ -29,6 +29,7 @@ from nquant.families import blockwise as _bw_family
 from nquant.families import codebook as _cb_family
 from nquant.families import uniform as _uniform
 from nquant.families.registry import family, registered
+from nquant.kernels import blockwise as _cpu_blockwise
 from nquant.kernels.rng import stream_key
 from nquant.kernels.rounding import MODES
 from nquant.packing import pack_codes, packed_shape
@@ -231,7 +232,7 @@ def fit_encode_blockwise(scheme, d, shape, dtype):
     blockwise.quantize_blockwise(d, absmax, bs, levels, codes)
     if not scheme.double_quant:
         return codes, {"absmax": absmax}
-    offset = _bw_family.exact_mean(blockwise.exact_sum_partial(absmax))
+    offset = _cpu_blockwise.exact_mean(blockwise.exact_sum_partial(absmax))
     acodes, absmax2, _ = blockwise.double_quantize(absmax, offset=offset)
     if float(top[0]) > _bw_family.DQ_NEAR_LIMIT:  # rare: the codes are lowered on the host
         h_codes, h_absmax2 = acodes.copy_to_host(), absmax2.copy_to_host()

@@ -18,7 +18,6 @@ docstring), bit for bit:
 Arrays may be NumPy (copied in and back) or device arrays (results stay on the device).
 """
 
-from fractions import Fraction
 
 import numpy as np
 from numba import cuda
@@ -284,7 +283,7 @@ def _exponent_sums(xbits, sums):
 
 
 def exact_sum_partial(a):
-    """Exact sum of non-negative finite float32 values, as ``nquant.families.blockwise.exact_sum_partial``.
+    """Exact sum of non-negative finite float32 values, as ``nquant.kernels.blockwise.exact_sum_partial``.
 
     Parameters
     ----------
@@ -301,25 +300,13 @@ def exact_sum_partial(a):
     return np.append(sums.copy_to_host(), np.int64(d_a.shape[0]))
 
 
-def _exact_mean(partial):
-    """float32 of the exact mean behind :func:`exact_sum_partial` (``nquant.families.blockwise.exact_mean``)."""
-    n = int(partial[-1])
-    if n == 0:
-        return np.float32(0)
-    total = Fraction(0)
-    for e, s in enumerate(partial[:-1]):
-        if s:
-            total += Fraction(int(s)) * Fraction(2) ** (max(e, 1) - 150)
-    return np.float32(float(total / n))
-
-
 def double_quantize(absmax, offset=None, code=None, block_size=DOUBLE_QUANT_BLOCK):
     """QLoRA double quantization of a float32 absmax vector (twin of the CPU function).
 
     ``absmax - offset`` (float32) is quantized with :func:`quantize_blockwise_lut8` in
     blocks of 256 with the dynamic map.  The default ``offset`` is the *exact* mean of
     ``absmax`` rounded to float32 (integer sums on the device, as the API's
-    ``nquant.families.blockwise.exact_mean``); the CPU function's default, a float64 ``np.mean``
+    ``nquant.kernels.blockwise.exact_mean``); the CPU function's default, a float64 ``np.mean``
     rounded to float32, is the same number except when that float64 sum rounds across a
     float32 rounding boundary.  Pass ``offset`` to reproduce a given state.
 
@@ -334,7 +321,7 @@ def double_quantize(absmax, offset=None, code=None, block_size=DOUBLE_QUANT_BLOC
     d_abs = as_device(absmax, np.float32)
     m = d_abs.shape[0]
     if offset is None:
-        offset = _exact_mean(exact_sum_partial(d_abs)) if m else np.float32(0)
+        offset = _cpu.exact_mean(exact_sum_partial(d_abs)) if m else np.float32(0)
     offset = np.float32(offset)
     code = _cpu.DYNAMIC if code is None else np.ascontiguousarray(code, dtype=np.float32)
     centred = cuda.device_array(m, np.float32)

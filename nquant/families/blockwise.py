@@ -10,7 +10,6 @@ so a NumPy array and any chunking of a Dask array get the same offset.
 Parameter keys starting with ``_`` are working values that are not stored.
 """
 
-from fractions import Fraction
 
 import numpy as np
 
@@ -56,36 +55,6 @@ def _checked(absmax):
     return absmax
 
 
-# ----------------------------------------------------------------------------- exact mean of absmax
-
-
-def exact_sum_partial(a):
-    """Exact, mergeable sum of non-negative finite float32 values.
-
-    Returns
-    -------
-    ndarray of shape (257,), int64: per float32 exponent field the sum of the integer
-    mantissas, then the count.  Sums add exactly (fewer than 2**39 values).
-    """
-    bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
-    e = (bits >> 23) & 0xFF
-    m = (bits & 0x7FFFFF) | np.where(e > 0, 0x800000, 0).astype(np.uint32)
-    sums = np.bincount(e, weights=m.astype(np.float64), minlength=256).astype(np.int64)
-    return np.append(sums, a.size)
-
-
-def exact_mean(partial):
-    """Mean of the values behind merged :func:`exact_sum_partial` output, as float32."""
-    n = int(partial[-1])
-    if n == 0:
-        return np.float32(0)
-    total = Fraction(0)
-    for e, s in enumerate(partial[:-1]):
-        if s:
-            total += Fraction(int(s)) * Fraction(2) ** (max(e, 1) - 150)
-    return np.float32(float(total / n))
-
-
 # ----------------------------------------------------------------------------- protocol
 
 
@@ -105,7 +74,7 @@ def block_quantum(scheme):
 
 def partial(scheme, chunk, start=None, global_shape=None):
     """Exact partial sum of the chunk's block absmax values (double quantization)."""
-    return {"absmax_sum": exact_sum_partial(_absmax(scheme, _flat32(chunk)))}
+    return {"absmax_sum": kb.exact_sum_partial(_absmax(scheme, _flat32(chunk)))}
 
 
 def merge(a, b):
@@ -116,7 +85,7 @@ def finalize(scheme, stats=None, data=None):
     """Global parameters: ``offset`` (the mean absmax) with double quantization, else none."""
     if not scheme.double_quant:
         return {}
-    return {"offset": np.array([exact_mean(stats["absmax_sum"])], np.float32)}
+    return {"offset": np.array([kb.exact_mean(stats["absmax_sum"])], np.float32)}
 
 
 def param_specs(scheme, n):
@@ -180,7 +149,7 @@ def check_products(scheme, params):
 
 def _params(scheme, absmax):
     """All side arrays of a whole array from its exact block ``absmax``."""
-    glob = finalize(scheme, {"absmax_sum": exact_sum_partial(absmax)}) if scheme.double_quant else {}
+    glob = finalize(scheme, {"absmax_sum": kb.exact_sum_partial(absmax)}) if scheme.double_quant else {}
     return {**glob, **_block_params(scheme, absmax, glob)}
 
 

@@ -83,7 +83,7 @@ def partial(scheme, chunk, start=None, global_shape=None):
     """Pass 1: exact partial sum of the block absmax values, their maximum, the count."""
     absmax = bw._absmax(scheme, bw._flat32(chunk))
     amax = absmax.max() if absmax.size else np.float32(0)
-    return {"absmax_sum": bw.exact_sum_partial(absmax), "absmax_max": np.array([amax], np.float32),
+    return {"absmax_sum": kb.exact_sum_partial(absmax), "absmax_max": np.array([amax], np.float32),
             "n": np.array([chunk.size], np.int64)}
 
 
@@ -160,7 +160,7 @@ def finalize(scheme, stats=None, data=None):
     quantization, ``offset`` (the exact mean absmax)."""
     params = {}
     if scheme.double_quant:
-        params["offset"] = np.array([bw.exact_mean(stats["absmax_sum"])], np.float32)
+        params["offset"] = np.array([kb.exact_mean(stats["absmax_sum"])], np.float32)
     n = int(stats["n"][0])
     if n == 0 or n < scheme.min_size:
         return params

@@ -33,6 +33,8 @@ blockwise (block 256) with bitsandbytes' 8-bit dynamic map, with bitsandbytes' C
 (:func:`quantize_blockwise_lut8`), see :func:`double_quantize`.
 """
 
+from fractions import Fraction
+
 import numpy as np
 
 from nquant.codebooks.grids import dynamic_map
@@ -49,6 +51,8 @@ __all__ = [
     "double_dequantize",
     "DOUBLE_QUANT_BLOCK",
     "weighted_histogram",
+    "exact_sum_partial",
+    "exact_mean",
 ]
 
 TASK_VALUES = 16384
@@ -434,3 +438,33 @@ def weighted_histogram(xflat, absmax, block_size, scale, frac_bits, bins, out_w,
                 j = bins - 1
             out_w[j] += iwq
             out_s[j] += np.int64(np.rint(wq * np.float64(y)))
+
+
+# exact mean of the absmax (plain NumPy and Python integers on the host: the sums are exact)
+
+
+def exact_sum_partial(a):
+    """Exact, mergeable sum of non-negative finite float32 values.
+
+    Returns
+    -------
+    ndarray of shape (257,), int64: per float32 exponent field the sum of the integer
+    mantissas, then the count.  Sums add exactly (fewer than 2**39 values).
+    """
+    bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    e = (bits >> 23) & 0xFF
+    m = (bits & 0x7FFFFF) | np.where(e > 0, 0x800000, 0).astype(np.uint32)
+    sums = np.bincount(e, weights=m.astype(np.float64), minlength=256).astype(np.int64)
+    return np.append(sums, a.size)
+
+
+def exact_mean(partial):
+    """Mean of the values behind merged :func:`exact_sum_partial` output, as float32."""
+    n = int(partial[-1])
+    if n == 0:
+        return np.float32(0)
+    total = Fraction(0)
+    for e, s in enumerate(partial[:-1]):
+        if s:
+            total += Fraction(int(s)) * Fraction(2) ** (max(e, 1) - 150)
+    return np.float32(float(total / n))
