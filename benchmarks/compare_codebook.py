@@ -142,7 +142,7 @@ def run_benchmark(n, block, repeat):
 
 
 def write_golden(path):
-    """Small golden vectors from bitsandbytes for tests/test_codebook_kernels.py."""
+    """Small golden vectors from bitsandbytes for tests/test_blockwise.py."""
     import torch
     import bitsandbytes
     import bitsandbytes.functional as F

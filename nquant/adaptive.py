@@ -54,6 +54,9 @@ import contextlib
 
 import numba
 import numpy as np
+from numpy.typing import ArrayLike
+from nquant._types import ArrayInput
+from nquant.schemes import Scheme
 
 from nquant import chunked
 from nquant._threads import blas_limit, in_task
@@ -170,7 +173,7 @@ def hessian_stats(X, *, split_every=chunked.SPLIT_EVERY):
     return st
 
 
-def hessian(X, *, split_every=chunked.SPLIT_EVERY):
+def hessian(X: ArrayInput, *, split_every: int = chunked.SPLIT_EVERY) -> np.ndarray:
     """Hessian ``H = sum of X_b X_b^T`` of a layer's calibration inputs.
 
     Parameters
@@ -585,9 +588,9 @@ def select_rows(scheme, shape, candidates, objs):
 # ----------------------------------------------------------------------------- adaptive_round
 
 
-def adaptive_round(W, X_or_H, scheme, *, damp=0.01, act_order=False, clip_search=True,
-                   clip_grid=None, clip_refine=CLIP_REFINE, column_block=128, kind="auto",
-                   threads=None):
+def adaptive_round(W: ArrayLike, X_or_H: ArrayInput, scheme: Scheme, *, damp: float = 0.01, act_order: bool = False,
+                   clip_search: bool = True, clip_grid: ArrayLike | None = None, clip_refine: int = CLIP_REFINE,
+                   column_block: int = 128, kind: str = "auto", threads: int | None = None) -> QuantizedArray:
     """Quantize a weight matrix, choosing every rounding against calibration inputs.
 
     Minimises the layer's output error ``||W X - W_hat X||_F`` on the calibration inputs

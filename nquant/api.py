@@ -1,6 +1,7 @@
 """Top-level entry points: ``quantize`` and ``dequantize``."""
 
 import dataclasses
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -11,11 +12,13 @@ from nquant.containers import QuantizedArray
 from nquant.errors import InputError
 from nquant.families.registry import family
 from nquant.packing import pack_codes, unpack_codes
+from nquant.schemes import Scheme
+from nquant._types import ArrayInput, ArrayResult
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 
 
-def check_input(x, name="x"):
+def check_input(x: ArrayInput, name: str = "x") -> Any:
     """``x`` as a NumPy array of a supported float dtype (InputError otherwise)."""
     a = np.asarray(x)
     if a.dtype not in FLOAT_DTYPES:
@@ -49,7 +52,7 @@ def decode_packed(fam, q, dtype, out=None):
     return fam.decode(q.scheme, q.side, unpack_codes(q.codes, q.bits, q.shape), dtype, out=out)
 
 
-def quantize(x, scheme, *, device="cpu"):
+def quantize(x: ArrayInput, scheme: Scheme, *, device: str = "cpu") -> QuantizedArray:
     """Quantize ``x`` with ``scheme``.
 
     Parameters
@@ -116,7 +119,8 @@ def _check_out(out, shape, dtype):
         raise InputError(f"out dtype={out.dtype} does not match dtype={dtype}: pass one, or both equal")
 
 
-def dequantize(q, *, dtype=None, out=None):
+def dequantize(q: QuantizedArray, *, dtype: "np.dtype[Any] | type | str | None" = None,
+               out: np.ndarray | None = None) -> ArrayResult:
     """Reconstruct the values of a ``QuantizedArray``.
 
     Parameters

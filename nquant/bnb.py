@@ -30,8 +30,11 @@ dequantized values before bitsandbytes' final rounding to bfloat16).
 """
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from nquant.containers import QuantizedArray
 from nquant.errors import InputError
@@ -45,7 +48,7 @@ __all__ = ["to_bnb_state", "to_bnb", "to_bnb_weight", "from_bnb_state", "BNB_BLO
 PACKED_KEY = "quant_state.bitsandbytes__nf4"
 BNB_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 _NF4_ZERO_CODE = 7
-_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfloat16": np.dtype(np.float32)}
+_DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfloat16": np.dtype(np.float32)}
 
 
 def _np(a, name):
@@ -86,7 +89,7 @@ def _flat_codes(q, codes):
     return pack(unpack_codes(codes, 4, shape).reshape(-1), 4)
 
 
-def to_bnb_weight(q):
+def to_bnb_weight(q: QuantizedArray) -> np.ndarray:
     """bitsandbytes' packed weight of an NF4 ``QuantizedArray``: uint8 of shape ``((n + 1) // 2, 1)``.
 
     The flat C-ordered code stream, first value in the high nibble; an odd count ends with
@@ -101,7 +104,7 @@ def to_bnb_weight(q):
     return flat.reshape(-1, 1)
 
 
-def to_bnb_state(q, dtype=None, packed=False):
+def to_bnb_state(q: QuantizedArray, dtype: Any = None, packed: bool = False) -> dict[str, Any]:
     """bitsandbytes' ``QuantState.as_dict(packed)`` of an NF4 ``QuantizedArray``.
 
     Parameters
@@ -167,12 +170,12 @@ def _unpacked(state):
     return out
 
 
-def to_bnb(q, dtype=None):
+def to_bnb(q: QuantizedArray, dtype: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
     """``(packed_weight, state)``: :func:`to_bnb_weight` and :func:`to_bnb_state` of ``q``."""
     return to_bnb_weight(q), to_bnb_state(q, dtype=dtype)
 
 
-def from_bnb_state(packed_weight, state):
+def from_bnb_state(packed_weight: ArrayLike, state: Mapping[str, Any]) -> QuantizedArray:
     """An NF4 ``QuantizedArray`` from bitsandbytes' packed weight and ``QuantState.as_dict()``.
 
     Parameters

@@ -43,7 +43,7 @@ def _offsets(chunks):
 class Chunk(NamedTuple):
     """Where one chunk of an array lies: its block index, global start and shape, the array's shape."""
 
-    index: tuple
+    block_index: tuple
     start: tuple
     shape: tuple
     global_shape: tuple
@@ -86,7 +86,7 @@ def map_chunks(x, func, args, *, pure=True):
     for chunk in chunk_layout(x):
         extra = args(chunk)
         if extra is not None:
-            tasks.append(dask.delayed(func, pure=pure)(blocks[chunk.index], *extra))
+            tasks.append(dask.delayed(func, pure=pure)(blocks[chunk.block_index], *extra))
     return tasks
 
 
@@ -288,7 +288,7 @@ def _assemble(x, tasks, dtype):
     """Dask array with the chunks of ``x`` from one delayed result per chunk (:func:`map_chunks` order)."""
     arrays = np.empty(x.numblocks, dtype=object)
     for c, task in zip(chunk_layout(x), tasks):
-        arrays[c.index] = da.from_delayed(task, shape=c.shape, dtype=dtype)
+        arrays[c.block_index] = da.from_delayed(task, shape=c.shape, dtype=dtype)
     return da.block(arrays.tolist()) if x.ndim else arrays[()]
 
 
@@ -297,7 +297,7 @@ def encode(fam, scheme, params, x):
     if fam.block_quantum(scheme) is None:
         return x.map_blocks(_encode_chunk, fam, scheme, params, x.shape, dtype=np.uint8)
     per_chunk = _per_chunk_params(params, x)
-    tasks = map_chunks(x, _encode_block_chunk, lambda c: (per_chunk[c.index], fam, scheme, c.start,
+    tasks = map_chunks(x, _encode_block_chunk, lambda c: (per_chunk[c.block_index], fam, scheme, c.start,
                                                           c.global_shape, c.first_block(scheme.block_size)))
     return _assemble(x, tasks, np.uint8)
 
@@ -308,7 +308,7 @@ def decode(fam, scheme, params, codes, dtype):
         return codes.map_blocks(_decode_chunk, fam, scheme, params, np.dtype(dtype), codes.shape,
                                 dtype=dtype)
     per_chunk = _per_chunk_params(params, codes)
-    tasks = map_chunks(codes, _decode_block_chunk, lambda c: (per_chunk[c.index], fam, scheme, np.dtype(dtype),
+    tasks = map_chunks(codes, _decode_block_chunk, lambda c: (per_chunk[c.block_index], fam, scheme, np.dtype(dtype),
                                                               c.start, c.global_shape,
                                                               c.first_block(scheme.block_size)))
     return _assemble(codes, tasks, dtype)
@@ -358,6 +358,8 @@ def prepare(fam, scheme, x):
     check_dtype(x)
     quantum = fam.block_quantum(scheme)
     if quantum is not None:
-        x = rechunk_for_blocks(x, quantum)
+        # whole blocks that are also whole bytes of codes: rechunking the last axis for packing
+        # alone could cut a block in two, and each half would get its own absmax
+        x = rechunk_for_blocks(x, math.lcm(quantum, 8 // math.gcd(scheme.bits, 8)))
     return rechunk_for_codes(x, scheme.bits)
 

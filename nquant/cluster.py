@@ -260,10 +260,18 @@ def _cluster_errors(client, what, timeout):
                 "rerun to resume") from None
 
 
+async def _close_workers(cluster, timeout):
+    """Ask every worker of ``cluster`` to stop and wait for its process up to ``0.8 * timeout`` s."""
+    await asyncio.gather(*(nanny.close(timeout=timeout) for nanny in list(cluster.workers.values())))
+
+
 def _close_cluster(cluster, timeout=CLOSE_TIMEOUT):
     """Close a LocalCluster; when that does not finish in ``timeout`` s (a nanny left broken by a
     failed restart never closes), kill its worker processes and leave it marked closed."""
     try:
+        # the workers first, each given the whole timeout: the cluster's own close gives a worker
+        # process 4 s to exit before its nanny kills it and warns, which a loaded machine exceeds
+        cluster.sync(_close_workers, cluster, timeout, callback_timeout=timeout + 1)
         cluster.close(timeout=timeout)
         return
     except (TimeoutError, asyncio.TimeoutError, OSError):

@@ -65,10 +65,12 @@ import asyncio
 import dataclasses
 import json
 import struct
+from typing import Any
 import threading
 
 import numba
 import numpy as np
+from nquant._types import StoreLike
 import zarr
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.registry import register_codec
@@ -365,7 +367,9 @@ class QuantizeCodec(ArrayBytesCodec):
 register_codec(CODEC_NAME, QuantizeCodec)
 
 
-def create_quantized_array(store, shape, chunks, dtype, scheme, *, compressors=None, **kw):
+def create_quantized_array(store: StoreLike, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: Any,
+                           scheme: Scheme | str | dict[str, Any], *, compressors: Any = None,
+                           **kw: Any) -> Any:
     """A new Zarr v3 array whose chunks are quantized by :class:`QuantizeCodec`.
 
     Parameters

@@ -1,6 +1,7 @@
 """``QuantizedArray``: packed codes, side arrays and the scheme that made them."""
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -17,8 +18,8 @@ class QuantizedArray:
     scheme : Scheme
     shape : tuple of int, shape of the original array
     dtype : numpy dtype of the original array
-    codes : ndarray of uint8, row-packed codes of shape ``shape[:-1] + (ceil(shape[-1] *
-        bits / 8),)``: each row of the last axis is an MSB-first bit stream (as
+    codes : ndarray of uint8, row-packed codes of shape
+        ``shape[:-1] + (ceil(shape[-1] * bits / 8),)``: each row of the last axis is an MSB-first bit stream (as
         ``nquant.pack``); flattened, it equals ``pack(codes_unpacked, bits)`` whenever
         ``shape[-1] * bits`` is a multiple of 8.
     bits : int, bits per code in ``codes``
@@ -31,38 +32,38 @@ class QuantizedArray:
         input (``nquant.labels``); ``dequantize`` returns a DataArray with them
     """
 
-    scheme: object
-    shape: tuple
-    dtype: np.dtype
-    codes: np.ndarray
+    scheme: Any  # the Scheme (family-specific fields are read from it)
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    codes: Any  # ndarray of uint8, or a lazy Dask array
     bits: int
-    side: dict = field(default_factory=dict)
-    info: dict = field(default_factory=dict)
-    chunks: object = None
-    labels: dict = None
+    side: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    chunks: tuple[tuple[int, ...], ...] | None = None
+    labels: dict[str, Any] | None = None
 
     @property
-    def is_dask(self):
+    def is_dask(self) -> bool:
         """Whether codes are a lazy Dask array."""
         return self.chunks is not None
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         side = object.__getattribute__(self, "side")
         if name in side:
             return side[name]
         raise AttributeError(f"QuantizedArray has no attribute or side array {name!r}")
 
     @property
-    def size(self):
+    def size(self) -> int:
         """Number of values of the original array."""
         return int(np.prod(self.shape, dtype=np.int64))
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
         return len(self.shape)
 
     @property
-    def codes_unpacked(self):
+    def codes_unpacked(self) -> Any:
         """One code per value, shape of the original: int8 for signed schemes, else uint8."""
         if self.is_dask:
             u = chunked.unpack(self.codes, self.bits, self.shape, self.chunks)
@@ -74,15 +75,15 @@ class QuantizedArray:
         return u
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
         """Bytes of codes plus all side arrays."""
         return int(self.codes.nbytes + sum(a.nbytes for a in self.side.values()))
 
     @property
-    def bits_per_value(self):
+    def bits_per_value(self) -> float:
         """``8 * nbytes / size``: bits per value, side information included."""
         return 8.0 * self.nbytes / self.size if self.size else 0.0
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"QuantizedArray(shape={self.shape}, dtype={np.dtype(self.dtype).name}, "
                 f"scheme={self.scheme!r}, bits_per_value={self.bits_per_value:.4g})")

@@ -44,9 +44,12 @@ Empty clusters: a center that receives no point moves to the point farthest from
 """
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Self
 
 import dask
 import numpy as np
+from numpy.typing import ArrayLike
+from nquant._types import ArrayInput
 
 from nquant import chunked, limits
 from nquant._rows import (as_rows, check_int, check_seed, finite_mean, memory_budget, nonfinite_error,
@@ -56,7 +59,7 @@ from nquant.chunked import is_dask
 from nquant.errors import InputError, SchemeError
 from nquant.kernels import assign as _assign
 from nquant.kernels import lloyd as _lloyd
-from nquant.kernels.rng import stream_key
+from nquant.kernels.rng import seed_key
 
 __all__ = ["KMeans", "assign"]
 
@@ -113,7 +116,7 @@ def _labels_chunk(x, centers_c, shift, want):
     return out
 
 
-def assign(X, centers):
+def assign(X: ArrayInput, centers: ArrayLike) -> tuple[Any, Any]:
     """Nearest center of every row.
 
     Parameters
@@ -330,9 +333,11 @@ class KMeans:
     n_features_in_ : int
     """
 
-    def __init__(self, n_clusters, init="k-means++", n_init=1, max_iter=100, tol=1e-4, seed=0, *,
-                 algorithm="lloyd", batch_size=4096, init_size=None, sample_size=None,
-                 oversampling_factor=2.0, init_rounds=5, persist="auto", max_no_improvement=10):
+    def __init__(self, n_clusters: int, init: str | ArrayLike = "k-means++", n_init: int = 1,
+                 max_iter: int = 100, tol: float = 1e-4, seed: int = 0, *, algorithm: str = "lloyd",
+                 batch_size: int = 4096, init_size: int | None = None, sample_size: int | None = None,
+                 oversampling_factor: float = 2.0, init_rounds: int = 5, persist: str | bool = "auto",
+                 max_no_improvement: int = 10) -> None:
         self.n_clusters = check_int("n_clusters", n_clusters, 1, limits.MAX_CLUSTERS)
         if isinstance(init, str):
             if init not in _INITS:
@@ -374,7 +379,7 @@ class KMeans:
                 f"algorithm={self.algorithm!r})")
 
     # ----------------------------------------------------------------------- public
-    def fit(self, X):
+    def fit(self, X: ArrayInput) -> Self:
         """Fit the centers.
 
         Parameters
@@ -410,7 +415,7 @@ class KMeans:
         self._set(best)
         return self
 
-    def partial_fit(self, X):
+    def partial_fit(self, X: ArrayInput) -> Self:
         """One mini-batch update with the rows of ``X`` (every chunk of a Dask ``X``, in seeded order).
 
         The first call initialises the centers with ``init`` on ``X`` (which needs
@@ -459,7 +464,7 @@ class KMeans:
         self._set_centers()
         return self
 
-    def predict(self, X):
+    def predict(self, X: ArrayInput) -> Any:
         """Index of the nearest center of every row.
 
         Parameters
@@ -472,13 +477,13 @@ class KMeans:
         """
         return self._assign(X, "labels")
 
-    def score(self, X):
+    def score(self, X: ArrayInput) -> float:
         """Opposite of the inertia of ``X`` (scikit-learn's convention; computed for Dask inputs)."""
         d2 = self._assign(X, "d2")
         total = d2.sum(dtype=np.float64)
         return -float(total.compute() if is_dask(total) else total)
 
-    def fit_predict(self, X):
+    def fit_predict(self, X: ArrayInput) -> Any:
         """``fit(X)`` then ``predict(X)``."""
         return self.fit(X).predict(X)
 
@@ -648,7 +653,7 @@ class KMeans:
             if not is_dask(X):
                 return [fn(X, 0, *[a[0] for a in per_block], *args)]
             tasks = chunked.map_chunks(
-                X, fn, lambda c: (c.start[0], *[a[c.index[0]] for a in per_block], *args))
+                X, fn, lambda c: (c.start[0], *[a[c.block_index[0]] for a in per_block], *args))
             return list(dask.compute(*tasks))
 
         for r in range(self.init_rounds + 1):
@@ -661,7 +666,7 @@ class KMeans:
                 raise nonfinite_error()
             if psi <= 0:
                 break
-            key = int(stream_key(np.int64((self.seed * 1000003 + run * 1009 + r) % (2**63))))
+            key = int(seed_key((self.seed * 1000003 + run * 1009 + r) % (2**63)))
             parts = run_all(_kmpar_sample, key, scale_l / psi, shift, per_block=(costs,))
             new = np.ascontiguousarray(np.concatenate(parts)) if parts else cands[0][:0]
             cands.append(new)

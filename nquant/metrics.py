@@ -2,12 +2,13 @@
 
 import numba
 import numpy as np
+from nquant._types import ArrayInput
 
 from nquant.errors import InputError
 from nquant.kernels.stats import error_moments
 
 
-def metrics(x, x_hat):
+def metrics(x: ArrayInput, x_hat: ArrayInput) -> dict[str, float]:
     """Error of ``x_hat`` against ``x``.
 
     Positions where both are NaN (missing values kept by ``nan="propagate"``)
@@ -15,9 +16,9 @@ def metrics(x, x_hat):
 
     Returns
     -------
-    dict with ``mse``, ``rmse``, ``max_abs``, ``sqnr_db`` (``10 log10(sum x^2 /
-    sum e^2)``, inf for an exact reconstruction) and ``bias`` (mean of
-    ``x_hat - x``); floats.
+    dict with ``mse``, ``rmse``, ``max_abs``, ``sqnr_db``
+    (``10 log10(sum x^2 / sum e^2)``, inf for an exact reconstruction) and ``bias``
+    (mean of ``x_hat - x``); floats.
     """
     x = np.asarray(x)
     y = np.asarray(x_hat)

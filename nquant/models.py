@@ -3,6 +3,8 @@
 import fnmatch
 import json
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import zarr
@@ -12,7 +14,9 @@ from nquant.api import dequantize, quantize
 from nquant.errors import InputError, StoreError
 from nquant.metrics import error_stats, merge_error_stats, metrics, metrics_from_stats
 from nquant.safetensors_io import FLOATS, read_tensors, write_tensors
-from nquant.schemes import FORMAT_VERSION
+from nquant.schemes import FORMAT_VERSION, Scheme
+from nquant.containers import QuantizedArray
+from nquant._types import PathLike, StoreLike
 from nquant.store import ATTR, PARTIAL, as_store, finish_partial, open_group, partial_location, write_group
 from nquant.store import open as open_store
 
@@ -28,8 +32,9 @@ def _selected(name, arr, tag, include, min_ndim):
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def quantize_safetensors(path, dst, scheme, *, include=None, min_ndim=2, write_dequantized=None,
-                         overwrite=False):
+def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme, *,
+                         include: Sequence[str] | str | None = None, min_ndim: int = 2,
+                         write_dequantized: PathLike | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Quantize every selected floating tensor of a ``.safetensors`` file.
 
     Parameters
@@ -143,7 +148,8 @@ def is_complete_model(dst):
         return False
 
 
-def open(store, *, storage_options=None):  # noqa: A001  (nquant.open mirrors zarr.open)
+def open(store: StoreLike, *, storage_options: dict[str, Any] | None = None  # noqa: A001  (mirrors zarr.open)
+         ) -> QuantizedArray | dict[str, QuantizedArray]:
     """``nq.open``: a stored quantized array, lazily (a Dask-backed ``QuantizedArray``,
     :func:`nquant.store.open`), or ``{tensor name: QuantizedArray}`` for a model group written by
     :func:`quantize_safetensors` (:func:`open_model`).  Both are validated before anything is
@@ -155,7 +161,7 @@ def open(store, *, storage_options=None):  # noqa: A001  (nquant.open mirrors za
     return open_store(store, storage_options=storage_options)
 
 
-def open_model(dst, *, storage_options=None):
+def open_model(dst: StoreLike, *, storage_options: dict[str, Any] | None = None) -> dict[str, QuantizedArray]:
     """``{tensor name: QuantizedArray}`` of a quantized model group (lazy), each tensor's group
     validated as :func:`nquant.open` validates one (``StoreError`` naming what is wrong)."""
 
@@ -193,12 +199,12 @@ __all__ = ["quantize_safetensors", "open", "open_model", "ATTR"]
 # ----------------------------------------------------------------------------- model groups: read back
 
 
-def is_model_group(store):
+def is_model_group(store: StoreLike) -> bool:
     """Whether ``store`` is a model group (complete or not): its root carries ``nquant_model``."""
     return model_meta(store) is not None
 
 
-def dequantize_model(src, dst, *, overwrite=False):
+def dequantize_model(src: StoreLike, dst: PathLike, *, overwrite: bool = False) -> dict[str, Any]:
     """Write the dequantized tensors of the model group ``src`` to ``dst``.
 
     Parameters

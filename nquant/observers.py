@@ -48,8 +48,12 @@ NaN values are ignored and counted (``compute_params`` raises for schemes with
 ``InputError`` when observed.
 """
 
+from collections.abc import Iterable
+from typing import Self, TypeVar
+
 import numba
 import numpy as np
+from numpy.typing import ArrayLike
 
 from nquant import chunked
 from nquant.errors import InputError, SchemeError
@@ -57,6 +61,8 @@ from nquant.families import uniform
 from nquant.kernels import calibrate, stats
 from nquant.qat import QParams
 from nquant.schemes import Uniform
+
+ObserverT = TypeVar("ObserverT", bound="Observer")
 
 HIST_EXTRA_BITS = 40  # the histogram resolution never goes below 2^-40 of max |v|
 HIST_TASK_BUDGET = 1 << 23  # int64 counts held per thread-private histogram copy
@@ -140,7 +146,7 @@ class Observer:
     def _reset_state(self):
         pass
 
-    def reset(self):
+    def reset(self) -> Self:
         """Forget all observed batches (keeps the configuration); returns ``self``."""
         self.n_batches = 0
         self.n_nan = 0
@@ -173,7 +179,7 @@ class Observer:
                              "(NaN is ignored and counted)")
         return st
 
-    def observe(self, batch):
+    def observe(self, batch: ArrayLike) -> Self:
         """Add one batch to the statistics.
 
         Parameters
@@ -201,7 +207,7 @@ class Observer:
         pass
 
     # --- merging --------------------------------------------------------------------------------
-    def merge(self, other):
+    def merge(self, other: Self) -> Self:
         """The observer of ``self``'s batches followed by ``other``'s (neither is modified).
 
         Parameters
@@ -233,7 +239,7 @@ class Observer:
     def _merge_state(self, a, b):
         pass
 
-    def copy(self):
+    def copy(self) -> Self:
         """An independent copy."""
         new = object.__new__(type(self))
         for k, v in self.__dict__.items():
@@ -246,13 +252,13 @@ class Observer:
 
     # --- results --------------------------------------------------------------------------------
     @property
-    def min_val(self):
+    def min_val(self) -> np.ndarray:
         """Observed minimum per group, float64 (G,) (``inf`` where nothing finite was seen)."""
         self._require_data()
         return self._st["min"].copy()
 
     @property
-    def max_val(self):
+    def max_val(self) -> np.ndarray:
         """Observed maximum per group, float64 (G,) (``-inf`` where nothing finite was seen)."""
         self._require_data()
         return self._st["max"].copy()
@@ -261,7 +267,7 @@ class Observer:
         if self._st is None:
             raise InputError(f"{type(self).__name__} has observed no batch: call observe(batch) first")
 
-    def clip_range(self, scheme=None):
+    def clip_range(self, scheme: Uniform | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The clipping range ``(rmin, rmax)`` per group (float64 arrays of shape (G,)).
 
         ``scheme`` (a Uniform) supplies what a range depends on beyond the data:
@@ -274,7 +280,7 @@ class Observer:
     def _range(self, scheme):
         raise NotImplementedError
 
-    def compute_params(self, scheme):
+    def compute_params(self, scheme: Uniform) -> QParams:
         """Quantization parameters of ``scheme`` for the observed range.
 
         Parameters
@@ -353,7 +359,7 @@ class MovingAverageMinMaxObserver(Observer):
     axis : int or None
     """
 
-    def __init__(self, averaging_constant=0.01, axis=None):
+    def __init__(self, averaging_constant: float = 0.01, axis: int | None = None) -> None:
         c = averaging_constant
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c <= 1:
             raise SchemeError(f"averaging_constant={c!r} is invalid: expected a number in (0, 1]")
@@ -500,7 +506,7 @@ class HistogramObserver(Observer):
     axis : int or None
     """
 
-    def __init__(self, bins=None, axis=None):
+    def __init__(self, bins: int | None = None, axis: int | None = None) -> None:
         bad = isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 16
         if bins is not None and bad:
             raise SchemeError(f"bins={bins!r} is invalid: expected None or an integer >= 16")
@@ -573,7 +579,8 @@ class PercentileObserver(HistogramObserver):
     axis : int or None
     """
 
-    def __init__(self, percentile=None, bins=None, axis=None):
+    def __init__(self, percentile: tuple[float, float] | None = None, bins: int | None = None,
+                 axis: int | None = None) -> None:
         if percentile is not None:
             p = percentile
             if (not isinstance(p, (tuple, list)) or len(p) != 2
@@ -623,7 +630,7 @@ OBSERVERS = {
 }
 
 
-def observe(batches, observer):
+def observe(batches: Iterable[ArrayLike], observer: ObserverT) -> ObserverT:
     """Run ``observer`` over an iterable of batches and return it (a convenience loop)."""
     for b in batches:
         observer.observe(b)

@@ -1,6 +1,7 @@
 """Public bit packing: ``pack(codes, bits)`` and ``unpack(packed, bits, n)``."""
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from nquant import _alloc
 from nquant.errors import InputError, SchemeError
@@ -18,7 +19,7 @@ def packed_size(n, bits):
     return (int(n) * int(bits) + 7) // 8
 
 
-def pack(codes, bits):
+def pack(codes: ArrayLike, bits: int) -> np.ndarray:
     """Pack 1..8-bit codes into a uint8 MSB-first bit stream.
 
     Code ``i`` occupies bits ``[i*bits, (i+1)*bits)`` counted from the most
@@ -94,7 +95,7 @@ def unpack_codes(packed, bits, shape):
     return out
 
 
-def unpack(packed, bits, n):
+def unpack(packed: ArrayLike, bits: int, n: int) -> np.ndarray:
     """Inverse of :func:`pack`: ``n`` codes (uint8, shape (n,)) from a packed stream."""
     bits = _check_bits(bits)
     p = np.ascontiguousarray(np.asarray(packed).reshape(-1))

@@ -8,7 +8,11 @@ chunks).  An empty centroid splits the largest cluster of its sub-space, as fais
 Encoding, decoding, search and ``dot`` run chunk by chunk (lazy for Dask inputs).
 """
 
+from typing import Any, Self
+
 import numpy as np
+from numpy.typing import ArrayLike
+from nquant._types import ArrayInput
 
 from nquant._rows import (as_rows, check_int, check_seed, finite_mean, memory_budget, nonfinite_error,
                           reduce_rows, seeded_rng, shifted)
@@ -144,7 +148,8 @@ class ProductQuantizer:
     n_iter_ : int
     """
 
-    def __init__(self, M, nbits=8, seed=0, *, max_iter=25, tol=1e-4, init="random", init_size=None):
+    def __init__(self, M: int, nbits: int = 8, seed: int = 0, *, max_iter: int = 25, tol: float = 1e-4,
+                 init: str = "random", init_size: int | None = None) -> None:
         self.M = check_int("M", M, 1)
         if init not in ("k-means++", "random"):
             raise SchemeError(f"init={init!r} is invalid: expected 'k-means++' or 'random'")
@@ -163,12 +168,12 @@ class ProductQuantizer:
         return f"ProductQuantizer(M={self.M}, nbits={self.nbits}, seed={self.seed})"
 
     @property
-    def ksub(self):
+    def ksub(self) -> int:
         """Centroids per sub-space, ``2**nbits``."""
         return 1 << self.nbits
 
     @property
-    def code_size(self):
+    def code_size(self) -> int:
         """Bytes per encoded vector."""
         return self.M if self.nbits == 8 else (self.M + 1) // 2
 
@@ -180,7 +185,7 @@ class ProductQuantizer:
         if not hasattr(self, "codebooks_"):
             raise SchemeError("this ProductQuantizer is not fitted yet: call fit first")
 
-    def fit(self, X):
+    def fit(self, X: ArrayInput) -> Self:
         """Train one k-means codebook per sub-space.
 
         Parameters
@@ -249,7 +254,7 @@ class ProductQuantizer:
         self.n_features_in_ = d
         return self
 
-    def encode(self, X):
+    def encode(self, X: ArrayInput) -> Any:
         """Codes of the rows of ``X``.
 
         Parameters
@@ -283,7 +288,7 @@ class ProductQuantizer:
             return codes.rechunk({1: -1}) if codes.numblocks[1] > 1 else codes
         return np.ascontiguousarray(codes)
 
-    def decode(self, codes):
+    def decode(self, codes: ArrayInput) -> Any:
         """Reconstruct vectors from codes.
 
         Parameters
@@ -302,7 +307,7 @@ class ProductQuantizer:
                                     chunks=(codes.chunks[0], (self.n_features_in_,)))
         return _pq_decode_chunk(codes, C, self.nbits)
 
-    def tables(self, queries, metric="l2"):
+    def tables(self, queries: ArrayLike, metric: str = "l2") -> np.ndarray:
         """Per-query lookup tables.
 
         Parameters
@@ -347,7 +352,8 @@ class ProductQuantizer:
         _pq.byte_tables(T, self.nbits, 1.0 if metric == "l2" else -1.0, BT)
         return BT
 
-    def search(self, queries, k, *, codes=None, metric="l2"):
+    def search(self, queries: ArrayLike, k: int, *, codes: ArrayInput = None,
+               metric: str = "l2") -> tuple[np.ndarray, np.ndarray]:
         """k nearest codes of every query by table lookup (asymmetric distance computation).
 
         Parameters
@@ -384,7 +390,7 @@ class ProductQuantizer:
             D = -D
         return D, I
 
-    def dot(self, codes, B):
+    def dot(self, codes: ArrayInput, B: ArrayLike) -> Any:
         """Approximate ``A @ B`` for the rows of ``A`` given as codes, from per-sub-space tables.
 
         Parameters

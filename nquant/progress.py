@@ -1,15 +1,16 @@
 """Progress bars on standard error, for the local schedulers and for ``distributed`` clients.
 
-Dask's ``dask.diagnostics.ProgressBar`` sees only the local schedulers (it shows
-nothing under a ``distributed`` client) and ``distributed.progress`` writes to standard
-output, where ``--json`` output goes.  :func:`compute` picks the right one and always
-draws on standard error.
+One style everywhere (:class:`TextBar`: ``[#####     ]  50% 4/8 chunks 1.2s``), counting the
+tasks given to :func:`compute`, not the graph's internal tasks.  Dask's own bars do not fit:
+``dask.diagnostics.ProgressBar`` sees only the local schedulers and counts every task of the
+graph, and ``distributed.progress`` writes to standard output, where ``--json`` output goes.
 """
 
 import sys
 import time
 
 import dask
+from dask.callbacks import Callback
 
 _open_bars = 0  # bars drawn on standard error whose line is not ended yet
 
@@ -59,14 +60,33 @@ class TextBar:
         self.out.flush()
 
 
+class _LocalBar(Callback):
+    """A :class:`TextBar` of the tasks ``keys`` as a local scheduler finishes them (its callbacks run
+    in the scheduler's own thread, one at a time)."""
+
+    def __init__(self, keys, label):
+        super().__init__()
+        self.keys, self.label, self.done, self.bar = set(keys), label, 0, None
+
+    def _start(self, dsk):
+        self.bar = TextBar(len(self.keys), self.label)
+        self.bar.update(0, force=True)
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        if key in self.keys:
+            self.done += 1
+            self.bar.update(self.done)
+
+    def _finish(self, dsk, state, errored):
+        self.bar.close()
+
+
 def compute(tasks, client=None, progress=False, label="chunks"):
     """Compute the delayed ``tasks`` on ``client`` (or the current scheduler); results in order."""
     if client is None:
         if not progress:
             return list(dask.compute(*tasks))
-        from dask.diagnostics import ProgressBar
-
-        with _Drawing(), ProgressBar(out=sys.stderr, dt=0.2):
+        with _Drawing(), _LocalBar([t.key for t in tasks], label):
             return list(dask.compute(*tasks))
     futures = client.compute(list(tasks))
     if progress:

@@ -35,13 +35,15 @@ import dataclasses
 import functools
 
 import numpy as np
+from numpy.typing import ArrayLike
+from nquant._types import ArrayInput
 
 from nquant import chunked
 from nquant.containers import QuantizedArray
 from nquant.errors import InputError, SchemeError
 from nquant.families import uniform
 from nquant.kernels.fakequant import fake_quantize_affine
-from nquant.kernels.rng import stream_key
+from nquant.kernels.rng import seed_key
 from nquant.kernels.rounding import MODES
 from nquant.packing import pack_codes
 from nquant.schemes import Scheme, Uniform, scheme_from_json
@@ -117,7 +119,7 @@ class QParams:
         return d
 
     @property
-    def n_groups(self):
+    def n_groups(self) -> int:
         """Number of parameter groups ``G``."""
         return int(self.scale.shape[0])
 
@@ -151,7 +153,7 @@ class QParams:
                              f"{expected} for scheme axis={self.scheme.axis}, "
                              f"block_size={self.scheme.block_size}")
 
-    def quantize(self, x):
+    def quantize(self, x: ArrayInput) -> QuantizedArray:
         """Quantize ``x`` with these parameters (no fitting).
 
         Parameters
@@ -177,7 +179,7 @@ class QParams:
         return QuantizedArray(scheme=scheme, shape=a.shape, dtype=a.dtype,
                               codes=pack_codes(codes, scheme.bits), bits=scheme.bits, side=dict(self.side))
 
-    def fake_quantize(self, x):
+    def fake_quantize(self, x: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """``fake_quantize(x, self)``."""
         return fake_quantize(x, self)
 
@@ -209,7 +211,8 @@ def _check_input(x):
 # ----------------------------------------------------------------------------- fake quantization
 
 
-def fake_quantize(x, scheme_or_params, *, out=None, mask_out=None):
+def fake_quantize(x: ArrayLike, scheme_or_params: "Uniform | QParams", *, out: np.ndarray | None = None,
+                  mask_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Quantize-dequantize ``x`` and return the straight-through-estimator mask.
 
     Parameters
@@ -261,7 +264,7 @@ def fake_quantize(x, scheme_or_params, *, out=None, mask_out=None):
     y = y.reshape(-1)
     mask = mask.reshape(-1)
     lay = uniform.layout(scheme, a.shape)
-    key = np.uint64(stream_key(np.uint64(scheme.seed % (1 << 64))))  # as uniform.encode: always uint64
+    key = seed_key(scheme.seed)
     mode = MODES[scheme.rounding]
     bad = 0
     for part in lay.parts:

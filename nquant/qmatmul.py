@@ -111,7 +111,7 @@ class PreparedWeights:
         return int(data.nbytes)
 
 
-def _uniform_of(q, name):
+def _uniform_of(q: QuantizedArray, name: str) -> QuantizedArray:
     if isinstance(q, PreparedWeights) and name == "qw":
         return q
     if not isinstance(q, QuantizedArray):
@@ -138,7 +138,8 @@ def _codes(q):
     return np.ascontiguousarray(codes, dtype=np.uint8)
 
 
-def prepare_weights(qw, *, packed=None):
+def prepare_weights(qw: "QuantizedArray | PreparedWeights", *,
+                    packed: bool | None = None) -> "PreparedWeights":
     """Weights for :func:`qmatmul`: integer values, scales and the row sums ``R``.
 
     Parameters
@@ -293,7 +294,8 @@ def _centered(pw, act, method):
     return _accumulate_blas(pw, act)
 
 
-def int_matmul(qw, qx, *, method="auto"):
+def int_matmul(qw: "QuantizedArray | PreparedWeights", qx: QuantizedArray, *,
+               method: str = "auto") -> np.ndarray:
     """The int32 accumulator ``sum_k W_q[o, k] * X_q[k, n]`` of the integer operands.
 
     Parameters
@@ -317,7 +319,8 @@ def int_matmul(qw, qx, *, method="auto"):
     return acc
 
 
-def qmatmul(qw, qx, *, method="auto", out=None):
+def qmatmul(qw: "QuantizedArray | PreparedWeights", qx: QuantizedArray, *, method: str = "auto",
+            out: np.ndarray | None = None) -> np.ndarray:
     """Product of quantized operands, computed on their integers: float32 ``W_hat @ X_hat``.
 
     ``Y[o, n] = S_w[o] * (S_x * (A[o, n] + (cx - c0) * R[o]) + off_x * R[o])`` with

@@ -9,8 +9,11 @@ earlier ones.
 
 import dataclasses
 import json
-from collections.abc import Mapping
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 from nquant import limits
 from nquant.errors import SchemeError
@@ -19,16 +22,23 @@ from nquant.kernels.rounding import MODES
 
 FORMAT_VERSION = 1
 
-_REGISTRY = {}
+_REGISTRY: dict[str, type["Scheme"]] = {}
+
+T = TypeVar("T", bound=type["Scheme"])
+
+#: A grid of levels as a user passes it (stored as a tuple of float).
+Levels = Sequence[float] | npt.NDArray[np.floating[Any]]
+#: Rounding modes (``nquant.kernels.rounding.MODES``).
+Rounding = Literal["nearest", "nearest_away", "floor", "ceil", "stochastic"]
 
 
-def register(cls):
+def register(cls: T) -> T:
     """Class decorator: make a scheme type known to :func:`scheme_from_json`."""
     _REGISTRY[cls.type] = cls
     return cls
 
 
-def invalid(name, value, allowed):
+def invalid(name: str, value: object, allowed: str) -> None:
     """Raise ``SchemeError``: ``name=value is invalid: expected allowed``."""
     raise SchemeError(f"{name}={value!r} is invalid: expected {allowed}")
 
@@ -39,7 +49,14 @@ class Scheme:
 
     type: ClassVar[str] = ""
 
-    def to_dict(self):
+    if TYPE_CHECKING:  # every scheme has these (fields or properties); not dataclass fields
+        @property
+        def bits(self) -> int: ...
+
+        @property
+        def block_size(self) -> int | None: ...
+
+    def to_dict(self) -> dict[str, Any]:
         """Plain dict with ``type`` and ``format_version`` (tuples become lists)."""
         d = {"type": self.type, "format_version": FORMAT_VERSION}
         for f in dataclasses.fields(self):
@@ -47,12 +64,12 @@ class Scheme:
             d[f.name] = list(v) if isinstance(v, tuple) else v
         return d
 
-    def to_json(self):
+    def to_json(self) -> str:
         """JSON text of :meth:`to_dict`."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
         """Inverse of :meth:`to_dict` for this class."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names - {"type", "format_version"}
@@ -61,15 +78,15 @@ class Scheme:
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
         return cls(**kw)
 
-    def replace(self, **changes):
+    def replace(self, **changes: Any) -> Self:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
-    def __dask_tokenize__(self):
+    def __dask_tokenize__(self) -> tuple[str, str]:
         return (type(self).__name__, self.to_json())
 
 
-def scheme_from_json(text):
+def scheme_from_json(text: "str | bytes | bytearray | Mapping[str, Any]") -> "Scheme":
     """Scheme from JSON text or a dict written by ``Scheme.to_json``.
 
     Anything else (invalid JSON, a JSON list or number, fields of the wrong type) is a
@@ -158,17 +175,17 @@ class Uniform(Scheme):
 
     bits: int = 8
     symmetric: bool = False
-    axis: object = None
-    block_size: object = None
-    range: object = "minmax"
-    percentile: tuple = (0.1, 99.9)
-    zero_point: str = "int"
-    rounding: str = "nearest"
+    axis: int | None = None
+    block_size: int | None = None
+    range: Literal["minmax", "percentile", "percentile_exact", "mse"] | tuple[float, float] = "minmax"
+    percentile: tuple[float, float] = (0.1, 99.9)
+    zero_point: Literal["int", "float"] = "int"
+    rounding: Rounding = "nearest"
     seed: int = 0
-    signed: object = None
+    signed: bool | None = None
     narrow_range: bool = False
-    nan: str = "raise"
-    bins: object = None
+    nan: Literal["raise", "propagate"] = "raise"
+    bins: int | None = None
 
     def __post_init__(self):
         def is_int(v):
@@ -231,19 +248,19 @@ class Uniform(Scheme):
                   f"narrow_range={self.narrow_range}, nan={self.nan!r})")
 
     @property
-    def hist_bins(self):
+    def hist_bins(self) -> int:
         """Histogram bins used by ``percentile`` and ``mse`` calibration."""
         if self.bins is not None:
             return self.bins
         return 2048 if self.axis is None else 256
 
     @property
-    def is_signed(self):
+    def is_signed(self) -> bool:
         """Whether codes are signed integers (``codes_unpacked`` dtype int8)."""
         return self.symmetric if self.signed is None else self.signed
 
     @property
-    def qrange(self):
+    def qrange(self) -> tuple[int, int]:
         """``(qmin, qmax)`` of the codes that finite values may take."""
         b = self.bits
         if self.is_signed:
@@ -293,8 +310,8 @@ class Codebook(Scheme):
 
     type: ClassVar[str] = "codebook"
 
-    values: tuple = (0.0,)
-    rounding: str = "nearest"
+    values: Levels = (0.0,)
+    rounding: Rounding = "nearest"
     seed: int = 0
 
     def __post_init__(self):
@@ -305,11 +322,11 @@ class Codebook(Scheme):
             invalid("seed", self.seed, "an integer")
 
     @property
-    def bits(self):
+    def bits(self) -> int:
         """Bits per code."""
         return _code_bits(len(self.values))
 
-    block_size = None
+    block_size: ClassVar[None] = None
 
 
 @register
@@ -333,7 +350,7 @@ class Blockwise(Scheme):
 
     type: ClassVar[str] = "blockwise"
 
-    codebook: tuple = ()
+    codebook: Levels = ()
     block_size: int = 64
     double_quant: bool = False
 
@@ -349,12 +366,12 @@ class Blockwise(Scheme):
             invalid("double_quant", self.double_quant, "True or False")
 
     @property
-    def bits(self):
+    def bits(self) -> int:
         """Bits per code."""
         return _code_bits(len(self.codebook))
 
 
-def NF4(block_size=64, double_quant=False):  # noqa: N802  (a scheme constructor, named like one)
+def NF4(block_size: int = 64, double_quant: bool = False) -> Blockwise:  # noqa: N802  (a scheme constructor, named like one)
     """QLoRA's NF4: ``Blockwise(normal_float(4), block_size, double_quant)``."""
     return Blockwise(codebook=tuple(float(v) for v in normal_float(4)), block_size=block_size,
                      double_quant=double_quant)
@@ -363,7 +380,7 @@ def NF4(block_size=64, double_quant=False):  # noqa: N802  (a scheme constructor
 KMEANS_FITS = ("histogram", "exact")
 
 
-def is_int(v):
+def is_int(v: object) -> bool:
     """Whether ``v`` is an int (a bool is not)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -411,10 +428,10 @@ class KMeansBlockwise(Scheme):
     bits: int = 4
     block_size: int = 64
     double_quant: bool = False
-    fit: str = "histogram"
+    fit: Literal["histogram", "exact"] = "histogram"
     bins: int = 16384
     min_size: int = 65536
-    codebook: tuple = ()
+    codebook: Levels = ()
 
     def __post_init__(self):
         if not is_int(self.bits) or not 1 <= self.bits <= 8:
@@ -440,7 +457,7 @@ class KMeansBlockwise(Scheme):
             invalid("codebook", f"<{len(self.codebook)} values>", f"at most 2**bits = {1 << self.bits} levels")
 
     @property
-    def levels(self):
+    def levels(self) -> int:
         """Number of levels fitted, ``2**bits``."""
         return 1 << self.bits
 
@@ -486,9 +503,9 @@ class Outliers(Scheme):
 
     type: ClassVar[str] = "outliers"
 
-    base: object = None
-    fraction: object = None
-    threshold: object = None
+    base: Any = None
+    fraction: float | None = None
+    threshold: float | None = None
 
     def __post_init__(self):
         base = self.base
@@ -514,13 +531,13 @@ class Outliers(Scheme):
                 invalid("threshold", t, "a finite number >= 0")
             object.__setattr__(self, "threshold", float(t))
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """Plain dict; ``base`` is the nested dict of the base scheme."""
         return {"type": self.type, "format_version": FORMAT_VERSION, "base": self.base.to_dict(),
                 "fraction": self.fraction, "threshold": self.threshold}
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
         """Inverse of :meth:`to_dict`."""
         unknown = set(d) - {"type", "format_version", "base", "fraction", "threshold"}
         if unknown:
@@ -528,17 +545,17 @@ class Outliers(Scheme):
         return cls(base=d.get("base"), fraction=d.get("fraction"), threshold=d.get("threshold"))
 
     @property
-    def bits(self):
+    def bits(self) -> int:
         """Bits per code of the base scheme."""
         return self.base.bits
 
     @property
-    def block_size(self):
+    def block_size(self) -> int | None:
         """Block size of the base scheme (None when it has no blocks)."""
         return getattr(self.base, "block_size", None)
 
     @property
-    def qrange(self):
+    def qrange(self) -> tuple[int, int]:
         """Code range of the base scheme (where it has one)."""
         try:
             return self.base.qrange
@@ -546,7 +563,7 @@ class Outliers(Scheme):
             raise AttributeError("qrange") from None
 
     @property
-    def is_signed(self):
+    def is_signed(self) -> bool:
         """Whether the base scheme's codes are signed."""
         return getattr(self.base, "is_signed", False)
 
@@ -583,9 +600,9 @@ class ASQ(Scheme):
     type: ClassVar[str] = "asq"
 
     bits: int = 4
-    method: str = "quiver"
-    m: object = None
-    axis: object = None
+    method: Literal["quiver", "quiver_accel", "zipml", "quiver_approx"] = "quiver"
+    m: int | None = None
+    axis: int | None = None
     seed: int = 0
 
     def __post_init__(self):

@@ -22,6 +22,7 @@ group without it is incomplete and never read as a result.
 import builtins
 import json
 import os
+from typing import Any
 
 import dask
 import dask.array as da
@@ -37,7 +38,8 @@ from nquant.families.registry import family
 from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
 from nquant.packing import pack_codes, packed_shape
 from nquant.progress import compute
-from nquant.schemes import FORMAT_VERSION
+from nquant.schemes import FORMAT_VERSION, Scheme
+from nquant._types import ArrayInput, StoreLike
 
 ATTR = "nquant"
 PARTIAL = ".partial"
@@ -180,7 +182,8 @@ def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs, fam, loc
 # ----------------------------------------------------------------------------- save / open
 
 
-def save(q, store, *, chunks=None, overwrite=False, storage_options=None):
+def save(q: QuantizedArray, store: StoreLike, *, chunks: tuple[int, ...] | None = None,
+         overwrite: bool = False, storage_options: dict[str, Any] | None = None) -> StoreLike:
     """Write a ``QuantizedArray`` to a Zarr group (path, fsspec URL or zarr store).
 
     Parameters
@@ -196,6 +199,10 @@ def save(q, store, *, chunks=None, overwrite=False, storage_options=None):
     storage_options : dict, optional
         fsspec options for a URL ``store`` (e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}``
         for ``s3://``); ignored for local paths and zarr stores.
+
+    Returns
+    -------
+    the store written: ``store`` itself, or the fsspec store opened for a URL with ``storage_options``
     """
     store = as_store(store, storage_options)
     with outputs.writing(store), outputs.write_errors(store):
@@ -259,7 +266,7 @@ def _as_dask(q, chunks):
                           side=side, info=q.info, chunks=data_chunks)
 
 
-def open(store, *, storage_options=None):  # noqa: A001  (nquant.open mirrors zarr.open)
+def open(store: StoreLike, *, storage_options: dict[str, Any] | None = None) -> QuantizedArray:  # noqa: A001
     """Open a stored quantized array lazily: a Dask-backed ``QuantizedArray``; a model group
     (``nquant.quantize_safetensors``) is opened by :func:`nquant.models.open` (``nq.open``).
 
@@ -335,8 +342,9 @@ def _quantize_chunk(chunk, job):
     return 1
 
 
-def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None, progress=False,
-                  storage_options=None):
+def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *, overwrite: bool = False,
+                  resume: bool = True, client: Any = None, progress: bool = False,
+                  storage_options: dict[str, Any] | None = None) -> QuantizedArray:
     """Quantize a Zarr array chunk by chunk into an nquant group, out of core.
 
     Parameters
@@ -353,12 +361,6 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
         Continue an interrupted job: chunks whose ``done`` flag is set are skipped
         (the parameters are read back, not refitted).
 
-    Notes
-    -----
-    Global parameters come from a statistics pass over the whole source first (for per-tensor
-    and per-channel schemes), then one pass encodes and writes.  Block schemes, and per-channel
-    schemes whose chunks each hold whole channels (a chunk spans every other axis), need no
-    first pass: each task fits its own chunk, with the same parameters as the global fit.
     client : distributed.Client, optional
         Run on this cluster (default: the current Dask scheduler).
     progress : bool
@@ -369,6 +371,13 @@ def quantize_zarr(src, dst, scheme, *, overwrite=False, resume=True, client=None
     Returns
     -------
     QuantizedArray, opened lazily from ``dst``
+
+    Notes
+    -----
+    Global parameters come from a statistics pass over the whole source first (for per-tensor
+    and per-channel schemes), then one pass encodes and writes.  Block schemes, and per-channel
+    schemes whose chunks each hold whole channels (a chunk spans every other axis), need no
+    first pass: each task fits its own chunk, with the same parameters as the global fit.
     """
     src = as_store(src, storage_options)
     dst = as_store(dst, storage_options)
@@ -502,7 +511,7 @@ def _chunk_tasks(x, fam, scheme, params, group, done, local_axis):
     bits = scheme.bits
 
     def job(chunk):
-        didx = chunk.index if x.ndim else (0,)
+        didx = chunk.block_index if x.ndim else (0,)
         if done[didx]:
             return None
         start, shape = chunk.start, chunk.shape
@@ -539,7 +548,8 @@ class _Opaque:
         self.value = value
 
 
-def dequantize_zarr(src, dst, *, overwrite=False, storage_options=None):
+def dequantize_zarr(src: StoreLike, dst: StoreLike, *, overwrite: bool = False,
+                    storage_options: dict[str, Any] | None = None) -> "zarr.Array | np.memmap[Any, Any]":
     """Write the dequantized values of the nquant group ``src`` to a Zarr array ``dst``, or to a
     ``.npy`` file when ``dst`` is a local path ending in ``.npy``.
 

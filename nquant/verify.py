@@ -5,8 +5,11 @@ decoding, and each chunk read); this module reads whole groups and model groups 
 (``nquant verify``), so it sits above :mod:`nquant.store` and :mod:`nquant.models`.
 """
 
+from typing import Any
+
 import dask.array as da
 import numpy as np
+from nquant._types import StoreLike
 
 from nquant import chunked, validate
 from nquant.errors import StoreError
@@ -16,7 +19,7 @@ from nquant.store import as_store, group_meta, open_group
 from nquant.store import open as open_store
 
 
-def is_verified(store, *, storage_options=None):
+def is_verified(store: StoreLike, *, storage_options: dict[str, Any] | None = None) -> bool:
     """Whether the nquant group ``store`` is sealed (checksums and a record of its chunks),
     so that reads detect missing and corrupt chunks; False for groups written before."""
     store = as_store(store, storage_options)

@@ -12,7 +12,8 @@ from nquant.adaptive import adaptive_round, hessian, hessian_merge, hessian_part
 from nquant.errors import InputError, SchemeError
 from nquant.families import uniform
 from nquant.packing import pack_codes
-from tests.reference import adaptive as ref
+from tests.reference import adaptive as adaptive_ref
+from tests.reference import gptq as gptq_ref
 
 
 def problem(out=6, n=16, samples=48, seed=0, dtype=np.float32, corr=0.8):
@@ -57,7 +58,7 @@ def test_matches_reference_and_never_worse(name):
     for seed in range(2):
         W, X = problem(n=n, seed=seed)
         q = adaptive_round(W, X, scheme)
-        codes, params, obj, labels = ref.adaptive_round(scheme, W, X)
+        codes, params, obj, labels = adaptive_ref.adaptive_round(scheme, W, X)
         np.testing.assert_array_equal(q.codes_unpacked, _signed(scheme, codes))
         for k, v in params.items():
             np.testing.assert_array_equal(q.side[k], v, err_msg=k)
@@ -85,7 +86,7 @@ def test_options_match_reference(options):
     scheme = nq.Uniform(bits=3, symmetric=True, axis=0)
     W, X = problem(out=5, n=16, samples=64, seed=3)
     q = adaptive_round(W, X, scheme, **options)
-    codes, params, _, _ = ref.adaptive_round(scheme, W, X, **options)
+    codes, params, _, _ = adaptive_ref.adaptive_round(scheme, W, X, **options)
     np.testing.assert_array_equal(q.codes_unpacked, _signed(scheme, codes))
     np.testing.assert_array_equal(q.scale, params["scale"])
     info = q.info["adaptive_round"]
@@ -99,7 +100,7 @@ def test_gptq_alone_matches_reference_and_blocks_do_not_matter():
     W, X = problem(out=7, n=20, samples=80, seed=5)
     H = X @ X.T
     params = uniform.fit(scheme, W)
-    expect = ref.gptq(scheme, params, W, H, damp=0.01, act_order=True)
+    expect = gptq_ref.gptq(scheme, params, W, H, damp=0.01, act_order=True)
     perm = np.argsort(-np.diag(H), kind="stable")
     U = adaptive._factor(H, 0.01, perm)
     quant = adaptive._kernel_quantizer(scheme, params, W.dtype)
@@ -162,7 +163,7 @@ def test_float64_and_float16_weights():
         Wd = W.astype(dtype)
         q = adaptive_round(Wd, X, scheme)
         assert q.dtype == dtype and nq.dequantize(q).dtype == dtype
-        codes, params, _, _ = ref.adaptive_round(scheme, Wd, X)
+        codes, params, _, _ = adaptive_ref.adaptive_round(scheme, Wd, X)
         np.testing.assert_array_equal(q.codes_unpacked, codes)
 
 
@@ -243,7 +244,7 @@ def test_dead_inputs_need_no_damping():
     W, X = problem(out=4, n=10, samples=40, seed=14)
     X[3] = 0.0
     q = adaptive_round(W, X, nq.Uniform(bits=3, axis=0), damp=0.0)
-    codes, _, _, _ = ref.adaptive_round(nq.Uniform(bits=3, axis=0), W, X, damp=0.0)
+    codes, _, _, _ = adaptive_ref.adaptive_round(nq.Uniform(bits=3, axis=0), W, X, damp=0.0)
     np.testing.assert_array_equal(q.codes_unpacked, codes)
 
 

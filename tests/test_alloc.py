@@ -11,22 +11,16 @@ from hypothesis import strategies as st
 import nquant as nq
 from nquant import _alloc
 from nquant.kernels.memory import first_touch
-
-
-def first_touch_reference(a, page, first):
-    out = a.copy()
-    out[:1] = 0
-    out[first::page] = 0
-    return out
+from tests.reference import memory as memory_ref
 
 
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(0, 5000), page=st.integers(1, 700), first=st.integers(0, 699),
        seed=st.integers(0, 2**32 - 1))
-def test_first_touch_matches_reference(n, page, first, seed):
+def test_memory_first_touch_matches_reference(n, page, first, seed):
     first %= page
     a = np.random.default_rng(seed).integers(1, 256, n, dtype=np.uint8)
-    expected = first_touch_reference(a, page, first)
+    expected = memory_ref.first_touch(a, page, first)
     first_touch(a, page, first)
     np.testing.assert_array_equal(a, expected)
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from nquant.codebooks import asq
 from nquant.errors import InputError, SchemeError
-from tests.reference import asq as ref
+from tests.reference import asq_dp as asq_dp_ref
 
 DISTS = ("normal", "lognormal", "uniform", "offset", "heavy", "lowcard", "dups")
 
@@ -45,10 +45,10 @@ cases = st.tuples(st.sampled_from(DISTS), st.integers(2, 120), st.integers(2, 12
 
 
 @given(cases)
-def test_exact_solvers_equal_zipml_and_reference(case):
+def test_asq_dp_exact_solvers_equal_zipml_and_reference(case):
     dist, d, s, seed = case
     x = make(dist, d, seed)
-    ref_opt = ref.asq_dp(x, s)
+    ref_opt = asq_dp_ref.asq_dp(x, s)
     z = asq.solve(x, s, method="zipml")
     assert close(z.objective, ref_opt, x)
     for method in ("quiver", "quiver_accel"):
@@ -58,13 +58,13 @@ def test_exact_solvers_equal_zipml_and_reference(case):
 
 
 @given(cases, st.booleans())
-def test_weighted_exact_equals_reference(case, integer_weights):
+def test_asq_dp_weighted_exact_equals_reference(case, integer_weights):
     dist, d, s, seed = case
     x = make(dist, d, seed)
     rng = np.random.default_rng(seed + 1)
     w = rng.integers(0, 4, size=d).astype(np.float64) if integer_weights else rng.uniform(0, 2, size=d)
     w[0] = 1.0  # not all zero
-    ref_opt = ref.asq_dp(x, s, w)
+    ref_opt = asq_dp_ref.asq_dp(x, s, w)
     for method in ("zipml", "quiver", "quiver_accel"):
         r = asq.solve(x, s, method=method, weights=w)
         assert close(r.objective, ref_opt, x), (method, r.objective, ref_opt)
@@ -84,7 +84,7 @@ def test_integer_weights_equal_repetition(dist, d, s, seed):
 @given(st.sampled_from(DISTS), st.integers(2, 8), st.integers(2, 5), st.integers(0, 2**32 - 1))
 def test_tiny_cases_equal_exhaustive_enumeration(dist, d, s, seed):
     x = make(dist, d, seed)
-    best = ref.asq_exhaustive(x, s)
+    best = asq_dp_ref.asq_exhaustive(x, s)
     for method in ("zipml", "quiver", "quiver_accel"):
         assert close(asq.solve(x, s, method=method).objective, best, x)
 
@@ -101,7 +101,7 @@ def test_levels_are_a_valid_level_set(case):
         if method != "quiver_approx":
             assert np.all(np.isin(r.levels, x))
         # the reported objective is the objective of the reported levels
-        assert close(r.objective, ref.variance_sum(x, r.levels), x)
+        assert close(r.objective, asq_dp_ref.variance_sum(x, r.levels), x)
         norm2 = float(np.dot(x, x))
         assert np.isclose(r.vnmse, r.objective / norm2, rtol=1e-12, atol=0)
 
@@ -199,8 +199,8 @@ def test_approx_equals_bruteforce_dp_over_its_grid(dist, d, s, m, seed):
         r = asq.solve(x, s, method="quiver_approx", m=m, grid=grid)
         edges = asq.approx_edges(x.min(), x.max(), m, grid, sample=x)
         assert np.all(np.isin(r.levels, edges))
-        assert close(r.objective, ref.grid_dp(x, s, edges), x)
-        assert close(r.objective, ref.variance_sum(x, r.levels), x)
+        assert close(r.objective, asq_dp_ref.grid_dp(x, s, edges), x)
+        assert close(r.objective, asq_dp_ref.variance_sum(x, r.levels), x)
 
 
 @given(*approx_cases)
@@ -360,7 +360,7 @@ def test_objective_and_merge_errors():
 
 
 @given(cases, st.integers(2, 7))
-def test_parallel_row_blocks_give_the_serial_optimum(case, nparts):
+def test_asq_dp_parallel_row_blocks_give_the_serial_optimum(case, nparts):
     """The API splits SMAWK layers into row blocks only above 2^16 values; check the split
     kernel directly on small inputs (any number of blocks, including more blocks than rows)."""
     from nquant.kernels import asq_dp as k
@@ -374,7 +374,7 @@ def test_parallel_row_blocks_give_the_serial_optimum(case, nparts):
     _, serial = k.quiver_exact(tab, s, k.SMAWK, 1)
     idx, split = k.quiver_exact(tab, s, k.SMAWK, nparts)
     assert close(split, serial, x)
-    assert close(ref.variance_sum(x, vals[idx]), ref.asq_dp(x, s), x)
+    assert close(asq_dp_ref.variance_sum(x, vals[idx]), asq_dp_ref.asq_dp(x, s), x)
     cmap = k.count_map(wts, x.size)
     idx, accel = k.quiver_accel_map(tab, cmap, s, k.SMAWK, nparts)
-    assert close(ref.variance_sum(x, vals[idx]), ref.asq_dp(x, s), x)
+    assert close(asq_dp_ref.variance_sum(x, vals[idx]), asq_dp_ref.asq_dp(x, s), x)

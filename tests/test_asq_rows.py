@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 import nquant as nq
 from nquant.codebooks import asq
 from nquant.errors import InputError, SchemeError
+from nquant.interfaces.presets import resolve_scheme
 from nquant.kernels import codebook1d
 from nquant.kernels.rounding import NEAREST, STOCHASTIC
-from nquant.interfaces.presets import resolve_scheme
-from tests.reference import asq as ref
+from tests.helpers import assert_dask_equals_numpy
+from tests.reference import asq_dp as asq_dp_ref
 from tests.test_asq import DISTS, close, make
-from tests.test_chunked import assert_same_quantization
 
 EXACT = ("quiver", "quiver_accel", "zipml")
 
@@ -67,8 +67,8 @@ def test_exact_rows_equal_the_reference_dp(dist, d, rows, seed):
     x = np.stack([make(dist, d, seed + r) for r in range(rows)])
     res = asq.solve_rows(x, 5, "quiver")
     for r in range(rows):
-        assert close(asq.objective(x[r], res.levels[r]), ref.asq_dp(x[r], 5), x[r])
-        assert close(res.objective[r], ref.asq_dp(x[r], 5), x[r])
+        assert close(asq.objective(x[r], res.levels[r]), asq_dp_ref.asq_dp(x[r], 5), x[r])
+        assert close(res.objective[r], asq_dp_ref.asq_dp(x[r], 5), x[r])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -175,7 +175,7 @@ def test_dask_codes_equal_numpy_codes(method, axis, chunks):
     scheme = nq.ASQ(bits=3, method=method, axis=axis, seed=11, m=40 if method == "quiver_approx" else None)
     q_np = nq.quantize(x, scheme)
     with dask.config.set(scheduler="threads"):
-        assert_same_quantization(q_np, nq.quantize(da.from_array(x, chunks=chunks), scheme))
+        assert_dask_equals_numpy(q_np, nq.quantize(da.from_array(x, chunks=chunks), scheme))
 
 
 @st.composite
@@ -207,7 +207,7 @@ def test_dask_codes_equal_numpy_codes_any_chunking(shape_chunks, axis, method):
     scheme = nq.ASQ(bits=2, method=method, axis=axis, seed=3, m=16 if method == "quiver_approx" else None)
     q_np = nq.quantize(x, scheme)
     with dask.config.set(scheduler="threads"):
-        assert_same_quantization(q_np, nq.quantize(da.from_array(x, chunks=chunks), scheme))
+        assert_dask_equals_numpy(q_np, nq.quantize(da.from_array(x, chunks=chunks), scheme))
 
 
 @pytest.mark.parametrize("shape", [(0, 5), (4, 0), (1, 1)], ids=str)
@@ -218,7 +218,7 @@ def test_empty_and_tiny_shapes(shape, method):
     q_np = nq.quantize(x, scheme)
     assert q_np.codebook.shape == (shape[0], 4)
     np.testing.assert_array_equal(nq.dequantize(q_np), x)
-    assert_same_quantization(q_np, nq.quantize(da.from_array(x, chunks=2), scheme))
+    assert_dask_equals_numpy(q_np, nq.quantize(da.from_array(x, chunks=2), scheme))
 
 
 # ---------------------------------------------------------------------------------------------

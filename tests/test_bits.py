@@ -13,6 +13,8 @@ from hypothesis.extra import numpy as hnp
 
 from nquant.kernels import affine, bits, stats
 from nquant.kernels.rounding import NEAREST, STOCHASTIC
+from tests.reference import bits as bits_ref
+from tests.reference import stats as stats_ref
 
 UINT = {np.float32: np.uint32, np.float64: np.uint64}
 SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1.0, -1.0, 5e-324, -1e-45, 3.0e38]
@@ -34,18 +36,11 @@ def bit_rows(draw):
     return x
 
 
-def reference_minmax(x):
-    """Per row: min and max of the non-NaN values (inf / -inf if none) and the NaN count."""
-    lo = np.array([min(r[~np.isnan(r)].tolist(), default=np.inf) for r in x], x.dtype)
-    hi = np.array([max(r[~np.isnan(r)].tolist(), default=-np.inf) for r in x], x.dtype)
-    return lo, hi, np.isnan(x).sum(axis=1)
-
-
 @settings(max_examples=150, deadline=None)
 @given(bit_rows())
-def test_row_minmax_matches_reference_on_any_bit_pattern(x):
+def test_stats_row_minmax_matches_reference_on_any_bit_pattern(x):
     lo, hi, n_nan = stats.row_minmax(x)
-    want_lo, want_hi, want_nan = reference_minmax(x)
+    want_lo, want_hi, want_nan = stats_ref.row_minmax(x)
     assert lo.dtype == hi.dtype == x.dtype
     np.testing.assert_array_equal(lo, want_lo)  # == : -0.0 and 0.0 are equal
     np.testing.assert_array_equal(hi, want_hi)
@@ -53,7 +48,7 @@ def test_row_minmax_matches_reference_on_any_bit_pattern(x):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_row_minmax_signed_zero_and_empty_rows(dtype):
+def test_stats_row_minmax_signed_zero_and_empty_rows(dtype):
     x = np.array([[-0.0, 0.0], [-0.0, -0.0], [-5.0, -0.0], [np.nan, np.nan]], dtype)
     lo, hi, n_nan = stats.row_minmax(x)
     assert lo.tolist() == [0.0, 0.0, -5.0, np.inf] and hi.tolist() == [0.0, 0.0, 0.0, -np.inf]
@@ -76,7 +71,7 @@ def test_bit_views_and_constants(dtype):
 
 @settings(max_examples=80, deadline=None)
 @given(bit_rows(), st.sampled_from([NEAREST, STOCHASTIC]), st.booleans(), st.booleans())
-def test_encoder_counts_and_marks_exactly_the_non_finite_values(x, mode, nan_code_on, per_column):
+def test_affine_encoder_counts_and_marks_exactly_the_non_finite_values(x, mode, nan_code_on, per_column):
     R, L = x.shape
     G = L if per_column else 1
     dt = x.dtype.type
@@ -101,9 +96,9 @@ def test_encoder_counts_and_marks_exactly_the_non_finite_values(x, mode, nan_cod
 
 @settings(max_examples=150, deadline=None)
 @given(bit_rows(), st.integers(1, 6))
-def test_column_minmax_matches_reference_on_any_bit_pattern(x, n_tasks):
+def test_stats_column_minmax_matches_reference_on_any_bit_pattern(x, n_tasks):
     lo, hi, n_nan = stats.column_minmax(x, n_tasks)
-    want_lo, want_hi, want_nan = reference_minmax(x.T.copy())
+    want_lo, want_hi, want_nan = stats_ref.row_minmax(x.T.copy())
     assert lo.dtype == hi.dtype == x.dtype
     np.testing.assert_array_equal(lo, want_lo)
     np.testing.assert_array_equal(hi, want_hi)
@@ -112,6 +107,21 @@ def test_column_minmax_matches_reference_on_any_bit_pattern(x, n_tasks):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_column_minmax_without_rows(dtype):
+def test_stats_column_minmax_without_rows(dtype):
     lo, hi, n_nan = stats.column_minmax(np.empty((0, 3), dtype), 4)
     assert lo.tolist() == [np.inf] * 3 and hi.tolist() == [-np.inf] * 3 and n_nan.tolist() == [0] * 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(bit_rows())
+def test_bits_views_and_constants_match_reference(x):
+    for fn in ("int_view", "uint_view"):
+        got, want = getattr(bits, fn)(x), getattr(bits_ref, fn)(x)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    b = bits.int_view(x)
+    assert bits.float_view(b).tobytes() == bits_ref.float_view(b).tobytes() == x.tobytes()
+    mask, inf_bits = bits.bit_constants(x)
+    want_mask, want_inf = bits_ref.bit_constants(x)
+    assert (mask, inf_bits) == (want_mask, want_inf) and mask.dtype == want_mask.dtype
+    assert ((b & mask) >= inf_bits).tolist() == (~np.isfinite(x)).tolist()

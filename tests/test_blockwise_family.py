@@ -10,7 +10,7 @@ import nquant as nq
 from nquant.errors import InputError
 from nquant.families import blockwise
 from nquant.packing import pack_codes
-from tests.test_codebook_kernels import block_data
+from tests.test_blockwise import block_data
 
 
 def _same(p1, c1, p2, c2):

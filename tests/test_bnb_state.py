@@ -17,6 +17,7 @@ import nquant as nq
 from nquant.bnb import PACKED_KEY, from_bnb_state, to_bnb, to_bnb_state, to_bnb_weight
 from nquant.errors import InputError
 from nquant.safetensors_io import bf16_to_float32, float32_to_bf16
+from tests.helpers import same_bits
 
 GOLDEN = pathlib.Path(__file__).parent / "fixtures" / "bnb_state_golden.npz"
 
@@ -48,11 +49,6 @@ def _bits(x_hat, dtype):
     return float32_to_bf16(x_hat) if dtype == "bfloat16" else x_hat
 
 
-def _same(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-
-
 @pytest.mark.parametrize("case", CASE_IDS)
 def test_from_bnb_state_dequantizes_like_bitsandbytes(golden, case):
     c = golden[case]
@@ -61,7 +57,7 @@ def test_from_bnb_state_dequantizes_like_bitsandbytes(golden, case):
     assert q.scheme == nq.NF4(block_size=state["blocksize"], double_quant="nested_absmax" in state)
     assert q.shape == state["shape"]
     x_hat = nq.dequantize(q)
-    assert _same(_bits(x_hat, state["dtype"]), c["x_hat"])
+    assert same_bits(_bits(x_hat, state["dtype"]), c["x_hat"])
 
 
 @pytest.mark.parametrize("case", CASE_IDS)
@@ -76,7 +72,7 @@ def test_nquant_quantization_gives_bitsandbytes_weight_and_state(golden, case):
         x = x.astype(np.float16)
     q = nq.quantize(x, nq.NF4(block_size=state["blocksize"], double_quant=nested))
     weight, st = to_bnb(q, dtype=state["dtype"])
-    assert _same(weight.reshape(-1), c["packed"])
+    assert same_bits(weight.reshape(-1), c["packed"])
     assert weight.shape == ((x.size + 1) // 2, 1)
     assert set(st) == set(state)
     for key in ("quant_type", "blocksize", "dtype", "shape", "nested_blocksize", "nested_dtype"):
@@ -92,7 +88,7 @@ def test_nquant_quantization_gives_bitsandbytes_weight_and_state(golden, case):
         # bitsandbytes stores 1e-38 as the absmax of an all-zero partial last block (nquant: 0)
         bnb_absmax = np.where((st["absmax"] == 0) & (state["absmax"] == np.float32(1e-38)), np.float32(0),
                               state["absmax"])
-        assert _same(st["absmax"], bnb_absmax)
+        assert same_bits(st["absmax"], bnb_absmax)
 
 
 @pytest.mark.parametrize("case", CASE_IDS)
@@ -104,10 +100,10 @@ def test_state_round_trip_through_nquant(golden, case):
     assert set(st) == set(state)
     for key, value in state.items():
         if isinstance(value, np.ndarray):
-            assert _same(st[key], value), key
+            assert same_bits(st[key], value), key
         else:
             assert st[key] == value, key
-    assert _same(to_bnb_weight(q).reshape(-1), c["packed"])
+    assert same_bits(to_bnb_weight(q).reshape(-1), c["packed"])
 
 
 @pytest.mark.parametrize("case", CASE_IDS)
@@ -120,11 +116,11 @@ def test_packed_safetensors_form(golden, case):
     prefixed = {f"model.layer.weight.{k}": v for k, v in packed_state.items()}
     for form in (packed_state, prefixed):
         q = from_bnb_state(c["packed"], form)
-        assert _same(_bits(nq.dequantize(q), state["dtype"]), c["x_hat"])
+        assert same_bits(_bits(nq.dequantize(q), state["dtype"]), c["x_hat"])
     out = to_bnb_state(q, packed=True)  # the dtype (bfloat16 too) comes back from q.info
     assert list(out) == list(packed_state)
     for key, value in packed_state.items():
-        assert _same(out[key], value), key
+        assert same_bits(out[key], value), key
 
 
 def test_all_zero_partial_block_decodes_to_zero(golden):
@@ -138,7 +134,7 @@ def test_state_from_bnb_saves_to_zarr(golden, tmp_path):
     c = golden["case0"]
     q = from_bnb_state(c["packed"], c["state"])
     nq.save(q, tmp_path / "q.zarr")
-    assert _same(nq.dequantize(nq.open(tmp_path / "q.zarr")).compute(), c["x_hat"])
+    assert same_bits(nq.dequantize(nq.open(tmp_path / "q.zarr")).compute(), c["x_hat"])
 
 
 def test_dask_backed_array_converts(golden):
@@ -151,9 +147,9 @@ def test_dask_backed_array_converts(golden):
     q_da = nq.quantize(da.from_array(x, chunks=(8, 43)), scheme)
     w_np, st_np = to_bnb(q_np)
     w_da, st_da = to_bnb(q_da)
-    assert _same(w_np, w_da)
+    assert same_bits(w_np, w_da)
     for key, value in st_np.items():
-        assert _same(st_da[key], value) if isinstance(value, np.ndarray) else st_da[key] == value
+        assert same_bits(st_da[key], value) if isinstance(value, np.ndarray) else st_da[key] == value
 
 
 def test_bad_states_are_refused(golden):

@@ -10,8 +10,6 @@
   ``dequantize``.
 """
 
-import itertools
-
 import dask
 import dask.array as da
 import dask.threaded
@@ -21,42 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nquant as nq
+from tests.helpers import CountingScheduler, assert_dask_equals_numpy, same_bits
+from tests.strategies import chunkings
 
 # ----------------------------------------------------------------------------- helpers
-
-
-class CountingScheduler:
-    """A Dask scheduler (``dask.config.set(scheduler=...)``) that counts its ``get`` calls."""
-
-    def __init__(self, raise_on_compute=False):
-        self.calls = 0
-        self.raise_on_compute = raise_on_compute
-
-    def __call__(self, dsk, keys, **kwargs):
-        self.calls += 1
-        if self.raise_on_compute:
-            raise AssertionError("Dask computed although nothing should have been computed")
-        return dask.threaded.get(dsk, keys, **kwargs)
-
-
-def same_bits(a, b):
-    """Bit-identical arrays: same dtype, same shape, same bytes (NaN payloads included)."""
-    a, b = np.asarray(a), np.asarray(b)
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-
-
-def assert_same_quantization(q_np, q_da):
-    """The Dask-backed ``q_da`` equals the NumPy-backed ``q_np`` bit for bit."""
-    assert q_da.is_dask and not q_np.is_dask
-    assert q_da.shape == q_np.shape and np.dtype(q_da.dtype) == np.dtype(q_np.dtype)
-    assert same_bits(q_np.codes, q_da.codes.compute()), "packed codes differ"
-    assert same_bits(q_np.codes_unpacked, q_da.codes_unpacked.compute()), "codes differ"
-    assert set(q_np.side) == set(q_da.side)
-    for name, arr in q_np.side.items():
-        other = q_da.side[name]
-        other = other.compute() if isinstance(other, da.Array) else other
-        assert same_bits(arr, other), f"side array {name!r} differs"
-    assert same_bits(nq.dequantize(q_np), nq.dequantize(q_da).compute()), "dequantized values differ"
 
 
 def data(seed, shape, dtype):
@@ -69,21 +35,6 @@ def data(seed, shape, dtype):
     x = x.astype(dtype)
     x.setflags(write=False)
     return x
-
-
-@st.composite
-def chunkings(draw, shape, max_chunks_per_dim=4):
-    """Random, possibly irregular chunks for ``shape`` (at most a few chunks per dimension)."""
-    chunks = []
-    for n in shape:
-        if n == 0:
-            chunks.append((0,))
-            continue
-        k = draw(st.integers(1, min(n, max_chunks_per_dim)))
-        cuts = sorted(draw(st.sets(st.integers(1, n - 1), min_size=k - 1, max_size=k - 1))) if k > 1 else []
-        edges = [0, *cuts, n]
-        chunks.append(tuple(b - a for a, b in itertools.pairwise(edges)))
-    return tuple(chunks)
 
 
 @st.composite
@@ -130,7 +81,7 @@ def test_chunk_invariance(gran, range_, rounding, data):
     q_np = nq.quantize(x, scheme)
     with dask.config.set(scheduler="threads"):
         q_da = nq.quantize(da.from_array(x, chunks=chunks), scheme)
-        assert_same_quantization(q_np, q_da)
+        assert_dask_equals_numpy(q_np, q_da)
 
 
 OTHER_SCHEMES = [
@@ -151,7 +102,7 @@ def test_chunk_invariance_codebook_and_blockwise(scheme, data):
     x, chunks = data.draw(arrays_and_chunks(ndim), label="x, chunks")
     q_np = nq.quantize(x, scheme)
     with dask.config.set(scheduler="threads"):
-        assert_same_quantization(q_np, nq.quantize(da.from_array(x, chunks=chunks), scheme))
+        assert_dask_equals_numpy(q_np, nq.quantize(da.from_array(x, chunks=chunks), scheme))
 
 
 @pytest.mark.parametrize("scheme", [
@@ -168,7 +119,7 @@ def test_chunk_invariance_edge_shapes(scheme, shape):
     q_np = nq.quantize(x, scheme)
     for chunks in ({}, {"chunks": 2}) if shape else ({},):
         q_da = nq.quantize(da.from_array(x, **chunks), scheme)
-        assert_same_quantization(q_np, q_da)
+        assert_dask_equals_numpy(q_np, q_da)
 
 
 def test_chunk_invariance_synchronous_scheduler():
@@ -176,14 +127,14 @@ def test_chunk_invariance_synchronous_scheduler():
     scheme = nq.Uniform(bits=5, axis=1, rounding="stochastic", range="percentile", bins=128)
     q_np = nq.quantize(x, scheme)
     with dask.config.set(scheduler="synchronous"):
-        assert_same_quantization(q_np, nq.quantize(da.from_array(x, chunks=(4, 3, 2)), scheme))
+        assert_dask_equals_numpy(q_np, nq.quantize(da.from_array(x, chunks=(4, 3, 2)), scheme))
 
 
 def test_block_scheme_rechunks_chunks_that_split_blocks():
     x = data(5, (10, 6), np.float32)
     scheme = nq.Uniform(bits=4, block_size=16)
     q_da = nq.quantize(da.from_array(x, chunks=(3, 4)), scheme)
-    assert_same_quantization(nq.quantize(x, scheme), q_da)
+    assert_dask_equals_numpy(nq.quantize(x, scheme), q_da)
     # every data chunk is contiguous in C order and holds whole blocks
     for rows in q_da.chunks[0][:-1]:
         assert rows * 6 % 16 == 0
@@ -270,7 +221,7 @@ def test_xarray_dataarray_input():
     assert same_bits(q_np.codes, q_xr.codes)
     # a Dask-backed DataArray: its .data is the Dask array
     xda = xr.DataArray(da.from_array(x, chunks=(3, 4)), dims=("row", "col"))
-    assert_same_quantization(q_np, nq.quantize(xda.data, scheme))
+    assert_dask_equals_numpy(q_np, nq.quantize(xda.data, scheme))
 
 
 @pytest.mark.parametrize("scheme", [

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from nquant.errors import SchemeError
 from nquant.codebooks.grids import (
     NF4_BITSANDBYTES,
     dynamic_map,
@@ -14,9 +13,11 @@ from nquant.codebooks.grids import (
     seed_nf3,
     uniform_grid,
 )
+from nquant.errors import SchemeError
 from nquant.kernels import codebook1d as cb
 from nquant.kernels.rounding import FLOOR, NEAREST
-from tests.reference import codebook as ref
+from tests.reference import codebook as codebook_ref
+from tests.reference import codebook1d as codebook1d_ref
 
 # QLoRA (Dettmers et al. 2023), appendix E: the NF4 values
 QLORA_NF4 = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
@@ -81,12 +82,12 @@ def test_seed000_nf3_example():
     x = (SEED_V / np.abs(SEED_V).max()).astype(np.float32)
     nearest = _codes(x, g, NEAREST)
     assert nearest == [7, 1, 6, 2, 6, 0, 3, 7, 6, 1]
-    assert nearest == ref.nearest(x, g).tolist()
+    assert nearest == codebook1d_ref.nearest(x, g).tolist()
     floor = _codes(x, g, FLOOR)
     assert floor == [6, 1, 6, 1, 5, 0, 3, 7, 6, 1]
     # the printed w is floor everywhere except the top value 1.0, which a scan of the half-open
     # intervals [s_i, s_{i+1}) never finds, leaving the default code 0
-    assert ref.seed000_interval_lookup(x, g).tolist() == SEED_W_NF
+    assert codebook_ref.seed000_interval_lookup(x, g).tolist() == SEED_W_NF
     differ = [i for i in range(10) if floor[i] != SEED_W_NF[i]]
     assert differ == [7] and x[7] == g[-1] == 1.0
     # no NF3 construction fixes that with nearest rounding: 1.0 is a level of every such grid

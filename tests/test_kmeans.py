@@ -14,7 +14,8 @@ from nquant.kernels import assign as kassign
 from nquant.kernels import lloyd as klloyd
 from nquant.kmeans import KMeans, assign
 from tests.helpers import blobs, readonly
-from tests.reference import vq as ref
+from tests.reference import assign as assign_ref
+from tests.reference import lloyd as lloyd_ref
 from tests.strategies import chunkings
 
 TOL = {np.float32: 1e-4, np.float64: 1e-10}
@@ -49,18 +50,18 @@ def test_assign_kernels_match_reference(case, ro, nthreads):
         labels, d2, sums, counts = kassign.direct_pass(Xi, Ci, accumulate=True)
     else:
         labels, d2, sums, counts = kassign.gemm_pass(Xi, Ci, accumulate=True, nthreads=nthreads)
-    rl, rd = ref.assign(X, C)
+    rl, rd = assign_ref.assign(X, C)
     scale = float(np.abs(X).max(initial=0) ** 2 + np.abs(C).max() ** 2) * d
     atol = TOL[dtype] * 8 * scale
     # labels agree unless two centers are within rounding of each other
-    clear = ref.margin(X, C) > 2 * atol
+    clear = assign_ref.margin(X, C) > 2 * atol
     assert (labels[clear] == rl[clear]).all()
-    D = ref.sq_dists(X, C)
+    D = assign_ref.sq_dists(X, C)
     assert np.all(D[np.arange(n), labels] <= rd + 2 * atol)  # never a clearly worse center
     np.testing.assert_allclose(d2, rd, rtol=TOL[dtype] * 10, atol=atol)
     assert labels.dtype == np.int32 and d2.dtype == X.dtype
     # partial sums and counts of the kernel's own labels
-    rs, rc = ref.partial_sums(X, labels, C.shape[0])
+    rs, rc = assign_ref.partial_sums(X, labels, C.shape[0])
     np.testing.assert_array_equal(counts, rc)
     np.testing.assert_allclose(sums, rs, rtol=1e-12, atol=1e-12 * scale)
 
@@ -88,7 +89,7 @@ def test_assign_ties_and_nan():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_kmeans_plusplus_matches_reference(dtype, weighted):
+def test_lloyd_kmeans_plusplus_matches_reference(dtype, weighted):
     rng = np.random.default_rng(4)
     X = rng.standard_normal((20000, 12))
     X[:7000] += 6
@@ -96,21 +97,21 @@ def test_kmeans_plusplus_matches_reference(dtype, weighted):
     w = rng.random(20000) + 0.5 if weighted else None
     for nthreads in (1, 2):
         C, idx = klloyd.kmeans_plusplus(X, 25, np.random.default_rng(9), weights=w, nthreads=nthreads)
-        ridx = ref.kmeans_plusplus(X, 25, np.random.default_rng(9), weights=w)
+        ridx = lloyd_ref.kmeans_plusplus(X, 25, np.random.default_rng(9), weights=w)
         np.testing.assert_array_equal(idx, ridx)
         np.testing.assert_array_equal(C, X[idx])
 
 
-def test_minibatch_update_matches_reference():
+def test_lloyd_minibatch_update_matches_reference():
     rng = np.random.default_rng(1)
     C = rng.standard_normal((6, 5))
     W = np.array([0.0, 3.0, 1.0, 0.0, 10.0, 2.0])
     batch = rng.standard_normal((40, 5))
-    labels, _ = ref.assign(batch, C)
-    sums, counts = ref.partial_sums(batch, labels, 6)
+    labels, _ = assign_ref.assign(batch, C)
+    sums, counts = assign_ref.partial_sums(batch, labels, 6)
     c, w = C.copy(), W.copy()
     shift = klloyd.minibatch_update(c, w, sums, counts.astype(np.int64))
-    rc, rw = ref.minibatch_step(C, W, batch)
+    rc, rw = lloyd_ref.minibatch_step(C, W, batch)
     np.testing.assert_allclose(c, rc, rtol=1e-12)
     np.testing.assert_allclose(w, rw)
     assert shift == pytest.approx(((rc - C) ** 2).sum())
@@ -124,7 +125,7 @@ def test_lloyd_matches_numpy_reference(dtype, d):
     X = (X + 100.0).astype(dtype)  # an offset: the fit centers the data first
     C0 = X[np.random.default_rng(0).choice(3000, 12, replace=False)].copy()
     km = KMeans(12, init=C0, max_iter=6, tol=0.0).fit(X)
-    rc, rl, rn, ri = ref.lloyd(X, C0, 6)
+    rc, rl, rn, ri = lloyd_ref.lloyd(X, C0, 6)
     assert km.n_iter_ == rn
     np.testing.assert_array_equal(km.labels_, rl)
     np.testing.assert_allclose(km.cluster_centers_, rc, rtol=TOL[dtype] / 10, atol=TOL[dtype] / 10)
@@ -137,7 +138,7 @@ def test_lloyd_converges_and_tol():
     X = blobs(2000, 8, 5, seed=2)
     km = KMeans(5, max_iter=300, tol=0.0, seed=1).fit(X)
     assert km.n_iter_ < 300
-    rc, _, _, _ = ref.lloyd(X, km.cluster_centers_, 3)
+    rc, _, _, _ = lloyd_ref.lloyd(X, km.cluster_centers_, 3)
     np.testing.assert_allclose(rc, km.cluster_centers_, rtol=1e-5, atol=1e-5)  # a fixed point
     loose = KMeans(5, max_iter=300, tol=1e-1, seed=1).fit(X)
     assert loose.n_iter_ <= km.n_iter_
@@ -147,10 +148,10 @@ def test_empty_cluster_takes_farthest_point():
     X = blobs(500, 3, 3, seed=5)
     C0 = np.concatenate([X[:3], [[1e4, 1e4, 1e4]]]).astype(np.float32)  # center 3 gets no point
     km = KMeans(4, init=C0, max_iter=1, tol=0.0).fit(X)
-    rc, _, _, _ = ref.lloyd(X, C0, 1)
+    rc, _, _, _ = lloyd_ref.lloyd(X, C0, 1)
     np.testing.assert_allclose(km.cluster_centers_, rc, rtol=1e-5, atol=1e-4)
-    _, d2 = ref.assign(X, C0[:3])
-    np.testing.assert_allclose(km.cluster_centers_[3], X[ref.farthest(d2, 1)[0]])
+    _, d2 = assign_ref.assign(X, C0[:3])
+    np.testing.assert_allclose(km.cluster_centers_[3], X[lloyd_ref.farthest(d2, 1)[0]])
 
 
 def test_n_init_keeps_best_and_seed_reproducible():

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from nquant.codebooks import optimal1d
 from nquant.errors import InputError, SchemeError
-from tests.reference import asq as ref
+from tests.reference import kmeans1d as kmeans1d_ref
 from tests.test_asq import DISTS, make
 
 cases = st.tuples(st.sampled_from(DISTS), st.integers(1, 80), st.integers(1, 9), st.integers(0, 2**32 - 1))
@@ -23,12 +23,12 @@ def close(a, b, x):
 def test_exact_kmeans_equals_bruteforce_dp(case):
     dist, d, k, seed = case
     x = make(dist, d, seed)
-    best = ref.kmeans_dp(x, k)
+    best = kmeans1d_ref.kmeans_dp(x, k)
     for algorithm in ("smawk", "dc"):
         r = optimal1d.kmeans1d(x, k, algorithm=algorithm)
         assert close(r.sse, best, x), (algorithm, r.sse, best)
         assert r.centers.shape == (k,) and np.all(np.diff(r.centers) >= 0)
-        assert close(ref.sse_nearest(x, r.centers), r.sse, x)
+        assert close(kmeans1d_ref.sse_nearest(x, r.centers), r.sse, x)
 
 
 @given(cases)
@@ -38,8 +38,8 @@ def test_weighted_exact_kmeans_equals_bruteforce_dp(case):
     w = np.random.default_rng(seed + 7).uniform(0.0, 3.0, size=d)
     w[-1] = 0.5
     r = optimal1d.kmeans1d(x, k, weights=w)
-    assert close(r.sse, ref.kmeans_dp(x, k, w), x)
-    assert close(ref.sse_nearest(x, r.centers, w), r.sse, x)
+    assert close(r.sse, kmeans1d_ref.kmeans_dp(x, k, w), x)
+    assert close(kmeans1d_ref.sse_nearest(x, r.centers, w), r.sse, x)
 
 
 @given(st.sampled_from(DISTS), st.integers(1, 60), st.integers(1, 8), st.integers(0, 2**32 - 1))
@@ -54,8 +54,8 @@ def test_restarts_and_lloyd_never_beat_the_exact_optimum(dist, d, k, seed):
     # Lloyd-Max never increases the error of its starting point
     start = np.sort(np.random.default_rng(seed).choice(x, size=k))
     lm = optimal1d.lloyd_max(x, start)
-    assert lm.sse <= ref.sse_nearest(x, start) * (1 + 1e-12) + 1e-12
-    assert close(lm.sse, ref.sse_nearest(x, lm.centers), x)
+    assert lm.sse <= kmeans1d_ref.sse_nearest(x, start) * (1 + 1e-12) + 1e-12
+    assert close(lm.sse, kmeans1d_ref.sse_nearest(x, lm.centers), x)
 
 
 def test_exact_beats_restarts_on_a_multimodal_example():
@@ -117,4 +117,4 @@ def test_parallel_row_blocks_give_the_serial_optimum(case, nparts):
     tab, centre = kmeans1d.kmeans_table(vals, wts)
     bounds, value = kmeans1d.kmeans_dp(tab, k, smawk.SMAWK, nparts)
     centers = np.sort(kmeans1d.centers_from_bounds(tab, centre, bounds, vals))
-    assert close(ref.sse_nearest(x, centers), ref.kmeans_dp(x, k), x)
+    assert close(kmeans1d_ref.sse_nearest(x, centers), kmeans1d_ref.kmeans_dp(x, k), x)

@@ -4,15 +4,18 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
-import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nquant as nq
+from nquant.codebooks.optimal1d import kmeans1d
 from nquant.errors import InputError, SchemeError
 from nquant.families import kmeans_blockwise as kmb
-from nquant.codebooks.optimal1d import kmeans1d
 from nquant.schemes import KMeansBlockwise, scheme_from_json
+from tests.helpers import assert_same_quantized as _assert_same
+from tests.helpers import rmse as _rmse
+from tests.helpers import same_bits as _same
+from tests.helpers import write_zarr
 
 
 def _data(seed, shape, dtype=np.float32):
@@ -23,27 +26,6 @@ def _data(seed, shape, dtype=np.float32):
     x = np.asarray(x).astype(dtype)
     x.setflags(write=False)
     return x
-
-
-def _same(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-
-
-def _assert_same(q_np, q):
-    assert q.scheme == q_np.scheme and tuple(q.shape) == tuple(q_np.shape)
-    codes = q.codes.compute() if isinstance(q.codes, da.Array) else q.codes
-    assert _same(q_np.codes, codes)
-    assert set(q_np.side) == set(q.side)
-    for name, arr in q_np.side.items():
-        other = q.side[name]
-        assert _same(arr, other.compute() if isinstance(other, da.Array) else other), name
-    x_hat = nq.dequantize(q)
-    assert _same(nq.dequantize(q_np), x_hat.compute() if isinstance(x_hat, da.Array) else x_hat)
-
-
-def _rmse(x, x_hat):
-    return float(np.sqrt(np.mean((np.asarray(x_hat, np.float64) - x) ** 2)))
 
 
 # ----------------------------------------------------------------------------- scheme
@@ -182,6 +164,18 @@ def test_numpy_and_any_dask_chunking_agree_bit_for_bit(scheme, data):
         _assert_same(q_np, nq.quantize(da.from_array(x, chunks=chunks), scheme))
 
 
+
+@pytest.mark.parametrize("x, chunks", [
+    (np.array([0.18684058, -0.14965995, 1.2018412, 0.17309797, -0.05635411, 3.751335, 0.21361163],
+              np.float32), (1,)),
+    (np.array([[0.05265401, 1.2584519, 0.37090647, -0.94673103, 1.4467719, 0.30178052, -0.5163589,
+                0.20611052, 1.8941315]], np.float32), (1, 6)),
+], ids=["1d_chunks_of_1", "2d_chunks_of_6"])
+def test_dask_chunks_that_split_blocks_agree_with_numpy(x, chunks):
+    scheme = KMeansBlockwise(bits=2, block_size=6, min_size=50)
+    with dask.config.set(scheduler="threads"):
+        _assert_same(nq.quantize(x, scheme), nq.quantize(da.from_array(x, chunks=chunks), scheme))
+
 def test_counts_two_statistics_passes():
     calls = []
 
@@ -204,7 +198,6 @@ def test_zarr_save_open_and_quantize_zarr_any_chunking(tmp_path, scheme):
     nq.save(q, tmp_path / "q.zarr", chunks=(16, 36))
     _assert_same(q, nq.open(tmp_path / "q.zarr"))
     for i, chunks in enumerate([(7, 36), (60, 10), (25, 25)]):
-        src = zarr.create_array(tmp_path / f"src{i}.zarr", shape=x.shape, chunks=chunks, dtype=x.dtype)
-        src[...] = x
+        write_zarr(tmp_path / f"src{i}.zarr", x, chunks)
         out = nq.quantize_zarr(str(tmp_path / f"src{i}.zarr"), tmp_path / f"dst{i}.zarr", scheme)
         _assert_same(q, out)

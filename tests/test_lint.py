@@ -1,5 +1,7 @@
 """Rules checked on the source: Numba options in one place (nquant/kernels/_jit.py), fastmath never on,
-every CUDA twin matched by a CPU twin of the same names and by its tests, private names kept private."""
+every CUDA twin matched by a CPU twin of the same names and by its tests, private names kept private,
+and one name per kernel: ``nquant/kernels/X.py`` has its reference ``tests/reference/X.py``, tests
+named by X and the benchmark class ``CamelCase(X)`` in ``asv_bench/benchmarks/kernels.py``."""
 
 import ast
 import re
@@ -327,3 +329,108 @@ def test_nquant_modules_imported_at_module_top():
                 offenders.append(f"{rel}:{line}: {module}")
     assert not offenders, "import these at the module's top:\n" + "\n".join(offenders)
     assert seen == LOCAL_IMPORTS_ALLOWED, f"stale allow-list entries: {LOCAL_IMPORTS_ALLOWED - seen}"
+
+
+# ----------------------------------------------------------------------------- one name per kernel
+
+TESTS = ROOT / "tests"
+REFERENCE = TESTS / "reference"
+ASV_KERNELS = ROOT / "asv_bench" / "benchmarks" / "kernels.py"
+BENCHMARK_KINDS = ("time_", "peakmem_", "mem_", "track_")
+
+
+def _kernels():
+    return sorted(p.stem for p in KERNELS.glob("*.py") if not p.name.startswith("_"))
+
+
+def _camel(name):
+    """``asq_dp`` -> ``AsqDp``, ``codebook1d`` -> ``Codebook1d``: the benchmark class of a kernel."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
+
+
+def _test_functions(path):
+    """Names of the test functions of a test module (top level and in ``Test*`` classes)."""
+    tree = _tree(path)
+    nodes = list(tree.body) + [n for c in tree.body if isinstance(c, ast.ClassDef) for n in c.body]
+    return {n.name for n in nodes if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
+
+
+def _reference_imports(path):
+    """The modules of ``tests/reference`` that a test module imports (any of the import forms)."""
+    found = set()
+    for node in ast.walk(_tree(path)):
+        if isinstance(node, ast.ImportFrom) and node.module in ("tests.reference", "reference"):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for prefix in ("tests.reference.", "reference."):
+                if node.module.startswith(prefix):
+                    found.add(node.module[len(prefix):].split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[2] for a in node.names if a.name.startswith("tests.reference."))
+    return found
+
+
+def _benchmark_classes(path):
+    """``{class name: its benchmark methods}`` of an asv module."""
+    return {c.name: [n.name for n in c.body
+                     if isinstance(n, ast.FunctionDef) and n.name.startswith(BENCHMARK_KINDS)]
+            for c in _tree(path).body if isinstance(c, ast.ClassDef)}
+
+
+def test_the_kernel_name_rules_see_kernels_tests_and_references(tmp_path):
+    kernels = _kernels()
+    assert {"affine", "asq_dp", "codebook1d", "stats"} <= set(kernels) and "_jit" not in kernels
+    assert _camel("asq_dp") == "AsqDp" and _camel("codebook1d") == "Codebook1d" and _camel("pq") == "Pq"
+    probe = tmp_path / "test_probe.py"
+    probe.write_text("from tests.reference import affine as affine_ref, rng\nfrom reference import qat\n"
+                     "from tests.reference.stats import row_minmax\nimport tests.reference.pq\n"
+                     "from tests.helpers import readonly\n"
+                     "def test_affine_x():\n    pass\nclass TestY:\n    def test_rng_y(self):\n        pass\n"
+                     "def helper():\n    pass\n")
+    assert _reference_imports(probe) == {"affine", "rng", "qat", "stats", "pq"}
+    assert _test_functions(probe) == {"test_affine_x", "test_rng_y"}
+    assert _benchmark_classes(ASV_KERNELS)["Affine"]
+
+
+def test_every_kernel_has_a_reference_tests_and_a_benchmark_of_its_name():
+    """For every ``nquant/kernels/X.py``: the NumPy reference ``tests/reference/X.py``; a test module
+    named by X (``tests/test_X.py``, or one with test functions ``test_X_*``) that imports that
+    reference; and the benchmark class ``CamelCase(X)`` in ``asv_bench/benchmarks/kernels.py``."""
+    tests = {p: (_test_functions(p), _reference_imports(p)) for p in sorted(TESTS.glob("test_*.py"))}
+    benchmarks = _benchmark_classes(ASV_KERNELS)
+    problems = []
+    for name in _kernels():
+        if not (REFERENCE / f"{name}.py").exists():
+            problems.append(f"nquant/kernels/{name}.py has no tests/reference/{name}.py")
+        named = [p for p, (functions, _) in tests.items()
+                 if p.name == f"test_{name}.py" or any(f.startswith(f"test_{name}_") for f in functions)]
+        if not named:
+            problems.append(f"nquant/kernels/{name}.py has no tests/test_{name}.py and no test function "
+                            f"test_{name}_*")
+        elif not any(name in tests[p][1] for p in named):
+            problems.append(f"no test module named by {name} ({', '.join(p.name for p in named)}) "
+                            f"imports tests.reference.{name}")
+        if not benchmarks.get(_camel(name)):
+            problems.append(f"nquant/kernels/{name}.py has no benchmark class {_camel(name)} with "
+                            f"time_/peakmem_/mem_/track_ methods in asv_bench/benchmarks/kernels.py")
+    assert not problems, "\n".join(problems)
+
+
+def test_kernel_benchmarks_and_references_name_existing_modules():
+    """No stale names: every class of ``asv_bench/benchmarks/kernels.py`` is a kernel's, every
+    ``tests/reference`` module is a kernel's or a family's / module's of nquant (which may import
+    the kernel-level references), and every reference module is imported by some test module."""
+    kernels = set(_kernels())
+    stale = [f"asv_bench/benchmarks/kernels.py: class {c} names no kernel"
+             for c in _benchmark_classes(ASV_KERNELS) if c not in {_camel(k) for k in kernels}]
+    imported = set().union(*(_reference_imports(p) for p in TESTS.glob("test_*.py")))
+    for path in sorted(REFERENCE.glob("*.py")):
+        name = path.stem
+        if name == "__init__":
+            continue
+        if name not in kernels and not ((PACKAGE / f"{name}.py").exists()
+                                        or (PACKAGE / "families" / f"{name}.py").exists()):
+            stale.append(f"tests/reference/{name}.py names neither a kernel nor an nquant module")
+        if name not in imported:
+            stale.append(f"tests/reference/{name}.py is imported by no test module")
+    assert not stale, "\n".join(stale)

@@ -7,17 +7,7 @@ from hypothesis import strategies as st
 
 from nquant.kernels.stats import error_moments
 from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
-
-
-def reference(x, y):
-    """``[n, sum e^2, sum x^2, sum e, max |e|]`` over positions not NaN in both, in float64."""
-    x = np.asarray(x, np.float64).ravel()
-    y = np.asarray(y, np.float64).ravel()
-    keep = ~(np.isnan(x) & np.isnan(y))
-    with np.errstate(invalid="ignore", over="ignore"):
-        e = y[keep] - x[keep]
-        mx = np.nan if np.isnan(e).any() else (np.abs(e).max() if e.size else 0.0)
-        return np.array([keep.sum(), np.sum(e * e), np.sum(x[keep] ** 2), np.sum(e), mx]), e, x[keep]
+from tests.reference import stats as stats_ref
 
 
 def assert_close(got, want, e, x):
@@ -52,9 +42,9 @@ def pairs(draw):
 
 @settings(max_examples=150, deadline=None)
 @given(pairs(), st.integers(1, 9))
-def test_error_moments_match_reference(xy, n_tasks):
+def test_stats_error_moments_match_reference(xy, n_tasks):
     x, y = xy
-    want, e, xs = reference(x, y)
+    want, e, xs = stats_ref.error_moments(x, y)
     assert_close(error_moments(x, y, n_tasks), want, e, xs)
 
 
@@ -66,7 +56,7 @@ def test_error_stats_of_chunks_merge_to_the_whole():
     merged = parts[0]
     for p in parts[1:]:
         merged = merge_error_stats(merged, p)
-    want, e, xs = reference(x, y)
+    want, e, xs = stats_ref.error_moments(x, y)
     assert_close(merged, want, e, xs)
     m = metrics_from_stats(merged)
     assert m["mse"] == pytest.approx(np.mean((y.astype(np.float64) - x) ** 2), rel=1e-12)
@@ -77,7 +67,7 @@ def test_error_stats_views_and_nan():
     x = np.arange(24, dtype=np.float64).reshape(4, 6)[:, ::2]  # non-contiguous
     y = x + 0.5
     y[1, 1] = np.nan
-    want, e, xs = reference(x, y)
+    want, e, xs = stats_ref.error_moments(x, y)
     got = error_stats(x, y)
     assert got[0] == 12 and np.isnan(got[4])
     assert_close(got, want, e, xs)

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
-from reference import qat as ref
 
 import nquant as nq
 from nquant import observers as obs
@@ -16,6 +15,9 @@ from nquant import qat
 from nquant.errors import InputError, SchemeError
 from nquant.families import uniform
 from nquant.kernels import calibrate
+from tests.reference import calibrate as calibrate_ref
+from tests.reference import qat as qat_ref
+from tests.reference import stats as stats_ref
 
 HIST = (obs.PercentileObserver, obs.MSEObserver)
 ALL = (obs.MinMaxObserver, obs.MovingAverageMinMaxObserver, *HIST)
@@ -54,7 +56,7 @@ def same_state(a, b):
 def test_minmax_matches_reference_and_fit(axis):
     batches = batches_of(0)
     o = run(obs.MinMaxObserver(axis=axis), batches)
-    lo, hi = ref.minmax(batches, axis)
+    lo, hi = stats_ref.minmax(batches, axis)
     assert_array_equal(o.min_val, lo)
     assert_array_equal(o.max_val, hi)
     # per tensor / per channel on an axis other than the batch axis: equals uniform.fit of all data
@@ -74,7 +76,7 @@ def test_moving_average_matches_torch_formula(axis):
     for c in (0.01, 0.3, 1.0):
         o = run(obs.MovingAverageMinMaxObserver(c, axis=axis), batches)
         lo, hi = o.clip_range()
-        rlo, rhi = ref.ema_minmax(batches, c, axis)
+        rlo, rhi = qat_ref.ema_minmax(batches, c, axis)
         assert_allclose(lo, rlo, rtol=1e-12, atol=1e-300)
         assert_allclose(hi, rhi, rtol=1e-12, atol=1e-300)
 
@@ -84,7 +86,7 @@ def test_moving_average_skips_channels_without_data():
     b2 = np.array([[5.0, 2.0], [7.0, 4.0]], np.float32)
     o = run(obs.MovingAverageMinMaxObserver(0.5, axis=1), [b1, b2])
     lo, hi = o.clip_range()
-    rlo, rhi = ref.ema_minmax([b1, b2], 0.5, 1)
+    rlo, rhi = qat_ref.ema_minmax([b1, b2], 0.5, 1)
     assert_allclose(lo, rlo)
     assert_allclose(hi, rhi)
     assert_allclose(lo, [3.0, 2.0])
@@ -96,26 +98,26 @@ def test_moving_average_skips_channels_without_data():
 def test_histogram_equals_one_shot_reference(cls, axis):
     batches = batches_of(2, n=5)
     o = run(cls(axis=axis), batches)
-    e, origin, counts = ref.aligned_histogram(batches, o.bins, axis)
+    e, origin, counts = stats_ref.aligned_histogram(batches, o.bins, axis)
     assert_array_equal(o.exponent, e)
     assert_array_equal(o.origin, origin)
     assert_array_equal(o.counts, counts)
     assert o.counts.sum() == sum(b.size for b in batches)
     # the occupied range spans more than half the bins (resolution within 2x of a fitted range)
-    lo, hi = ref.minmax(batches, axis)
+    lo, hi = stats_ref.minmax(batches, axis)
     width = np.ldexp(1.0, o.exponent)
     assert np.all((hi - lo) / width >= o.bins / 2 - 1)
 
 
-def test_percentile_observer_matches_reference_and_np_percentile():
+def test_calibrate_percentile_observer_matches_reference_and_np_percentile():
     batches = batches_of(3, n=4, shape=(500,), spread=False)
     o = run(obs.PercentileObserver(), batches)
     for p in [(0.1, 99.9), (1.0, 99.0), (0.0, 100.0), (25.0, 75.0)]:
         scheme = nq.Uniform(bits=8, percentile=p)
         rmin, rmax = o.clip_range(scheme)
         lo, hi = o.histogram_range
-        e_lo, e_hi = ref.histogram_percentiles(o.counts, lo, hi, *p)
-        dlo, dhi = ref.minmax(batches, None)
+        e_lo, e_hi = calibrate_ref.histogram_percentiles(o.counts, lo, hi, *p)
+        dlo, dhi = stats_ref.minmax(batches, None)
         assert_allclose(rmin, np.clip(e_lo, dlo, dhi), rtol=1e-12)
         assert_allclose(rmax, np.clip(e_hi, dlo, dhi), rtol=1e-12)
         # within one bin width of the order statistics around the target rank (np.percentile)
@@ -131,7 +133,7 @@ def test_percentile_observer_matches_reference_and_np_percentile():
 
 
 @pytest.mark.parametrize("bits, symmetric", [(8, False), (4, False), (4, True), (2, False)])
-def test_mse_observer_matches_reference(bits, symmetric):
+def test_calibrate_mse_observer_matches_reference(bits, symmetric):
     rng = np.random.default_rng(4)
     batches = [rng.laplace(size=2000).astype(np.float32) for _ in range(3)]
     o = run(obs.MSEObserver(bins=256), batches)
@@ -140,13 +142,13 @@ def test_mse_observer_matches_reference(bits, symmetric):
     lo, hi = o.histogram_range
     qmin, qmax = scheme.qrange
     mode = "symmetric" if symmetric else "int"
-    r_lo, r_hi = ref.mse_range(o.counts, lo, hi, qmin, qmax, mode, uniform.MSE_GRID)
-    best = ref.range_error(o.counts[0], lo[0], hi[0], r_lo[0], r_hi[0], qmin, qmax, mode)
+    r_lo, r_hi = calibrate_ref.mse_range(o.counts, lo, hi, qmin, qmax, mode, uniform.MSE_GRID)
+    best = calibrate_ref.range_error(o.counts[0], lo[0], hi[0], r_lo[0], r_hi[0], qmin, qmax, mode)
     k_lo, k_hi = calibrate.mse_search(o.counts, lo, hi, qmin, qmax, uniform.mse_mode(scheme),
                                       uniform.MSE_GRID)
     # the kernel's choice is optimal among the candidates, and the observer clips it to the data
-    assert ref.range_error(o.counts[0], lo[0], hi[0], k_lo[0], k_hi[0], qmin, qmax, mode) <= best * (1 + 1e-9)
-    d_lo, d_hi = ref.minmax(batches, None)
+    assert calibrate_ref.range_error(o.counts[0], lo[0], hi[0], k_lo[0], k_hi[0], qmin, qmax, mode) <= best * (1 + 1e-9)
+    d_lo, d_hi = stats_ref.minmax(batches, None)
     assert_array_equal(rmin, np.clip(k_lo, d_lo, d_hi))
     assert_array_equal(rmax, np.clip(k_hi, d_lo, d_hi))
     # an MSE range clips the heavy tail of a Laplace distribution at low bit widths
@@ -197,10 +199,10 @@ def test_moving_average_merge_keeps_order():
     a = run(obs.MovingAverageMinMaxObserver(0.5), batches[:2])
     b = run(obs.MovingAverageMinMaxObserver(0.5), batches[2:])
     ab = a.merge(b).clip_range()
-    ref_ab = ref.ema_minmax(batches, 0.5, None)
+    ref_ab = qat_ref.ema_minmax(batches, 0.5, None)
     assert_allclose(ab[0], ref_ab[0], rtol=1e-12)
     ba = b.merge(a).clip_range()
-    ref_ba = ref.ema_minmax(batches[2:] + batches[:2], 0.5, None)
+    ref_ba = qat_ref.ema_minmax(batches[2:] + batches[:2], 0.5, None)
     assert_allclose(ba[0], ref_ba[0], rtol=1e-12)
 
 
@@ -227,7 +229,7 @@ def test_histogram_any_split_any_tree(seed, sizes, axis):
     order = rng.permutation(len(singles))
     merged = functools.reduce(lambda a, b: a.merge(b), [singles[i] for i in order])
     stream = run(obs.PercentileObserver(bins=64, axis=axis), parts)
-    e, o, c = ref.aligned_histogram([x], 64, axis)
+    e, o, c = stats_ref.aligned_histogram([x], 64, axis)
     for m in (whole, merged, stream):
         assert_array_equal(m.exponent, e)
         assert_array_equal(m.origin, o)

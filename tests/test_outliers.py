@@ -6,13 +6,13 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
-import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nquant as nq
 from nquant.errors import InputError, SchemeError
 from nquant.schemes import KMeansBlockwise, Outliers, scheme_from_json
+from tests.helpers import assert_same_quantized, rmse, same_bits, write_zarr
 
 
 def _data(seed, shape, dtype=np.float32, heavy=True):
@@ -23,27 +23,6 @@ def _data(seed, shape, dtype=np.float32, heavy=True):
     x = np.asarray(x).astype(dtype)
     x.setflags(write=False)
     return x
-
-
-def _same(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-
-
-def _assert_same(q_np, q):
-    assert q.scheme == q_np.scheme and tuple(q.shape) == tuple(q_np.shape)
-    codes = q.codes.compute() if isinstance(q.codes, da.Array) else q.codes
-    assert _same(q_np.codes, codes)
-    assert set(q_np.side) == set(q.side)
-    for name, arr in q_np.side.items():
-        other = q.side[name]
-        assert _same(arr, other.compute() if isinstance(other, da.Array) else other), name
-    x_hat = nq.dequantize(q)
-    assert _same(nq.dequantize(q_np), x_hat.compute() if isinstance(x_hat, da.Array) else x_hat)
-
-
-def _rmse(x, x_hat):
-    return float(np.sqrt(np.mean((np.asarray(x_hat, np.float64) - x) ** 2)))
 
 
 # ----------------------------------------------------------------------------- scheme
@@ -94,7 +73,7 @@ def test_threshold_and_non_finite_values_are_kept_exactly():
     q = nq.quantize(x, Outliers(base=nq.NF4(block_size=2), threshold=2.0))
     np.testing.assert_array_equal(q.outlier_index, [1, 2, 3])
     x_hat = nq.dequantize(q)
-    assert _same(x_hat.reshape(-1)[[1, 2, 3]], x.reshape(-1)[[1, 2, 3]])
+    assert same_bits(x_hat.reshape(-1)[[1, 2, 3]], x.reshape(-1)[[1, 2, 3]])
     assert np.isfinite(x_hat.reshape(-1)[[0, 4, 5]]).all()
 
 
@@ -108,10 +87,10 @@ def test_the_rest_is_the_base_quantization_of_the_array_with_outliers_zeroed(bas
     filled = x.copy()
     filled.reshape(-1)[q.outlier_index] = 0
     ref = nq.quantize(filled, base)
-    assert _same(q.codes, ref.codes)
+    assert same_bits(q.codes, ref.codes)
     expect = nq.dequantize(ref).copy()
     expect.reshape(-1)[q.outlier_index] = q.outlier_value
-    assert _same(nq.dequantize(q), expect)
+    assert same_bits(nq.dequantize(q), expect)
     # bits_per_value counts the sparse side structure: an int64 index and a float32 value each
     m = q.outlier_index.size
     assert m == math.ceil(0.01 * x.size)
@@ -121,8 +100,8 @@ def test_the_rest_is_the_base_quantization_of_the_array_with_outliers_zeroed(bas
 def test_outliers_cut_the_error_of_range_based_schemes():
     x = _data(1, (64, 64))
     for base in (nq.Uniform(bits=4), nq.NF4(block_size=64)):
-        plain = _rmse(x, nq.dequantize(nq.quantize(x, base)))
-        dense_sparse = _rmse(x, nq.dequantize(nq.quantize(x, Outliers(base=base, fraction=0.01))))
+        plain = rmse(x, nq.dequantize(nq.quantize(x, base)))
+        dense_sparse = rmse(x, nq.dequantize(nq.quantize(x, Outliers(base=base, fraction=0.01))))
         assert dense_sparse < 0.8 * plain
 
 
@@ -136,9 +115,9 @@ def test_edge_shapes(shape, kw):
     x_hat = nq.dequantize(q)
     assert x_hat.shape == x.shape
     if kw.get("fraction") == 1.0:
-        assert _same(x_hat, x)
+        assert same_bits(x_hat, x)
     if shape:
-        _assert_same(q, nq.quantize(da.from_array(x, chunks=2), s))
+        assert_same_quantized(q, nq.quantize(da.from_array(x, chunks=2), s))
 
 
 def test_original_dtype_is_kept_and_casts_without_warnings():
@@ -182,7 +161,7 @@ def test_numpy_and_any_dask_chunking_agree_bit_for_bit(scheme, data):
     x, chunks = data
     q_np = nq.quantize(x, scheme)
     with dask.config.set(scheduler="threads"):
-        _assert_same(q_np, nq.quantize(da.from_array(x, chunks=chunks), scheme))
+        assert_same_quantized(q_np, nq.quantize(da.from_array(x, chunks=chunks), scheme))
 
 
 def test_fraction_with_a_two_pass_base_needs_threshold_on_dask():
@@ -207,8 +186,7 @@ def test_zarr_save_open_and_quantize_zarr(tmp_path, scheme):
     x = _data(6, (40, 24))
     q = nq.quantize(x, scheme)
     nq.save(q, tmp_path / "q.zarr", chunks=(9, 24))
-    _assert_same(q, nq.open(tmp_path / "q.zarr"))
+    assert_same_quantized(q, nq.open(tmp_path / "q.zarr"))
     for i, chunks in enumerate([(7, 24), (40, 5)]):
-        src = zarr.create_array(tmp_path / f"src{i}.zarr", shape=x.shape, chunks=chunks, dtype=x.dtype)
-        src[...] = x
-        _assert_same(q, nq.quantize_zarr(str(tmp_path / f"src{i}.zarr"), tmp_path / f"dst{i}.zarr", scheme))
+        write_zarr(tmp_path / f"src{i}.zarr", x, chunks)
+        assert_same_quantized(q, nq.quantize_zarr(str(tmp_path / f"src{i}.zarr"), tmp_path / f"dst{i}.zarr", scheme))

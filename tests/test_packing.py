@@ -6,20 +6,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numpy.testing import assert_array_equal
-from reference import uniform as ref
 
 import nquant as nq
 from nquant.packing import pack_codes, packed_size, unpack_codes
+from tests.reference import bitpack as bitpack_ref
 
 
 @pytest.mark.parametrize("bits", range(1, 9))
-def test_every_length_0_to_100_matches_bit_string_reference(bits):
+def test_bitpack_every_length_0_to_100_matches_bit_string_reference(bits):
     rs = np.random.default_rng(bits)
     for n in range(0, 101):
         codes = rs.integers(0, 2**bits, n).astype(np.uint8)
         packed = nq.pack(codes, bits)
         assert packed.dtype == np.uint8 and packed.shape == ((n * bits + 7) // 8,)
-        assert_array_equal(packed, ref.pack(codes, bits))
+        assert_array_equal(packed, bitpack_ref.pack(codes, bits))
         assert_array_equal(nq.unpack(packed, bits, n), codes)
         assert_array_equal(pack_codes(codes, bits), packed)
 
@@ -38,7 +38,7 @@ def test_extreme_codes_and_padding_is_zero(bits):
         assert not nq.pack(np.zeros(n, np.uint8), bits).any()
 
 
-def test_known_bytes_by_hand():
+def test_bitpack_known_bytes_by_hand():
     # 4 bits: the first value is the high nibble (bitsandbytes' order)
     assert_array_equal(nq.pack([0xA, 0x5], 4), [0xA5])
     assert_array_equal(nq.pack([1], 4), [0x10])
@@ -65,7 +65,7 @@ def test_round_trip_random_lengths_and_shapes(bits, data):
     dtype = data.draw(st.sampled_from([np.uint8, np.int16, np.int64, np.uint32]))
     packed = nq.pack(codes.astype(dtype), bits)
     assert packed.shape == (packed_size(codes.size, bits),)
-    assert_array_equal(packed, ref.pack(codes, bits))
+    assert_array_equal(packed, bitpack_ref.pack(codes, bits))
     out = nq.unpack(packed, bits, codes.size)
     assert out.dtype == np.uint8
     assert_array_equal(out.reshape(shape), codes)
@@ -82,10 +82,10 @@ def test_large_parallel_round_trip(bits):
     packed = nq.pack(codes, bits)
     assert_array_equal(nq.unpack(packed, bits, n), codes)
     # spot-check against the bit-string reference on the head and the tail
-    assert_array_equal(packed[:40], ref.pack(codes[:320], bits)[:40])
+    assert_array_equal(packed[:40], bitpack_ref.pack(codes[:320], bits)[:40])
     m = n // 8 - 4  # groups of 8 codes are `bits` bytes: the tail starts at byte m * bits
-    assert_array_equal(ref.unpack(packed[m * bits:], bits, n - 8 * m), codes[8 * m:])
-    assert_array_equal(ref.pack(codes[8 * m:], bits), packed[m * bits:])
+    assert_array_equal(bitpack_ref.unpack(packed[m * bits:], bits, n - 8 * m), codes[8 * m:])
+    assert_array_equal(bitpack_ref.pack(codes[8 * m:], bits), packed[m * bits:])
 
 
 def test_unpack_reads_non_contiguous_and_read_only_input():
@@ -117,7 +117,7 @@ def test_row_packed_container_codes(bits, data):
     assert packed.shape == shape[:-1] + ((shape[-1] * bits + 7) // 8,)
     rows = codes.reshape(int(np.prod(shape[:-1])), shape[-1])
     for r, row in enumerate(rows):
-        assert_array_equal(packed.reshape(rows.shape[0], -1)[r], ref.pack(row, bits))
+        assert_array_equal(packed.reshape(rows.shape[0], -1)[r], bitpack_ref.pack(row, bits))
     assert_array_equal(unpack_codes(packed, bits, shape), codes)
     if shape[-1] * bits % 8 == 0:
         assert_array_equal(packed.reshape(-1), nq.pack(codes, bits))

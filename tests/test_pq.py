@@ -10,7 +10,8 @@ from nquant.errors import InputError, SchemeError
 from nquant.kernels import pq as kpq
 from nquant.pq import ProductQuantizer
 from tests.helpers import blobs, readonly
-from tests.reference import vq as ref
+from tests.reference import assign as assign_ref
+from tests.reference import pq as pq_ref
 
 TOL = {np.float32: 1e-4, np.float64: 1e-10}
 
@@ -60,24 +61,24 @@ def test_pq_encode_decode_tables_match_reference(case):
     X, C, nbits = case
     pq = _pq_with(C, nbits)
     codes = pq.encode(readonly(X))
-    rcodes = ref.pq_encode(X, C)
-    unpacked = codes.astype(np.int64) if nbits == 8 else ref.unpack4(codes, C.shape[0])
+    rcodes = pq_ref.pq_encode(X, C)
+    unpacked = codes.astype(np.int64) if nbits == 8 else pq_ref.unpack4(codes, C.shape[0])
     M, _, ds = C.shape
     for m in range(M):
         sub = X[:, m * ds:(m + 1) * ds]
-        clear = ref.margin(sub, C[m]) > 1e-4  # codes agree unless two centroids nearly tie
+        clear = assign_ref.margin(sub, C[m]) > 1e-4  # codes agree unless two centroids nearly tie
         np.testing.assert_array_equal(unpacked[clear, m], rcodes[clear, m])
-        D = ref.sq_dists(sub, C[m])
+        D = assign_ref.sq_dists(sub, C[m])
         got = D[np.arange(X.shape[0]), unpacked[:, m]]
         best = D.min(axis=1, initial=np.inf) if X.shape[0] else got
         np.testing.assert_allclose(got, best, rtol=1e-5, atol=1e-5)
     if nbits == 4:
-        np.testing.assert_array_equal(codes, ref.pack4(unpacked))
+        np.testing.assert_array_equal(codes, pq_ref.pack4(unpacked))
         assert codes.shape == (X.shape[0], (M + 1) // 2)
-    np.testing.assert_allclose(pq.decode(codes), ref.pq_decode(unpacked, C), rtol=0, atol=0)
+    np.testing.assert_allclose(pq.decode(codes), pq_ref.pq_decode(unpacked, C), rtol=0, atol=0)
     Q = X[:7] if X.shape[0] else np.zeros((2, X.shape[1]), X.dtype)
     for metric in ("l2", "ip"):
-        np.testing.assert_allclose(pq.tables(Q, metric), ref.pq_tables(Q, C, metric), rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(pq.tables(Q, metric), pq_ref.pq_tables(Q, C, metric), rtol=1e-6, atol=1e-5)
 
 
 @given(pq_cases(), st.integers(1, 12), st.sampled_from(["l2", "ip"]), st.sampled_from([1, 2, 3]))
@@ -85,14 +86,14 @@ def test_pq_search_matches_reference(case, k, metric, nsplit):
     X, C, nbits = case
     pq = _pq_with(C, nbits)
     codes = pq.encode(X)
-    unpacked = codes.astype(np.int64) if nbits == 8 else ref.unpack4(codes, C.shape[0])
+    unpacked = codes.astype(np.int64) if nbits == 8 else pq_ref.unpack4(codes, C.shape[0])
     rng = np.random.default_rng(k)
     # integer-valued queries and codebooks make many exact ties: the lower index must win
     Q = np.round(rng.standard_normal((5, X.shape[1])))
     pq.codebooks_ = np.round(C * 2).astype(C.dtype)
-    T = ref.pq_tables(Q, pq.codebooks_, metric)
-    dist = ref.adc(T, unpacked)
-    rD, rI = ref.topk(dist, min(k, X.shape[0]), largest=(metric == "ip"))
+    T = pq_ref.pq_tables(Q, pq.codebooks_, metric)
+    dist = pq_ref.adc(T, unpacked)
+    rD, rI = pq_ref.topk(dist, min(k, X.shape[0]), largest=(metric == "ip"))
     D, I = pq.search(Q, k, codes=codes, metric=metric)
     m = min(k, X.shape[0])
     np.testing.assert_array_equal(I[:, :m], rI)
@@ -115,9 +116,9 @@ def test_pq_dot_matches_reference(case, p):
     X, C, nbits = case
     pq = _pq_with(C, nbits)
     codes = pq.encode(X)
-    unpacked = codes.astype(np.int64) if nbits == 8 else ref.unpack4(codes, C.shape[0])
+    unpacked = codes.astype(np.int64) if nbits == 8 else pq_ref.unpack4(codes, C.shape[0])
     B = np.random.default_rng(p).standard_normal((X.shape[1], p))
-    expect = ref.pq_dot(unpacked, C, B)
+    expect = pq_ref.pq_dot(unpacked, C, B)
     got = pq.dot(codes, B)
     np.testing.assert_allclose(got, expect, rtol=TOL[X.dtype.type] * 10, atol=TOL[X.dtype.type] * 100)
     np.testing.assert_allclose(pq.dot(codes, B[:, 0]), expect[:, 0], rtol=TOL[X.dtype.type] * 10,

@@ -1,6 +1,8 @@
-"""Progress bars on standard error (the distributed one is exercised by the demo test in test_cli.py)."""
+"""Progress bars on standard error, one style for every scheduler (the distributed one is exercised by
+the demo test in test_cli.py)."""
 
 import io
+import re
 
 import dask
 
@@ -23,6 +25,9 @@ def test_local_compute_keeps_order_and_reports_on_stderr(capsys):
     tasks = [dask.delayed(lambda v: v * v)(i) for i in range(6)]
     assert compute(tasks, progress=True) == [0, 1, 4, 9, 16, 25]
     out, err = capsys.readouterr()
-    assert out == "" and "100% Completed" in err
+    assert out == "" and re.search(r"\] 100% 6/6 chunks \d+\.\ds\n$", err) and "  0% 0/6 chunks" in err
+    with dask.config.set(scheduler="sync"):  # counts the tasks given, not the graph's, on every scheduler
+        assert compute(tasks, progress=True, label="tasks") == [0, 1, 4, 9, 16, 25]
+    assert re.search(r"\] 100% 6/6 tasks \d+\.\ds\n$", capsys.readouterr().err)
     assert compute(tasks, progress=False) == [0, 1, 4, 9, 16, 25]
     assert capsys.readouterr() == ("", "")

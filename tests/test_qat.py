@@ -8,14 +8,15 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
-from reference import qat as ref
 from strategies import apply_layout, float_arrays, layouts
 
 import nquant as nq
 from nquant import observers, qat
 from nquant.errors import InputError, SchemeError
 from nquant.families import uniform
-from nquant.kernels.affine import SNAP
+from tests.reference import affine as affine_ref
+from tests.reference import fakequant as fakequant_ref
+from tests.reference import scalar as scalar_ref
 
 
 def bits_equal(a, b):
@@ -31,20 +32,9 @@ def code_space(x, params):
     scheme = params.scheme
     dtype = uniform.compute_dtype(x.dtype)
     _, inv, offset, c0 = uniform.kernel_params(scheme, params.side, dtype)
-    groups = _group_ids(scheme, x.shape)
+    groups = affine_ref.group_ids(scheme, x.shape)
     xv = np.asarray(x, dtype)
     return xv, groups, inv, offset, c0, uniform.code_limits(scheme)[0]
-
-
-def _group_ids(scheme, shape):
-    n = int(np.prod(shape, dtype=np.int64))
-    if scheme.block_size is not None:
-        return (np.arange(n) // scheme.block_size).reshape(shape)
-    if scheme.axis is not None:
-        ax = scheme.axis % len(shape)
-        ids = np.arange(shape[ax]).reshape([-1 if d == ax else 1 for d in range(len(shape))])
-        return np.broadcast_to(ids, shape)
-    return np.zeros(shape, np.int64)
 
 
 @st.composite
@@ -93,8 +83,7 @@ def test_fake_quantize_equals_quantize_dequantize(data):
         if scheme.rounding != "nearest_away":
             t = (xv - off[g]) * inv[g]
             if scheme.rounding != "nearest":  # the encoder snaps near-integers before floor / ceil
-                n = np.rint(t)
-                t = np.where(np.abs(t - n) <= np.abs(n) * SNAP, n, t)
+                t = scalar_ref.snap(t)
             t = rounding[scheme.rounding](t) + c0[g]
             assert_array_equal(mask, (t >= 0) & (t <= hi))
     # where the mask is set, the code was not clipped; elsewhere it sits on a range end
@@ -116,7 +105,7 @@ def test_fake_quantize_grid(dtype, kw):
     assert mask.all()  # fitted to x: nothing is clipped
 
 
-def test_numpy_reference_ties_and_clipping():
+def test_fakequant_numpy_reference_ties_and_clipping():
     scheme = nq.Uniform(bits=8, symmetric=False, range=(-1.0, 1.0))
     params = qat.as_params(scheme, np.zeros(1, np.float32))
     s = params.scale[0]
@@ -125,7 +114,7 @@ def test_numpy_reference_ties_and_clipping():
     k = np.arange(-140, 141)
     x = np.concatenate([(k + 0.5) * s, k * s, [-5.0, 5.0, 0.0, -0.0]]).astype(np.float32)
     y, mask = qat.fake_quantize(x, params)
-    ry, rmask = ref.fake_quantize(x, s, z, *scheme.qrange)
+    ry, rmask = fakequant_ref.fake_quantize(x, s, z, *scheme.qrange)
     bits_equal(y, ry)
     assert_array_equal(mask, rmask)
     assert not mask[-4] and not mask[-3] and mask[-2]

@@ -4,13 +4,13 @@ import dask.array as da
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
-from reference import qat as ref
 
 import nquant as nq
 from nquant.containers import QuantizedArray
 from nquant.errors import InputError, SchemeError
 from nquant.packing import pack_codes
 from nquant.qmatmul import block_k, int_matmul, prepare_weights, qmatmul
+from tests.reference import intmm as intmm_ref
 
 METHODS = ("blas", "int")
 
@@ -54,7 +54,7 @@ def assert_close_to_dequantized(y, qw, qx):
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("O, K, N", [(1, 1, 1), (33, 1023, 5), (7, 1025, 3), (65, 2051, 17), (3, 130, 64)])
-def test_random_operands_exact(method, O, K, N):
+def test_intmm_random_operands_exact(method, O, K, N):
     rng = np.random.default_rng(O * K + N)
     wv = rng.integers(-128, 128, (O, K))
     for xs, xv in ((XU8, rng.integers(0, 256, (K, N))), (XI8, rng.integers(-128, 128, (K, N)))):
@@ -63,13 +63,13 @@ def test_random_operands_exact(method, O, K, N):
         qx = make_q(xv, xs, 0.02, zp)
         acc = int_matmul(qw, qx, method=method)
         assert acc.dtype == np.int32
-        assert_array_equal(acc, ref.int_matmul(wv, xv))
+        assert_array_equal(acc, intmm_ref.int_matmul(wv, xv))
         assert_close_to_dequantized(qmatmul(qw, qx, method=method), qw, qx)
 
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("xscheme", [XU8, XI8])
-def test_adversarial_operands_exact(method, xscheme):
+def test_intmm_adversarial_operands_exact(method, xscheme):
     """-128 everywhere (the largest products), zero points at the range ends, K not a tile multiple."""
     O, K, N = 40, 3 * 1024 + 7, 9
     qmin, qmax = xscheme.qrange
@@ -83,9 +83,9 @@ def test_adversarial_operands_exact(method, xscheme):
         for zp in (qmin, qmax):
             qw = make_q(wv, W8, 0.5)
             qx = make_q(xv, xscheme, 0.25, zp)
-            assert_array_equal(int_matmul(qw, qx, method=method), ref.int_matmul(wv, xv))
+            assert_array_equal(int_matmul(qw, qx, method=method), intmm_ref.int_matmul(wv, xv))
             y = qmatmul(qw, qx, method=method)
-            assert_array_equal(y, (ref.int_matmul(wv, xv - zp) * 0.125).astype(np.float32))
+            assert_array_equal(y, (intmm_ref.int_matmul(wv, xv - zp) * 0.125).astype(np.float32))
 
 
 def test_exactness_bound_is_tight():
@@ -96,7 +96,7 @@ def test_exactness_bound_is_tight():
     wv = np.full((2, kb + 1), -128)
     xv = np.zeros((kb + 1, 1), np.int64)  # codes 0: centred value -128
     acc = int_matmul(make_q(wv, W8, 1.0), make_q(xv, XU8, 1.0, 0), method="blas")
-    assert_array_equal(acc, ref.int_matmul(wv, xv))
+    assert_array_equal(acc, intmm_ref.int_matmul(wv, xv))
 
 
 def test_methods_agree_on_quantized_data():
@@ -108,7 +108,7 @@ def test_methods_agree_on_quantized_data():
     pw = prepare_weights(qw)
     a = int_matmul(pw, qx, method="blas")
     assert_array_equal(a, int_matmul(pw, qx, method="int"))
-    assert_array_equal(a, ref.int_matmul(qw.codes_unpacked, qx.codes_unpacked))
+    assert_array_equal(a, intmm_ref.int_matmul(qw.codes_unpacked, qx.codes_unpacked))
     y = qmatmul(pw, qx)
     assert_array_equal(y, qmatmul(qw, qx, method="int"))
     assert_close_to_dequantized(y, qw, qx)
@@ -134,7 +134,7 @@ def test_int4_weights_packed(method, K):
     pw = prepare_weights(qw)
     assert pw.packed is not None and pw.int8 is None
     assert pw.packed.shape == (O, (K + 1) // 2)
-    assert_array_equal(int_matmul(pw, qx, method=method), ref.int_matmul(wv, xv))
+    assert_array_equal(int_matmul(pw, qx, method=method), intmm_ref.int_matmul(wv, xv))
     unpacked = prepare_weights(qw, packed=False)
     assert unpacked.int8 is not None
     assert_array_equal(qmatmul(pw, qx, method=method), qmatmul(unpacked, qx))
@@ -166,7 +166,7 @@ def test_float_zero_point_activations_and_per_tensor_weights():
         qw, qx = nq.quantize(w, ws), nq.quantize(x, xs)
         for method in METHODS:
             assert_array_equal(int_matmul(qw, qx, method=method),
-                               ref.int_matmul(qw.codes_unpacked, qx.codes_unpacked))
+                               intmm_ref.int_matmul(qw.codes_unpacked, qx.codes_unpacked))
             assert_close_to_dequantized(qmatmul(qw, qx, method=method), qw, qx)
 
 

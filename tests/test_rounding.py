@@ -5,12 +5,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
-from reference import uniform as ref
 from strategies import chunkings, iter_chunks
 
 import nquant as nq
 from nquant.families import uniform
 from nquant.kernels import rng, rounding
+from tests.reference import affine as affine_ref
+from tests.reference import rng as rng_ref
+from tests.reference import rounding as rounding_ref
 
 MODES = ("nearest", "nearest_away", "floor", "ceil", "stochastic")
 
@@ -61,9 +63,9 @@ def test_scalar_round_value_matches_reference(dtype, mode):
     key = rng.stream_key(np.uint64(seed))
     got = np.array([rounding.round_value(t, rounding.MODES[mode], key, i) for i, t in enumerate(v)],
                    dtype=dtype)
-    u = ref.uniform_draws(seed, np.arange(v.size), dtype) if mode == "stochastic" else None
+    u = rng_ref.uniform_draws(seed, np.arange(v.size), dtype) if mode == "stochastic" else None
     with np.errstate(invalid="ignore"):
-        want = ref.round_mode(v, mode, u)
+        want = rounding_ref.round_mode(v, mode, u)
     assert_array_equal(got, want)
     # the sign of zero is kept by every mode
     assert_array_equal(np.signbit(got[np.isfinite(got) & (got == 0)]),
@@ -74,10 +76,10 @@ def test_scalar_round_value_matches_reference(dtype, mode):
 def test_nearest_away_reference_agrees_with_decimal(dtype):
     v = _adversarial(dtype)
     v = v[np.isfinite(v)]
-    assert_array_equal(ref.round_half_away(v), ref.round_half_away_decimal(v))
+    assert_array_equal(rounding_ref.round_half_away(v), rounding_ref.round_half_away_decimal(v))
     rs = np.random.default_rng(0)
     w = (rs.integers(-2000, 2000, 3000) / 4 + rs.choice([0, 1e-9, -1e-9, 0.25], 3000)).astype(dtype)
-    assert_array_equal(ref.round_half_away(w), ref.round_half_away_decimal(w))
+    assert_array_equal(rounding_ref.round_half_away(w), rounding_ref.round_half_away_decimal(w))
 
 
 @settings(max_examples=40)
@@ -89,33 +91,8 @@ def test_nearest_away_kernel_random(data):
                                 min_size=1, max_size=30))
     v = np.array(values, dtype=dtype)
     got = np.array([rounding.round_half_away(t) for t in v], dtype=dtype)
-    assert_array_equal(got, ref.round_half_away_decimal(v))
-    assert_array_equal(got, ref.round_half_away(v))
-
-
-# ----------------------------------------------------------------------------- the stream
-
-
-@pytest.mark.parametrize("seed", [0, 1, 42, 2**31, 2**63 - 1, 2**63, 2**64 - 1, -1, -(2**63)])
-def test_stream_key_and_draws_match_splitmix_reference(seed):
-    s = np.uint64(seed % 2**64)
-    key = np.uint64(rng.stream_key(s))  # numba boxes a uint64 result as a Python int
-    assert int(key) == ref.stream_key(seed)
-    idx = np.array([0, 1, 2, 3, 1000, 2**31, 2**40 + 7, 2**62])
-    d64 = np.array([rng.uniform64(key, int(i)) for i in idx])
-    d32 = np.array([rng.uniform32(key, int(i)) for i in idx], dtype=np.float32)
-    assert_array_equal(d64, ref.uniform_draws(seed, idx, np.float64))
-    assert_array_equal(d32, ref.uniform_draws(seed, idx, np.float32))
-    assert ((d64 >= 0) & (d64 < 1)).all() and ((d32 >= 0) & (d32 < 1)).all()
-
-
-def test_splitmix_known_value():
-    # SplitMix64 with state 0: the first output is mix64(GAMMA) = 0xE220A8397B1DCDAF
-    assert int(ref.mix64(ref.GAMMA)[0]) == 0xE220A8397B1DCDAF
-    assert int(rng.mix64(np.uint64(0x9E3779B97F4A7C15))) == 0xE220A8397B1DCDAF
-    # and the stream of seed s is SplitMix64 seeded with mix64(s): draw i is output i + 1
-    key = ref.stream_key(7)
-    assert int(ref.stream_u64(7, [0])[0]) == int(ref.mix64(np.uint64(key) + ref.GAMMA)[0])
+    assert_array_equal(got, rounding_ref.round_half_away_decimal(v))
+    assert_array_equal(got, rounding_ref.round_half_away(v))
 
 
 def _unit_scheme(mode, seed=0, bits=8):
@@ -133,12 +110,12 @@ def test_vector_kernel_rounds_like_reference(mode, dtype):
     p = uniform.fit(s, x)
     assert p["scale"][0] == 1.0 and p["offset"][0] == 0.0
     codes = uniform.encode(s, p, x)
-    assert_array_equal(codes, ref.encode(s, p, x))
+    assert_array_equal(codes, affine_ref.encode(s, p, x))
     # away from integers (no snapping) the codes are the plain rounding of x, clipped
-    xc = x.astype(ref.compute_dtype(dtype))
+    xc = x.astype(affine_ref.compute_dtype(dtype))
     far = np.abs(xc - np.rint(xc)) > 1e-3
-    u = ref.uniform_draws(99, np.arange(x.size), xc.dtype)
-    plain = np.clip(ref.round_mode(xc, mode, u), 0, 255)
+    u = rng_ref.uniform_draws(99, np.arange(x.size), xc.dtype)
+    plain = np.clip(rounding_ref.round_mode(xc, mode, u), 0, 255)
     assert_array_equal(codes[far], plain[far])
     if mode != "stochastic":
         # exact ties k + 0.5
@@ -189,7 +166,7 @@ def test_stochastic_one_chunk_equals_many_chunks(dtype):
               nq.Uniform(bits=6, block_size=37, rounding="stochastic", seed=1)]:
         p = uniform.fit(s, x)
         whole = uniform.encode(s, p, x)
-        assert_array_equal(whole, ref.encode(s, p, x))
+        assert_array_equal(whole, affine_ref.encode(s, p, x))
         if s.block_size is None:
             chunks = ((100, 50, 150), (1, 200, 132))
         else:
@@ -211,7 +188,7 @@ def test_stochastic_chunk_invariance_random_chunkings(data):
     s = nq.Uniform(bits=data.draw(st.integers(1, 8)), axis=axis, rounding="stochastic", seed=seed)
     p = uniform.fit(s, x)
     whole = uniform.encode(s, p, x)
-    assert_array_equal(whole, ref.encode(s, p, x))
+    assert_array_equal(whole, affine_ref.encode(s, p, x))
     out = np.empty_like(whole)
     for sl, start in iter_chunks(data.draw(chunkings(shape))):
         out[sl] = uniform.encode(s, p, x[sl], start=start, global_shape=shape)

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
-from reference import uniform as ref
 
 import nquant as nq
 from nquant.families import uniform
+from tests.reference import affine as affine_ref
+from tests.reference import bitpack as bitpack_ref
 
 # seed 000, Example 1.1: the grid {-4 + 8i/7}, i = 0..7
 V = [3.2, -1.4, 2.5, -0.9, 1.8, -3.7, 0.0, 4.0, 2.2, -1.3]
@@ -42,10 +43,10 @@ def test_seed_000_other_modes():
     c = nq.quantize(x, s).codes_unpacked
     lo, hi = np.array([6, 2, 5, 2, 5, 0, 3, 7, 5, 2]), np.array([7, 3, 6, 3, 6, 1, 4, 7, 6, 3])
     assert ((c == lo) | (c == hi)).all()
-    assert_array_equal(c, ref.encode(s, uniform.fit(s, x), x))
+    assert_array_equal(c, affine_ref.encode(s, uniform.fit(s, x), x))
     # 3 bits: 10 codes pack into 30 bits -> 4 bytes, MSB first
     q = nq.quantize(x, SEED_000)
-    assert_array_equal(q.codes, ref.pack([6, 2, 6, 3, 5, 0, 3, 7, 5, 2], 3))
+    assert_array_equal(q.codes, bitpack_ref.pack([6, 2, 6, 3, 5, 0, 3, 7, 5, 2], 3))
     # 110 010 110 011 101 000 011 111 101 010 (+ 2 zero bits)
     assert q.codes.tolist() == [0b11001011, 0b00111010, 0b00011111, 0b10101000]
 
@@ -101,7 +102,7 @@ def test_seed_003_vector_db_uint8_per_dimension():
     assert np.abs(diff).max() <= 1 and not diff[~near_tie].any()
     assert (diff != 0).mean() < 1e-4
     # and bit-identical to the float32 reference of the documented kernel formula
-    assert_array_equal(codes, ref.encode(s, uniform.fit(s, X), X))
+    assert_array_equal(codes, affine_ref.encode(s, uniform.fit(s, X), X))
     # every dimension uses its whole range: min -> 0, max -> 255
     assert (codes.min(axis=0) == 0).all() and (codes.max(axis=0) == 255).all()
     y = nq.dequantize(q)

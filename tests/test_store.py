@@ -17,25 +17,12 @@ import zarr
 
 import nquant as nq
 from nquant.errors import StoreError
+from tests.helpers import CountingScheduler, assert_same_quantized, same_bits, write_zarr
 
 GOLDEN = pathlib.Path(__file__).parent / "fixtures" / "golden"
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-class CountingScheduler:
-    """A Dask scheduler that counts its ``get`` calls (optionally refusing any compute)."""
-
-    def __init__(self, raise_on_compute=False):
-        self.calls = 0
-        self.raise_on_compute = raise_on_compute
-
-    def __call__(self, dsk, keys, **kwargs):
-        self.calls += 1
-        if self.raise_on_compute:
-            raise AssertionError("Dask computed although nothing should have been computed")
-        return dask.threaded.get(dsk, keys, **kwargs)
 
 
 class Source:
@@ -78,38 +65,6 @@ def data(seed, shape, dtype=np.float32):
     x = (rng.standard_normal(shape) * 3 + 0.5).astype(dtype)
     x.setflags(write=False)
     return x
-
-
-def write_zarr(path, x, chunks):
-    z = zarr.create_array(str(path), shape=x.shape, chunks=chunks, dtype=x.dtype)
-    z[...] = x
-    return z
-
-
-def same_bits(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-
-
-def materialize(q):
-    """(codes, side arrays, dequantized values) of a QuantizedArray as NumPy arrays."""
-    def value(a):
-        return np.asarray(a.compute() if isinstance(a, da.Array) else a)
-
-    x_hat = nq.dequantize(q)
-    return value(q.codes), {k: value(v) for k, v in q.side.items()}, value(x_hat)
-
-
-def assert_same(q_a, q_b):
-    codes_a, side_a, xa = materialize(q_a)
-    codes_b, side_b, xb = materialize(q_b)
-    assert q_a.scheme == q_b.scheme and tuple(q_a.shape) == tuple(q_b.shape)
-    assert np.dtype(q_a.dtype) == np.dtype(q_b.dtype)
-    assert same_bits(codes_a, codes_b), "codes differ"
-    assert side_a.keys() == side_b.keys()
-    for k in side_a:
-        assert same_bits(side_a[k], side_b[k]), f"side array {k!r} differs"
-    assert same_bits(xa, xb), "dequantized values differ"
 
 
 def file_mtimes(path):
@@ -184,7 +139,7 @@ def test_save_open_round_trip(tmp_path, x3, scheme, where):
         assert q2.is_dask and isinstance(q2.codes, da.Array)
         x_hat = nq.dequantize(q2)
     assert isinstance(x_hat, da.Array)
-    assert_same(q, q2)
+    assert_same_quantized(q, q2)
     if where == "local":
         assert sorted(os.listdir(tmp_path)) == ["q.zarr"]  # no .partial left behind
         meta = group_meta(tmp_path / "q.zarr")
@@ -198,8 +153,8 @@ def test_save_dask_backed_keeps_its_chunks(tmp_path, x3, scheme):
     q = nq.quantize(da.from_array(x3, chunks=(5, 3, 8)), scheme)
     nq.save(q, tmp_path / "q.zarr")
     q2 = nq.open(tmp_path / "q.zarr")
-    assert_same(q, q2)
-    assert_same(nq.quantize(x3, scheme), q2)
+    assert_same_quantized(q, q2)
+    assert_same_quantized(nq.quantize(x3, scheme), q2)
 
 
 def test_save_refuses_an_existing_store_unless_overwrite(tmp_path, x3):
@@ -209,16 +164,16 @@ def test_save_refuses_an_existing_store_unless_overwrite(tmp_path, x3):
     nq.save(q8, path)
     with pytest.raises(StoreError, match=r"already exists.*overwrite=True"):
         nq.save(q4, path)
-    assert_same(q8, nq.open(path))
+    assert_same_quantized(q8, nq.open(path))
     nq.save(q4, path, overwrite=True)
-    assert_same(q4, nq.open(path))
+    assert_same_quantized(q4, nq.open(path))
 
 
 def test_save_0d_and_empty(tmp_path):
     for i, x in enumerate([np.array(2.5, np.float32), np.zeros((0, 4), np.float64)]):
         q = nq.quantize(x, nq.Uniform(bits=4))
         nq.save(q, tmp_path / f"{i}.zarr")
-        assert_same(q, nq.open(tmp_path / f"{i}.zarr"))
+        assert_same_quantized(q, nq.open(tmp_path / f"{i}.zarr"))
 
 
 # ----------------------------------------------------------------------------- store errors
@@ -323,8 +278,8 @@ def test_quantize_zarr_equals_in_memory(tmp_path, x3, scheme):
     write_zarr(tmp_path / "src.zarr", x3, (4, 6, 10))
     q = nq.quantize_zarr(str(tmp_path / "src.zarr"), str(tmp_path / "out.zarr"), scheme)
     q_mem = nq.quantize(x3, scheme)
-    assert_same(q_mem, q)
-    assert_same(q_mem, nq.open(str(tmp_path / "out.zarr")))
+    assert_same_quantized(q_mem, q)
+    assert_same_quantized(q_mem, nq.open(str(tmp_path / "out.zarr")))
     assert sorted(os.listdir(tmp_path)) == ["out.zarr", "src.zarr"]  # renamed, no .partial left
     meta = group_meta(tmp_path / "out.zarr")
     assert meta["complete"] is True
@@ -345,7 +300,7 @@ def test_quantize_zarr_sources(tmp_path, scheme, kind):
         src = da.from_array(x, chunks=((3, 4) * 8 + (4,), (5, 11)))
     with dask.config.set(scheduler="threads"):
         q = nq.quantize_zarr(src, str(tmp_path / "out.zarr"), scheme)
-    assert_same(nq.quantize(x, scheme), q)
+    assert_same_quantized(nq.quantize(x, scheme), q)
 
 
 def test_quantize_zarr_rerun_is_a_no_op(tmp_path, x3):
@@ -361,7 +316,7 @@ def test_quantize_zarr_rerun_is_a_no_op(tmp_path, x3):
     with dask.config.set(scheduler=CountingScheduler(raise_on_compute=True)):
         q2 = nq.quantize_zarr(failing, out, scheme)
     assert file_mtimes(out) == before
-    assert_same(q1, q2)
+    assert_same_quantized(q1, q2)
 
 
 @pytest.mark.parametrize("scheme", [SCHEMES["int8"], SCHEMES["nf_blocks16"]], ids=["fitted", "blocks"])
@@ -376,7 +331,7 @@ def test_quantize_zarr_overwrite_recomputes(tmp_path, scheme):
     assert src.counts() == {(i, 0): passes for i in range(4)}
     after = file_mtimes(out)
     assert all(after[p] != before[p] for p in after if p in before and "/c/" in p)
-    assert_same(nq.quantize(x, scheme), q)
+    assert_same_quantized(nq.quantize(x, scheme), q)
     assert sorted(os.listdir(tmp_path)) == ["out.zarr"]
 
 
@@ -398,8 +353,8 @@ def test_quantize_zarr_whole_channel_chunks_take_one_pass(tmp_path, scheme, chun
         q = nq.quantize_zarr(source_array(x, chunks, src), str(tmp_path / "out.zarr"), scheme)
     nblocks = da.from_array(x, chunks=chunks).numblocks
     assert src.counts() == {idx: 1 for idx in np.ndindex(*nblocks)}  # no statistics pass
-    assert_same(nq.quantize(x, scheme), q)
-    assert_same(nq.quantize(da.from_array(x, chunks=(4, 3)), scheme), q)  # the global fit, too
+    assert_same_quantized(nq.quantize(x, scheme), q)
+    assert_same_quantized(nq.quantize(da.from_array(x, chunks=(4, 3)), scheme), q)  # the global fit, too
 
 
 def test_quantize_zarr_whole_channel_chunks_refuse_nan(tmp_path):
@@ -454,8 +409,8 @@ def test_resume_computes_only_the_missing_chunks(tmp_path, scheme, fit_passes):
 
     # 3. bit-identical to a clean run, error metrics included
     clean = nq.quantize_zarr(da.from_array(x, chunks=chunks), str(tmp_path / "clean.zarr"), scheme)
-    assert_same(clean, q)
-    assert_same(nq.quantize(x, scheme), q)
+    assert_same_quantized(clean, q)
+    assert_same_quantized(nq.quantize(x, scheme), q)
     assert group_meta(dst)["metrics"] == group_meta(tmp_path / "clean.zarr")["metrics"]
 
 
@@ -469,7 +424,7 @@ def test_resume_after_a_failure_during_calibration(tmp_path):
     with pytest.raises(StoreError):
         nq.open(str(dst))
     q = nq.quantize_zarr(source_array(x, (4, 16), Source()), str(dst), scheme, resume=True)
-    assert_same(nq.quantize(x, scheme), q)
+    assert_same_quantized(nq.quantize(x, scheme), q)
 
 
 def test_resume_false_and_a_changed_scheme_start_over(tmp_path):
@@ -485,7 +440,7 @@ def test_resume_false_and_a_changed_scheme_start_over(tmp_path):
     src = Source()
     q = nq.quantize_zarr(source_array(x, chunks, src), dst, scheme, resume=False)
     assert src.counts() == {(i, 0): 1 for i in range(6)}
-    assert_same(nq.quantize(x, scheme), q)
+    assert_same_quantized(nq.quantize(x, scheme), q)
 
     b = str(tmp_path / "b.zarr")
     with dask.config.set(INTERRUPT), pytest.raises(RuntimeError):
@@ -495,7 +450,7 @@ def test_resume_false_and_a_changed_scheme_start_over(tmp_path):
     src = Source()
     q = nq.quantize_zarr(source_array(x, chunks, src), b, other, resume=True)
     assert src.counts() == {(i, 0): 1 for i in range(6)}
-    assert_same(nq.quantize(x, other), q)
+    assert_same_quantized(nq.quantize(x, other), q)
 
 
 # ----------------------------------------------------------------------------- dequantize_zarr
@@ -562,11 +517,11 @@ def test_object_store_completion_marker_memory_url():
     q = nq.quantize_zarr(source_array(x, chunks, good), dst, scheme)
     assert good.counts() == {(3, 0): 1}
     assert group_meta(dst)["complete"] is True
-    assert_same(nq.quantize(x, scheme), q)
+    assert_same_quantized(nq.quantize(x, scheme), q)
 
     # a rerun reads nothing; overwrite=True recomputes every chunk (fit pass + encode pass)
     nq.quantize_zarr(source_array(x, chunks, Source({(i, 0) for i in range(6)})), dst, scheme)
     again = Source()
     q = nq.quantize_zarr(source_array(x, chunks, again), dst, scheme, overwrite=True)
     assert again.counts() == {(i, 0): 2 for i in range(6)}
-    assert_same(nq.quantize(x, scheme), q)
+    assert_same_quantized(nq.quantize(x, scheme), q)

@@ -9,8 +9,6 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
-from reference import qat as qat_ref
-from reference import uniform as ref
 from strategies import (
     apply_layout,
     block_chunkings,
@@ -24,6 +22,10 @@ from strategies import (
 import nquant as nq
 from nquant.errors import SchemeError
 from nquant.families import uniform
+from tests.reference import affine as affine_ref
+from tests.reference import calibrate as calibrate_ref
+from tests.reference import stats as stats_ref
+from tests.reference import uniform as uniform_ref
 
 MODES = ("nearest", "nearest_away", "floor", "ceil", "stochastic")
 GRANULARITIES = ("tensor", "axis0", "axis-1", "axis_mid", "block1", "block7", "block64")
@@ -89,7 +91,7 @@ def with_nans(x, scheme, data):
 
 
 def qmin_of(scheme):
-    return ref.qrange(scheme)[0]
+    return affine_ref.qrange(scheme)[0]
 
 
 def assert_params_equal(got, want):
@@ -101,7 +103,7 @@ def assert_params_equal(got, want):
 
 def grid_bounds(scheme, params):
     """(lo, hi) per group of the representable grid, float64."""
-    qmin, qmax = ref.qrange(scheme)
+    qmin, qmax = affine_ref.qrange(scheme)
     s = params["scale"].astype(np.float64)
     if "offset" in params:
         off = params["offset"].astype(np.float64)
@@ -114,7 +116,7 @@ def assert_error_bound(scheme, params, x, x_hat):
     """|x_hat - clip(x, grid)| <= k * scale (+ float slack); k = 1/2 for nearest modes, else 1."""
     x64 = np.asarray(x, np.float64)
     y64 = np.asarray(x_hat, np.float64)
-    g = ref.group_ids(scheme, x64.shape).reshape(-1)
+    g = affine_ref.group_ids(scheme, x64.shape).reshape(-1)
     lo, hi = grid_bounds(scheme, params)
     s = params["scale"].astype(np.float64)
     xf, yf = x64.reshape(-1), y64.reshape(-1)
@@ -124,7 +126,7 @@ def assert_error_bound(scheme, params, x, x_hat):
     if not xf.size:
         return
     k = 0.5 if scheme.rounding in ("nearest", "nearest_away") else 1.0
-    cd = ref.compute_dtype(np.asarray(x).dtype)
+    cd = affine_ref.compute_dtype(np.asarray(x).dtype)
     out = np.asarray(x_hat).dtype
     eps = np.finfo(cd).eps + np.finfo(out).eps
     mag = np.maximum.reduce([np.abs(xf), np.abs(lo[g]), np.abs(hi[g])])
@@ -148,17 +150,17 @@ def test_fit_encode_decode_match_reference(data):
     xl = apply_layout(x, data.draw(layouts()))
 
     params = uniform.fit(scheme, xl)
-    assert_params_equal(params, ref.fit(scheme, x))
-    assert len(params["scale"]) == ref.n_groups(scheme, x.shape)
+    assert_params_equal(params, uniform_ref.fit(scheme, x))
+    assert len(params["scale"]) == affine_ref.n_groups(scheme, x.shape)
 
     codes = uniform.encode(scheme, params, xl)
     assert codes.dtype == np.uint8 and codes.shape == x.shape
-    want = ref.encode(scheme, params, x)
+    want = affine_ref.encode(scheme, params, x)
     assert_array_equal(codes, want)
     for dt in {x.dtype, np.dtype(np.float32), np.dtype(np.float64)}:
         y = uniform.decode(scheme, params, codes, dt)
         assert y.dtype == dt and y.shape == x.shape
-        assert_array_equal(y, ref.decode(scheme, params, want, dt))
+        assert_array_equal(y, affine_ref.decode(scheme, params, want, dt))
 
     q = nq.quantize(xl, scheme)
     assert q.shape == x.shape and q.dtype == x.dtype
@@ -167,12 +169,12 @@ def test_fit_encode_decode_match_reference(data):
     assert_array_equal(cu.astype(np.int64), want.astype(np.int64) + qmin_of(scheme))
     y = nq.dequantize(q)
     assert y.dtype == x.dtype and y.shape == x.shape
-    assert_array_equal(y, ref.decode(scheme, params, want, x.dtype))
+    assert_array_equal(y, affine_ref.decode(scheme, params, want, x.dtype))
     assert_error_bound(scheme, params, x, y)
 
 
 @pytest.mark.parametrize("granularity", GRANULARITIES)
-def test_every_convention_and_bit_width(granularity):
+def test_affine_every_convention_and_bit_width(granularity):
     """All rounding modes x zero-point conventions x signed/unsigned/narrow x bits 1..8 on fixed
     adversarial data (the parameters do not depend on the rounding mode: fitted once)."""
     shape = (4, 5, 6) if granularity == "axis_mid" else (9, 14)
@@ -193,14 +195,14 @@ def test_every_convention_and_bit_width(granularity):
             continue
         x = base.astype(dtype)
         p = uniform.fit(s, x)
-        assert_params_equal(p, ref.fit(s, x))
+        assert_params_equal(p, uniform_ref.fit(s, x))
         for mode in MODES:
             sm = s.replace(rounding=mode)
             c = uniform.encode(sm, p, x)
-            assert_array_equal(c, ref.encode(sm, p, x), err_msg=f"{sm}")
-            assert c.max() <= ref.qrange(sm)[1] - ref.qrange(sm)[0]
+            assert_array_equal(c, affine_ref.encode(sm, p, x), err_msg=f"{sm}")
+            assert c.max() <= affine_ref.qrange(sm)[1] - affine_ref.qrange(sm)[0]
             y = uniform.decode(sm, p, c, dtype)
-            assert_array_equal(y, ref.decode(sm, p, c, dtype))
+            assert_array_equal(y, affine_ref.decode(sm, p, c, dtype))
             assert_error_bound(sm, p, x, y)
             n_checked += 1
     assert n_checked == (len(conventions) * 8 - 4) * len(MODES)
@@ -223,7 +225,7 @@ def test_ties_after_scaling(data):
         p = uniform.fit(s, x)
         assert p["scale"][0] == 1.0
         c = uniform.encode(s, p, x)
-        assert_array_equal(c, ref.encode(s, p, x))
+        assert_array_equal(c, affine_ref.encode(s, p, x))
     s = nq.Uniform(bits=bits, range=(0.0, float(top)), zero_point="float", rounding=mode)
     c = uniform.encode(s, uniform.fit(s, x), x).astype(np.int64)
     kk = np.array(k)
@@ -254,7 +256,7 @@ def test_partial_min_max_and_merge_over_chunks(data):
     x = data.draw(float_arrays(shape=shape))
     x = with_nans(x, s, data)
     whole = uniform.partial(s, x)
-    mins, maxs, n_nan = ref.raw_minmax(s, x)
+    mins, maxs, n_nan = stats_ref.raw_minmax(s, x)
     assert_array_equal(whole["min"], mins)
     assert_array_equal(whole["max"], maxs)
     assert whole["n_nan"] == n_nan
@@ -271,7 +273,7 @@ def test_partial_min_max_and_merge_over_chunks(data):
     s2 = s.replace(range="percentile", bins=16)
     lo, hi = uniform.histogram_range[0](whole), uniform.histogram_range[1](whole)
     hw = uniform.partial_histogram(s2, x, lo, hi)["counts"]
-    assert_array_equal(hw, ref.histogram_counts(s2, x, lo, hi))
+    assert_array_equal(hw, stats_ref.histogram_counts(s2, x, lo, hi))
     hp = sum(uniform.partial_histogram(s2, x[sl], lo, hi, start=start, global_shape=shape)["counts"]
              for sl, start in iter_chunks(data.draw(chunkings(shape))))
     assert_array_equal(hp, hw)
@@ -285,7 +287,7 @@ def test_block_partials_concatenate_over_chunks(data):
     x = data.draw(float_arrays(shape=(n,)))
     s = nq.Uniform(block_size=bs, bits=data.draw(st.integers(1, 8)))
     whole = uniform.partial(s, x)
-    mins, maxs, _ = ref.raw_minmax(s, x)
+    mins, maxs, _ = stats_ref.raw_minmax(s, x)
     assert_array_equal(whole["min"], mins)
     assert_array_equal(whole["max"], maxs)
     parts = [uniform.partial(s, x[sl], start=start, global_shape=x.shape)
@@ -308,7 +310,7 @@ def test_encode_decode_chunk_invariance(data):
     x = with_nans(x, s, data)
     p = uniform.fit(s, x)
     whole = uniform.encode(s, p, x)
-    assert_array_equal(whole, ref.encode(s, p, x))
+    assert_array_equal(whole, affine_ref.encode(s, p, x))
     dec = uniform.decode(s, p, whole, x.dtype)
     codes = np.empty_like(whole)
     back = np.empty(shape, x.dtype)
@@ -331,7 +333,7 @@ def test_block_encode_chunk_invariance(data):
                    seed=data.draw(st.integers(0, 99)))
     p = uniform.fit(s, x)
     whole = uniform.encode(s, p, x)
-    assert_array_equal(whole, ref.encode(s, p, x))
+    assert_array_equal(whole, affine_ref.encode(s, p, x))
     chunks = data.draw(chunkings((rows,)))[0]
     out = np.empty_like(whole)
     for sl, start in iter_chunks((chunks, (cols,))):
@@ -364,7 +366,7 @@ def test_histogram_percentile_close_to_numpy_percentile(data):
     st_ = uniform.partial(s, x)
     st_.update(uniform.partial_histogram(s, x, uniform.histogram_range[0](st_), uniform.histogram_range[1](st_)))
     rmin, rmax = uniform.clip_range(s, st_)
-    groups = ref.group_rows(s, x)
+    groups = stats_ref.group_rows(s, x)
     for gi, v in enumerate(groups):
         v = np.sort(v)
         width = (v[-1] - v[0]) / bins
@@ -439,9 +441,9 @@ def test_mse_search_finds_the_grid_minimum(data):
     qmin, qmax = s.qrange
     for g in range(2):
         counts = st_["counts"][g]
-        cands = qat_ref.mse_candidates(lo[g], hi[g], conv == "symmetric", uniform.MSE_GRID)
-        best = min(qat_ref.range_error(counts, lo[g], hi[g], a, b, qmin, qmax, conv) for a, b in cands)
-        got = qat_ref.range_error(counts, lo[g], hi[g], rmin[g], rmax[g], qmin, qmax, conv)
+        cands = calibrate_ref.mse_candidates(lo[g], hi[g], conv == "symmetric", uniform.MSE_GRID)
+        best = min(calibrate_ref.range_error(counts, lo[g], hi[g], a, b, qmin, qmax, conv) for a, b in cands)
+        got = calibrate_ref.range_error(counts, lo[g], hi[g], rmin[g], rmax[g], qmin, qmax, conv)
         assert got <= best * (1 + 1e-9) + 1e-12
         assert any(np.isclose(rmin[g], a, rtol=1e-12, atol=1e-12) and np.isclose(rmax[g], b, rtol=1e-12, atol=1e-12)
                    for a, b in cands)
@@ -594,6 +596,12 @@ def test_empty_and_zero_d_arrays():
             assert y.shape == () and y == v
 
 
+
+@pytest.mark.parametrize("shape", [(0,), (0, 3)])
+def test_percentile_exact_per_channel_of_an_empty_array(shape):
+    q = nq.quantize(np.zeros(shape, np.float32), nq.Uniform(bits=4, axis=0, range="percentile_exact"))
+    assert q.shape == shape and q.codes.size == 0 and len(q.scale) == 0
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_float_dtypes_keep_their_dtype(dtype):
     x = np.linspace(-3, 5, 101).astype(dtype)
@@ -723,7 +731,7 @@ def test_metrics_on_known_vectors():
     assert m["mse"] == 0.0 and m["sqnr_db"] == float("inf")
     rs = np.random.default_rng(0)
     a, b = rs.standard_normal(100), rs.standard_normal(100)
-    got, want = nq.metrics(a, b), ref.metrics(a, b)
+    got, want = nq.metrics(a, b), stats_ref.metrics(a, b)
     for k in want:
         assert got[k] == pytest.approx(want[k], rel=1e-12)
     assert all(isinstance(v, float) for v in got.values())

@@ -53,8 +53,12 @@ def _check_report(report, out):
     data = json.loads(Path(paths["json"]).read_text())
     assert [j["job"] for j in data["jobs"]] == names
     for j in data["jobs"]:
-        for key in ("bits_per_value", "rmse", "max_abs", "sqnr_db", "throughput_mb_s", "fraction_clipped"):
+        for key in ("bits_per_value", "rmse", "max_abs", "sqnr_db", "throughput_mb_s", "fraction_clipped",
+                    "compile_seconds"):
             assert key in j, (j["job"], key)
+        assert j["compile_seconds"] >= 0 and j["throughput_mb_s"] > 0
+    # the throughput column says what it measures, in every report
+    assert "MB/s (compile excluded)" in md and "MB/s (compile excluded)" in html
 
 
 def test_zarr_uniform_workflow(tmp_path):

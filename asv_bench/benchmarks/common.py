@@ -19,3 +19,23 @@ def weight_matrix(n=None, cols=1024, seed=0):
     x = rng.standard_normal((rows, cols), dtype=np.float32)
     x *= rng.lognormal(0.0, 0.5, size=(rows, 1)).astype(np.float32)
     return x
+
+
+def mixture(n, d, k, seed=0, noise=0.5):
+    """(n, d) float32 rows around ``k`` random means (Gaussian noise of scale ``noise``)."""
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((k, d)).astype(np.float32)
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    x *= np.float32(noise)
+    x += means[rng.integers(0, k, n)]
+    return x
+
+
+def rows_for(d, min_rows=64):
+    """Rows for ``N`` values of width ``d`` (at least ``min_rows``)."""
+    return max(N // d, min_rows), d
+
+
+def n_clusters(n, k=256):
+    """``k`` clusters, fewer for small ``n`` (at least 2, at most n / 8)."""
+    return max(2, min(k, n // 8))

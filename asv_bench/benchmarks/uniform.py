@@ -67,19 +67,3 @@ class Calibrate:
         return nq.metrics(self.x, nq.dequantize(nq.quantize(self.x, self.scheme)))["mse"]
 
     track_mse.unit = "mse"
-
-
-class Packing:
-    params = ([1, 2, 3, 4, 7],)
-    param_names = ["bits"]
-
-    def setup(self, bits):
-        rng = np.random.default_rng(0)
-        self.codes = rng.integers(0, 1 << bits, common.N, dtype=np.uint8)
-        self.packed = nq.pack(self.codes, bits)
-
-    def time_pack(self, bits):
-        nq.pack(self.codes, bits)
-
-    def time_unpack(self, bits):
-        nq.unpack(self.packed, bits, self.codes.size)

@@ -1,4 +1,4 @@
-"""Vector quantization: nearest-centroid search, k-means (in memory, Dask), product quantization.
+"""Vector quantization: k-means (in memory, Dask) and product quantization through the public API.
 
 Quality is tracked beside time (inertia per point, PQ recall@10 and reconstruction MSE), so a
 faster kernel that quietly got less exact shows up.  Sizes scale with ``common.N`` (the number of
@@ -9,51 +9,9 @@ import dask.array as da
 import numpy as np
 
 from nquant import kmeans
-from nquant._threads import single_blas, task_threads
-from nquant.kernels import assign as kassign
-from nquant.kernels import lloyd as klloyd
 from nquant.pq import ProductQuantizer
 
 from . import common
-
-
-def _mixture(n, d, k, seed=0, noise=0.5):
-    rng = np.random.default_rng(seed)
-    means = rng.standard_normal((k, d)).astype(np.float32)
-    x = rng.standard_normal((n, d), dtype=np.float32)
-    x *= np.float32(noise)
-    x += means[rng.integers(0, k, n)]
-    return x
-
-
-def _shape(d, min_rows=64):
-    """Rows for ``common.N`` values of width ``d`` (at least ``min_rows``)."""
-    return max(common.N // d, min_rows), d
-
-
-def _k(n, k=256):
-    return max(2, min(k, n // 8))
-
-
-class Assign:
-    """Nearest center of every row (GEMM path for d=128, direct kernel for d=8)."""
-
-    params = ([128, 8],)
-    param_names = ["d"]
-
-    def setup(self, d):
-        n, d = _shape(d)
-        self.x = _mixture(n, d, 64)
-        self.c = self.x[:_k(n)].copy()
-        kmeans.assign(self.x, self.c)  # compiles
-        self.xx = kassign.row_sqnorms(self.x)
-
-    def time_assign(self, d):
-        kmeans.assign(self.x, self.c)
-
-    def time_pass_with_sums(self, d):
-        with single_blas():
-            kmeans._pass(self.x, self.c, self.xx, True, task_threads())
 
 
 class KMeansFit:
@@ -63,9 +21,9 @@ class KMeansFit:
     param_names = ["algorithm"]
 
     def setup(self, algorithm):
-        n, d = _shape(128)
-        self.k = _k(n)
-        self.x = _mixture(n, d, self.k)
+        n, d = common.rows_for(128)
+        self.k = common.n_clusters(n)
+        self.x = common.mixture(n, d, self.k)
         self.c0 = self.x[np.sort(np.random.default_rng(1).choice(n, self.k, replace=False))].copy()
         self.km = self._fit(algorithm)  # compiles
 
@@ -85,27 +43,6 @@ class KMeansFit:
     track_inertia.unit = "inertia per point"
 
 
-class KMeansPlusPlus:
-    """Greedy k-means++ seeding (the part scikit-learn spends most of a fit on)."""
-
-    def setup(self):
-        n, d = _shape(128)
-        self.x = _mixture(n, d, _k(n))
-        self.x -= self.x.mean(axis=0)
-        self.k = _k(n)
-        klloyd.kmeans_plusplus(self.x, self.k, np.random.default_rng(0))  # compiles
-
-    def time_kmeans_plusplus(self):
-        with single_blas():
-            klloyd.kmeans_plusplus(self.x, self.k, np.random.default_rng(0), nthreads=task_threads())
-
-    def track_potential(self):
-        c, _ = klloyd.kmeans_plusplus(self.x, self.k, np.random.default_rng(0))
-        return float(kmeans.assign(self.x, c)[1].sum(dtype=np.float64)) / self.x.shape[0]
-
-    track_potential.unit = "inertia per point"
-
-
 class DaskLloyd:
     """Map-reduce Lloyd over chunks (5 iterations), and the task count of one pass."""
 
@@ -113,9 +50,9 @@ class DaskLloyd:
     param_names = ["nchunks"]
 
     def setup(self, nchunks):
-        n, d = _shape(64)
-        self.k = _k(n, 64)
-        x = _mixture(n, d, self.k)
+        n, d = common.rows_for(64)
+        self.k = common.n_clusters(n, 64)
+        x = common.mixture(n, d, self.k)
         self.x = da.from_array(x, chunks=(-(-n // nchunks), d), name=False)
         self.c0 = x[:self.k].copy()
         self.km = kmeans.KMeans(self.k, init=self.c0, max_iter=5, tol=0.0, persist=False).fit(self.x)
@@ -136,8 +73,8 @@ class ProductQuantization:
     param_names = ["nbits"]
 
     def setup(self, nbits):
-        n, d = _shape(32, min_rows=1024)
-        x = _mixture(n + 64, d, 256, seed=2, noise=1.0)
+        n, d = common.rows_for(32, min_rows=1024)
+        x = common.mixture(n + 64, d, 256, seed=2, noise=1.0)
         self.x, self.q = x[:n], x[n:]
         self.pq = ProductQuantizer(8, nbits=nbits, max_iter=10).fit(self.x[:max(n // 8, 512)])
         self.codes = self.pq.encode(self.x)

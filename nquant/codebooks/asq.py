@@ -54,6 +54,7 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
+from numpy.typing import ArrayLike
 
 from nquant import limits
 from nquant.errors import InputError, SchemeError
@@ -299,7 +300,8 @@ def _vnmse(obj, norm2):
 # ----------------------------------------------------------------------------------------------
 
 
-def solve(x, s, method="quiver", m=None, weights=None, grid="uniform", *, max_memory=None, algorithm="smawk"):
+def solve(x: ArrayLike, s: int, method: str = "quiver", m: int | None = None, weights: ArrayLike | None = None,
+          grid: str = "uniform", *, max_memory: int | None = None, algorithm: str = "smawk") -> ASQResult:
     """Optimal (or approximate) adaptive stochastic quantization levels.
 
     Parameters
@@ -329,16 +331,16 @@ def solve(x, s, method="quiver", m=None, weights=None, grid="uniform", *, max_me
         quantile grid leaves to one huge last cell.  Measured (d = 2^20, m = 400, seed 0; vNMSE
         of uniform / quantile-only / adaptive grid vs the exact optimum):
 
-        ================  ==  =======  =======  ========  ========
-        data              s   uniform  quantile adaptive  optimum
-        ================  ==  =======  =======  ========  ========
-        LogNormal(0, 2)   8   0.18191  5.48484  0.17837   0.17762
-        LogNormal(0, 2)   16  0.06581  5.47853  0.03371   0.03237
-        Pareto(1.5) + 1   8   0.16386  6.01736  0.13087   0.13041
-        Pareto(1.5) + 1   16  0.09024  6.01545  0.02064   0.01989
-        LogNormal(0, 1)   16  0.02064  0.23392  0.02037   0.02031
-        Normal(0, 1)      16  0.02523  0.02531  0.02523   0.02520
-        ================  ==  =======  =======  ========  ========
+        ================  ==  =======  ========  ========  ========
+        data              s   uniform  quantile  adaptive  optimum
+        ================  ==  =======  ========  ========  ========
+        LogNormal(0, 2)   8   0.18191  5.48484   0.17837   0.17762
+        LogNormal(0, 2)   16  0.06581  5.47853   0.03371   0.03237
+        Pareto(1.5) + 1   8   0.16386  6.01736   0.13087   0.13041
+        Pareto(1.5) + 1   16  0.09024  6.01545   0.02064   0.01989
+        LogNormal(0, 1)   16  0.02064  0.23392   0.02037   0.02031
+        Normal(0, 1)      16  0.02523  0.02531   0.02523   0.02520
+        ================  ==  =======  ========  ========  ========
 
         i.e. at s = 16 the uniform grid is 2.0x (LogNormal(0, 2)) and 4.5x (Pareto) above the
         optimum, the adaptive grid 4% above, and no worse on light tails.  For chunked data the

@@ -89,7 +89,7 @@ def _qlora_offset(bits):
     return round(1.0 - 0.5 * (1.0 / (2 * (n - 1)) + 1.0 / (2 * n)), 7)
 
 
-def normal_float(bits=4, offset=None):
+def normal_float(bits: int = 4, offset: float | None = None) -> np.ndarray:
     """QLoRA NormalFloat grid with ``2**bits`` levels in [-1, 1].
 
     The construction of ``bitsandbytes.functional.create_normal_map(offset, use_extra_value=True)``

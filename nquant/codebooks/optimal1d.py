@@ -10,6 +10,7 @@ initialisations, keep the best), so the benefit of the exact method can be measu
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from nquant import limits
 from nquant.codebooks.asq import as_data, as_weights, check_memory, dp_threads, sorted_data
@@ -44,7 +45,8 @@ def _check_k(k, name="k"):
     return int(k)
 
 
-def kmeans1d(x, k, weights=None, *, max_memory=None, algorithm="smawk"):
+def kmeans1d(x: ArrayLike, k: int, weights: ArrayLike | None = None, *, max_memory: int | None = None,
+             algorithm: str = "smawk") -> KMeans1DResult:
     """Exact 1-D k-means: the ``k`` centres of minimum (weighted) squared error.
 
     Parameters

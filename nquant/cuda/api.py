@@ -30,7 +30,7 @@ from nquant.families import codebook as _cb_family
 from nquant.families import uniform as _uniform
 from nquant.families.registry import family, registered
 from nquant.kernels import blockwise as _cpu_blockwise
-from nquant.kernels.rng import stream_key
+from nquant.kernels.rng import seed_key
 from nquant.kernels.rounding import MODES
 from nquant.packing import pack_codes, packed_shape
 
@@ -183,7 +183,7 @@ def fit_encode_uniform(scheme, d, shape, dtype):
     params = _uniform.finalize(scheme, st)
     _, inv, offset, c0 = _uniform.kernel_params(scheme, params, cdt)
     hi, nan_code = _uniform.code_limits(scheme)
-    key = np.uint64(stream_key(np.uint64(scheme.seed % (1 << 64))))
+    key = seed_key(scheme.seed)
     mode = MODES[scheme.rounding]
     d_inv, d_off, d_c0 = cuda.to_device(inv), cuda.to_device(offset), cuda.to_device(c0)
     codes = cuda.device_array(n, np.uint8)
@@ -205,7 +205,7 @@ def fit_encode_codebook(scheme, d, shape, dtype):
     levels = _cb_family._levels(scheme, params, cdt)
     lay = _layout.row_layout(shape)
     codes = cuda.device_array(int(d.shape[0]), np.uint8)
-    key = np.uint64(stream_key(scheme.seed))
+    key = seed_key(scheme.seed)
     bad = 0
     for part in lay.parts:
         if part.R and part.L:

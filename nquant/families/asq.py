@@ -30,7 +30,7 @@ from nquant.errors import InputError, NQuantError, StoreError
 from nquant.families import base
 from nquant.families.uniform import compute_dtype, n_groups, norm_axis
 from nquant.kernels import codebook1d
-from nquant.kernels.rng import stream_key
+from nquant.kernels.rng import seed_key
 from nquant.kernels.rounding import STOCHASTIC
 
 MAX_DISTINCT = 1 << 24
@@ -249,7 +249,7 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
     flat = np.ascontiguousarray(chunk, dtype=compute_dtype(chunk.dtype)).reshape(-1)
     lay = _layout_of(scheme, shape, start, global_shape)
     codes = _alloc.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
-    key = np.uint64(stream_key(scheme.seed))
+    key = seed_key(scheme.seed)
     bad = 0
     if scheme.axis is None:
         levels = levels_for(params, flat.dtype)

@@ -152,10 +152,10 @@ class Side:
 
     dtype: np.dtype
     shape: tuple
-    max_len: int = None
+    max_len: int | None = None
     min_len: int = 1
     block: bool = False
-    check: str = None
+    check: str | None = None
     expect: object = None
 
 

@@ -11,7 +11,7 @@ from nquant.errors import InputError
 from nquant.families import base
 from nquant.families.uniform import compute_dtype
 from nquant.kernels import codebook1d
-from nquant.kernels.rng import stream_key
+from nquant.kernels.rng import seed_key
 from nquant.kernels.rounding import MODES
 
 
@@ -50,7 +50,7 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
     levels = _levels(scheme, params, flat.dtype)
     lay = _layout.row_layout(shape, start, shape if global_shape is None else global_shape)
     codes = _alloc.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
-    key = np.uint64(stream_key(scheme.seed))
+    key = seed_key(scheme.seed)
     bad = 0
     for part in lay.parts:
         if part.R and part.L:

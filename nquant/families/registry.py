@@ -10,8 +10,8 @@ from nquant.errors import SchemeError
 from nquant.families.base import Family
 from nquant.schemes import Scheme
 
-_FAMILIES = {}
-_PRESETS = {}
+_FAMILIES: dict[type, Family] = {}
+_PRESETS: dict[str, Scheme] = {}
 
 
 def register(scheme_class, fam, presets=None):

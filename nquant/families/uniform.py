@@ -22,7 +22,7 @@ from nquant import _alloc, _layout, limits
 from nquant.errors import InputError, NQuantError, SchemeError, StoreError
 from nquant.families import base
 from nquant.kernels import affine, calibrate, stats
-from nquant.kernels.rng import stream_key
+from nquant.kernels.rng import seed_key
 from nquant.kernels.rounding import MODES
 
 MSE_GRID = 64
@@ -203,7 +203,8 @@ def _exact_percentiles(scheme, data):
     if axis is None:
         x = x.reshape(1, -1)
     else:
-        x = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+        n = x.shape[axis]  # reshape(0, -1) is ambiguous: the row length is spelled out
+        x = np.moveaxis(x, axis, 0).reshape(n, x.size // n if n else 0)
     if not x.size:
         return np.zeros(x.shape[0]), np.zeros(x.shape[0])
     with warnings.catch_warnings():  # a group of NaN only: "All-NaN slice", gets (0, 0) below
@@ -461,9 +462,7 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
     hi, nan_code = code_limits(scheme)
     lay = layout(scheme, shape, start, global_shape, group_offset)
     codes = _alloc.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
-    # always a uint64 (a Python int key >= 2**63 cannot use a kernel compiled for int64);
-    # any integer seed works, taken modulo 2**64
-    key = np.uint64(stream_key(np.uint64(scheme.seed % (1 << 64))))
+    key = seed_key(scheme.seed)  # any integer seed, taken modulo 2**64
     mode = MODES[scheme.rounding]
     bad = 0
     for part in lay.parts:

@@ -15,6 +15,8 @@ import os
 import signal
 import sys
 import threading
+import time
+import tomllib
 from importlib import resources
 
 import click
@@ -24,6 +26,7 @@ from nquant.api import family
 from nquant.cluster import check_chunk_memory, check_count, parse_memory_limit
 from nquant.cluster import scheduler as run_on
 from nquant.errors import InputError, NQuantError, StoreError
+from nquant.interfaces import warmup
 from nquant.interfaces import workflow as wf
 from nquant.interfaces.levels import fit_levels, load_values, save_levels
 from nquant.interfaces.presets import PRESETS, resolve_scheme
@@ -60,36 +63,67 @@ class MemorySize(click.ParamType):
         return value
 
 
-def _scheme_options(f):
-    f = click.option("--scheme", "scheme", default="int8", show_default=True,
-                     help=f"Preset name ({', '.join(PRESETS)}), a scheme's JSON, or a .json/.npy "
-                          "file written by fit-codebook.")(f)
-    f = click.option("--bits", type=int, help="Override the scheme's bits.")(f)
-    f = click.option("--axis", type=int, help="Override: one scale per index of this axis.")(f)
-    f = click.option("--block-size", type=int, help="Override: one scale per block of values.")(f)
-    f = click.option("--rounding", help=f"Override the rounding mode: {', '.join(MODES)}.")(f)
-    f = click.option("--range", "range_", help=f"Override the range calibration: {', '.join(RANGES)}.")(f)
-    f = click.option("--seed", type=int, help="Override the seed of stochastic rounding.")(f)
-    return f
+def _options(*options):
+    """Apply click ``options`` so that ``--help`` lists them in the order given (click lists a
+    command's options in the reverse order of their application)."""
+    def apply(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
 
 
-def _cluster_options(f):
-    f = click.option("--scheduler", default=None,
-                     help="threads | processes | sync | local | tcp://host:port  [default: threads]")(f)
-    f = click.option("--workers", type=click.IntRange(min=1),
-                     help="Workers (local cluster) or threads/processes.")(f)
-    f = click.option("--threads-per-worker", type=click.IntRange(min=1),
-                     help="Threads per local-cluster worker.")(f)
-    f = click.option("--memory-limit", type=MemorySize(),
+_scheme_options = _options(
+    click.option("--scheme", "scheme", default="int8", show_default=True,
+                 help=f"Preset name ({', '.join(PRESETS)}), a scheme's JSON, or a .json/.npy "
+                      "file written by fit-codebook."),
+    click.option("--bits", type=int, help="Override the scheme's bits."),
+    click.option("--axis", type=int, help="Override: one scale per index of this axis."),
+    click.option("--block-size", type=int, help="Override: one scale per block of values."),
+    # the choices in the help (not click.Choice): a bad value is then the one-line error of the
+    # scheme that names the field (rounding='up'), as for every other scheme field
+    click.option("--rounding", help=f"Override the rounding mode: {', '.join(MODES)}."),
+    click.option("--range", "range_", help=f"Override the range calibration: {', '.join(RANGES)}."),
+    click.option("--seed", type=int, help="Override the seed of stochastic rounding."),
+)
+
+
+def _workflow_scheduler(path):
+    """The scheduler named by the ``[cluster]`` table of the workflow file ``path`` (threads if none)."""
+    with open(path, "rb") as f:
+        return tomllib.load(f).get("cluster", {}).get("scheduler", "threads")
+
+
+def _cluster_options(default):
+    """The scheduler options; ``default`` is the help's account of the scheduler used without one."""
+    return _options(
+        click.option("--scheduler", default=None,
+                     help=f"threads | processes | sync | local | tcp://host:port  [default: {default}]"),
+        click.option("--workers", type=click.IntRange(min=1),
+                     help="Workers (local cluster) or threads/processes."),
+        click.option("--threads-per-worker", type=click.IntRange(min=1),
+                     help="Threads per local-cluster worker."),
+        click.option("--memory-limit", type=MemorySize(),
                      help="Memory per local-cluster worker, e.g. 2GiB or auto; a chunk that cannot fit "
-                          "is refused before the run.")(f)
-    return f
+                          "is refused before the run."),
+    )
 
 
-def _common(f):
-    f = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")(f)
-    f = click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")(f)
-    return f
+_common = _options(
+    click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output."),
+    click.option("--progress/--no-progress", default=True, show_default=True,
+                 help="Progress bars, and the line saying that kernels are being compiled."),
+)
+
+
+def _say(text):
+    """A message for the user on standard error (never mixed into --json output)."""
+    click.echo(text, err=True)
+
+
+def _quiet(text):
+    """No message (``--no-progress``)."""
 
 
 def _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed):
@@ -238,7 +272,7 @@ def _memory_check(src, scheme, threads_per_worker, memory_limit):
 @click.argument("src")
 @click.argument("dst")
 @_scheme_options
-@_cluster_options
+@_cluster_options("threads")
 @_common
 @click.option("--overwrite", is_flag=True, help="Recompute even if DST is complete.")
 @_guard
@@ -250,7 +284,8 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, s
     """
     s = _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
     if str(src).endswith(".safetensors"):
-        report = quantize_safetensors(src, dst, s, overwrite=overwrite)
+        with warmup.compiling(warmup.scheme_key("model", s), _say if progress else _quiet):
+            report = quantize_safetensors(src, dst, s, overwrite=overwrite)
         total = report["total"]
         _emit(report, as_json, f"{dst}: {len(report) - 1} tensors, {total['values']} values, "
               f"{total['bits_per_value']:.4f} bits/value (side information included)")
@@ -262,9 +297,23 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, s
     if name in ("local", "processes"):
         _quiet_process_helpers()
     with run_on(name, workers, threads_per_worker or 1, memory_limit or "auto") as client:
+        if progress:
+            x = open_array(source)
+            _compile_first(s, x.dtype, x.ndim, client)
         q = quantize_zarr(source, dst, s, overwrite=overwrite, client=client, progress=progress)
     info = _info_dict(dst, q)
     _emit(info, as_json, _info_text(info))
+
+
+def _compile_first(scheme, dtype, ndim, client=None):
+    """When the kernels of a chunked job of ``scheme`` on ``ndim``-D ``dtype`` arrays are not compiled
+    yet, say so and compile them (here or on the workers of ``client``) by a tiny job, so that the
+    compilation happens before the progress bar starts."""
+    message = warmup.notice([warmup.array_key(scheme, dtype, ndim)])
+    if message is None:
+        return
+    _say(message)
+    warmup.warm_array(scheme, dtype, ndim, client)
 
 
 def _info_dict(store, q):
@@ -335,7 +384,9 @@ def dequantize(src, dst, overwrite, as_json):
     tensors, vectors, tensors not included) are not in it and are not written.
     """
     if is_model_group(src):
-        written = dequantize_model(src, dst, overwrite=overwrite)
+        key = warmup.scheme_key("dequantize model", model_meta(src).get("scheme") or {})
+        with warmup.compiling(key, _say):
+            written = dequantize_model(src, dst, overwrite=overwrite)
         lines = [f"{dst}: {len(written)} tensors"]
         lines += [f"  {name}: {t['dtype']} {tuple(t['shape'])}" for name, t in written.items()]
         _emit({"dst": dst, "tensors": written}, as_json, "\n".join(lines))
@@ -343,6 +394,8 @@ def dequantize(src, dst, overwrite, as_json):
     if str(dst).endswith(".safetensors"):
         raise InputError(f"dst={dst!r}: a .safetensors output is for model groups; {src!r} is one array "
                          "(write a Zarr array or a .npy file)")
+    q = open_store(src)
+    _compile_first(q.scheme, q.dtype, len(q.shape))
     arr = dequantize_zarr(src, dst, overwrite=overwrite)
     _emit({"dst": dst, "dtype": str(arr.dtype), "shape": list(arr.shape)}, as_json,
           f"{dst}: {arr.dtype} {tuple(arr.shape)}")
@@ -442,8 +495,9 @@ def fit_codebook(src, out, method, k, bits, m, tensor, max_values, seed, overwri
         raise click.BadParameter(f"{out!r} exists; pass --overwrite to replace it", param_hint="OUT")
     if src.endswith(".npy"):
         _source(src)  # a missing, truncated or foreign .npy file: one line naming it
-    x = load_values(src, tensor=tensor, max_values=max_values or None, seed=seed)
-    levels, figures = fit_levels(x, k, method, m=m)
+    with warmup.compiling(f"fit-codebook {method}", _say):
+        x = load_values(src, tensor=tensor, max_values=max_values or None, seed=seed)
+        levels, figures = fit_levels(x, k, method, m=m)
     save_levels(out, levels, method)
     d = {"out": out, "method": method, "levels": [float(v) for v in levels], "values_fitted": int(x.size),
          **figures}
@@ -506,6 +560,7 @@ def _run(workflow, assignments, overwrite, progress, scheduler, workers, threads
     _workflow_memory_check(spec, given)
     echo = (lambda s: click.echo(s, err=True)) if as_json else click.echo
     report = wf.run(spec, overwrite=overwrite, progress=progress, echo=echo,
+                    notice=_say if progress else _quiet,
                     scheduler_overrides={"scheduler": scheduler, "workers": workers,
                                          "threads_per_worker": threads_per_worker, "memory_limit": memory_limit})
     if as_json:
@@ -516,6 +571,8 @@ def _run(workflow, assignments, overwrite, progress, scheduler, workers, threads
             click.echo(f"  {j['job']:<24} {j['status']:<8} {j.get('bits_per_value', nan):7.3f} bits/value  "
                        f"rmse {j.get('rmse', nan):.4g}  SQNR {j.get('sqnr_db', nan):6.2f} dB  "
                        f"{j.get('throughput_mb_s', nan):8.1f} MB/s")
+        compiled = sum(j.get("compile_seconds") or 0.0 for j in report["jobs"] if j["status"] != "skipped")
+        click.echo(f"  (MB/s: the jobs' work, kernel compilation excluded: {compiled:.1f} s)")
         click.echo(f"report: {report['paths']['html']}")
 
 
@@ -523,7 +580,7 @@ def _run(workflow, assignments, overwrite, progress, scheduler, workers, threads
 @click.argument("workflow", type=click.Path(dir_okay=False))
 @click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE", help="Override a variable.")
 @click.option("--overwrite", is_flag=True, help="Start over (also into an output made by another spec).")
-@_cluster_options
+@_cluster_options("the workflow's [cluster] scheduler, else threads")
 @_common
 @_guard
 def run(workflow, assignments, overwrite, scheduler, workers, threads_per_worker, memory_limit, as_json,
@@ -531,6 +588,53 @@ def run(workflow, assignments, overwrite, scheduler, workers, threads_per_worker
     """Run WORKFLOW (a TOML file): sources, quantize, verify, report; resumes an interrupted run."""
     _run(workflow, assignments, overwrite, progress, scheduler, workers, threads_per_worker, memory_limit,
          as_json)
+
+
+@main.command("warmup")
+@click.option("--preset", "names", multiple=True, type=click.Choice(list(PRESETS)),
+              help="A preset to compile for (repeatable)  [default: every preset].")
+@click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["float32", "float16", "float64"]),
+              default=("float32",), show_default=True,
+              help="Dtype of the arrays to compile for (repeatable).")
+@click.option("--ndim", "ndims", multiple=True, type=click.IntRange(min=1), default=(1, 2), show_default=True,
+              help="Dimensions of the arrays to compile for (repeatable).")
+@click.option("--scheduler", default=None,
+              help="Compile on the workers of this cluster (tcp://host:port)  [default: this process].")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@_guard
+def warmup_command(names, dtypes, ndims, scheduler, as_json):
+    """Compile the kernels of the presets ahead of time, into Numba's on-disk cache.
+
+    Without it the first use of each scheme compiles its kernels (seconds each).  Run it once
+    when building a container image, or on a new machine before its first jobs, or with
+    --scheduler on the workers of a cluster whose machines do not share the cache directory.
+    The cache is NUMBA_CACHE_DIR when set, else the __pycache__ beside nquant/kernels (or, when
+    that is not writable, Numba's folder in the user's cache); it holds until nquant or Numba
+    changes.
+    """
+    chosen = {name: PRESETS[name] for name in (names or PRESETS)}
+    if scheduler is not None and not scheduler.startswith(("tcp://", "tls://")):
+        raise InputError(f"scheduler={scheduler!r} is invalid: expected a cluster's address tcp://host:port")
+    rows = []
+    with run_on(scheduler or "sync") as client:
+        for name, scheme in chosen.items():
+            for dtype in dtypes:
+                for ndim in ndims:
+                    t0 = time.perf_counter()
+                    result = (warmup.warm_array(scheme, dtype, ndim, client)
+                              or {"seconds": 0.0, "kernels": None})
+                    row = {"preset": name, "dtype": dtype, "ndim": ndim, "seconds": time.perf_counter() - t0,
+                           "compile_seconds": result["seconds"], "kernels": result["kernels"]}
+                    rows.append(row)
+                    if not as_json:
+                        what = (f"{len(row['kernels'])} kernels compiled in {row['compile_seconds']:.2f} s"
+                                if row["kernels"] else "cached already" if row["kernels"] is not None
+                                else "not for these arrays")
+                        click.echo(f"{name:<14} {dtype} {ndim}-D: {what} ({row['seconds']:.2f} s)")
+    total = sum(r["compile_seconds"] for r in rows)
+    where = warmup.cache_dir() if client is None else "the workers' caches"
+    _emit({"cache": where, "compile_seconds": total, "paths": rows}, as_json,
+          f"compiled in {total:.1f} s into {where}")
 
 
 def demo_workflow_path():
@@ -542,11 +646,15 @@ def demo_workflow_path():
 @click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE",
               help="Override a variable of the demo workflow (e.g. out=DIR, rows=512).")
 @click.option("--overwrite", is_flag=True, help="Start over.")
-@_cluster_options
+@_cluster_options(f"{_workflow_scheduler(demo_workflow_path())} (the demo workflow's [cluster] table)")
 @_common
 @_guard
 def demo(assignments, overwrite, scheduler, workers, threads_per_worker, memory_limit, as_json, progress):
-    """The main job: make a synthetic Zarr store, quantize it three ways on a local cluster, verify, report."""
+    """The main job: make a synthetic Zarr store, quantize it three ways, verify, report.
+
+    The demo runs on the scheduler of its workflow's [cluster] table (a local cluster of worker
+    processes), unless --scheduler names another.
+    """
     _run(demo_workflow_path(), assignments, overwrite, progress, scheduler, workers, threads_per_worker,
          memory_limit, as_json)
 

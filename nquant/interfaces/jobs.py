@@ -22,6 +22,7 @@ import numpy as np
 from nquant import outputs
 from nquant.api import dequantize
 from nquant.errors import SchemeError, StoreError
+from nquant.interfaces import warmup
 from nquant.interfaces.samples import first_rows, level_view, pq_view
 from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
 from nquant.models import open_model, quantize_safetensors
@@ -83,11 +84,26 @@ def _array_view(q, x_source):
     return view
 
 
+def job_key(kind, scheme, src=None):
+    """The path key (:mod:`nquant.interfaces.warmup`) of a job of ``kind`` with ``scheme`` (a Scheme,
+    or the table of a pq job) on the source array ``src`` (Dask; array jobs)."""
+    if kind == "array":
+        return warmup.array_key(scheme, src.dtype, src.ndim)
+    return warmup.scheme_key(kind, scheme)
+
+
 def run_array_job(src, dst, scheme, *, overwrite, client, progress, verify):
-    """Quantize the source array ``src`` (Dask) into the group ``dst``; resumes an interrupted write."""
+    """Quantize the source array ``src`` (Dask) into the group ``dst``; resumes an interrupted write.
+
+    The kernels are compiled (or loaded from the cache) first, by a tiny job of the same scheme, dtype
+    and dimensions, here or on every worker of ``client``: the throughput is timed after it, so it
+    excludes compilation, which ``compile_seconds`` reports (the slowest worker's).
+    """
+    compiled = warmup.warm_array(scheme, src.dtype, src.ndim, client) or {"seconds": 0.0, "kernels": []}
     t0 = time.perf_counter()
-    q = quantize_zarr(src, dst, scheme, overwrite=overwrite, client=client, progress=progress)
-    seconds = time.perf_counter() - t0
+    with warmup.CompileLog() as log:  # what the tiny job left to compile, in this process
+        q = quantize_zarr(src, dst, scheme, overwrite=overwrite, client=client, progress=progress)
+    seconds = _compute_seconds(time.perf_counter() - t0, log)
     if verify:
         figures = _merged_stats([(src, dequantize(q))])
     else:
@@ -95,8 +111,20 @@ def run_array_job(src, dst, scheme, *, overwrite, client, progress, verify):
     view = _array_view(q, src)
     result = {"kind": "array", "shape": list(q.shape), "dtype": str(q.dtype),
               "bits_per_value": q.bits_per_value, **figures, "fraction_clipped": view["clipped"],
-              "seconds": seconds, "throughput_mb_s": src.nbytes / seconds / 1e6}
+              "seconds": seconds, "throughput_mb_s": src.nbytes / seconds / 1e6,
+              "compile_seconds": compiled["seconds"] + log.seconds,
+              "compiled": compiled["kernels"] + log.kernels}
     return result, view
+
+
+def _compute_seconds(seconds, log):
+    """``seconds`` of a job less the compilation its :class:`warmup.CompileLog` saw in this process.
+
+    Model and PQ jobs compile inside the timed work, in this process (their sources are read
+    here and their Dask work runs on the local scheduler of the workflow); compilation on the
+    workers of a distributed cluster would not be seen and stays in the time (array jobs compile
+    there before they are timed)."""
+    return max(seconds - log.seconds, 1e-9)
 
 
 def run_model_job(path, dst, scheme, *, include, overwrite, verify):
@@ -106,8 +134,10 @@ def run_model_job(path, dst, scheme, *, include, overwrite, verify):
     t0 = time.perf_counter()
     # a group finished before an interruption, from this very request, is kept (its fingerprint
     # matches); one made by another request is refused unless overwrite
-    report = quantize_safetensors(path, dst, scheme, include=include, overwrite=overwrite)
-    seconds = time.perf_counter() - t0
+    with warmup.CompileLog() as log:
+        report = quantize_safetensors(path, dst, scheme, include=include, overwrite=overwrite)
+    seconds = _compute_seconds(time.perf_counter() - t0, log)
+    warmup.record(job_key("model", scheme), log.seconds)
     tensors = read_tensors(path)
     qs = open_model(dst)
     names = [n for n in report if n != "total"]
@@ -124,6 +154,7 @@ def run_model_job(path, dst, scheme, *, include, overwrite, verify):
               "bits_per_value": report["total"]["bits_per_value"], **figures,
               "fraction_clipped": view["clipped"], "seconds": seconds,
               "throughput_mb_s": nbytes / seconds / 1e6,
+              "compile_seconds": log.seconds, "compiled": log.kernels,
               "per_tensor": {n: {k: report[n][k] for k in ("shape", "dtype", "bits_per_value", "rmse",
                                                            "max_abs", "sqnr_db")} for n in names}}
     return result, view
@@ -161,7 +192,7 @@ def run_pq_job(src, dst, spec, *, overwrite, queries, k, verify):
     n, d = src.shape
     t0 = time.perf_counter()
     dst = os.fspath(dst)
-    with outputs.writing(dst), outputs.write_errors(dst):
+    with outputs.writing(dst), outputs.write_errors(dst), warmup.CompileLog() as log:
         if outputs.check_destination(dst, overwrite) == "ours" and not overwrite:
             if not is_complete_pq(dst):
                 raise StoreError(f"dst={dst!r} holds another nquant output (not a product quantizer); pass "
@@ -187,7 +218,8 @@ def run_pq_job(src, dst, spec, *, overwrite, queries, k, verify):
             outputs.complete_group(group, PQ_ATTR, {"scheme": spec, "shape": [n, d], "complete": True})
             outputs.replace_dir(partial, dst)
             group = zarr.open_group(dst, mode="r")
-    seconds = time.perf_counter() - t0
+    seconds = _compute_seconds(time.perf_counter() - t0, log)
+    warmup.record(job_key("pq", spec), log.seconds)
     codes = da.from_zarr(group["codes"])
     x_hat = pq.decode(codes)
     figures = _merged_stats([(src, x_hat)]) if verify else {}
@@ -199,7 +231,8 @@ def run_pq_job(src, dst, spec, *, overwrite, queries, k, verify):
     view["error"] = (np.asarray(x_hat[rows], np.float64) - np.asarray(src[rows], np.float64)).reshape(-1)
     result = {"kind": "pq", "shape": [n, d], "bits_per_value": bits, **figures,
               "distortion": figures.get("mse", float("nan")) * d, f"recall_at_{k}": recall, "queries": nq,
-              "fraction_clipped": None, "seconds": seconds, "throughput_mb_s": src.nbytes / seconds / 1e6}
+              "fraction_clipped": None, "seconds": seconds, "throughput_mb_s": src.nbytes / seconds / 1e6,
+              "compile_seconds": log.seconds, "compiled": log.kernels}
     return result, view
 
 

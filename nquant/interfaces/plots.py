@@ -56,7 +56,8 @@ def job_figure(job, view, path):
         lo, hi = min(lo, levels[0]), max(hi, levels[-1])
         span = hi - lo or 1.0
         lo, hi = lo - 0.02 * span, hi + 0.02 * span
-    a.hist(np.clip(values, lo, hi), bins=200, range=(lo, hi), color="tab:blue", alpha=0.8, label="values")
+    a.hist(np.clip(values, lo, hi), bins=200, range=(lo, hi), histtype="stepfilled", color="tab:blue", alpha=0.8,
+           label="values")
     _levels(a, levels, lo, hi)
     clipped = job.get("fraction_clipped")
     if isinstance(clipped, float) and clipped > 0 and levels.size:
@@ -73,7 +74,8 @@ def job_figure(job, view, path):
         elo, ehi = float(error.min()), float(error.max())
         if elo == ehi:
             elo, ehi = elo - 1, ehi + 1
-        counts, _, _ = b.hist(np.clip(error, elo, ehi), bins=120, range=(elo, ehi), color="tab:gray")
+        counts, _, _ = b.hist(np.clip(error, elo, ehi), bins=120, range=(elo, ehi), histtype="stepfilled",
+                              color="tab:gray")
         nonzero = counts[counts > 0]
         log = nonzero.size and counts.max() > 100 * np.median(nonzero)  # long tails: log counts
     else:

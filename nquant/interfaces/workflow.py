@@ -40,6 +40,7 @@ from nquant.cluster import scheduler
 from nquant.errors import InputError, NQuantError
 from nquant.families.registry import family
 from nquant.interfaces import jobs as J
+from nquant.interfaces import warmup
 from nquant.interfaces.presets import resolve_scheme
 from nquant.interfaces.report import write_report
 from nquant.interfaces.sources import (
@@ -557,8 +558,11 @@ def verify(store, source):
     return out
 
 
-def run(spec, overwrite=False, progress=True, echo=print, scheduler_overrides=None):
+def run(spec, overwrite=False, progress=True, echo=print, scheduler_overrides=None, notice=None):
     """Run a loaded workflow; returns the report dict (also written to the output directory).
+
+    ``echo`` shows each step; ``notice`` (default ``echo``) the one line that says, before the
+    jobs, that kernels must be compiled for them (:func:`nquant.interfaces.warmup.notice`).
 
     Each job's result carries ``status``: ``"done"`` (computed now), ``"resumed"``
     (finished now after an interrupted run) or ``"skipped"`` (finished before).  Checks the
@@ -567,10 +571,17 @@ def run(spec, overwrite=False, progress=True, echo=print, scheduler_overrides=No
     """
     check_output(spec)
     with writing(spec["workflow"]["output"]):
-        return _run(spec, overwrite, progress, echo, scheduler_overrides)
+        return _run(spec, overwrite, progress, echo, scheduler_overrides, echo if notice is None else notice)
 
 
-def _run(spec, overwrite, progress, echo, scheduler_overrides):
+def _job_scheme(job):
+    """A job's Scheme (its table for a pq job)."""
+    if J.is_pq(job["scheme"]):
+        return job["scheme"]
+    return resolve_scheme(job["scheme"], **job.get("overrides", {}))
+
+
+def _run(spec, overwrite, progress, echo, scheduler_overrides, notice):
     out_dir = spec["workflow"]["output"]
     os.makedirs(out_dir, exist_ok=True)
     manifest = Manifest(out_dir)
@@ -592,6 +603,16 @@ def _run(spec, overwrite, progress, echo, scheduler_overrides):
                 echo(f"source {name}: generating {path}")
                 make_source(path, gen)
                 manifest.set_generated(path, gen)
+        keys = []
+        for job in spec["jobs"]:
+            kind, dst = job_kind(spec, job), _job_output(spec, job)
+            if manifest.state(job["name"]) == "done" and complete[kind](dst) and not overwrite:
+                continue
+            src = open_source(spec["sources"][job["source"]]) if kind == "array" else None
+            keys.append(J.job_key(kind, _job_scheme(job), src))
+        message = warmup.notice(keys)
+        if message:
+            notice(message)
         for job in spec["jobs"]:
             name = job["name"]
             kind = job_kind(spec, job)
@@ -610,7 +631,7 @@ def _run(spec, overwrite, progress, echo, scheduler_overrides):
                                             queries=job.get("queries", 100), k=job.get("k", 10), verify=verify_)
                 scheme_json = dict(job["scheme"])
             else:
-                scheme = resolve_scheme(job["scheme"], **job.get("overrides", {}))
+                scheme = _job_scheme(job)
                 scheme_json = json.loads(scheme.to_json())
                 if kind == "model":
                     result, view = J.run_model_job(source["path"], dst, scheme, include=job.get("include"),

@@ -26,11 +26,13 @@ and floor or ceil would move it a whole code.  Nearest modes need no snapping.  
 If ``nan_code >= 0``, NaN inputs get that code and decode to NaN.
 """
 
+import functools
+
 import numpy as np
 from numba import types
 from numba.extending import overload
 
-from nquant.kernels._jit import OPTIONS, jit, jit_parallel, prange
+from nquant.kernels._jit import OPTIONS, jit, over_rows
 from nquant.kernels.bits import bit_constants, int_view
 from nquant.kernels.rounding import CEIL, FLOOR, NEAREST, NEAREST_AWAY, STOCHASTIC, round_value  # noqa: F401
 from nquant.kernels.scalar import SNAP, cpu_helpers  # noqa: F401
@@ -45,59 +47,73 @@ clip_code = _cpu["clip_code"]
 """uint8 of ``t`` clipped to [0, hi] (NaN gives an unspecified code)."""
 
 
-def _at(p, k):
+def param_at(p, k):
     """``p[k]`` for an array of per-column parameters, ``p`` itself for a scalar."""
     return p[k] if isinstance(p, np.ndarray) else p
 
 
-@overload(_at, jit_options=OPTIONS)
-def _at_overload(p, k):
+@overload(param_at, jit_options=OPTIONS)
+def _param_at_overload(p, k):
     if isinstance(p, types.Array):
         return lambda p, k: p[k]
     return lambda p, k: p
 
 
 @jit(inline="always")
-def _encode_loop(x, xi, r, out, inv, off, c, hi, mode, key, base, abs_mask):
-    """Row ``r`` with parameters ``inv, off, c``: scalars, or arrays indexed by column.
+def _encode_row(x, xi, out, inv, off, c, hi, nan_code, mode, key, base):
+    """Encode one row ``x`` (1-D, ``xi`` its integer view) into ``out``.
 
-    Inlined at call sites where ``mode`` is a constant, so each mode gets its own
-    loop, which vectorizes.  Returns the largest ``bits & abs_mask`` of the row
-    (integer, so it vectorizes with the loop): at least ``inf_bits`` iff the row
-    holds a NaN or an infinity.
+    ``inv, off, c`` are scalars or arrays indexed by column; ``mode`` is a
+    constant where this is inlined, so the loop has one rounding mode and
+    vectorizes.  Returns the number of non-finite values (NaN excluded when
+    ``nan_code >= 0``; those get ``nan_code``).
     """
+    abs_mask, inf_bits = bit_constants(x)
     I = xi.dtype.type  # integer arithmetic is widened to 64 bits unless cast back
-    m = I(0)
-    for j in range(x.shape[1]):
-        t = round_code((x[r, j] - _at(off, j)) * _at(inv, j), mode, key, base + j)
-        out[r, j] = clip_code(t + _at(c, j), hi)
-        m = max(m, I(xi[r, j] & abs_mask))
-    return m
-
-
-@jit
-def _encode_row(x, xi, r, out, inv, off, c, hi, mode, key, base, abs_mask):
-    """:func:`_encode_loop` specialized for each rounding mode."""
-    if mode == NEAREST:
-        return _encode_loop(x, xi, r, out, inv, off, c, hi, NEAREST, key, base, abs_mask)
-    if mode == NEAREST_AWAY:
-        return _encode_loop(x, xi, r, out, inv, off, c, hi, NEAREST_AWAY, key, base, abs_mask)
-    if mode == FLOOR:
-        return _encode_loop(x, xi, r, out, inv, off, c, hi, FLOOR, key, base, abs_mask)
-    if mode == CEIL:
-        return _encode_loop(x, xi, r, out, inv, off, c, hi, CEIL, key, base, abs_mask)
-    return _encode_loop(x, xi, r, out, inv, off, c, hi, STOCHASTIC, key, base, abs_mask)
-
-
-@jit
-def _count_nonfinite(x, r):
+    m = I(0)  # largest |bits|: at least inf_bits iff the row holds a NaN or an infinity
+    for j in range(x.shape[0]):
+        t = round_code((x[j] - param_at(off, j)) * param_at(inv, j), mode, key, base + j)
+        out[j] = clip_code(t + param_at(c, j), hi)
+        m = max(m, I(xi[j] & abs_mask))
+    if m < inf_bits:  # all finite: nothing to count or mark
+        return 0
     nb = 0
-    for j in range(x.shape[1]):
-        nb += not (abs(x[r, j]) < np.inf)
+    for j in range(x.shape[0]):
+        if not (abs(x[j]) < np.inf):
+            if nan_code >= 0 and x[j] != x[j]:
+                out[j] = nan_code
+            else:
+                nb += 1
     return nb
 
 
-@jit_parallel
+@functools.cache
+def _encoder(mode, col_step):
+    """The row encoder for one rounding mode and ``col_step``, compiled when first needed.
+
+    A kernel per mode, rather than one with a switch on ``mode``, compiles only the
+    modes in use (each with its own vectorized loop); likewise for per-tensor
+    (``col_step == 0``: scalar parameters) and per-column parameters.
+    """
+
+    @jit
+    def encode_rows(r0, r1, x, xi, row_index, row_group, inv_scale, offset, c0, hi, nan_code, key,
+                    out):
+        L = x.shape[1]
+        bad = 0
+        for r in range(r0, r1):
+            g = row_group[r]
+            if col_step == 0:
+                bad += _encode_row(x[r], xi[r], out[r], inv_scale[g], offset[g], c0[g], hi,
+                                   nan_code, mode, key, row_index[r])
+            else:
+                bad += _encode_row(x[r], xi[r], out[r], inv_scale[g:g + L], offset[g:g + L],
+                                   c0[g:g + L], hi, nan_code, mode, key, row_index[r])
+        return bad
+
+    return encode_rows
+
+
 def quantize_affine(x, row_index, row_group, col_step, inv_scale, offset, c0, hi,
                     nan_code, mode, key, out):
     """Encode rows of ``x`` into uint8 codes.
@@ -119,32 +135,39 @@ def quantize_affine(x, row_index, row_group, col_step, inv_scale, offset, c0, hi
     int : number of NaN or infinite inputs (NaN excluded when ``nan_code >= 0``).
     """
     R, L = x.shape
-    xi = int_view(x)
-    abs_mask, inf_bits = bit_constants(x)
-    bad = np.zeros(R, np.int64)
-    hi = x.dtype.type(hi)
-    for r in prange(R):
-        g = row_group[r]
-        base = row_index[r]
-        if col_step == 0:
-            m = _encode_row(x, xi, r, out, inv_scale[g], offset[g], c0[g], hi, mode, key, base,
-                            abs_mask)
-        else:
-            m = _encode_row(x, xi, r, out, inv_scale[g:g + L], offset[g:g + L], c0[g:g + L], hi,
-                            mode, key, base, abs_mask)
-        if m < inf_bits:  # all finite: nothing to count or mark
-            continue
-        nb = _count_nonfinite(x, r)
-        if nan_code >= 0:
-            for j in range(L):
-                if x[r, j] != x[r, j]:
-                    out[r, j] = nan_code
-                    nb -= 1
-        bad[r] = nb
-    return bad.sum()
+    # scalars cast here, so each rounding mode and dtype compiles one signature
+    return sum(over_rows(_encoder(int(mode), int(col_step)), R, L, x, int_view(x), row_index,
+                         row_group, inv_scale, offset, c0, x.dtype.type(hi), int(nan_code),
+                         np.uint64(key), out))
 
 
-@jit_parallel
+@functools.cache
+def _decoder(col_step):
+    """Rows ``[r0, r1)`` of :func:`dequantize_affine` for one ``col_step`` (compiled when first needed)."""
+
+    @jit
+    def decode_rows(r0, r1, codes, row_group, scale, offset, c0, nan_code, out):
+        L = codes.shape[1]
+        for r in range(r0, r1):
+            g = row_group[r]
+            if col_step == 0:
+                s = scale[g]
+                off = offset[g]
+                c = c0[g]
+                for j in range(L):
+                    out[r, j] = (codes[r, j] - c) * s + off
+            else:
+                for j in range(L):
+                    out[r, j] = (codes[r, j] - c0[g + j]) * scale[g + j] + offset[g + j]
+            if nan_code >= 0:
+                for j in range(L):
+                    if codes[r, j] == nan_code:
+                        out[r, j] = np.nan
+        return 0
+
+    return decode_rows
+
+
 def dequantize_affine(codes, row_group, col_step, scale, offset, c0, nan_code, out):
     """Decode uint8 codes: ``out = (code - c0) * scale + offset`` (NaN for ``nan_code``).
 
@@ -158,18 +181,4 @@ def dequantize_affine(codes, row_group, col_step, scale, offset, c0, nan_code, o
     out : ndarray of shape (R, L), float32 or float64, written
     """
     R, L = codes.shape
-    for r in prange(R):
-        g = row_group[r]
-        if col_step == 0:
-            s = scale[g]
-            off = offset[g]
-            c = c0[g]
-            for j in range(L):
-                out[r, j] = (codes[r, j] - c) * s + off
-        else:
-            for j in range(L):
-                out[r, j] = (codes[r, j] - c0[g + j]) * scale[g + j] + offset[g + j]
-        if nan_code >= 0:
-            for j in range(L):
-                if codes[r, j] == nan_code:
-                    out[r, j] = np.nan
+    over_rows(_decoder(int(col_step)), R, L, codes, row_group, scale, offset, c0, int(nan_code), out)

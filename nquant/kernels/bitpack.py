@@ -9,7 +9,7 @@ parallel and handle the tail separately.
 
 import numpy as np
 
-from nquant.kernels._jit import jit, jit_parallel, prange
+from nquant.kernels._jit import jit, over_rows
 
 GROUP = 8  # codes per group; a group packs into `bits` bytes
 
@@ -108,73 +108,107 @@ def _unpack_span(packed, out, bits):
         _unpack_groups(packed, out, 8)
 
 
-@jit_parallel
-def pack_bits(codes, bits, out):
-    """Pack ``codes`` (n,) uint8 (each < 2**bits) into ``out`` (ceil(n*bits/8),) uint8."""
+@jit
+def _pack_spans(t0, t1, codes, bits, out):
+    """Spans ``[t0, t1)`` (``SPAN`` groups each) of :func:`pack_bits`, and the partial last
+    group with the last span."""
     n = codes.shape[0]
-    if bits == 8:
-        for i in prange(n):
-            out[i] = codes[i]
-        return
     ngroups = n // GROUP
-    for t in prange((ngroups + SPAN - 1) // SPAN):
+    n_spans = (ngroups + SPAN - 1) // SPAN
+    for t in range(t0, t1):
         g0 = t * SPAN
         g1 = min(g0 + SPAN, ngroups)
         _pack_span(codes[g0 * GROUP:g1 * GROUP], out[g0 * bits:g1 * bits], bits)
     rem = n - ngroups * GROUP
-    if rem:
+    if rem and t1 >= n_spans:
         tmp = np.zeros(bits, np.uint8)
         _pack_group(codes, ngroups * GROUP, rem, bits, tmp, 0)
         nbytes = (rem * bits + 7) // 8
         for k in range(nbytes):
             out[ngroups * bits + k] = tmp[k]
+    return 0
 
 
-@jit_parallel
-def unpack_bits(packed, bits, n, out):
-    """Inverse of :func:`pack_bits`: ``n`` codes from ``packed`` into ``out`` (n,) uint8."""
+def _n_spans(n):
+    """Number of ``SPAN``-group spans over ``n`` codes (at least 1: the partial group)."""
+    return max(1, (n // GROUP + SPAN - 1) // SPAN)
+
+
+def pack_bits(codes, bits, out):
+    """Pack ``codes`` (n,) uint8 (each < 2**bits) into ``out`` (ceil(n*bits/8),) uint8."""
+    n = codes.shape[0]
     if bits == 8:
-        for i in prange(n):
-            out[i] = packed[i]
+        out[:n] = codes
         return
+    over_rows(_pack_spans, _n_spans(n), SPAN * GROUP, codes, int(bits), out)
+
+
+@jit
+def _unpack_spans(t0, t1, packed, bits, n, out):
+    """Spans ``[t0, t1)`` of :func:`unpack_bits`, and the partial last group with the last span."""
     ngroups = n // GROUP
-    for t in prange((ngroups + SPAN - 1) // SPAN):
+    n_spans = (ngroups + SPAN - 1) // SPAN
+    for t in range(t0, t1):
         g0 = t * SPAN
         g1 = min(g0 + SPAN, ngroups)
         _unpack_span(packed[g0 * bits:g1 * bits], out[g0 * GROUP:g1 * GROUP], bits)
     rem = n - ngroups * GROUP
-    if rem:
+    if rem and t1 >= n_spans:
         _unpack_group(packed, ngroups * bits, packed.shape[0] - ngroups * bits, bits, out,
                       ngroups * GROUP, rem)
+    return 0
 
 
-@jit_parallel
-def pack_rows(codes, bits, out):
-    """Pack each row of ``codes`` (R, L) uint8 into ``out`` (R, ceil(L*bits/8)) uint8."""
-    R, L = codes.shape
+def unpack_bits(packed, bits, n, out):
+    """Inverse of :func:`pack_bits`: ``n`` codes from ``packed`` into ``out`` (n,) uint8."""
+    n = int(n)
+    if bits == 8:
+        out[:n] = packed[:n]
+        return
+    over_rows(_unpack_spans, _n_spans(n), SPAN * GROUP, packed, int(bits), n, out)
+
+
+@jit
+def _pack_rows(r0, r1, codes, bits, out):
+    """Rows ``[r0, r1)`` of :func:`pack_rows`."""
+    L = codes.shape[1]
     ngroups = L // GROUP
     rem = L - ngroups * GROUP
-    for r in prange(R):
+    tmp = np.zeros(bits, np.uint8)
+    for r in range(r0, r1):
         row = codes[r]
         dst = out[r]
         _pack_span(row, dst, bits)
         if rem:
-            tmp = np.zeros(bits, np.uint8)
+            tmp[:] = 0
             _pack_group(row, ngroups * GROUP, rem, bits, tmp, 0)
             for k in range((rem * bits + 7) // 8):
                 dst[ngroups * bits + k] = tmp[k]
+    return 0
 
 
-@jit_parallel
-def unpack_rows(packed, bits, L, out):
-    """Inverse of :func:`pack_rows`: ``out`` (R, L) uint8 from ``packed`` (R, ceil(L*bits/8))."""
-    R = packed.shape[0]
+def pack_rows(codes, bits, out):
+    """Pack each row of ``codes`` (R, L) uint8 into ``out`` (R, ceil(L*bits/8)) uint8."""
+    R, L = codes.shape
+    over_rows(_pack_rows, R, L, codes, int(bits), out)
+
+
+@jit
+def _unpack_rows(r0, r1, packed, bits, L, out):
+    """Rows ``[r0, r1)`` of :func:`unpack_rows`."""
     ngroups = L // GROUP
     rem = L - ngroups * GROUP
-    for r in prange(R):
+    for r in range(r0, r1):
         src = packed[r]
         dst = out[r]
         _unpack_span(src, dst, bits)
         if rem:
             _unpack_group(src, ngroups * bits, src.shape[0] - ngroups * bits, bits, dst,
                           ngroups * GROUP, rem)
+    return 0
+
+
+def unpack_rows(packed, bits, L, out):
+    """Inverse of :func:`pack_rows`: ``out`` (R, L) uint8 from ``packed`` (R, ceil(L*bits/8))."""
+    R = packed.shape[0]
+    over_rows(_unpack_rows, R, int(L), packed, int(bits), int(L), out)

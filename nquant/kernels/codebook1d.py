@@ -51,7 +51,7 @@ NaN and +-inf are counted (the returned int); the code written for them is unspe
 
 import numpy as np
 
-from nquant.kernels._jit import jit, jit_parallel, prange
+from nquant.kernels._jit import jit, jit_parallel, over_rows, prange
 from nquant.kernels.rng import uniform32, uniform64
 from nquant.kernels.rounding import CEIL, NEAREST, NEAREST_AWAY, STOCHASTIC
 
@@ -256,8 +256,8 @@ def quantize_sorted(x2d, row_index, levels, mode, key, out):
         ``rounding.NEAREST`` (ties to the lower level), ``NEAREST_AWAY`` (ties away from
         zero), ``FLOOR``, ``CEIL`` or ``STOCHASTIC``; see the module docstring.
     key : numpy.uint64
-        ``np.uint64(rng.stream_key(seed))`` (used by ``STOCHASTIC`` only; wrap it in
-        ``np.uint64``, a Python int above 2**63 does not fit Numba's int64).
+        ``rng.seed_key(seed)`` (used by ``STOCHASTIC`` only; a ``np.uint64``: a Python int
+        above 2**63 does not fit Numba's int64).
     out : ndarray of shape (R, L), uint8, written
 
     Returns
@@ -300,7 +300,18 @@ def _decode_span(codes2d, levels, out, r, j0, j1):
         os[j] = levels[cs[j]]
 
 
-@jit_parallel
+@jit
+def _decode_spans(t0, t1, codes2d, levels, out):
+    """Spans ``[t0, t1)`` of :func:`dequantize_table`."""
+    L = codes2d.shape[1]
+    per_row = (L + CHUNK - 1) // CHUNK
+    for t in range(t0, t1):
+        r = t // per_row
+        j0 = (t - r * per_row) * CHUNK
+        _decode_span(codes2d, levels, out, r, j0, min(L, j0 + CHUNK))
+    return 0
+
+
 def dequantize_table(codes2d, levels, out):
     """Decode codes by table lookup: ``out[r, j] = levels[codes2d[r, j]]``.
 
@@ -311,11 +322,7 @@ def dequantize_table(codes2d, levels, out):
     out : ndarray of shape (R, L), float32 or float64, written (values cast to its dtype)
     """
     R, L = codes2d.shape
-    per_row = (L + CHUNK - 1) // CHUNK
-    for t in prange(R * per_row):
-        r = t // per_row
-        j0 = (t - r * per_row) * CHUNK
-        _decode_span(codes2d, levels, out, r, j0, min(L, j0 + CHUNK))
+    over_rows(_decode_spans, R * ((L + CHUNK - 1) // CHUNK), min(L, CHUNK), codes2d, levels, out)
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,6 +12,9 @@ for the CPU; ``nquant.cuda.rng`` compiles the same source for CUDA, so both
 targets draw bit-identical streams.
 """
 
+import numpy as np
+
+from nquant.kernels import scalar
 from nquant.kernels.scalar import GAMMA, cpu_helpers  # noqa: F401  (re-exported)
 
 _cpu = cpu_helpers()
@@ -20,3 +23,14 @@ mix64 = _cpu["mix64"]
 stream_key = _cpu["stream_key"]
 uniform64 = _cpu["uniform64"]
 uniform32 = _cpu["uniform32"]
+
+
+def seed_key(seed):
+    """The stream key of an integer ``seed`` (taken modulo 2**64), as a ``np.uint64``.
+
+    The same value as the compiled ``stream_key(np.uint64(seed % 2**64))``, computed by
+    the plain-Python source on NumPy scalars: callers outside compiled code need no
+    compilation for it.
+    """
+    with np.errstate(over="ignore"):  # uint64 products wrap, as in compiled code
+        return np.uint64(scalar.stream_key(np.uint64(int(seed) % (1 << 64))))

@@ -178,9 +178,15 @@ def compile_helpers(decorator, names=HELPERS):
     return out
 
 
+INLINE = ("round_value", "round_code")
+"""Helpers inlined into their CPU callers (Numba IR): where the caller passes a constant ``mode``,
+the other modes' branches are pruned before typing, so only the helpers that mode uses compile."""
+
+
 @functools.cache
 def cpu_helpers():
     """The helpers compiled with :func:`nquant.kernels._jit.jit` (one set per process)."""
     from nquant.kernels._jit import jit
 
-    return compile_helpers(jit)
+    inline = jit(inline="always")
+    return compile_helpers(lambda f: inline(f) if f.__name__ in INLINE else jit(f))

@@ -8,7 +8,7 @@ ignored by min/max and counted; an infinity shows up as an infinite min or max
 
 import numpy as np
 
-from nquant.kernels._jit import jit, jit_parallel, prange
+from nquant.kernels._jit import jit, jit_parallel, over_rows, prange
 from nquant.kernels.bits import bit_constants, float_view, int_view, uint_view
 
 
@@ -26,7 +26,34 @@ def _plain_minmax(v):
     return lo, hi, nn
 
 
-@jit_parallel
+@jit
+def _minmax_rows(r0, r1, x, xi, xu, min_bits, max_bits, mins, maxs, n_nan):
+    """Rows ``[r0, r1)`` of :func:`row_minmax` (``mins``/``maxs`` are the float views of the bits)."""
+    L = x.shape[1]
+    abs_mask, inf_bits = bit_constants(x)
+    I = xi.dtype.type  # integer arithmetic is widened to 64 bits unless cast back
+    U = xu.dtype.type
+    smallest = I(~abs_mask)
+    all_ones = U(~U(0))
+    sign_u = U(U(abs_mask) + U(1))
+    neg_inf_u = U(sign_u | U(inf_bits))
+    for r in range(r0, r1):
+        s = smallest
+        mu = U(0)
+        nu = all_ones
+        for j in range(L):
+            s = max(s, xi[r, j])
+            v = xu[r, j]
+            mu = max(mu, v)
+            nu = min(nu, v)
+        min_bits[r] = I(mu) if mu >= sign_u else I(nu)
+        max_bits[r] = s if s >= 0 else I(nu)
+        n_nan[r] = 0
+        if L == 0 or s > inf_bits or mu > neg_inf_u:
+            mins[r], maxs[r], n_nan[r] = _plain_minmax(x[r])
+    return 0
+
+
 def row_minmax(x):
     """Min and max of each row (NaN ignored) and the number of NaN per row.
 
@@ -49,35 +76,12 @@ def row_minmax(x):
     """
     R, L = x.shape
     xi = int_view(x)
-    xu = uint_view(x)
-    abs_mask, inf_bits = bit_constants(x)
-    I = xi.dtype.type  # integer arithmetic is widened to 64 bits unless cast back
-    U = xu.dtype.type
-    smallest = I(~abs_mask)
-    all_ones = U(~U(0))
-    sign_u = U(U(abs_mask) + U(1))
-    neg_inf_u = U(sign_u | U(inf_bits))
     min_bits = np.empty(R, xi.dtype)
     max_bits = np.empty(R, xi.dtype)
-    redo = np.zeros(R, np.bool_)
-    for r in prange(R):
-        s = smallest
-        mu = U(0)
-        nu = all_ones
-        for j in range(L):
-            s = max(s, xi[r, j])
-            v = xu[r, j]
-            mu = max(mu, v)
-            nu = min(nu, v)
-        min_bits[r] = I(mu) if mu >= sign_u else I(nu)
-        max_bits[r] = s if s >= 0 else I(nu)
-        redo[r] = L == 0 or s > inf_bits or mu > neg_inf_u
     mins = float_view(min_bits)
     maxs = float_view(max_bits)
-    n_nan = np.zeros(R, np.int64)
-    for r in prange(R):
-        if redo[r]:
-            mins[r], maxs[r], n_nan[r] = _plain_minmax(x[r])
+    n_nan = np.empty(R, np.int64)
+    over_rows(_minmax_rows, R, L, x, xi, uint_view(x), min_bits, max_bits, mins, maxs, n_nan)
     return mins, maxs, n_nan
 
 
@@ -173,26 +177,11 @@ def histogram_rows(x, row_group, col_step, lo, hi, n_bins, n_tasks):
     return cnt.sum(axis=0)
 
 
-@jit_parallel
-def error_moments(x, y, n_tasks):
-    """Error statistics of ``y`` against ``x``: ``[n, sum e^2, sum x^2, sum e, max |e|]``.
-
-    Positions where both are NaN are skipped.  ``e = y - x`` in float64.
-
-    Parameters
-    ----------
-    x, y : ndarray of shape (n,), float32 or float64
-    n_tasks : int, number of slices summed in parallel
-
-    Returns
-    -------
-    ndarray of shape (5,), float64
-    """
+@jit
+def _moment_tasks(t0, t1, x, y, per, part):
+    """Slices ``t`` in ``[t0, t1)`` of :func:`error_moments`, summed into ``part[t]``."""
     n = x.shape[0]
-    T = max(1, min(n_tasks, n))
-    per = (n + T - 1) // T
-    part = np.zeros((T, 5))
-    for t in prange(T):
+    for t in range(t0, t1):
         cnt = 0.0
         se = 0.0
         sx = 0.0
@@ -214,10 +203,33 @@ def error_moments(x, y, n_tasks):
         part[t, 2] = sx
         part[t, 3] = s
         part[t, 4] = mx
+    return 0
+
+
+def error_moments(x, y, n_tasks):
+    """Error statistics of ``y`` against ``x``: ``[n, sum e^2, sum x^2, sum e, max |e|]``.
+
+    Positions where both are NaN are skipped.  ``e = y - x`` in float64.
+
+    Parameters
+    ----------
+    x, y : ndarray of shape (n,), float32 or float64
+    n_tasks : int, number of slices summed in parallel
+
+    Returns
+    -------
+    ndarray of shape (5,), float64
+    """
+    n = x.shape[0]
+    T = max(1, min(int(n_tasks), n))
+    per = (n + T - 1) // T
+    part = np.zeros((T, 5))
+    over_rows(_moment_tasks, T, per, x, y, per, part)
     out = np.zeros(5)
-    for t in range(T):
-        out[:4] += part[t, :4]
-        out[4] = max(out[4], part[t, 4]) if part[t, 4] == part[t, 4] else np.nan
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, as in compiled code
+        for t in range(T):  # in task order: the sums do not depend on the threads
+            out[:4] += part[t, :4]
+            out[4] = max(out[4], part[t, 4]) if part[t, 4] == part[t, 4] else np.nan
     return out
 
 

@@ -1,4 +1,4 @@
-"""Slow, obviously correct NumPy references for ASQ and 1-D k-means.
+"""Slow, obviously correct NumPy references of the ASQ solvers (``nquant.kernels.asq_dp``).
 
 Every cost is summed point by point (no prefix sums, no SMAWK, no centring tricks), so these
 functions are independent of the kernels they check.  Sizes: a few hundred values at most.
@@ -9,7 +9,8 @@ import itertools
 import numpy as np
 
 
-def _distinct(x, w=None):
+def distinct(x, w=None):
+    """Distinct values of ``x`` (ascending, float64) and their summed weights."""
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     w = np.ones_like(x) if w is None else np.asarray(w, dtype=np.float64).reshape(-1)
     vals, inv = np.unique(x, return_inverse=True)
@@ -39,7 +40,7 @@ def interval_cost(vals, wts, k, j):
 
 def asq_dp(x, s, w=None):
     """O(s n^2) DP with point-by-point interval costs (no SMAWK): the optimal objective."""
-    vals, wts = _distinct(x, w)
+    vals, wts = distinct(x, w)
     n = vals.size
     if n <= s:
         return 0.0
@@ -55,13 +56,13 @@ def asq_dp(x, s, w=None):
 
 def asq_exhaustive(x, s, w=None):
     """Minimum over every level set of at most ``s`` distinct values of x containing min and max."""
-    vals, wts = _distinct(x, w)
+    vals, wts = distinct(x, w)
     n = vals.size
     if n <= s:
         return 0.0
     best = np.inf
     inner = range(1, n - 1)
-    for r in range(0, s - 1):
+    for r in range(s - 1):
         for comb in itertools.combinations(inner, r):
             q = vals[[0, *comb, n - 1]]
             best = min(best, variance_sum(vals, q, wts))
@@ -89,35 +90,3 @@ def grid_dp(x, s, edges, w=None):
     for _ in range(3, s + 1):
         F = np.array([min(F[k] + C[k, j] for k in range(j + 1)) for j in range(g)])
     return float(F[g - 1])
-
-
-def kmeans_dp(x, k, w=None):
-    """O(k n^2) DP of exact 1-D k-means with directly summed cluster SSEs: the optimal SSE."""
-    vals, wts = _distinct(x, w)
-    n = vals.size
-
-    def sse(a, b):
-        ww = wts[a:b]
-        tw = ww.sum()
-        if b <= a or tw == 0:
-            return 0.0
-        mu = np.sum(ww * vals[a:b]) / tw
-        return float(np.sum(ww * (vals[a:b] - mu) ** 2))
-
-    C = np.zeros((n + 1, n + 1))
-    for a in range(n + 1):
-        for b in range(a + 1, n + 1):
-            C[a, b] = sse(a, b)
-    D = C[0].copy()
-    for _ in range(2, k + 1):
-        D = np.array([min(D[a] + C[a, b] for a in range(b + 1)) for b in range(n + 1)])
-    return float(D[n])
-
-
-def sse_nearest(x, centers, w=None):
-    """``sum w (x - nearest centre)^2`` (direct)."""
-    x = np.asarray(x, dtype=np.float64).reshape(-1)
-    w = np.ones_like(x) if w is None else np.asarray(w, dtype=np.float64).reshape(-1)
-    c = np.asarray(centers, dtype=np.float64)
-    d2 = np.min((x[:, None] - c[None, :]) ** 2, axis=1)
-    return float(np.sum(w * d2))
