@@ -22,6 +22,7 @@ group without it is incomplete and never read as a result.
 import builtins
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import dask
@@ -344,7 +345,8 @@ def _quantize_chunk(chunk, job):
 
 def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *, overwrite: bool = False,
                   resume: bool = True, client: Any = None, progress: bool = False,
-                  storage_options: dict[str, Any] | None = None) -> QuantizedArray:
+                  storage_options: dict[str, Any] | None = None,
+                  before_compute: Callable[[], object] | None = None) -> QuantizedArray:
     """Quantize a Zarr array chunk by chunk into an nquant group, out of core.
 
     Parameters
@@ -367,6 +369,10 @@ def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *
         Show a progress bar of the chunk tasks (local and distributed schedulers).
     storage_options : dict, optional
         fsspec options for URLs ``src`` and ``dst`` (as :func:`save`).
+    before_compute : callable, optional
+        Called with no arguments once the request is checked and work remains, before the first
+        statistics pass or chunk task (the command line compiles the kernels there and says so, so
+        that neither a refused request nor the progress bar carries the compilation).
 
     Returns
     -------
@@ -406,6 +412,8 @@ def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *
         meta = _try_meta(location)
         fresh = not (resume and meta and meta.get("complete") is False and _has_array(location, "chunk_stats")
                      and outputs.fingerprint_difference(_recorded(meta), request) is None)
+        if before_compute is not None:
+            before_compute()
         group, params = _start_job(client, fam, scheme, x, dst, data_chunks, request, fresh)
         done = group["chunk_stats"][..., 5] == 1
         tasks = _chunk_tasks(x, fam, scheme, params, group, done, chunked.chunk_local_axis(fam, scheme, x))
@@ -549,7 +557,8 @@ class _Opaque:
 
 
 def dequantize_zarr(src: StoreLike, dst: StoreLike, *, overwrite: bool = False,
-                    storage_options: dict[str, Any] | None = None) -> "zarr.Array | np.memmap[Any, Any]":
+                    storage_options: dict[str, Any] | None = None,
+                    before_compute: Callable[[], object] | None = None) -> "zarr.Array | np.memmap[Any, Any]":
     """Write the dequantized values of the nquant group ``src`` to a Zarr array ``dst``, or to a
     ``.npy`` file when ``dst`` is a local path ending in ``.npy``.
 
@@ -557,7 +566,9 @@ def dequantize_zarr(src: StoreLike, dst: StoreLike, *, overwrite: bool = False,
     taken for a result; the array carries the attribute ``nquant_array`` (its source group),
     which makes it an nquant output.  An existing ``dst`` needs ``overwrite=True`` and must be an
     nquant output (or a ``.npy`` file); ``dst`` may not overlap ``src``.
-    ``storage_options``: fsspec options for URLs ``src`` and ``dst`` (as :func:`save`).
+    ``storage_options``: fsspec options for URLs ``src`` and ``dst`` (as :func:`save`);
+    ``before_compute``: called with no arguments once ``dst`` is checked, before any value is
+    decoded (as in :func:`quantize_zarr`).
 
     Returns
     -------
@@ -579,6 +590,8 @@ def dequantize_zarr(src: StoreLike, dst: StoreLike, *, overwrite: bool = False,
         state = outputs.check_destination(dst, overwrite, file_kind=".npy" if npy else None)
         if state == "ours" and not overwrite:
             raise StoreError(f"dst={dst!r} already exists; pass overwrite=True (--overwrite) to replace it")
+        if before_compute is not None:
+            before_compute()
         if npy:
             tmp = path + PARTIAL
             outputs.clear_partial(tmp)

@@ -115,6 +115,32 @@ def test_quantize_says_once_that_it_compiles(marker_dir, tmp_path, capsys):
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), nq.dequantize(nq.quantize(x, PRESETS["int8-channel"])))
 
 
+def test_a_refused_request_is_one_line_even_before_the_kernels_are_compiled(marker_dir, tmp_path, capsys):
+    """The notice comes only once the request is checked and work remains: an error stays one line,
+    and a finished output asked for again compiles nothing."""
+    x = np.random.default_rng(1).standard_normal((32, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    user = tmp_path / "mydata"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    for argv in (["quantize", str(tmp_path / "x.npy"), str(user), "--scheme", "int4"],
+                 ["quantize", str(tmp_path / "x.npy"), str(tmp_path / "x.npy"), "--scheme", "int4"]):
+        with pytest.raises(SystemExit) as e:
+            cli_main.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and NOTICE not in err, err
+    assert (user / "notes.txt").read_text() == "mine"
+    cli_main.main(["quantize", str(tmp_path / "x.npy"), str(tmp_path / "q.zarr"), "--scheme", "int4", "--no-progress"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli_main.main(["dequantize", str(tmp_path / "q.zarr"), str(user)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and NOTICE not in err, err
+    assert not warmup.compiled(warmup.array_key(PRESETS["int4"], np.float32, 2))
+    cli_main.main(["quantize", str(tmp_path / "x.npy"), str(tmp_path / "q.zarr"), "--scheme", "int4"])
+    assert NOTICE not in capsys.readouterr().err  # finished already: nothing to do, nothing compiled
+
+
 WF = """
 [workflow]
 name = "t"

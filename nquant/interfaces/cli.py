@@ -297,10 +297,10 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, s
     if name in ("local", "processes"):
         _quiet_process_helpers()
     with run_on(name, workers, threads_per_worker or 1, memory_limit or "auto") as client:
-        if progress:
-            x = open_array(source)
-            _compile_first(s, x.dtype, x.ndim, client)
-        q = quantize_zarr(source, dst, s, overwrite=overwrite, client=client, progress=progress)
+        x = open_array(source)
+        compile_first = (lambda: _compile_first(s, x.dtype, x.ndim, client)) if progress else None
+        q = quantize_zarr(source, dst, s, overwrite=overwrite, client=client, progress=progress,
+                          before_compute=compile_first)
     info = _info_dict(dst, q)
     _emit(info, as_json, _info_text(info))
 
@@ -395,8 +395,8 @@ def dequantize(src, dst, overwrite, as_json):
         raise InputError(f"dst={dst!r}: a .safetensors output is for model groups; {src!r} is one array "
                          "(write a Zarr array or a .npy file)")
     q = open_store(src)
-    _compile_first(q.scheme, q.dtype, len(q.shape))
-    arr = dequantize_zarr(src, dst, overwrite=overwrite)
+    arr = dequantize_zarr(src, dst, overwrite=overwrite,
+                          before_compute=lambda: _compile_first(q.scheme, q.dtype, len(q.shape)))
     _emit({"dst": dst, "dtype": str(arr.dtype), "shape": list(arr.shape)}, as_json,
           f"{dst}: {arr.dtype} {tuple(arr.shape)}")
 
