@@ -434,3 +434,63 @@ def test_kernel_benchmarks_and_references_name_existing_modules():
         if name not in imported:
             stale.append(f"tests/reference/{name}.py is imported by no test module")
     assert not stale, "\n".join(stale)
+
+
+# ----------------------------------------------------------------------------- import cycles
+
+
+def _module_name(path):
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph(files):
+    """``{module: {nquant modules it imports at module level}}`` (absolute imports)."""
+    names = {_module_name(p): p for p in files}
+    graph = {}
+    for name, path in names.items():
+        found = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+        graph[name] = {m for m in found if m in names and m != name}
+    return graph
+
+
+def _cycles(graph):
+    """Import cycles of ``graph``, leaving out a package importing its own sub-modules (which
+    Python runs in order, not in a circle)."""
+    found, state, stack = [], {}, []
+
+    def visit(u):
+        state[u] = "open"
+        stack.append(u)
+        for v in sorted(graph[u]):
+            if state.get(v) == "open":
+                cycle = stack[stack.index(v):] + [v]
+                if not any(b.startswith(a + ".") for a, b in zip(cycle, cycle[1:])):
+                    found.append(cycle)
+            elif v not in state:
+                visit(v)
+        stack.pop()
+        state[u] = "done"
+
+    for u in sorted(graph):
+        if u not in state:
+            visit(u)
+    return found
+
+
+def test_the_cycle_rule_sees_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert _cycles({"p": {"p.x"}, "p.x": {"p"}}) == []  # a package and its own sub-module
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_between_nquant_modules():
+    graph = _import_graph(_sources())
+    assert len(graph) > 40 and "nquant.api" in graph["nquant"]
+    assert _cycles(graph) == []
