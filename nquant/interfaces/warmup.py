@@ -178,15 +178,20 @@ def record(key, seconds):
     with _lock:
         paths = read_marker()
         paths[key] = {"build": build_id(), "seconds": round(float(seconds), 3)}
-        tmp = f"{path}.{os.getpid()}.tmp"
+        tmp = None
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(tmp, "w") as f:
+            # a temporary made here, new (never an existing file), then renamed over the marker:
+            # concurrent writers, the last one wins, nothing half-written
+            fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                                       dir=os.path.dirname(path))
+            with os.fdopen(fd, "w") as f:
                 json.dump({"paths": paths}, f, indent=1, sort_keys=True)
-            os.replace(tmp, path)  # concurrent writers: the last one wins, nothing half-written
+            os.replace(tmp, path)
         except OSError:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
 
 
 def estimate(keys):
