@@ -128,6 +128,17 @@ def _short(v, n=80):
 
 
 RANGES = ("minmax", "percentile", "percentile_exact", "mse")
+SCALE_DTYPES = ("float32", "float16", "bfloat16")
+"""Storage of float side arrays (scales, offsets, absmax): ``bfloat16`` is stored as the
+``uint16`` upper half of the float32 bit pattern (NumPy has no bfloat16)."""
+ZERO_POINT_STORAGE = ("int32", "packed")
+
+
+def _check_scale_dtype(scheme):
+    if scheme.scale_dtype not in SCALE_DTYPES:
+        invalid("scale_dtype", scheme.scale_dtype, f"one of {SCALE_DTYPES}")
+    if scheme.double_quant is not True and scheme.double_quant is not False:
+        invalid("double_quant", scheme.double_quant, "True or False")
 
 
 @register
@@ -169,6 +180,25 @@ class Uniform(Scheme):
     bins : int or None
         Histogram bins for ``percentile`` and ``mse``; default 2048 per tensor and
         256 per channel (``axis``), which keeps a (channels, bins) histogram small.
+    scale_dtype : "float32", "float16" or "bfloat16"
+        Storage of ``scale`` (and ``offset``).  A narrower scale is rounded up (the offset
+        down) and the values are encoded with the stored one, so decoding gives exactly
+        what encoding chose and nothing clips that a float32 scale would not clip.  A
+        scale or offset beyond the dtype's range is an ``InputError`` naming
+        ``scale_dtype`` (no silent fallback).
+    zero_point_storage : "int32" or "packed"
+        ``"int32"`` (the format of earlier stores): an int32 ``zero_point`` per group, 0 for
+        symmetric schemes.  ``"packed"``: symmetric schemes store no zero point; integer
+        zero points are stored as ``bits``-bit codes ``zero_point - qmin``
+        (``zero_point_codes``, uint8: row-packed per block with ``block_size``, one byte per
+        channel or tensor otherwise).
+    double_quant : bool
+        With ``block_size``: the block scales are quantized to 8 bits as QLoRA and
+        llama.cpp super-blocks do (:class:`Blockwise`): ``scale_codes`` (uint8 per block),
+        ``scale2`` (float32 per 256 blocks) and ``scale_offset`` (float32, the exact mean
+        scale); each code is raised where the decoded scale would be below the block's
+        own, so the block's values never clip.  Needs ``zero_point="int"`` and
+        ``scale_dtype="float32"``.
     """
 
     type: ClassVar[str] = "uniform"
@@ -186,6 +216,9 @@ class Uniform(Scheme):
     narrow_range: bool = False
     nan: Literal["raise", "propagate"] = "raise"
     bins: int | None = None
+    scale_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    zero_point_storage: Literal["int32", "packed"] = "int32"
+    double_quant: bool = False
 
     def __post_init__(self):
         def is_int(v):
@@ -241,6 +274,16 @@ class Uniform(Scheme):
             invalid("bins", self.bins, "None or an integer >= 16")
         if self.bins is not None and self.bins > limits.MAX_BINS:
             invalid("bins", self.bins, f"None or an integer in 16..{limits.MAX_BINS}")
+        _check_scale_dtype(self)
+        if self.zero_point_storage not in ZERO_POINT_STORAGE:
+            invalid("zero_point_storage", self.zero_point_storage, f"one of {ZERO_POINT_STORAGE}")
+        if self.double_quant and self.block_size is None:
+            invalid("double_quant", self.double_quant, "False without block_size (it quantizes block scales)")
+        if self.double_quant and self.zero_point != "int":
+            invalid("double_quant", self.double_quant, "False with zero_point='float'")
+        if self.double_quant and self.scale_dtype != "float32":
+            invalid("scale_dtype", self.scale_dtype, "'float32' with double_quant=True (the 8-bit "
+                    "scale codes replace the scale array)")
         qmin, qmax = self.qrange
         if qmax <= qmin or (self.symmetric and qmax < 1):
             invalid("bits", self.bits, "more bits: this code range leaves no room "
@@ -346,6 +389,10 @@ class Blockwise(Scheme):
     codebook : sequence of float, strictly increasing, 2..256 levels
     block_size : int >= 1 (even for 4-bit or smaller codes, so blocks start on bytes)
     double_quant : bool
+    scale_dtype : "float32", "float16" or "bfloat16"
+        Storage of ``absmax`` without double quantization (``"float32"`` with it).  A
+        narrower absmax is rounded up and the values are encoded with it (never clipped);
+        one beyond the dtype's range is an ``InputError`` naming ``scale_dtype``.
     """
 
     type: ClassVar[str] = "blockwise"
@@ -353,6 +400,7 @@ class Blockwise(Scheme):
     codebook: Levels = ()
     block_size: int = 64
     double_quant: bool = False
+    scale_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     def __post_init__(self):
         if self.codebook is None or len(self.codebook) == 0:
@@ -364,6 +412,7 @@ class Blockwise(Scheme):
             invalid("block_size", self.block_size, "an integer >= 1")
         if self.double_quant not in (True, False):
             invalid("double_quant", self.double_quant, "True or False")
+        _check_absmax_dtype(self)
 
     @property
     def bits(self) -> int:
@@ -371,10 +420,18 @@ class Blockwise(Scheme):
         return _code_bits(len(self.codebook))
 
 
-def NF4(block_size: int = 64, double_quant: bool = False) -> Blockwise:  # noqa: N802  (a scheme constructor, named like one)
-    """QLoRA's NF4: ``Blockwise(normal_float(4), block_size, double_quant)``."""
+def _check_absmax_dtype(scheme):
+    _check_scale_dtype(scheme)
+    if scheme.double_quant and scheme.scale_dtype != "float32":
+        invalid("scale_dtype", scheme.scale_dtype, "'float32' with double_quant=True (the 8-bit absmax "
+                "codes replace the absmax array)")
+
+
+def NF4(block_size: int = 64, double_quant: bool = False,  # noqa: N802  (a scheme constructor, named like one)
+        scale_dtype: str = "float32") -> Blockwise:
+    """QLoRA's NF4: ``Blockwise(normal_float(4), block_size, double_quant, scale_dtype)``."""
     return Blockwise(codebook=tuple(float(v) for v in normal_float(4)), block_size=block_size,
-                     double_quant=double_quant)
+                     double_quant=double_quant, scale_dtype=scale_dtype)
 
 
 KMEANS_FITS = ("histogram", "exact")
@@ -421,6 +478,8 @@ class KMeansBlockwise(Scheme):
         The grid used below ``min_size`` (and when the data has no weight, e.g. all zeros);
         strictly increasing, at most ``2**bits`` levels, default ``normal_float(bits)``
         (``[-1, 1]`` for one bit).
+    scale_dtype : "float32", "float16" or "bfloat16"
+        Storage of ``absmax``, as :class:`Blockwise`.
     """
 
     type: ClassVar[str] = "kmeans_blockwise"
@@ -432,6 +491,7 @@ class KMeansBlockwise(Scheme):
     bins: int = 16384
     min_size: int = 65536
     codebook: Levels = ()
+    scale_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     def __post_init__(self):
         if not is_int(self.bits) or not 1 <= self.bits <= 8:
@@ -455,6 +515,7 @@ class KMeansBlockwise(Scheme):
         object.__setattr__(self, "codebook", _check_values("codebook", self.codebook))
         if len(self.codebook) > (1 << self.bits):
             invalid("codebook", f"<{len(self.codebook)} values>", f"at most 2**bits = {1 << self.bits} levels")
+        _check_absmax_dtype(self)
 
     @property
     def levels(self) -> int:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from nquant.errors import StoreError
+from nquant.errors import InputError, StoreError
 from nquant.packing import packed_shape
 
 
@@ -174,6 +174,60 @@ def stored_bits_per_value(side, shape, bits, counts=None):
             length = math.prod(s.shape)
         nbytes += int(length) * np.dtype(s.dtype).itemsize
     return 8.0 * nbytes / n
+
+
+# ----------------------------------------------------------------------------- compact side arrays
+
+_STORAGE = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfloat16": np.dtype(np.uint16)}
+_F16_MAX = float(np.finfo(np.float16).max)
+
+
+def scale_storage(name):
+    """NumPy dtype that stores float side arrays of ``scale_dtype=name``: float32, float16, or
+    uint16 holding the upper half of the float32 bit pattern (bfloat16)."""
+    return _STORAGE[name]
+
+
+def widen(a):
+    """A stored float side array as float32 (uint16 is bfloat16: its bits, shifted up)."""
+    a = np.asarray(a)
+    if a.dtype == np.uint16:
+        return (a.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    return a.astype(np.float32)
+
+
+def to_storage(values, name, direction, what="scale"):
+    """Finite float32 ``values`` rounded to ``scale_dtype=name``: ``direction`` +1 rounds toward
+    +inf (a scale that must not shrink), -1 toward -inf (an offset that must not grow); the
+    result's :func:`widen` is then ``>= values`` (``<=`` for -1).
+
+    ``InputError`` naming ``scale_dtype`` when a value lies beyond the dtype's range (no
+    silent fallback to a wider dtype: the stored format is what the scheme says).
+    """
+    v = np.ascontiguousarray(values, dtype=np.float32)
+    if name == "float32":
+        return v
+    if name == "float16":
+        with np.errstate(over="ignore"):
+            h = v.astype(np.float16)
+        back = h.astype(np.float32)
+        step = (back < v) if direction > 0 else (back > v)
+        if step.any():
+            h[step] = np.nextafter(h[step], np.float16(np.inf if direction > 0 else -np.inf))
+        limit = _F16_MAX
+    else:
+        u = v.view(np.uint32)
+        h = (u >> np.uint32(16)).astype(np.uint16)  # toward zero
+        back = widen(h)
+        # away from zero where the truncation moved the wrong way for the direction
+        step = (back < v) if direction > 0 else (back > v)
+        h[step] += np.uint16(1)
+        limit = float(np.finfo(np.float32).max)
+    if not np.isfinite(widen(h)).all():
+        big = float(np.max(np.abs(v)))
+        raise InputError(f"scale_dtype={name!r} cannot hold the {what} {big:.6g} of x (beyond "
+                         f"{limit:.6g}): use scale_dtype='float32'")
+    return h
 
 
 # ----------------------------------------------------------------------------- decode safety

@@ -8,6 +8,9 @@ Side arrays: ``absmax`` (float32 per block), or with double quantization
 chunk sums the float32 absmax values exactly as integer mantissas per exponent,
 so a NumPy array and any chunking of a Dask array get the same offset.
 Parameter keys starting with ``_`` are working values that are not stored.
+With ``scale_dtype`` float16 or bfloat16 (stored as uint16 bits) the absmax is rounded up
+to that dtype and the values are encoded with the rounded absmax, so decoding gives exactly
+the levels that encoding chose and no value clips.
 """
 
 
@@ -93,7 +96,7 @@ def param_specs(scheme, n):
     nb = -(-n // scheme.block_size)
     if scheme.double_quant:
         return {"absmax_codes": (nb, np.uint8), "absmax2": (-(-nb // DQ_BLOCK), np.float32)}
-    return {"absmax": (nb, np.float32)}
+    return {"absmax": (nb, base.scale_storage(scheme.scale_dtype))}
 
 
 def chunk_params(scheme, chunk, start=None, global_shape=None, params=None):
@@ -103,7 +106,10 @@ def chunk_params(scheme, chunk, start=None, global_shape=None, params=None):
 
 def _block_params(scheme, absmax, params):
     """Side arrays of blocks with exact ``absmax``; ``params`` hold the global ``offset``."""
-    if not scheme.double_quant:
+    if not scheme.double_quant and scheme.scale_dtype != "float32":
+        stored = base.to_storage(absmax, scheme.scale_dtype, +1, what="block absmax")
+        out = {"absmax": stored, "_absmax": base.widen(stored)}
+    elif not scheme.double_quant:
         out = {"absmax": absmax}
     else:
         codes, absmax2, _ = kb.double_quantize(absmax, offset=params["offset"][0])
@@ -166,6 +172,9 @@ def fit_encode(scheme, x):
     params : dict, as :func:`fit` gives them
     codes : ndarray of the shape of ``x``, uint8
     """
+    if scheme.scale_dtype != "float32":  # the values are encoded with the rounded absmax
+        params = fit(scheme, x)
+        return params, encode(scheme, params, x)
     flat = _flat32(x)
     absmax = np.empty(-(-flat.size // scheme.block_size), np.float32)
     codes = _alloc.empty(flat.size, np.uint8)
@@ -177,17 +186,43 @@ def fit_encode(scheme, x):
 def block_absmax(scheme, params):
     """The float32 absmax per block that decoding uses (dequantized with double_quant)."""
     if "absmax" in params:
-        return np.asarray(params["absmax"], np.float32)
-    codes = np.asarray(params["absmax_codes"])
-    absmax2 = np.asarray(params["absmax2"])
-    offset = np.asarray(params["offset"]).reshape(-1)
+        return base.widen(params["absmax"])
+    return double_dequantized(params, ("absmax_codes", "absmax2", "offset"))
+
+
+def double_dequantized(params, names):
+    """The float32 values that double quantization stored in ``params`` under ``names``:
+    (8-bit codes, float32 scale per 256 codes, float32 offset), lengths checked first."""
+    codes, absmax2, offset = (np.asarray(params[k]) for k in names)
+    offset = offset.reshape(-1)
     # the kernel indexes the 256-entry map by code and absmax2 by group of DQ_BLOCK codes
     if codes.dtype != np.uint8 or codes.ndim != 1:
-        raise StoreError(f"side array 'absmax_codes' has dtype={codes.dtype}, ndim={codes.ndim}; "
+        raise StoreError(f"side array {names[0]!r} has dtype={codes.dtype}, ndim={codes.ndim}; "
                          "expected 1-d uint8")
-    base.check_length("absmax2", absmax2.size, -(-codes.size // DQ_BLOCK))
-    base.check_length("offset", offset.size, 1)
-    return kb.double_dequantize(codes, absmax2, np.float32(offset[0]))
+    base.check_length(names[1], absmax2.size, -(-codes.size // DQ_BLOCK))
+    base.check_length(names[2], offset.size, 1)
+    return kb.double_dequantize(codes, np.asarray(absmax2, np.float32), np.float32(offset[0]))
+
+
+def double_quantize_up(values, offset):
+    """Double quantization (``kb.double_quantize`` about ``offset``) of positive float32
+    ``values`` whose decoded values are not below them: a code whose level decodes below its
+    value is raised to the next level of the (ascending) dynamic map while one is left.
+
+    Returns
+    -------
+    codes : ndarray of shape (m,), uint8
+    scale2 : ndarray of shape (ceil(m / 256),), float32
+    """
+    values = np.ascontiguousarray(values, np.float32)
+    codes, scale2, _ = kb.double_quantize(values, offset=offset)
+    for _ in range(len(kb.DYNAMIC)):
+        with np.errstate(over="ignore", invalid="ignore"):
+            low = (kb.double_dequantize(codes, scale2, np.float32(offset)) < values) & (codes < 255)
+        if not low.any():
+            break
+        codes[low] += 1
+    return codes, scale2
 
 
 def dequantize_checked(scheme, params, codes, n, levels, out, packed=False, start=None):
@@ -209,6 +244,8 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
     flat = _flat32(chunk)
     codes = _alloc.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
     absmax = params.get("_absmax", params.get("absmax"))
+    if absmax is not None:
+        absmax = base.widen(absmax)
     if flat.size:
         if absmax is None:
             tmp = np.empty(-(-flat.size // scheme.block_size), np.float32)
@@ -238,7 +275,7 @@ def fit_encode_packed(scheme, x):
     """:func:`fit_encode` with the codes row-packed as ``packing.pack_codes`` packs them;
     in one pass when :func:`nibbles_flat`."""
     shape = np.shape(x)
-    if not nibbles_flat(scheme, shape):
+    if not nibbles_flat(scheme, shape) or scheme.scale_dtype != "float32":
         params, codes = fit_encode(scheme, x)
         return params, pack_codes(codes, scheme.bits)
     flat = _flat32(x)

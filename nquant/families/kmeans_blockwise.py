@@ -31,6 +31,9 @@ Fits.
 - ``fit="exact"``: the exact weighted k-means over all the values of an in-memory (NumPy)
   array; ``O(d log d + K d)`` time and about ``(4 K + 140)`` bytes per distinct value.
 
+The fit weighs each block by its exact absmax; with ``scale_dtype`` float16 or bfloat16 the
+values are then encoded against the stored (rounded up) absmax, as :mod:`nquant.families.blockwise`.
+
 Side arrays: ``codebook`` (float32, the fitted levels, ascending; fewer than ``2**bits``
 when the data has fewer distinct normalised values) when the tensor has at least
 ``min_size`` values, plus the absmax arrays of :mod:`nquant.families.blockwise` (``absmax``, or
@@ -195,9 +198,8 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
     codes = _alloc.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
     if flat.size:
         absmax = params.get("_absmax", params.get("absmax"))
-        if absmax is None:
-            absmax = bw._absmax(scheme, flat)
-        kb.quantize_blockwise(flat, np.asarray(absmax, np.float32), scheme.block_size, levels(scheme, params),
+        absmax = bw._absmax(scheme, flat) if absmax is None else base.widen(absmax)
+        kb.quantize_blockwise(flat, absmax, scheme.block_size, levels(scheme, params),
                               codes)
     return codes.reshape(chunk.shape)
 

@@ -10,9 +10,14 @@ chunk, so they get the same parameters as any chunking of a Dask array.
 
 Side arrays (``params``): ``scale`` float32, and ``zero_point`` int32
 (``zero_point="int"``) or ``offset`` float32 (``zero_point="float"``); one
-value per tensor, per index of ``axis``, or per block.
+value per tensor, per index of ``axis``, or per block.  Compact side information
+(:func:`side_specs`): ``scale`` and ``offset`` in ``scale_dtype`` (float16, or bfloat16 as
+uint16 bits); with ``zero_point_storage="packed"`` no zero point for symmetric schemes and
+``bits``-bit ``zero_point_codes`` otherwise; with ``double_quant`` the block scales as 8-bit
+``scale_codes``, ``scale2`` per 256 blocks and ``scale_offset`` (:mod:`nquant.families.blockwise`).
 """
 
+import math
 import warnings
 
 import numba
@@ -21,7 +26,10 @@ import numpy as np
 from nquant import _alloc, _layout, limits
 from nquant.errors import InputError, NQuantError, SchemeError, StoreError
 from nquant.families import base
+from nquant.families import blockwise as bw
 from nquant.kernels import affine, calibrate, stats
+from nquant.kernels import blockwise as kb
+from nquant.packing import pack_codes, unpack_codes
 from nquant.kernels.rng import seed_key
 from nquant.kernels.rounding import MODES
 
@@ -321,6 +329,8 @@ def finalize(scheme, st, data=None):
     """
     if st is None:  # block schemes: no global parameters
         return {}
+    if "scale_sum" in st:  # double quantization: the exact mean block scale
+        return {"scale_offset": np.array([kb.exact_mean(st["scale_sum"])], np.float32)}
     check_stats(scheme, st)
     rmin, rmax = clip_range(scheme, st, data)
     # data and range far inside float32 (the common case: a few reductions, no temporaries)
@@ -332,16 +342,23 @@ def finalize(scheme, st, data=None):
             far = max(far, -float(st["min"].min()), float(st["max"].max()))
     if far > F32_MAX / 8:
         _check_range(scheme, rmin, rmax)
+        if not _plain(scheme):
+            raise InputError(f"x reaches {far:.6g}: scale_dtype={scheme.scale_dtype!r}, double_quant="
+                             f"{scheme.double_quant} need |x| <= {F32_MAX / 8:.6g}; use the float32 defaults")
         reach = (np.minimum(rmin, _lo(st)), np.maximum(rmax, _hi(st)))
     qmin, qmax = scheme.qrange
     const = rmin == rmax
+    side = {}
     with np.errstate(over="ignore"):
         if scheme.symmetric:
             amax = np.maximum(np.abs(rmin), np.abs(rmax))
             # a constant c is exact with scale |c| (code +-1)
-            scale = _scale32(np.where(const, amax, amax / qmax))
-            params = {"scale": scale, "zero_point": np.zeros(len(scale), np.int32)}
+            exact = np.where(const, amax, amax / qmax)
+            scale = _rounded_scale(scheme, _scale32(exact), exact, st, side)
+            params = _stored(scheme, {"scale": scale, "zero_point": np.zeros(len(scale), np.int32)}, side)
             return _fit_grid(scheme, params, *reach) if far > F32_MAX / 8 else params
+        if scheme.zero_point == "float" and not _plain(scheme):
+            return _stored(scheme, _float_grid(scheme, rmin, rmax, side), side)
         if scheme.zero_point == "float":
             n = qmax - qmin
             scale = _scale32((rmax - rmin) / n)
@@ -357,41 +374,89 @@ def finalize(scheme, st, data=None):
         hi = np.maximum(rmax, 0.0)
         scale = (hi - lo) / (qmax - qmin)
         # a constant c is exact with scale |c| (code 1 away from the zero point)
-        scale = _scale32(np.where(const, np.abs(rmin), scale))
+        exact = np.where(const, np.abs(rmin), scale)
+        scale = _rounded_scale(scheme, _scale32(exact), exact, st, side)
         zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
-    params = {"scale": scale, "zero_point": zp.astype(np.int32)}
+    params = _stored(scheme, {"scale": scale, "zero_point": zp.astype(np.int32)}, side)
     return _fit_grid(scheme, params, *reach) if far > F32_MAX / 8 else params
 
 
 def needs_stats(scheme):
-    """Whether fitting needs a global statistics pass (block schemes do not)."""
-    return scheme.block_size is None
+    """Whether fitting needs a global statistics pass (block schemes do not, but for the mean
+    scale of double quantization)."""
+    return scheme.block_size is None or scheme.double_quant
 
 
 def block_quantum(scheme):
-    """Values a chunk must hold a whole number of (block schemes), or None."""
+    """Values a chunk must hold a whole number of (block schemes), or None: whole blocks, whole
+    groups of 256 blocks with ``double_quant``, whole bytes of packed zero points."""
+    if scheme.block_size is None:
+        return None
+    if scheme.double_quant:
+        return scheme.block_size * bw.DQ_BLOCK
+    if "zero_point_codes" in side_dtypes(scheme):
+        return scheme.block_size * (8 // math.gcd(scheme.bits, 8))
     return scheme.block_size
 
 
+def _plain(scheme):
+    """Whether the scale (and offset) are stored as float32 scales, one per group."""
+    return scheme.scale_dtype == "float32" and not scheme.double_quant
+
+
 def side_dtypes(scheme):
-    """Names and dtypes of the side arrays: ``scale`` and ``zero_point`` or ``offset``."""
-    second = ("zero_point", np.int32) if scheme.symmetric or scheme.zero_point == "int" else ("offset", np.float32)
-    return {"scale": np.dtype(np.float32), second[0]: np.dtype(second[1])}
+    """Names and dtypes of the per-group side arrays: ``scale``, then ``zero_point`` (int32),
+    ``zero_point_codes`` (uint8), ``offset`` or none (symmetric, ``zero_point_storage="packed"``)."""
+    fdt = base.scale_storage(scheme.scale_dtype)
+    if scheme.zero_point == "float" and not scheme.symmetric:
+        second = {"offset": fdt}
+    elif scheme.zero_point_storage == "int32":
+        second = {"zero_point": np.dtype(np.int32)}
+    elif scheme.symmetric:
+        second = {}
+    else:
+        second = {"zero_point_codes": np.dtype(np.uint8)}
+    return {"scale": fdt, **second}
 
 
 def param_specs(scheme, n):
-    """Per-block side arrays of a block scheme on ``n`` values: name -> (length, dtype)."""
+    """Per-block side arrays of a block scheme on ``n`` values: name -> (length, dtype);
+    ``zero_point_codes`` are row-packed, ``bits`` bits per block."""
     nb = -(-n // scheme.block_size)
-    return {name: (nb, dtype) for name, dtype in side_dtypes(scheme).items()}
+    out = {}
+    for name, dtype in side_dtypes(scheme).items():
+        if name == "scale" and scheme.double_quant:
+            out["scale_codes"] = (nb, np.dtype(np.uint8))
+            out["scale2"] = (-(-nb // bw.DQ_BLOCK), np.dtype(np.float32))
+        elif name == "zero_point_codes":
+            out[name] = (-(-nb * scheme.bits // 8), dtype)
+        else:
+            out[name] = (nb, dtype)
+    return out
 
 
 def chunk_params(scheme, chunk, start=None, global_shape=None, params=None):
     """Per-block parameters of one chunk of a block scheme (its blocks only)."""
-    return finalize(scheme, partial(scheme, chunk, start=start, global_shape=global_shape))
+    st = partial(scheme, chunk, start=start, global_shape=global_shape)
+    if params and "scale_offset" in params:
+        st["scale_offset"] = params["scale_offset"]
+    return finalize(scheme, st)
+
+
+def fit_partial(scheme, chunk, start=None, global_shape=None):
+    """The statistics pass: :func:`partial`, or for double quantization the exact partial sum
+    of the chunk's float32 block scales (their mean is ``scale_offset``)."""
+    if scheme.block_size is None or not scheme.double_quant:
+        return partial(scheme, chunk, start=start, global_shape=global_shape)
+    scale = finalize(scheme, partial(scheme, chunk, start=start, global_shape=global_shape))["scale"]
+    return {"scale_sum": kb.exact_sum_partial(scale)}
 
 
 def fit(scheme, x):
     """Parameters for an in-memory array, by the same mergeable statistics as Dask."""
+    if scheme.block_size is not None and scheme.double_quant:
+        glob = finalize(scheme, fit_partial(scheme, x))
+        return {**glob, **chunk_params(scheme, x, params=glob)}
     st = partial(scheme, x)
     if needs_histogram(scheme):
         st.update(partial_histogram(scheme, x, _lo(st), _hi(st)))
@@ -409,6 +474,82 @@ def _hi(st):
 histogram_range = (_lo, _hi)
 
 
+# ----------------------------------------------------------------------------- compact side arrays
+
+
+def _up32(scale, exact):
+    """float32 ``scale`` raised by an ulp where it rounded below ``exact`` (float64)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        low = (scale.astype(np.float64) < exact) & (scale < np.float32(F32_MAX))
+    return np.where(low, np.nextafter(scale, np.float32(np.inf)), scale).astype(np.float32)
+
+
+def _rounded_scale(scheme, scale, exact, st, side):
+    """The float32 scale decoding will use, never below ``exact`` (float64) but where the
+    float32 defaults keep nquant's earlier rounding; what is stored goes into ``side``:
+    ``scale`` in ``scale_dtype``, or the double-quantized ``scale_codes``, ``scale2`` and
+    ``scale_offset`` once the global mean ``st["scale_offset"]`` is known."""
+    if _plain(scheme) or (scheme.double_quant and "scale_offset" not in st):
+        side["scale"] = scale
+        return scale
+    scale = _up32(scale, exact)
+    if scheme.double_quant:
+        offset = np.asarray(st["scale_offset"], np.float32).reshape(-1)[:1]
+        codes, scale2 = bw.double_quantize_up(scale, offset[0])
+        side.update(scale_codes=codes, scale2=scale2, scale_offset=offset)
+        return np.maximum(kb.double_dequantize(codes, scale2, offset[0]), SCALE_MIN)
+    side["scale"] = base.to_storage(scale, scheme.scale_dtype, +1)
+    return base.widen(side["scale"])
+
+
+def _float_grid(scheme, rmin, rmax, side):
+    """Offset and scale of ``zero_point="float"`` in a narrow ``scale_dtype``: the offset
+    rounded down (``<= rmin``), then the scale rounded up, so the grid spans ``[rmin, rmax]``."""
+    qmin, qmax = scheme.qrange
+    off32 = rmin.astype(np.float32)
+    off32 = np.where(off32 > rmin, np.nextafter(off32, np.float32(-np.inf)), off32)
+    side["offset"] = base.to_storage(off32, scheme.scale_dtype, -1, what="offset")
+    off = base.widen(side["offset"]).astype(np.float64)
+    exact = (np.maximum(rmax, off) - off) / (qmax - qmin)
+    scale = _rounded_scale(scheme, _scale32(exact), exact, {}, side)
+    return {"scale": scale, "offset": off.astype(np.float32)}
+
+
+def _stored(scheme, params, side):
+    """The side arrays as stored: ``side`` (scale or its codes, offset) and the zero point as
+    ``zero_point_storage`` says (none, int32, or ``bits``-bit codes, row-packed per block)."""
+    if "zero_point" not in params:
+        return side
+    names = side_dtypes(scheme)
+    out = dict(side)
+    if "zero_point" in names:
+        out["zero_point"] = params["zero_point"]
+    elif "zero_point_codes" in names:
+        codes = (params["zero_point"].astype(np.int64) - scheme.qrange[0]).astype(np.uint8)
+        out["zero_point_codes"] = pack_codes(codes, scheme.bits) if scheme.block_size else codes
+    return out
+
+
+def scale_values(scheme, params):
+    """The float32 scale per group that decoding uses, from the stored side arrays."""
+    if "scale_codes" in params:
+        return np.maximum(bw.double_dequantized(params, ("scale_codes", "scale2", "scale_offset")), SCALE_MIN)
+    return base.widen(params["scale"])
+
+
+def zero_points(scheme, params, groups):
+    """The integer zero point per group (int64) from the stored side arrays: ``zero_point``,
+    ``zero_point_codes`` (unpacked: every whole code of the stream) or none (0)."""
+    if "zero_point" in params:
+        return np.asarray(params["zero_point"]).astype(np.int64)
+    if "zero_point_codes" in params:
+        codes = np.ascontiguousarray(params["zero_point_codes"], dtype=np.uint8).reshape(-1)
+        if scheme.block_size:
+            codes = unpack_codes(codes, scheme.bits, (codes.size * 8 // scheme.bits,))
+        return codes.astype(np.int64) + scheme.qrange[0]
+    return np.zeros(groups, np.int64)
+
+
 # ----------------------------------------------------------------------------- encode / decode
 
 
@@ -420,6 +561,10 @@ def kernel_params(scheme, params, dtype):
     ``c = n // 2`` steps (``c0 = c``, ``offset + c * scale``), the same levels up to rounding.
     """
     qmin, _ = scheme.qrange
+    if not _plain(scheme):
+        params = {**params, "scale": scale_values(scheme, params)}
+        if "offset" in params:
+            params["offset"] = base.widen(params["offset"])
     scale = params["scale"].astype(dtype)
     inv = (dtype.type(1) / scale).astype(dtype)
     if "offset" in params:
@@ -437,7 +582,7 @@ def kernel_params(scheme, params, dtype):
             offset = np.where(wide, centre, offset).astype(dtype)
     else:
         offset = np.zeros_like(scale)
-        c0 = (params["zero_point"].astype(np.int64) - qmin).astype(dtype)
+        c0 = (zero_points(scheme, params, scale.size) - qmin).astype(dtype)
     return scale, inv, offset, c0
 
 
@@ -486,7 +631,7 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     _, nan_code = code_limits(scheme)
     lay = layout(scheme, shape, start, global_shape, group_offset)
     # the kernel indexes scale, offset and c0 by group: every group of the layout must exist
-    base.check_groups(lay, {name: np.size(params[name]) for name in side_dtypes(scheme)})
+    base.check_groups(lay, {"scale": scale.size, "offset": offset.size, "zero point": c0.size})
     flat_codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
     if out is not None and out.dtype == cdtype:
         res = out.reshape(-1)
@@ -516,10 +661,15 @@ def expected_side(scheme, shape, dtype):
         raise StoreError(f"scheme does not fit shape={list(shape)}: {e}") from None
     block = scheme.block_size is not None
     qmin, qmax = scheme.qrange
-    return {name: base.Side(np.dtype(dt), (groups,), block=block,
-                            check="zero_point" if name == "zero_point" else "finite",
-                            expect=(qmin, qmax) if name == "zero_point" else None)
-            for name, dt in side_dtypes(scheme).items()}
+    specs = (param_specs(scheme, int(np.prod(shape, dtype=np.int64))) if block
+             else {name: (groups, dt) for name, dt in side_dtypes(scheme).items()})
+    checks = {"zero_point": "zero_point", "scale": "finite", "offset": "finite", "scale2": "finite"}
+    out = {name: base.Side(np.dtype(dt), (length,), block=block, check=checks.get(name),
+                           expect=(qmin, qmax) if name == "zero_point" else None)
+           for name, (length, dt) in specs.items()}
+    if scheme.double_quant:
+        out["scale_offset"] = base.Side(np.dtype(np.float32), (1,), check="finite")
+    return out
 
 
 def bits_per_value(scheme, shape, dtype=np.float32):
@@ -537,13 +687,13 @@ def level_view(scheme, side, x, x_hat):
 
 def _steps_view(scheme, side, x, x_hat):
     """:func:`level_view`, or None when the side arrays do not decode ``x_hat``."""
-    if "scale" not in side:
+    if "scale" not in side and "scale_codes" not in side:
         return None
-    scale = np.asarray(side["scale"], np.float64).reshape(-1)
+    scale = scale_values(scheme, side).astype(np.float64).reshape(-1)
     if "offset" in side:  # real zero point: x_hat = q * scale + offset
-        zp = -np.asarray(side["offset"], np.float64).reshape(-1) / scale
+        zp = -base.widen(side["offset"]).astype(np.float64).reshape(-1) / scale
     else:
-        zp = np.asarray(side.get("zero_point", np.zeros_like(scale)), np.float64).reshape(-1)
+        zp = zero_points(scheme, side, scale.size).astype(np.float64).reshape(-1)
     n = x.size
     if scheme.block_size:
         nb = -(-n // scheme.block_size)
@@ -576,7 +726,7 @@ def _steps_view(scheme, side, x, x_hat):
 
 
 FAMILY = base.Family(
-    name="uniform", needs_stats=needs_stats, needs_histogram=needs_histogram, partial=partial, merge=merge,
+    name="uniform", needs_stats=needs_stats, needs_histogram=needs_histogram, partial=fit_partial, merge=merge,
     finalize=finalize, fit=fit, encode=encode, decode=decode, block_quantum=block_quantum,
     expected_side=expected_side, bits_per_value=bits_per_value, level_view=level_view,
     partial_histogram=partial_histogram, histogram_range=histogram_range, param_specs=param_specs,
