@@ -273,6 +273,11 @@ def _check_options(scheme, damp, column_block, clip_grid):
         family(scheme)  # SchemeError for non-schemes
         raise SchemeError(f"scheme type={scheme.type!r} is not supported by adaptive_round: expected "
                           "a Uniform (per tensor, per channel or per block) or a Codebook scheme")
+    packed_blocks = scheme.block_size is not None and "zero_point_codes" in uniform.side_dtypes(scheme)
+    if isinstance(scheme, Uniform) and (scheme.double_quant or packed_blocks):
+        raise SchemeError(f"scheme double_quant={scheme.double_quant}, zero_point_storage="
+                          f"{scheme.zero_point_storage!r} is not supported by adaptive_round: expected per-group "
+                          "side arrays (symmetric=True, or zero_point_storage='int32', without double_quant)")
     if scheme.rounding != "nearest":
         raise SchemeError(f"rounding={scheme.rounding!r} is invalid for adaptive_round: expected "
                           "'nearest' (adaptive rounding chooses each rounding direction itself)")

@@ -116,6 +116,10 @@ def _as_scheme(scheme):
         supported = sorted(cls.type for cls, fam in registered().items() if fam.codec)
         raise SchemeError(f"scheme type={s.type!r} is not supported by the {CODEC_NAME} codec: "
                           f"expected a scheme of type {' or '.join(map(repr, supported))}")
+    if (s.scale_dtype, s.zero_point_storage, s.double_quant) != ("float32", "int32", False):
+        raise SchemeError(f"scheme scale_dtype={s.scale_dtype!r}, zero_point_storage={s.zero_point_storage!r}, "
+                          f"double_quant={s.double_quant} is not supported by the {CODEC_NAME} codec: "
+                          "expected the float32 defaults (its chunks carry their own float32 side arrays)")
     return s
 
 

@@ -47,6 +47,7 @@ import numpy as np
 
 from nquant.containers import QuantizedArray
 from nquant.errors import InputError, SchemeError
+from nquant.families import base, uniform
 from nquant.kernels import intmm
 from nquant.packing import unpack_codes
 from nquant.schemes import Uniform
@@ -129,10 +130,6 @@ def _uniform_of(q: QuantizedArray, name: str) -> QuantizedArray:
     return q
 
 
-def _side(q, name):
-    return np.asarray(q.side[name]) if name in q.side else None
-
-
 def _codes(q):
     codes = q.codes if not q.is_dask else q.codes.compute()
     return np.ascontiguousarray(codes, dtype=np.uint8)
@@ -168,13 +165,13 @@ def prepare_weights(qw: "QuantizedArray | PreparedWeights", *,
                           "channel) or None")
     if "offset" in qw.side:
         raise SchemeError("qw has a real offset (zero_point='float'): expected symmetric weights")
-    zp = _side(qw, "zero_point")
-    if zp is not None and np.any(zp != 0):
+    zp = uniform.zero_points(s, qw.side, 1)
+    if np.any(zp != 0):
         raise SchemeError("qw has nonzero zero points: expected symmetric weights (seed 001: symmetric "
                           "weights avoid the online correction); quantize them with symmetric=True")
     O, K = (int(v) for v in qw.shape)
     qmin, qmax = s.qrange
-    scale = np.broadcast_to(np.asarray(qw.side["scale"], np.float32).reshape(-1), (O,)).copy()
+    scale = np.broadcast_to(uniform.scale_values(s, qw.side).reshape(-1), (O,)).copy()
     keep_packed = (s.bits == 4) if packed is None else bool(packed)
     if keep_packed and s.bits != 4:
         raise SchemeError(f"packed=True needs bits=4 weights, got bits={s.bits}")
@@ -209,11 +206,11 @@ def _activations(qx):
     if s.axis is not None:
         raise SchemeError(f"qx scheme axis={s.axis} is invalid: expected per-tensor activations (axis=None)")
     qmin, qmax = s.qrange
-    scale = float(np.asarray(qx.side["scale"]).reshape(-1)[0])
+    scale = float(uniform.scale_values(s, qx.side).reshape(-1)[0])
     if "offset" in qx.side:
-        c0, off = 0, float(np.asarray(qx.side["offset"]).reshape(-1)[0])
+        c0, off = 0, float(base.widen(qx.side["offset"]).reshape(-1)[0])
     else:
-        c0, off = int(np.asarray(qx.side["zero_point"]).reshape(-1)[0]) - qmin, 0.0
+        c0, off = int(uniform.zero_points(s, qx.side, 1)[0]) - qmin, 0.0
     K, N = (int(v) for v in qx.shape)
     codes = unpack_codes(_codes(qx), s.bits, (K, N))
     return _Activations(codes, s.bits, c0, qmin, qmax, scale, off)

@@ -282,7 +282,11 @@ def decode_blockwise(q, codes, n, cdt):
 def _twin(scheme):
     """``(fit_encode, decode)`` of the scheme's family's CUDA path (:class:`CudaTwin` names
     functions of this module); ``DeviceError`` when it has none."""
-    twin = family(scheme).cuda  # SchemeError for what is not a scheme
+    fam = family(scheme)  # SchemeError for what is not a scheme
+    twin = fam.cuda
+    why = None if fam.cuda_refuses is None else fam.cuda_refuses(scheme)
+    if why is not None:
+        raise DeviceError(f"scheme {why} has no CUDA implementation: use device='cpu'")
     if twin is None:
         have = sorted(cls.type for cls, fam in registered().items() if fam.cuda is not None)
         raise DeviceError(f"scheme type={scheme.type!r} has no CUDA implementation: use device='cpu' "

@@ -78,6 +78,8 @@ class Family:
     fit_encode(scheme, x), fit_encode_packed(scheme, x), decode_packed(scheme, params, packed,
         shape, dtype, out) : fused one-pass paths for in-memory arrays
     cuda : CudaTwin, the CUDA path
+    cuda_refuses(scheme) -> str or None : why the CUDA path cannot run this scheme (options
+        its twins do not implement), or None
     codec : bool, whether the Zarr codec ``nquant.quantize`` (per-chunk calibration) supports it
     """
 
@@ -103,6 +105,7 @@ class Family:
     fit_encode_packed: Callable | None = None
     decode_packed: Callable | None = None
     cuda: CudaTwin | None = None
+    cuda_refuses: Callable | None = None
     codec: bool = False
 
     def __post_init__(self):
@@ -228,6 +231,16 @@ def to_storage(values, name, direction, what="scale"):
         raise InputError(f"scale_dtype={name!r} cannot hold the {what} {big:.6g} of x (beyond "
                          f"{limit:.6g}): use scale_dtype='float32'")
     return h
+
+
+def compact_cuda_refuses(scheme):
+    """``cuda_refuses`` of the families whose CUDA twins store float32 side arrays only."""
+    fields = {"scale_dtype": "float32", "zero_point_storage": "int32"}
+    for name, default in fields.items():
+        value = getattr(scheme, name, default)
+        if value != default:
+            return f"{name}={value!r} (the CUDA path stores {name}={default!r})"
+    return None
 
 
 # ----------------------------------------------------------------------------- decode safety

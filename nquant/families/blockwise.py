@@ -337,4 +337,4 @@ FAMILY = base.Family(
     expected_side=expected_side, bits_per_value=bits_per_value, level_view=level_view,
     param_specs=param_specs, chunk_params=chunk_params, fit_encode=fit_encode,
     fit_encode_packed=fit_encode_packed, decode_packed=decode_packed,
-    cuda=base.CudaTwin("fit_encode_blockwise", "decode_blockwise"))
+    cuda=base.CudaTwin("fit_encode_blockwise", "decode_blockwise"), cuda_refuses=base.compact_cuda_refuses)

@@ -725,10 +725,17 @@ def _steps_view(scheme, side, x, x_hat):
     return base.view(u, grid, label + " (quantization steps)", clipped)
 
 
+def cuda_refuses(scheme):
+    """Why the CUDA twins cannot run ``scheme``: compact side arrays (float32 and int32 only)."""
+    if scheme.double_quant:
+        return "double_quant=True (the CUDA path stores one float32 scale per block)"
+    return base.compact_cuda_refuses(scheme)
+
+
 FAMILY = base.Family(
     name="uniform", needs_stats=needs_stats, needs_histogram=needs_histogram, partial=fit_partial, merge=merge,
     finalize=finalize, fit=fit, encode=encode, decode=decode, block_quantum=block_quantum,
     expected_side=expected_side, bits_per_value=bits_per_value, level_view=level_view,
     partial_histogram=partial_histogram, histogram_range=histogram_range, param_specs=param_specs,
     chunk_params=chunk_params, side_dtypes=side_dtypes,
-    cuda=base.CudaTwin("fit_encode_uniform", "decode_uniform"), codec=True)
+    cuda=base.CudaTwin("fit_encode_uniform", "decode_uniform"), cuda_refuses=cuda_refuses, codec=True)
