@@ -31,12 +31,25 @@ from nquant.interfaces.workflow import estimate_bits_per_value
 
 EXAMPLES = {
     nq.Uniform: [nq.Uniform(bits=4), nq.Uniform(bits=3, axis=1, symmetric=True),
-                 nq.Uniform(bits=5, block_size=6, zero_point="float")],
+                 nq.Uniform(bits=5, block_size=6, zero_point="float"),
+                 # compact side information
+                 nq.Uniform(bits=4, symmetric=True, block_size=6, scale_dtype="float16",
+                            zero_point_storage="packed"),
+                 nq.Uniform(bits=3, block_size=4, scale_dtype="bfloat16", zero_point_storage="packed"),
+                 nq.Uniform(bits=5, axis=1, scale_dtype="float16", zero_point_storage="packed"),
+                 nq.Uniform(bits=4, block_size=6, zero_point="float", scale_dtype="bfloat16"),
+                 nq.Uniform(bits=4, block_size=2, double_quant=True, zero_point_storage="packed"),
+                 nq.Uniform(bits=4, symmetric=True, block_size=2, double_quant=True,
+                            zero_point_storage="packed")],
     nq.Codebook: [nq.Codebook(values=(-1.0, -0.25, 0.5, 1.0))],
-    nq.Blockwise: [nq.NF4(block_size=16), nq.NF4(block_size=2, double_quant=True)],
-    nq.KMeansBlockwise: [nq.KMeansBlockwise(bits=3, block_size=16, min_size=0, bins=256)],
+    nq.Blockwise: [nq.NF4(block_size=16), nq.NF4(block_size=2, double_quant=True),
+                   nq.NF4(block_size=16, scale_dtype="float16"), nq.NF4(block_size=6, scale_dtype="bfloat16")],
+    nq.KMeansBlockwise: [nq.KMeansBlockwise(bits=3, block_size=16, min_size=0, bins=256),
+                         nq.KMeansBlockwise(bits=3, block_size=16, min_size=0, bins=256, scale_dtype="float16")],
     nq.Outliers: [nq.Outliers(base=nq.NF4(block_size=16), fraction=0.02),
-                  nq.Outliers(base=nq.Uniform(bits=4, axis=0), fraction=0.05)],
+                  nq.Outliers(base=nq.Uniform(bits=4, axis=0), fraction=0.05),
+                  nq.Outliers(base=nq.Uniform(bits=4, symmetric=True, block_size=6, scale_dtype="float16",
+                                              zero_point_storage="packed"), fraction=0.02)],
     nq.ASQ: [nq.ASQ(bits=3), nq.ASQ(bits=2, axis=0)],
 }
 
@@ -148,7 +161,8 @@ def test_bad_input_is_an_input_error(scheme):
         nq.quantize(da.from_array(bad, chunks=2), scheme)
 
 
-CUDA_SCHEMES = [p for p in SCHEMES if family(p.values[0]).cuda is not None]
+CUDA_SCHEMES = [p for p in SCHEMES if family(p.values[0]).cuda is not None
+                and (family(p.values[0]).cuda_refuses is None or family(p.values[0]).cuda_refuses(p.values[0]) is None)]
 
 
 @pytest.mark.cuda
