@@ -38,6 +38,7 @@ from numpy.typing import ArrayLike
 
 from nquant.containers import QuantizedArray
 from nquant.errors import InputError
+from nquant.families.base import widen
 from nquant.codebooks.grids import NF4_BITSANDBYTES, dynamic_map
 from nquant.kernels.blockwise import DOUBLE_QUANT_BLOCK
 from nquant.packing import pack, pack_codes, packed_shape, unpack, unpack_codes
@@ -135,7 +136,7 @@ def to_bnb_state(q: QuantizedArray, dtype: Any = None, packed: bool = False) -> 
     if dtype not in _DTYPES:
         raise InputError(f"dtype={dtype!r} is invalid: expected one of {sorted(_DTYPES)}")
     nested = q.scheme.double_quant
-    absmax = side["absmax_codes"].astype(np.uint8) if nested else side["absmax"].astype(np.float32)
+    absmax = side["absmax_codes"].astype(np.uint8) if nested else widen(side["absmax"])
     state = {"quant_type": "nf4", "absmax": absmax, "blocksize": int(q.scheme.block_size),
              "quant_map": NF4_BITSANDBYTES.copy(), "dtype": dtype, "shape": tuple(int(s) for s in q.shape)}
     if nested:

@@ -290,6 +290,14 @@ class Uniform(Scheme):
                   f"(qmin={qmin}, qmax={qmax} with signed={self.is_signed}, "
                   f"narrow_range={self.narrow_range}, nan={self.nan!r})")
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        """Inverse of :meth:`to_dict`; JSON written before ``zero_point_storage`` existed (every
+        earlier store) stored an int32 zero point, whatever the default is now."""
+        d = dict(d)
+        d.setdefault("zero_point_storage", "int32")
+        return super().from_dict(d)
+
     @property
     def hist_bins(self) -> int:
         """Histogram bins used by ``percentile`` and ``mse`` calibration."""
