@@ -16,6 +16,7 @@ from nquant import validate
 from nquant.errors import InputError, SchemeError, StoreError
 from nquant.families import base, blockwise, uniform
 from nquant.families.registry import family
+from tests.strategies import apply_layout, block_chunkings, float_arrays, layouts
 
 COMPACT = {
     "sym4_b64_f16": nq.Uniform(4, symmetric=True, block_size=64, scale_dtype="float16",
@@ -340,3 +341,54 @@ def test_compact_formats_refused_where_not_implemented():
         QuantizeCodec(scheme=COMPACT["asym4_b64_packed"])
     with pytest.raises(SchemeError, match="not supported by adaptive_round"):
         nq.adaptive_round(np.ones((4, 64), np.float32), np.ones((64, 8), np.float32), COMPACT["sym4_b16_dq"])
+
+
+# ----------------------------------------------------------------------------- adversarial inputs
+
+ADVERSARIAL = [nq.Uniform(4, symmetric=True, block_size=4, scale_dtype="float16", zero_point_storage="packed"),
+               nq.Uniform(3, block_size=2, scale_dtype="bfloat16", zero_point_storage="packed"),
+               nq.Uniform(4, block_size=2, double_quant=True, zero_point_storage="packed"),
+               nq.Uniform(4, symmetric=True, scale_dtype="bfloat16", zero_point_storage="packed", nan="propagate"),
+               nq.NF4(block_size=4, scale_dtype="bfloat16")]
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=float_arrays(max_side=9), k=st.integers(0, len(ADVERSARIAL) - 1), layout=layouts(), data=st.data())
+def test_adversarial_arrays(x, k, layout, data):
+    """Huge, tiny, subnormal, constant, empty and 0-d arrays of every float dtype, as views:
+    a one-line refusal naming scale_dtype, or finite values within a step of the stored grid
+    and the same bytes for any Dask chunking."""
+    scheme = ADVERSARIAL[k]
+    try:
+        q = nq.quantize(apply_layout(x, layout), scheme)
+    except InputError as e:
+        assert "scale_dtype=" in str(e) and "\n" not in str(e)
+        return
+    x_hat = nq.dequantize(q)
+    assert x_hat.dtype == x.dtype and x_hat.shape == x.shape and np.isfinite(x_hat).all()
+    if scheme.type == "uniform" and x.size:
+        _, scale, _ = _codes_steps(q)
+        err = np.abs(x.reshape(-1).astype(np.float64) - x_hat.reshape(-1).astype(np.float64))
+        # a step of the decoded scale, plus the rounding of x_hat to a float16 result
+        slack = np.abs(x_hat.reshape(-1).astype(np.float64)) * (2.0 ** -10 if x.dtype == np.float16 else 1e-6)
+        assert (err <= scale.astype(np.float64) * (1 + 1e-6) + slack + 1e-45).all()
+    if x.size and x.ndim:
+        flat = x.reshape(-1)
+        quantum = family(scheme).block_quantum(scheme) or flat.size
+        chunks = data.draw(block_chunkings(flat.size, quantum))
+        qd = nq.quantize(da.from_array(flat, chunks=chunks), scheme)
+        np.testing.assert_array_equal(nq.dequantize(qd).compute(), x_hat.reshape(-1))
+
+
+@pytest.mark.parametrize("scheme", [
+    nq.Uniform(4, symmetric=True, block_size=8, scale_dtype="float16", zero_point_storage="packed", nan="propagate"),
+    nq.Uniform(4, block_size=8, double_quant=True, zero_point_storage="packed", nan="propagate"),
+    nq.Uniform(4, axis=0, scale_dtype="bfloat16", zero_point_storage="packed", nan="propagate")])
+def test_nan_propagates_with_compact_side_arrays(scheme):
+    x = _data(11, (8, 64))
+    x[1, 3] = x[5, 60] = np.nan
+    x[2] = np.nan  # a whole row (block) of NaN
+    x_hat = nq.dequantize(nq.quantize(x, scheme))
+    np.testing.assert_array_equal(np.isnan(x_hat), np.isnan(x))
+    xd = nq.dequantize(nq.quantize(da.from_array(x, chunks=(4, 64)), scheme)).compute()
+    np.testing.assert_array_equal(xd, x_hat)

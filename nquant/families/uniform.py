@@ -394,9 +394,15 @@ def block_quantum(scheme):
         return None
     if scheme.double_quant:
         return scheme.block_size * bw.DQ_BLOCK
-    if "zero_point_codes" in side_dtypes(scheme):
+    if _packed_zero_points(scheme):
         return scheme.block_size * (8 // math.gcd(scheme.bits, 8))
     return scheme.block_size
+
+
+def _packed_zero_points(scheme):
+    """Whether the zero points are ``bits``-bit codes row-packed per block (codes of up to 8
+    bits; wider ones take a uint16 each)."""
+    return scheme.block_size is not None and scheme.bits <= 8 and "zero_point_codes" in side_dtypes(scheme)
 
 
 def _plain(scheme):
@@ -415,7 +421,7 @@ def side_dtypes(scheme):
     elif scheme.symmetric:
         second = {}
     else:
-        second = {"zero_point_codes": np.dtype(np.uint8)}
+        second = {"zero_point_codes": np.dtype(np.uint8 if scheme.bits <= 8 else np.uint16)}
     return {"scale": fdt, **second}
 
 
@@ -428,7 +434,7 @@ def param_specs(scheme, n):
         if name == "scale" and scheme.double_quant:
             out["scale_codes"] = (nb, np.dtype(np.uint8))
             out["scale2"] = (-(-nb // bw.DQ_BLOCK), np.dtype(np.float32))
-        elif name == "zero_point_codes":
+        elif name == "zero_point_codes" and _packed_zero_points(scheme):
             out[name] = (-(-nb * scheme.bits // 8), dtype)
         else:
             out[name] = (nb, dtype)
@@ -525,8 +531,8 @@ def _stored(scheme, params, side):
     if "zero_point" in names:
         out["zero_point"] = params["zero_point"]
     elif "zero_point_codes" in names:
-        codes = (params["zero_point"].astype(np.int64) - scheme.qrange[0]).astype(np.uint8)
-        out["zero_point_codes"] = pack_codes(codes, scheme.bits) if scheme.block_size else codes
+        codes = (params["zero_point"].astype(np.int64) - scheme.qrange[0]).astype(names["zero_point_codes"])
+        out["zero_point_codes"] = pack_codes(codes, scheme.bits) if _packed_zero_points(scheme) else codes
     return out
 
 
@@ -543,8 +549,9 @@ def zero_points(scheme, params, groups):
     if "zero_point" in params:
         return np.asarray(params["zero_point"]).astype(np.int64)
     if "zero_point_codes" in params:
-        codes = np.ascontiguousarray(params["zero_point_codes"], dtype=np.uint8).reshape(-1)
-        if scheme.block_size:
+        codes = np.asarray(params["zero_point_codes"]).reshape(-1)
+        if _packed_zero_points(scheme):
+            codes = np.ascontiguousarray(codes, dtype=np.uint8)
             codes = unpack_codes(codes, scheme.bits, (codes.size * 8 // scheme.bits,))
         return codes.astype(np.int64) + scheme.qrange[0]
     return np.zeros(groups, np.int64)
