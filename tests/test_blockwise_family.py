@@ -83,3 +83,27 @@ def test_packed_paths_edge_inputs(x):
     _same(params, pack_codes(codes, 4), packed_params, packed)
     np.testing.assert_array_equal(blockwise.decode_packed(scheme, params, packed, x.shape, x.dtype),
                                   blockwise.decode(scheme, params, codes, x.dtype))
+
+
+@given(data=block_data(), scale_dtype=st.sampled_from(["float16", "bfloat16"]), cols=st.sampled_from([None, 2]))
+def test_narrow_absmax_paths_agree(data, scale_dtype, cols):
+    """With a float16/bfloat16 absmax the fused paths fall back to fit then encode: every path
+    gives the same codes and side arrays, and decoding multiplies by the stored absmax."""
+    x, block = data
+    block += block % 2
+    x = x[:x.size // cols * cols].reshape(-1, cols) if cols else x
+    scheme = nq.NF4(block_size=block, scale_dtype=scale_dtype)
+    try:
+        params = blockwise.fit(scheme, x)
+    except InputError as e:  # an absmax beyond float16's range
+        assert f"scale_dtype={scale_dtype!r}" in str(e)
+        return
+    codes = blockwise.encode(scheme, params, x)
+    _same(params, codes, *blockwise.fit_encode(scheme, x))
+    packed_params, packed = blockwise.fit_encode_packed(scheme, x)
+    np.testing.assert_array_equal(packed, pack_codes(codes, 4))
+    absmax = blockwise.block_absmax(scheme, packed_params)
+    assert params["absmax"].dtype == (np.float16 if scale_dtype == "float16" else np.uint16)
+    levels = np.asarray(scheme.codebook, np.float32)
+    want = levels[codes.reshape(-1)] * np.repeat(absmax, block)[:x.size]
+    np.testing.assert_array_equal(blockwise.decode_packed(scheme, packed_params, packed, x.shape).reshape(-1), want)

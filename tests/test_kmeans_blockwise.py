@@ -11,6 +11,7 @@ import nquant as nq
 from nquant.codebooks.optimal1d import kmeans1d
 from nquant.errors import InputError, SchemeError
 from nquant.families import kmeans_blockwise as kmb
+from nquant.families.base import widen
 from nquant.schemes import KMeansBlockwise, scheme_from_json
 from tests.helpers import assert_same_quantized as _assert_same
 from tests.helpers import rmse as _rmse
@@ -201,3 +202,20 @@ def test_zarr_save_open_and_quantize_zarr_any_chunking(tmp_path, scheme):
         write_zarr(tmp_path / f"src{i}.zarr", x, chunks)
         out = nq.quantize_zarr(str(tmp_path / f"src{i}.zarr"), tmp_path / f"dst{i}.zarr", scheme)
         _assert_same(q, out)
+
+
+@pytest.mark.parametrize("scale_dtype", ["float16", "bfloat16"])
+def test_narrow_absmax_same_codebook_encoded_against_stored_absmax(scale_dtype):
+    """A float16/bfloat16 absmax changes nothing of the fit (the exact absmax weighs it) and
+    encodes against the stored, rounded-up absmax; Dask chunkings agree."""
+    x = _data(21, (64, 64))
+    wide = KMeansBlockwise(bits=3, block_size=32, min_size=0, bins=512)
+    narrow = wide.replace(scale_dtype=scale_dtype)
+    q, qw = nq.quantize(x, narrow), nq.quantize(x, wide)
+    np.testing.assert_array_equal(q.side["codebook"], qw.side["codebook"])
+    absmax = widen(q.side["absmax"])
+    assert (absmax >= qw.side["absmax"]).all() and q.bits_per_value == qw.bits_per_value - 0.5
+    want = kmb.levels(narrow, q.side)[np.asarray(q.codes_unpacked).reshape(-1)] * np.repeat(absmax, 32)
+    np.testing.assert_array_equal(nq.dequantize(q).reshape(-1), want)
+    qd = nq.quantize(da.from_array(x, chunks=(16, 64)), narrow)
+    _assert_same(qd, q)
