@@ -39,7 +39,7 @@ import numpy as np
 import zarr
 
 from nquant.errors import StoreError
-from nquant.families.base import Side, check_codes, check_groups, check_length, check_nibbles  # noqa: F401
+from nquant.families.base import Side, check_codes, check_groups, check_length, check_nibbles, widen  # noqa: F401
 from nquant.families.registry import family
 from nquant.packing import packed_shape
 from nquant.schemes import FORMAT_VERSION, scheme_from_json
@@ -201,7 +201,7 @@ def check_values(name, side, a, where=""):
     if c is None or a.size == 0:
         return
     bad = None
-    if c in ("finite", "increasing", "rows") and not np.isfinite(a).all():
+    if c in ("finite", "increasing", "rows") and not np.isfinite(widen(a) if a.dtype == np.uint16 else a).all():
         bad = "non-finite values"
     elif c == "zero_point" and (a.min() < side.expect[0] or a.max() > side.expect[1]):
         bad = f"values in [{a.min()}, {a.max()}], outside the code range {list(side.expect)}"

@@ -392,3 +392,23 @@ def test_nan_propagates_with_compact_side_arrays(scheme):
     np.testing.assert_array_equal(np.isnan(x_hat), np.isnan(x))
     xd = nq.dequantize(nq.quantize(da.from_array(x, chunks=(4, 64)), scheme)).compute()
     np.testing.assert_array_equal(xd, x_hat)
+
+
+def test_open_refuses_non_finite_bfloat16_scales(tmp_path):
+    path = str(tmp_path / "q.zarr")
+    nq.save(nq.quantize(_data(12), COMPACT["asym3_b32_bf16"]), path)
+    g = zarr.open_group(path, mode="r+")
+    g.attrs.pop(validate.INTEGRITY, None)
+    scale = np.asarray(g["scale"][...])
+    scale[5] = 0x7F80  # +inf in bfloat16
+    _rewrite(path, "scale", scale)
+    with pytest.raises(StoreError, match="side array 'scale' chunk .* holds non-finite values"):
+        nq.dequantize(nq.open(path)).compute()
+
+
+def test_preset_is_the_4_25_bit_target():
+    from nquant.interfaces.presets import PRESETS
+
+    scheme = PRESETS["int4-sym-block64-f16"]
+    assert scheme == COMPACT["sym4_b64_f16"]
+    assert family(scheme).bits_per_value(scheme, (384, 1536)) == 4.25

@@ -12,7 +12,9 @@ register(Uniform, uniform.FAMILY, presets={
     "int8": Uniform(bits=8), "int8-sym": Uniform(bits=8, symmetric=True),
     "int8-channel": Uniform(bits=8, symmetric=True, axis=0), "int4": Uniform(bits=4),
     "int4-block64": Uniform(bits=4, block_size=64), "int4-mse": Uniform(bits=4, range="mse"),
-    "int2": Uniform(bits=2, range="mse")})
+    "int2": Uniform(bits=2, range="mse"),
+    "int4-sym-block64-f16": Uniform(bits=4, symmetric=True, block_size=64, scale_dtype="float16",
+                                    zero_point_storage="packed")})
 register(Codebook, codebook.FAMILY)
 register(Blockwise, blockwise.FAMILY, presets={"nf4": NF4(), "nf4-dq": NF4(double_quant=True)})
 register(KMeansBlockwise, kmeans_blockwise.FAMILY)
