@@ -3,6 +3,7 @@ uniform block scales; each stored format counted exactly, decoded bit for bit, v
 
 import json
 import math
+import pathlib
 
 import dask.array as da
 import numpy as np
@@ -327,7 +328,7 @@ def test_corrupt_lengths_are_a_store_error_not_an_index():
     scheme = COMPACT["asym4_b64_packed"]
     q = nq.quantize(_data(10), scheme)
     side = dict(q.side, zero_point_codes=q.side["zero_point_codes"][:3])
-    with pytest.raises(StoreError, match="'zero point' has 6 entries"):
+    with pytest.raises(StoreError, match="'zero_point_codes' has 6 entries"):
         uniform.decode(scheme, side, nq.unpack(q.codes, 4, q.size).reshape(q.shape))
 
 
@@ -412,3 +413,29 @@ def test_preset_is_the_4_25_bit_target():
     scheme = PRESETS["int4-sym-block64-f16"]
     assert scheme == COMPACT["sym4_b64_f16"]
     assert family(scheme).bits_per_value(scheme, (384, 1536)) == 4.25
+
+
+# ----------------------------------------------------------------------------- golden stores
+
+GOLDEN = pathlib.Path(__file__).parent / "fixtures" / "golden" / "compact"
+GOLDEN_NAMES = sorted(p.stem for p in GOLDEN.glob("*.npy"))
+
+
+def test_golden_compact_stores_exist():
+    assert len(GOLDEN_NAMES) >= 9, f"golden stores missing under {GOLDEN}: run tests/fixtures/make_golden.py"
+
+
+@pytest.mark.parametrize("name", GOLDEN_NAMES)
+def test_golden_compact_store(name, tmp_path):
+    """Written once by tests/fixtures/make_golden.py: every later nquant decodes it bit for bit."""
+    store = str(GOLDEN / f"{name}.zarr")
+    expected = np.load(GOLDEN / f"{name}.npy", allow_pickle=False)
+    q = nq.open(store)
+    assert q.info["verified"] is True
+    meta = json.loads((GOLDEN / f"{name}.zarr" / "zarr.json").read_text())["attributes"]["nquant"]
+    assert meta["format_version"] == 1 and q.scheme == nq.scheme_from_json(meta["scheme"])
+    got = np.asarray(nq.dequantize(q).compute())
+    assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
+    z = nq.dequantize_zarr(store, str(tmp_path / "x_hat.zarr"))
+    assert np.asarray(z[...]).tobytes() == expected.tobytes()
+    assert q.bits_per_value == family(q.scheme).bits_per_value(q.scheme, q.shape, q.dtype)

@@ -11,7 +11,7 @@ chunk, so they get the same parameters as any chunking of a Dask array.
 Side arrays (``params``): ``scale`` float32, and ``zero_point`` int32
 (``zero_point="int"``) or ``offset`` float32 (``zero_point="float"``); one
 value per tensor, per index of ``axis``, or per block.  Compact side information
-(:func:`side_specs`): ``scale`` and ``offset`` in ``scale_dtype`` (float16, or bfloat16 as
+(:func:`side_dtypes`, :func:`param_specs`): ``scale`` and ``offset`` in ``scale_dtype`` (float16, or bfloat16 as
 uint16 bits); with ``zero_point_storage="packed"`` no zero point for symmetric schemes and
 ``bits``-bit ``zero_point_codes`` otherwise; with ``double_quant`` the block scales as 8-bit
 ``scale_codes``, ``scale2`` per 256 blocks and ``scale_offset`` (:mod:`nquant.families.blockwise`).
@@ -29,9 +29,9 @@ from nquant.families import base
 from nquant.families import blockwise as bw
 from nquant.kernels import affine, calibrate, stats
 from nquant.kernels import blockwise as kb
-from nquant.packing import pack_codes, unpack_codes
 from nquant.kernels.rng import seed_key
 from nquant.kernels.rounding import MODES
+from nquant.packing import pack_codes, unpack_codes
 
 MSE_GRID = 64
 
@@ -638,7 +638,11 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     _, nan_code = code_limits(scheme)
     lay = layout(scheme, shape, start, global_shape, group_offset)
     # the kernel indexes scale, offset and c0 by group: every group of the layout must exist
-    base.check_groups(lay, {"scale": scale.size, "offset": offset.size, "zero point": c0.size})
+    sizes = {("scale_codes" if "scale_codes" in params else "scale"): scale.size}
+    for name in ("offset", "zero_point", "zero_point_codes"):
+        if name in params:
+            sizes[name] = (offset if name == "offset" else c0).size
+    base.check_groups(lay, sizes)
     flat_codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
     if out is not None and out.dtype == cdtype:
         res = out.reshape(-1)
