@@ -30,6 +30,8 @@ T = TypeVar("T", bound=type["Scheme"])
 Levels = Sequence[float] | npt.NDArray[np.floating[Any]]
 #: Rounding modes (``nquant.kernels.rounding.MODES``).
 Rounding = Literal["nearest", "nearest_away", "floor", "ceil", "stochastic"]
+#: Storage of float side arrays (``SCALE_DTYPES``).
+ScaleDtype = Literal["float32", "float16", "bfloat16"]
 
 
 def register(cls: T) -> T:
@@ -216,7 +218,7 @@ class Uniform(Scheme):
     narrow_range: bool = False
     nan: Literal["raise", "propagate"] = "raise"
     bins: int | None = None
-    scale_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    scale_dtype: ScaleDtype = "float32"
     zero_point_storage: Literal["int32", "packed"] = "int32"
     double_quant: bool = False
 
@@ -408,7 +410,7 @@ class Blockwise(Scheme):
     codebook: Levels = ()
     block_size: int = 64
     double_quant: bool = False
-    scale_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    scale_dtype: ScaleDtype = "float32"
 
     def __post_init__(self):
         if self.codebook is None or len(self.codebook) == 0:
@@ -436,7 +438,7 @@ def _check_absmax_dtype(scheme):
 
 
 def NF4(block_size: int = 64, double_quant: bool = False,  # noqa: N802  (a scheme constructor, named like one)
-        scale_dtype: str = "float32") -> Blockwise:
+        scale_dtype: ScaleDtype = "float32") -> Blockwise:
     """QLoRA's NF4: ``Blockwise(normal_float(4), block_size, double_quant, scale_dtype)``."""
     return Blockwise(codebook=tuple(float(v) for v in normal_float(4)), block_size=block_size,
                      double_quant=double_quant, scale_dtype=scale_dtype)
@@ -499,7 +501,7 @@ class KMeansBlockwise(Scheme):
     bins: int = 16384
     min_size: int = 65536
     codebook: Levels = ()
-    scale_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    scale_dtype: ScaleDtype = "float32"
 
     def __post_init__(self):
         if not is_int(self.bits) or not 1 <= self.bits <= 8:
