@@ -287,7 +287,9 @@ def write_calibration(path: Any, entries: Mapping[str, Any], *, kind: str = "hes
     ----------
     path : str, an ``.npz`` file or (any other name) a local Zarr group
     entries : mapping tensor name -> inputs, float (rows, in): a NumPy or Dask array, or an
-        iterable of such batches (rows, in) (``"hessian"`` only)
+        iterable of such batches (rows, in); or (``"hessian"`` only) the merged statistics of
+        :func:`nquant.adaptive.hessian_partial` / :func:`~nquant.adaptive.hessian_merge` of the
+        inputs as columns (``hessian_partial(X.T)``)
     kind : "hessian" (default: ``H = X^T X``, float64 (in, in), accumulated with
         :func:`nquant.adaptive.hessian`, so a Dask array or a stream of batches never has to fit
         in memory) or "inputs" (the rows themselves, float32)
@@ -303,7 +305,12 @@ def write_calibration(path: Any, entries: Mapping[str, Any], *, kind: str = "hes
     for name, X in entries.items():
         outputs.check_name(name, "tensor name", InputError)
         if kind == "hessian":
-            if chunked.is_dask(X) or isinstance(X, np.ndarray) or hasattr(X, "__array__"):
+            if isinstance(X, Mapping):  # statistics of nquant.adaptive.hessian_partial / hessian_merge
+                if "H" not in X or "n" not in X:
+                    raise InputError(f"entries[{name!r}] is a mapping without 'H' and 'n': expected "
+                                     "hessian_partial / hessian_merge statistics")
+                st = X
+            elif chunked.is_dask(X) or isinstance(X, np.ndarray) or hasattr(X, "__array__"):
                 st = hessian_stats(X.T if chunked.is_dask(X) else np.asarray(X).T)
             else:  # batches of rows
                 st = hessian_stats(np.asarray(b).T for b in X)
@@ -338,6 +345,9 @@ def _write_npz(p, arrays, meta, overwrite):
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays, **{META_KEY: np.array(json.dumps(meta))})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):

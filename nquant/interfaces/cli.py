@@ -24,6 +24,7 @@ import click
 from nquant import __version__, chunked, cluster
 from nquant.api import family
 from nquant.cluster import check_chunk_memory, check_count, parse_memory_limit
+from nquant.calibration import RECIPES
 from nquant.cluster import scheduler as run_on
 from nquant.errors import InputError, NQuantError, StoreError
 from nquant.interfaces import warmup
@@ -268,28 +269,79 @@ def _memory_check(src, scheme, threads_per_worker, memory_limit):
     check_chunk_memory(tuple(c[0] for c in x.chunks), x.dtype, memory_limit, threads_per_worker)
 
 
+_model_options = _options(
+    click.option("--calibration", type=click.Path(),
+                 help="Models: a calibration store (.npz or Zarr group of per-tensor inputs or Hessians, "
+                      "keyed by tensor name): calibrated rounding per tensor."),
+    click.option("--recipe", type=click.Choice(sorted(RECIPES)),
+                 help="Models: how calibrated tensors are rounded: adaptive (adaptive_round with --scheme; "
+                      "the default) or codebook<bits> (a codebook fitted per layer, rows scaled by their "
+                      "absmax; needs no --scheme)."),
+    click.option("--damp", type=click.FloatRange(min=0), help="Models: the recipe's Hessian damping."),
+    click.option("--act-order/--no-act-order", default=None,
+                 help="Models: visit columns by decreasing Hessian diagonal (default: the recipe's)."),
+    click.option("--include", multiple=True, help="Models: tensor name globs to quantize (repeatable; "
+                                                  "default: every floating tensor of 2+ dimensions)."),
+    click.option("--dequantized", type=click.Path(),
+                 help="Models: also write the dequantized model to this .safetensors file."),
+)
+
+
+def _model_text(dst, report):
+    total = report["total"]
+    text = (f"{dst}: {len(report) - 1} tensors, {total['values']} values, "
+            f"{total['bits_per_value']:.4f} bits/value (side information included)")
+    if "recipe" in total:
+        plain = total["uncalibrated"]
+        text += (f"; recipe {total['recipe']}: {total['calibrated']} tensors calibrated, {len(plain)} rounded "
+                 f"to nearest without a calibration entry" + (f" ({', '.join(plain[:5])}"
+                                                             f"{', ...' if len(plain) > 5 else ''})" if plain else ""))
+        if total["unused"]:
+            text += f"; {len(total['unused'])} calibration entries match no tensor"
+    return text
+
+
 @main.command()
 @click.argument("src")
 @click.argument("dst")
 @_scheme_options
+@_model_options
 @_cluster_options("threads")
 @_common
 @click.option("--overwrite", is_flag=True, help="Recompute even if DST is complete.")
 @_guard
-def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, scheduler, workers,
-             threads_per_worker, memory_limit, as_json, progress, overwrite):
+def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, calibration, recipe, damp,
+             act_order, include, dequantized, scheduler, workers, threads_per_worker, memory_limit, as_json,
+             progress, overwrite):
     """Quantize SRC (a Zarr array, .npy or .safetensors file) into the nquant Zarr group DST.
 
-    A .safetensors model gets one group per floating tensor of 2 or more dimensions.
+    A .safetensors model gets one group per floating tensor of 2 or more dimensions; with
+    --calibration, the tensors with an entry in the store are rounded against their calibration
+    inputs (--recipe), in parallel.
     """
-    s = _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
+    model_flags = {"--calibration": calibration, "--recipe": recipe, "--damp": damp, "--act-order": act_order,
+                   "--include": include or None, "--dequantized": dequantized}
     if str(src).endswith(".safetensors"):
-        with warmup.compiling(warmup.scheme_key("model", s), _say if progress else _quiet):
-            report = quantize_safetensors(src, dst, s, overwrite=overwrite)
-        total = report["total"]
-        _emit(report, as_json, f"{dst}: {len(report) - 1} tensors, {total['values']} values, "
-              f"{total['bits_per_value']:.4f} bits/value (side information included)")
+        ctx = click.get_current_context()
+        codebook = recipe is not None and recipe != "adaptive"
+        given = [f"--{n.rstrip('_').replace('_', '-')}" for n in ("scheme", "bits", "axis", "block_size",
+                                                                 "rounding", "range_", "seed")
+                 if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+        if codebook and given:
+            raise InputError(f"{given[0]}: --recipe {recipe} chooses its own scheme (a codebook fitted per "
+                             "layer); leave out the scheme options")
+        s = None if codebook else _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
+        kind = "model" if calibration is None and recipe is None else f"calibrated model {recipe or 'adaptive'}"
+        with warmup.compiling(warmup.scheme_key(kind, s or {}), _say if progress else _quiet):
+            report = quantize_safetensors(src, dst, s, overwrite=overwrite, include=list(include) or None,
+                                          calibration=calibration, recipe=recipe, damp=damp, act_order=act_order,
+                                          write_dequantized=dequantized)
+        _emit(report, as_json, _model_text(dst, report))
         return
+    used = [k for k, v in model_flags.items() if v is not None]
+    if used:
+        raise InputError(f"{used[0]}: only for a .safetensors model source, not {src!r}")
+    s = _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
     source = _source(src)
     name = scheduler or "threads"
     if name == "local":
