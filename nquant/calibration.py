@@ -37,7 +37,7 @@ import zarr
 
 from nquant import chunked, limits, outputs
 from nquant.adaptive import adaptive_round, hessian_finalize, hessian_stats
-from nquant.api import quantize
+from nquant.api import dequantize, quantize
 from nquant.codebooks.optimal1d import kmeans1d
 from nquant.containers import QuantizedArray
 from nquant.errors import InputError, SchemeError, StoreError
@@ -163,9 +163,9 @@ def _npz_entries(path):
                 with z.open(info) as f:
                     version = np.lib.format.read_magic(f)
                     if version == (1, 0):
-                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
                     elif version in ((2, 0), (3, 0)):
-                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
                     else:
                         raise ValueError(f"member {info.filename!r}: unsupported .npy version {version}")
                 if name == META_KEY:
@@ -405,11 +405,26 @@ def codebook_round(W, H, scheme, *, damp=0.01, act_order=True):
     if not (weights > 0).any():  # no weight anywhere (zero rows or inputs): the plain fit
         return quantize(np.asarray(W), scheme)
     levels = np.unique(kmeans1d(V, scheme.levels, weights=weights).centers.astype(np.float32))
-    qa = adaptive_round(V, H, Codebook(tuple(float(v) for v in levels)), kind="hessian", damp=damp,
-                        act_order=act_order)
-    return QuantizedArray(scheme=scheme, shape=W32.shape, dtype=np.asarray(W).dtype,
-                          codes=pack_codes(qa.codes_unpacked, scheme.bits), bits=scheme.bits,
-                          side={"absmax": s, "codebook": levels}, info=qa.info)
+    grid = Codebook(tuple(float(v) for v in levels))
+    qa = adaptive_round(V, H, grid, kind="hessian", damp=damp, act_order=act_order)
+
+    def stored(c):
+        return QuantizedArray(scheme=scheme, shape=W32.shape, dtype=np.asarray(W).dtype,
+                              codes=pack_codes(c, scheme.bits), bits=scheme.bits,
+                              side={"absmax": s, "codebook": levels},
+                              info={"adaptive_round": dict(qa.info["adaptive_round"])})
+
+    q = stored(qa.codes_unpacked)
+    # the figures of adaptive_round are those of V; those of W weigh row r by s_r**2
+    W64 = np.asarray(W, np.float64)
+    ref = float(np.einsum("ij,ij->", W64 @ H, W64))
+    info = q.info["adaptive_round"]
+    for key, c in (("", qa.codes_unpacked), ("_nearest", quantize(V, grid).codes_unpacked)):
+        E = W64 - np.asarray(dequantize(stored(c)), np.float64)
+        obj = float(np.einsum("ij,ij->", E @ H, E))
+        info["objective" + key] = obj
+        info["rel_error" + key] = float(np.sqrt(max(obj, 0.0) / ref)) if ref > 0 else 0.0
+    return q
 
 
 def adaptive_scheme_round(W, H, scheme, *, damp=0.01, act_order=False):
@@ -460,5 +475,5 @@ def get_recipe(recipe):
     raise SchemeError(f"recipe={recipe!r} is invalid: expected one of {sorted(RECIPES)} or a Recipe")
 
 
-__all__ = ["Calibration", "Recipe", "RECIPES", "codebook_round", "get_recipe", "open_calibration",
+__all__ = ["RECIPES", "Calibration", "Recipe", "codebook_round", "get_recipe", "open_calibration",
            "write_calibration"]

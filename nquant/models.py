@@ -171,7 +171,7 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
                                     "unused": sorted(set(cal.names) - chosen) if cal else []})
         outputs.complete_group(root, MODEL_ATTR, {
             "source": os.path.basename(os.fspath(path)), "scheme": request["scheme"], "tensors": report,
-            "complete": True, "fingerprint": request})
+            "complete": True, "fingerprint": request, **({"recipe": rec.name} if calibrated else {})})
         finish_partial(partial, dst)
         if write_dequantized:
             _write_dequantized(write_dequantized, out_tensors, shown, overwrite)
