@@ -375,11 +375,31 @@ def _write_zarr(p, arrays, meta, overwrite):
 def codebook_scheme(bits, shape):
     """The stored scheme of the codebook recipes for a weight of ``shape``: one absmax per row
     (``block_size`` = the last dimension) and a codebook of ``2**bits`` levels fitted to the tensor
-    (``KMeansBlockwise(fit="exact", min_size=0)``; nearest rounding with it is the plain recipe)."""
-    return KMeansBlockwise(bits=bits, block_size=int(shape[-1]) if len(shape) else 1, fit="exact", min_size=0)
+    (``KMeansBlockwise(min_size=0)``: nearest rounding with it, levels fitted to the weights alone,
+    is the plain recipe for tensors without calibration)."""
+    return KMeansBlockwise(bits=bits, block_size=int(shape[-1]) if len(shape) else 1, min_size=0)
 
 
-def codebook_round(W, H, scheme, *, damp=0.01, act_order=True):
+def fit_levels(V, weights, k, bins=16384):
+    """``k`` levels of minimum weighted squared error for the values ``V`` in [-1, 1].
+
+    ``bins=None``: exact weighted 1-D k-means over every value.  Otherwise the values are first
+    merged into ``bins`` equal bins over [-1, 1] (each bin one point at its weighted mean, with its
+    total weight), then exact weighted k-means runs over the bins: the levels lose at most half a
+    bin (``1 / bins``) to the exact ones, and the fit no longer grows with the tensor's size.
+    """
+    V = np.asarray(V, np.float64).reshape(-1)
+    w = np.asarray(weights, np.float64).reshape(-1)
+    if bins is None:
+        return kmeans1d(V, k, weights=w).centers
+    idx = np.minimum(((V + 1.0) * (bins / 2.0)).astype(np.int64), bins - 1)
+    wb = np.bincount(idx, weights=w, minlength=bins)
+    sb = np.bincount(idx, weights=w * V, minlength=bins)
+    keep = wb > 0
+    return kmeans1d(sb[keep] / wb[keep], k, weights=wb[keep]).centers
+
+
+def codebook_round(W, H, scheme, *, damp=0.01, act_order=True, bins=16384):
     """Calibrated rounding to a codebook fitted per layer, rows scaled by their absmax.
 
     ``W = diag(s) V`` with ``s`` the float32 absmax of each row (``V = W * float32(1 / s)``, as
@@ -392,6 +412,8 @@ def codebook_round(W, H, scheme, *, damp=0.01, act_order=True):
     ----------
     W : ndarray (out, in), float; H : ndarray (in, in), float64
     scheme : KMeansBlockwise from :func:`codebook_scheme` (bits and block size)
+    damp, act_order : options of :func:`nquant.adaptive.adaptive_round`
+    bins : int or None, the levels' fit (:func:`fit_levels`; None: exact over every value)
 
     Returns
     -------
@@ -404,7 +426,7 @@ def codebook_round(W, H, scheme, *, damp=0.01, act_order=True):
     weights = (s.astype(np.float64) ** 2)[:, None] * np.diag(H)[None, :]
     if not (weights > 0).any():  # no weight anywhere (zero rows or inputs): the plain fit
         return quantize(np.asarray(W), scheme)
-    levels = np.unique(kmeans1d(V, scheme.levels, weights=weights).centers.astype(np.float32))
+    levels = np.unique(fit_levels(V, weights, scheme.levels, bins).astype(np.float32))
     grid = Codebook(tuple(float(v) for v in levels))
     qa = adaptive_round(V, H, grid, kind="hessian", damp=damp, act_order=act_order)
 
@@ -415,6 +437,7 @@ def codebook_round(W, H, scheme, *, damp=0.01, act_order=True):
                               info={"adaptive_round": dict(qa.info["adaptive_round"])})
 
     q = stored(qa.codes_unpacked)
+    q.info["adaptive_round"]["levels"] = {"fit": "weighted k-means", "bins": bins}
     # the figures of adaptive_round are those of V; those of W weigh row r by s_r**2
     W64 = np.asarray(W, np.float64)
     ref = float(np.einsum("ij,ij->", W64 @ H, W64))
