@@ -219,10 +219,11 @@ def open_calibration(calibration: Any) -> Calibration:
         for name, a in calibration.items():
             if not isinstance(name, str):
                 raise InputError(f"calibration: key {name!r} is not a tensor name (str)")
-            a = a if chunked.is_dask(a) else np.asarray(a)
-            # a NumPy entry is in memory already; a Dask entry is read one chunk at a time
-            chunk = (int(np.prod([c[0] for c in a.chunks], dtype=np.int64)) * a.dtype.itemsize
-                     if chunked.is_dask(a) and a.ndim else 0)
+            chunk = 0  # a NumPy entry is in memory already
+            if chunked.is_dask(a):  # a Dask entry is read one chunk at a time
+                chunk = int(np.prod([c[0] for c in a.chunks], dtype=np.int64)) * a.dtype.itemsize if a.ndim else 0
+            else:
+                a = np.asarray(a)
             arrays[name] = (tuple(int(d) for d in a.shape), a.dtype, chunk, a)
         return Calibration("<mapping>", arrays, {})
     if not isinstance(calibration, (str, os.PathLike)):
@@ -232,7 +233,7 @@ def open_calibration(calibration: Any) -> Calibration:
     label = repr(p)
     if p.endswith(".npz") or os.path.isfile(p):
         entries, meta = _npz_entries(p)
-        cache = {}
+        cache: dict[str, np.ndarray] = {}
 
         def load(name):
             if name not in cache:
@@ -478,10 +479,16 @@ def _given(scheme, shape):
     return scheme
 
 
+def _codebook_recipe(bits):
+    def scheme(given, shape):
+        return codebook_scheme(bits, shape)
+
+    return Recipe(f"codebook{bits}", scheme, codebook_round, {"damp": 0.01, "act_order": True})
+
+
 RECIPES = {
     "adaptive": Recipe("adaptive", _given, adaptive_scheme_round, {"damp": 0.01, "act_order": False}),
-    **{f"codebook{b}": Recipe(f"codebook{b}", lambda given, shape, b=b: codebook_scheme(b, shape),
-                              codebook_round, {"damp": 0.01, "act_order": True}) for b in (2, 3, 4, 5, 6, 8)},
+    **{f"codebook{b}": _codebook_recipe(b) for b in (2, 3, 4, 5, 6, 8)},
 }
 """Named recipes: ``"adaptive"`` (``adaptive_round`` with the given scheme) and ``"codebook<bits>"``
 (:func:`codebook_round`)."""

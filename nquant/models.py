@@ -103,16 +103,16 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
     outputs.check_nested(selected, "tensor name", InputError)
     chosen = set(selected)
     calibrated = recipe is not None or calibration is not None
-    rec = get_recipe(recipe) if calibrated else None
-    if not calibrated and scheme is None:
-        raise SchemeError("scheme=None is invalid: pass a scheme (or a calibration and a recipe)")
+    rec = get_recipe(recipe)  # without calibration or recipe: "adaptive", whose scheme is the one given
+    if scheme is None and rec.name == "adaptive":
+        raise SchemeError("scheme=None is invalid: pass a scheme (with a calibration, a scheme for "
+                          "adaptive_round, or a codebook recipe such as recipe='codebook4')")
     cal = open_calibration(calibration) if calibration is not None else None
-    schemes = {name: rec.scheme(scheme, tensors[name][0].shape) if calibrated else scheme for name in selected}
+    schemes = {name: rec.scheme(scheme, tensors[name][0].shape) for name in selected}
     kinds = {}
     if cal is not None:  # every entry checked (dtype, shape, size) before anything is computed or written
         kinds = {name: cal.check(name, tensors[name][0].shape) for name in selected if name in cal}
-    options = {**(rec.defaults if rec else {}), **{k: v for k, v in (("damp", damp), ("act_order", act_order))
-                                                   if v is not None}}
+    options = {**rec.defaults, **{k: v for k, v in (("damp", damp), ("act_order", act_order)) if v is not None}}
     shown = scheme if scheme is not None else next(iter(schemes.values()), None)
     request = {"format_version": FORMAT_VERSION,
                "scheme": json.loads(shown.to_json()) if shown is not None else None,
@@ -144,7 +144,7 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
         outputs.clear_partial(partial)
         root = outputs.partial_group(partial)
         report, out_tensors, total_bits, total_values = {}, {}, 0.0, 0
-        done = _calibrated_tensors(tensors, kinds, cal, rec, schemes, options, scheduler) if cal else {}
+        done = _calibrated_tensors(tensors, kinds, cal, rec, schemes, options, scheduler) if cal is not None else {}
         for name, (arr, tag) in tensors.items():
             if name not in chosen:
                 out_tensors[name] = (np.asarray(arr), tag)
