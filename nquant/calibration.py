@@ -116,10 +116,20 @@ class Calibration:
                 and bool(np.allclose(a, a.T, rtol=0.0, atol=1e-5 * float(np.abs(a).max() or 1.0))))
 
     def _read(self, name):
-        source = self._arrays[name][3]
-        if self._loader is not None:
-            return self._loader(name)
-        return source
+        """Entry ``name``: NumPy (``.npz``, read whole, or a mapping's) or Dask (Zarr, lazy)."""
+        if self._loader is None:
+            return self._arrays[name][3]
+        kind, path = self._loader  # a path, not an open file: the store pickles to Dask workers
+        if kind == "zarr":
+            import dask.array as da
+
+            return da.from_zarr(zarr.open_group(path, mode="r")[name])
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return z[name]
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            raise InputError(f"calibration={self.label}: entry {name!r} cannot be read: "
+                             f"{' '.join(str(e).split())}") from None
 
     def n_samples(self, name):
         """Samples behind entry ``name`` when recorded, else None."""
@@ -190,14 +200,14 @@ def _npz_entries(path):
 
 def _zarr_entries(path):
     group = zarr.open_group(path, mode="r")
-    meta = group.attrs.asdict().get(ATTR, {})
+    meta = group.attrs.asdict().get(ATTR, {})  # the metadata of the entries only: no values read
     if not isinstance(meta, dict):
         raise InputError(f"calibration={path!r}: attribute {ATTR} is {type(meta).__name__}, expected an object")
     entries = {}
     for path_name, arr in _walk_arrays(group):
         chunk_bytes = int(np.prod(arr.chunks, dtype=np.int64)) * arr.dtype.itemsize if arr.ndim else 0
         entries[path_name] = (tuple(int(d) for d in arr.shape), arr.dtype, chunk_bytes)
-    return group, entries, meta
+    return entries, meta
 
 
 def _walk_arrays(group, prefix=""):
@@ -233,34 +243,19 @@ def open_calibration(calibration: Any) -> Calibration:
     label = repr(p)
     if p.endswith(".npz") or os.path.isfile(p):
         entries, meta = _npz_entries(p)
-        cache: dict[str, np.ndarray] = {}
-
-        def load(name):
-            if name not in cache:
-                try:
-                    with np.load(p, allow_pickle=False) as z:
-                        cache.clear()  # one entry in memory at a time
-                        cache[name] = z[name]
-                except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-                    raise InputError(f"calibration={label}: entry {name!r} cannot be read: "
-                                     f"{' '.join(str(e).split())}") from None
-            return cache[name]
-
         arrays = {n: (*v, None) for n, v in entries.items()}
-        return Calibration(label, arrays, meta, loader=load)
+        return Calibration(label, arrays, meta, loader=("npz", p))
     if not os.path.isdir(p):
         raise InputError(f"calibration={p!r} does not exist")
     try:
-        group, entries, meta = _zarr_entries(p)
+        entries, meta = _zarr_entries(p)
     except InputError:
         raise
     except Exception as e:
         raise InputError(f"calibration={p!r} is not a readable Zarr calibration group: "
                          f"{' '.join(str(e).split())}") from None
-    import dask.array as da
-
     arrays = {n: (*v, None) for n, v in entries.items()}
-    return Calibration(label, arrays, meta, loader=lambda name: da.from_zarr(group[name]))
+    return Calibration(label, arrays, meta, loader=("zarr", p))
 
 
 def identity(calibration):

@@ -75,7 +75,8 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
         not needed); :data:`nquant.calibration.RECIPES`.  Without ``calibration`` a recipe rounds
         every tensor to nearest with its scheme.
     damp, act_order : optional, the recipe's options (default: the recipe's defaults)
-    scheduler : optional, a Dask scheduler for the calibrated tensors (default: threads)
+    scheduler : optional, the Dask scheduler of the calibrated tensors (a name or a
+        ``distributed.Client``; default: Dask's current one, threads unless configured)
 
     Tensor names become paths under ``dst``: every selected name must pass
     :func:`nquant.outputs.check_name` (no absolute paths, no ``..``, no empty parts), checked
@@ -198,7 +199,7 @@ def _calibrated_tensors(tensors, kinds, cal, rec, schemes, options, scheduler):
     tasks = [dask.delayed(_calibrated_tensor, pure=False)(n, tensors[n][0], cal, rec, schemes[n], options)
              for n in names]
     with single_blas():
-        done = dask.compute(*tasks, scheduler=scheduler or "threads")
+        done = dask.compute(*tasks, scheduler=scheduler)
     return dict(zip(names, done))
 
 

@@ -332,7 +332,11 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, c
                              "layer); leave out the scheme options")
         s = None if codebook else _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
         kind = "model" if calibration is None and recipe is None else f"calibrated model {recipe or 'adaptive'}"
-        with warmup.compiling(warmup.scheme_key(kind, s or {}), _say if progress else _quiet):
+        if scheduler in ("local", "processes"):
+            _quiet_process_helpers()
+        with warmup.compiling(warmup.scheme_key(kind, s or {}), _say if progress else _quiet), \
+                run_on(scheduler or "threads", workers, threads_per_worker or 1, memory_limit or "auto"):
+            # the calibrated tensors run on the scheduler (one task each), the rest in this process
             report = quantize_safetensors(src, dst, s, overwrite=overwrite, include=list(include) or None,
                                           calibration=calibration, recipe=recipe, damp=damp, act_order=act_order,
                                           write_dequantized=dequantized)
