@@ -252,6 +252,10 @@ def test_cli_calibrated_model_in_one_command(model, tmp_path):
                 "--scheme", "int4", "--act-order", "--include", "l1.*")
     assert r.returncode == 0, r.stderr
     assert "1 tensors calibrated, 0 rounded to nearest" in r.stdout and "1 calibration entries match no" in r.stdout
+    r = run_cli("info", tmp_path / "q.zarr")
+    assert r.returncode == 0 and "  recipe: codebook4 (calibrated rounding" in r.stdout
+    assert "l0.weight: F32 (24, 32), 5.6667 bits/value, calibrated" in r.stdout  # codes, 24 absmax, 16 levels
+    assert "head.weight: F32 (8, 16), 10.0000 bits/value, nearest (no calibration entry)" in r.stdout
 
 
 def test_cli_errors_are_one_line(model, tmp_path):
@@ -309,3 +313,13 @@ act_order = true
         'recipe = "codebook4"', 'recipe = "codebook4"\nscheme = "nf4"'))
     with pytest.raises(wf.WorkflowError, match=r"jobs\[0\].scheme: recipe 'codebook4' chooses its own scheme"):
         wf.load(tmp_path / "bad.toml")
+
+
+def test_process_scheduler_gives_the_same_codes(model, tmp_path):
+    d, _, _ = model
+    nq.quantize_safetensors(d / "m.safetensors", tmp_path / "t", calibration=d / "rows.zarr", recipe="codebook3")
+    nq.quantize_safetensors(d / "m.safetensors", tmp_path / "p", calibration=d / "rows.zarr", recipe="codebook3",
+                            scheduler="processes")
+    qt, qp = open_model(tmp_path / "t"), open_model(tmp_path / "p")
+    for name in qt:
+        np.testing.assert_array_equal(codes(qt[name]), codes(qp[name]))

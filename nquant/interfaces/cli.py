@@ -410,9 +410,13 @@ def info(store, as_json):
         lines = [f"{store}: model {meta.get('source')}, {len(qs)} tensors, {values} values, "
                  f"{bits / values if values else 0.0:.4f} bits/value (side information included)",
                  f"  scheme: {json.dumps({k: v for k, v in scheme.items() if k != 'format_version'})}"]
+        if isinstance(meta.get("recipe"), str):  # calibrated: each tensor has its own scheme (block size, levels)
+            lines[1] = f"  recipe: {meta['recipe']} (calibrated rounding, a scheme fitted per tensor)"
         for name, q in qs.items():
             t = figures.get(name) if isinstance(figures.get(name), dict) else {}
             line = f"  {name}: {t.get('dtype', q.dtype)} {tuple(q.shape)}, {q.bits_per_value:.4f} bits/value"
+            if isinstance(t.get("calibrated"), bool):
+                line += ", calibrated" if t["calibrated"] else ", nearest (no calibration entry)"
             if isinstance(t.get("rmse"), (int, float)) and isinstance(t.get("sqnr_db"), (int, float)):
                 line += f", rmse {t['rmse']:.4g}, SQNR {t['sqnr_db']:.2f} dB"
             lines.append(line)
