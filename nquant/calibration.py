@@ -25,6 +25,7 @@ non-negative diagonal.  Every failure is one ``InputError`` line naming the stor
 """
 
 import dataclasses
+import fnmatch
 import json
 import os
 import tempfile
@@ -500,5 +501,32 @@ def get_recipe(recipe):
     raise SchemeError(f"recipe={recipe!r} is invalid: expected one of {sorted(RECIPES)} or a Recipe")
 
 
+def recipes_for(recipe, names):
+    """``{name: Recipe}`` of every tensor name: ``recipe`` (a name, a Recipe or None, see
+    :func:`get_recipe`) for all, or from a mapping ``{glob: recipe}`` the first pattern a name
+    matches (``SchemeError`` naming a tensor no pattern matches)."""
+    if not isinstance(recipe, Mapping):
+        r = get_recipe(recipe)
+        return {name: r for name in names}
+    if not recipe:
+        raise SchemeError("recipe={} is invalid: a mapping needs at least one {glob: recipe} entry")
+    patterns = [(str(g), get_recipe(r)) for g, r in recipe.items()]
+    out = {}
+    for name in names:
+        match = next((r for g, r in patterns if fnmatch.fnmatchcase(name, g)), None)
+        if match is None:
+            raise SchemeError(f"recipe: tensor {name!r} matches no pattern of {sorted(recipe)}; add "
+                              "'*' for the others")
+        out[name] = match
+    return out
+
+
+def recipe_label(recipe):
+    """A JSON-able account of ``recipe`` (its name, or ``{glob: name}``) for reports and fingerprints."""
+    if isinstance(recipe, Mapping):
+        return {str(g): get_recipe(r).name for g, r in recipe.items()}
+    return get_recipe(recipe).name
+
+
 __all__ = ["RECIPES", "Calibration", "Recipe", "codebook_round", "get_recipe", "open_calibration",
-           "write_calibration"]
+           "recipe_label", "recipes_for", "write_calibration"]

@@ -6,13 +6,14 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import dask
 import numpy as np
 import zarr
 
 from nquant import outputs
 from nquant.api import dequantize, quantize
 from nquant._threads import in_task, single_blas
-from nquant.calibration import Recipe, get_recipe, open_calibration
+from nquant.calibration import Recipe, open_calibration, recipe_label, recipes_for
 from nquant.calibration import identity as calibration_identity
 from nquant.errors import InputError, SchemeError, StoreError
 from nquant.metrics import error_stats, merge_error_stats, metrics, metrics_from_stats
@@ -68,12 +69,14 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
         (``uncalibrated``), with the store's entries that matched no tensor (``unused``).  Entries
         are validated (float dtype, shape matching the tensor, bounded size, finite values) before
         anything is written: a bad one is an ``InputError`` naming the tensor and both shapes.
-    recipe : str or Recipe, optional
+    recipe : str, Recipe or mapping, optional
         ``"adaptive"`` (default: :func:`nquant.adaptive.adaptive_round` with ``scheme``) or
         ``"codebook<bits>"`` (a codebook fitted per layer, rows scaled by their absmax, calibrated
         rounding with ``act_order``; stored as ``KMeansBlockwise(bits, block_size=in)``, ``scheme``
-        not needed); :data:`nquant.calibration.RECIPES`.  Without ``calibration`` a recipe rounds
-        every tensor to nearest with its scheme.
+        not needed); :data:`nquant.calibration.RECIPES`.  A mapping ``{glob: recipe}`` gives each
+        tensor the recipe of the first pattern its name matches (``"*"`` last for the others; mixed
+        precision, e.g. ``{"*.intermediate.dense.weight": "codebook5", "*": "codebook4"}``).  Without
+        ``calibration`` a recipe rounds every tensor to nearest with its scheme.
     damp, act_order : optional, the recipe's options (default: the recipe's defaults)
     scheduler : optional, the Dask scheduler of the calibrated tensors (a name or a
         ``distributed.Client``; default: Dask's current one, threads unless configured)
@@ -104,23 +107,26 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
     outputs.check_nested(selected, "tensor name", InputError)
     chosen = set(selected)
     calibrated = recipe is not None or calibration is not None
-    rec = get_recipe(recipe)  # without calibration or recipe: "adaptive", whose scheme is the one given
-    if scheme is None and rec.name == "adaptive":
+    # without calibration or recipe: "adaptive", whose scheme is the one given
+    recs = recipes_for(recipe, selected)
+    if scheme is None and any(r.name == "adaptive" for r in recs.values()):
         raise SchemeError("scheme=None is invalid: pass a scheme (with a calibration, a scheme for "
                           "adaptive_round, or a codebook recipe such as recipe='codebook4')")
     cal = open_calibration(calibration) if calibration is not None else None
-    schemes = {name: rec.scheme(scheme, tensors[name][0].shape) for name in selected}
+    schemes = {name: recs[name].scheme(scheme, tensors[name][0].shape) for name in selected}
     kinds = {}
     if cal is not None:  # every entry checked (dtype, shape, size) before anything is computed or written
         kinds = {name: cal.check(name, tensors[name][0].shape) for name in selected if name in cal}
-    options = {**rec.defaults, **{k: v for k, v in (("damp", damp), ("act_order", act_order)) if v is not None}}
+    given = {k: v for k, v in (("damp", damp), ("act_order", act_order)) if v is not None}
+    options = {name: {**recs[name].defaults, **given} for name in selected}
+    shown_recipe = recipe_label(recipe)
     shown = scheme if scheme is not None else next(iter(schemes.values()), None)
     request = {"format_version": FORMAT_VERSION,
                "scheme": json.loads(shown.to_json()) if shown is not None else None,
                "source": outputs.source_identity(path), "include": include, "min_ndim": int(min_ndim)}
     if calibrated:
-        request["calibration"] = {"store": calibration_identity(calibration), "recipe": rec.name,
-                                  "options": options, "entries": sorted(kinds)}
+        request["calibration"] = {"store": calibration_identity(calibration), "recipe": shown_recipe,
+                                  "options": given, "entries": sorted(kinds)}
     with outputs.writing(dst), outputs.write_errors(dst):
         if outputs.check_destination(dst, overwrite) == "ours" and not overwrite:
             meta = model_meta(dst)
@@ -145,7 +151,7 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
         outputs.clear_partial(partial)
         root = outputs.partial_group(partial)
         report, out_tensors, total_bits, total_values = {}, {}, 0.0, 0
-        done = _calibrated_tensors(tensors, kinds, cal, rec, schemes, options, scheduler) if cal is not None else {}
+        done = _calibrated_tensors(tensors, kinds, cal, recs, schemes, options, scheduler) if cal is not None else {}
         for name, (arr, tag) in tensors.items():
             if name not in chosen:
                 out_tensors[name] = (np.asarray(arr), tag)
@@ -167,12 +173,12 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
         report["total"] = {"values": total_values,
                            "bits_per_value": total_bits / total_values if total_values else 0.0}
         if calibrated:
-            report["total"].update({"recipe": rec.name, "calibrated": len(done),
+            report["total"].update({"recipe": shown_recipe, "calibrated": len(done),
                                     "uncalibrated": [n for n in selected if n not in done],
                                     "unused": sorted(set(cal.names) - chosen) if cal else []})
         outputs.complete_group(root, MODEL_ATTR, {
             "source": os.path.basename(os.fspath(path)), "scheme": request["scheme"], "tensors": report,
-            "complete": True, "fingerprint": request, **({"recipe": rec.name} if calibrated else {})})
+            "complete": True, "fingerprint": request, **({"recipe": shown_recipe} if calibrated else {})})
         finish_partial(partial, dst)
         if write_dequantized:
             _write_dequantized(write_dequantized, out_tensors, shown, overwrite)
@@ -181,7 +187,8 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
 
 @in_task
 def _calibrated_tensor(name, x, cal, rec, scheme, options):
-    H, n = cal.hessian(name, x.shape)
+    with dask.config.set(scheduler="sync"):  # a Dask entry is reduced inside this task, in order
+        H, n = cal.hessian(name, x.shape)
     try:
         q = rec.run(np.asarray(x), H, scheme, **options)
     except InputError as e:
@@ -190,13 +197,11 @@ def _calibrated_tensor(name, x, cal, rec, scheme, options):
     return q
 
 
-def _calibrated_tensors(tensors, kinds, cal, rec, schemes, options, scheduler):
+def _calibrated_tensors(tensors, kinds, cal, recs, schemes, options, scheduler):
     """``{name: QuantizedArray}`` of the calibrated tensors, computed in parallel (one Dask task each;
     BLAS runs one thread per task while they run, Numba's threads are shared out among the tasks)."""
-    import dask
-
     names = list(kinds)
-    tasks = [dask.delayed(_calibrated_tensor, pure=False)(n, tensors[n][0], cal, rec, schemes[n], options)
+    tasks = [dask.delayed(_calibrated_tensor, pure=False)(n, tensors[n][0], cal, recs[n], schemes[n], options[n])
              for n in names]
     with single_blas():
         done = dask.compute(*tasks, scheduler=scheduler)

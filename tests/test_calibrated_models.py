@@ -294,6 +294,11 @@ source = "m"
 calibration = "{d / 'hess.npz'}"
 recipe = "codebook4"
 [[jobs]]
+name = "mixed"
+source = "m"
+calibration = "{d / 'hess.npz'}"
+recipe = {{"l1.*" = "codebook5", "*" = "codebook3"}}
+[[jobs]]
 name = "ar4"
 source = "m"
 scheme = "int4"
@@ -301,13 +306,15 @@ calibration = "{d / 'rows.zarr'}"
 act_order = true
 """)
     spec = wf.load(tmp_path / "wf.toml")
-    assert [wf.job_kind(spec, j) for j in spec["jobs"]] == ["calibrated", "calibrated"]
+    assert [wf.job_kind(spec, j) for j in spec["jobs"]] == ["calibrated"] * 3
     plan = {row["job"]: row for row in wf.plan(spec)}
     report = wf.run(spec, progress=False, echo=lambda *a: None)
     jobs = {j["job"]: j for j in report["jobs"]}
     assert jobs["cb4"]["kind"] == "calibrated" and jobs["cb4"]["calibrated"] == 2
     assert jobs["cb4"]["uncalibrated"] == ["head.weight"] and jobs["cb4"]["scheme"] == {"recipe": "codebook4"}
-    for name in ("cb4", "ar4"):
+    assert jobs["mixed"]["recipe"] == {"l1.*": "codebook5", "*": "codebook3"}
+    assert plan["cb4"]["bits_per_value"] > plan["mixed"]["bits_per_value"]
+    for name in ("cb4", "ar4", "mixed"):
         assert jobs[name]["bits_per_value"] == pytest.approx(plan[name]["bits_per_value"])
     (tmp_path / "bad.toml").write_text((tmp_path / "wf.toml").read_text().replace(
         'recipe = "codebook4"', 'recipe = "codebook4"\nscheme = "nf4"'))
@@ -323,3 +330,25 @@ def test_process_scheduler_gives_the_same_codes(model, tmp_path):
     qt, qp = open_model(tmp_path / "t"), open_model(tmp_path / "p")
     for name in qt:
         np.testing.assert_array_equal(codes(qt[name]), codes(qp[name]))
+
+
+def test_recipe_per_tensor_by_glob(model, tmp_path):
+    d, _, _ = model
+    recipe = {"l1.*": "codebook5", "*": "codebook3"}
+    r = nq.quantize_safetensors(d / "m.safetensors", tmp_path / "q", calibration=d / "hess.npz", recipe=recipe)
+    qs = open_model(tmp_path / "q")
+    assert [qs[n].scheme.bits for n in ("l0.weight", "l1.weight", "head.weight")] == [3, 5, 3]
+    assert r["total"]["recipe"] == recipe
+    with pytest.raises(SchemeError, match="tensor 'head.weight' matches no pattern"):
+        nq.quantize_safetensors(d / "m.safetensors", tmp_path / "x", calibration=d / "hess.npz",
+                                recipe={"l*": "codebook4"})
+    with pytest.raises(SchemeError, match="scheme=None"):
+        nq.quantize_safetensors(d / "m.safetensors", tmp_path / "x", calibration=d / "hess.npz",
+                                recipe={"l1.*": "adaptive", "*": "codebook4"})
+    r = run_cli("quantize", d / "m.safetensors", tmp_path / "c.zarr", "--calibration", d / "hess.npz",
+                "--recipe", "codebook3", "--recipe-for", "l1.*=codebook5", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["total"]["recipe"] == recipe
+    qc = open_model(tmp_path / "c.zarr")
+    for name in qs:
+        np.testing.assert_array_equal(codes(qs[name]), codes(qc[name]))

@@ -277,6 +277,10 @@ _model_options = _options(
                  help="Models: how calibrated tensors are rounded: adaptive (adaptive_round with --scheme; "
                       "the default) or codebook<bits> (a codebook fitted per layer, rows scaled by their "
                       "absmax; needs no --scheme)."),
+    click.option("--recipe-for", "recipe_for", multiple=True, metavar="GLOB=RECIPE",
+                 help="Models: the recipe of the tensors whose names match GLOB (repeatable, first match "
+                      "wins; the others take --recipe): mixed precision, e.g. "
+                      "'*.intermediate.dense.weight=codebook5'."),
     click.option("--damp", type=click.FloatRange(min=0), help="Models: the recipe's Hessian damping."),
     click.option("--act-order/--no-act-order", default=None,
                  help="Models: visit columns by decreasing Hessian diagonal (default: the recipe's)."),
@@ -287,13 +291,30 @@ _model_options = _options(
 )
 
 
+def _recipe_map(recipe, recipe_for):
+    """``--recipe`` alone, or ``{glob: recipe}`` from ``--recipe-for`` with ``--recipe`` (default
+    adaptive) for ``"*"``."""
+    if not recipe_for:
+        return recipe
+    out = {}
+    for item in recipe_for:
+        glob, sep, name = item.rpartition("=")
+        if not sep or not glob or name not in RECIPES:
+            raise InputError(f"--recipe-for {item!r} is invalid: expected GLOB=RECIPE with RECIPE one of "
+                             f"{sorted(RECIPES)}")
+        out.setdefault(glob, name)
+    out.setdefault("*", recipe or "adaptive")
+    return out
+
+
 def _model_text(dst, report):
     total = report["total"]
     text = (f"{dst}: {len(report) - 1} tensors, {total['values']} values, "
             f"{total['bits_per_value']:.4f} bits/value (side information included)")
     if "recipe" in total:
         plain = total["uncalibrated"]
-        text += (f"; recipe {total['recipe']}: {total['calibrated']} tensors calibrated, {len(plain)} rounded "
+        shown = total["recipe"] if isinstance(total["recipe"], str) else json.dumps(total["recipe"])
+        text += (f"; recipe {shown}: {total['calibrated']} tensors calibrated, {len(plain)} rounded "
                  f"to nearest without a calibration entry" + (f" ({', '.join(plain[:5])}"
                                                              f"{', ...' if len(plain) > 5 else ''})" if plain else ""))
         if total["unused"]:
@@ -310,8 +331,8 @@ def _model_text(dst, report):
 @_common
 @click.option("--overwrite", is_flag=True, help="Recompute even if DST is complete.")
 @_guard
-def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, calibration, recipe, damp,
-             act_order, include, dequantized, scheduler, workers, threads_per_worker, memory_limit, as_json,
+def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, calibration, recipe, recipe_for,
+             damp, act_order, include, dequantized, scheduler, workers, threads_per_worker, memory_limit, as_json,
              progress, overwrite):
     """Quantize SRC (a Zarr array, .npy or .safetensors file) into the nquant Zarr group DST.
 
@@ -319,17 +340,20 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, c
     --calibration, the tensors with an entry in the store are rounded against their calibration
     inputs (--recipe), in parallel.
     """
-    model_flags = {"--calibration": calibration, "--recipe": recipe, "--damp": damp, "--act-order": act_order,
-                   "--include": include or None, "--dequantized": dequantized}
+    model_flags = {"--calibration": calibration, "--recipe": recipe, "--recipe-for": recipe_for or None,
+                   "--damp": damp, "--act-order": act_order, "--include": include or None,
+                   "--dequantized": dequantized}
     if str(src).endswith(".safetensors"):
         ctx = click.get_current_context()
-        codebook = recipe is not None and recipe != "adaptive"
+        recipes = _recipe_map(recipe, recipe_for)
+        codebook = recipe is not None and "adaptive" not in (recipes.values() if isinstance(recipes, dict)
+                                                             else [recipes])
         given = [f"--{n.rstrip('_').replace('_', '-')}" for n in ("scheme", "bits", "axis", "block_size",
                                                                  "rounding", "range_", "seed")
                  if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
         if codebook and given:
             raise InputError(f"{given[0]}: --recipe {recipe} chooses its own scheme (a codebook fitted per "
-                             "layer); leave out the scheme options")
+                             "layer, for every tensor); leave out the scheme options")
         s = None if codebook else _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
         kind = "model" if calibration is None and recipe is None else f"calibrated model {recipe or 'adaptive'}"
         if scheduler in ("local", "processes"):
@@ -338,7 +362,7 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, c
                 run_on(scheduler or "threads", workers, threads_per_worker or 1, memory_limit or "auto"):
             # the calibrated tensors run on the scheduler (one task each), the rest in this process
             report = quantize_safetensors(src, dst, s, overwrite=overwrite, include=list(include) or None,
-                                          calibration=calibration, recipe=recipe, damp=damp, act_order=act_order,
+                                          calibration=calibration, recipe=recipes, damp=damp, act_order=act_order,
                                           write_dequantized=dequantized)
         _emit(report, as_json, _model_text(dst, report))
         return
@@ -410,8 +434,9 @@ def info(store, as_json):
         lines = [f"{store}: model {meta.get('source')}, {len(qs)} tensors, {values} values, "
                  f"{bits / values if values else 0.0:.4f} bits/value (side information included)",
                  f"  scheme: {json.dumps({k: v for k, v in scheme.items() if k != 'format_version'})}"]
-        if isinstance(meta.get("recipe"), str):  # calibrated: each tensor has its own scheme (block size, levels)
-            lines[1] = f"  recipe: {meta['recipe']} (calibrated rounding, a scheme fitted per tensor)"
+        if isinstance(meta.get("recipe"), (str, dict)):  # calibrated: a scheme per tensor (block size, levels)
+            shown = meta["recipe"] if isinstance(meta["recipe"], str) else json.dumps(meta["recipe"])
+            lines[1] = f"  recipe: {shown} (calibrated rounding, a scheme fitted per tensor)"
         for name, q in qs.items():
             t = figures.get(name) if isinstance(figures.get(name), dict) else {}
             line = f"  {name}: {t.get('dtype', q.dtype)} {tuple(q.shape)}, {q.bits_per_value:.4f} bits/value"

@@ -54,12 +54,12 @@ from nquant.interfaces.sources import (
     kind_of,
     make_source,
     model_itemsize,
-    model_shapes,
+    model_tensors,
     open_source,
     remove_source,
 )
 from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
-from nquant.calibration import get_recipe
+from nquant.calibration import recipe_label, recipes_for
 from nquant.models import is_complete_model
 from nquant.outputs import check_name, check_source_destination, inside, writing
 from nquant.store import is_complete, open_array
@@ -73,7 +73,7 @@ SCHEMA = {
                       "generate": {"kind": str, "shape": list, "chunks": list, "seed": int, "dtype": str,
                                    "clusters": int, "layers": int}}},
     "jobs": [{"name": str, "source": str, "scheme": (str, dict), "overrides": dict, "verify": bool,
-              "include": (str, list), "queries": int, "k": int, "calibration": str, "recipe": str,
+              "include": (str, list), "queries": int, "k": int, "calibration": str, "recipe": (str, dict),
               "damp": (int, float), "act_order": bool}],
 }
 
@@ -334,8 +334,10 @@ def validate(spec):
 
 
 def _codebook_recipe(job):
-    """Whether a job names a recipe that chooses its own scheme (``codebook<bits>``)."""
-    return job.get("recipe", "adaptive") != "adaptive"
+    """Whether a job's recipes all choose their own scheme (``codebook<bits>``; ``recipe`` is a name
+    or a table ``{glob = name}``)."""
+    recipe = job.get("recipe", "adaptive")
+    return "adaptive" not in (recipe.values() if isinstance(recipe, dict) else [recipe])
 
 
 CALIBRATED_KEYS = ("recipe", "damp", "act_order")
@@ -361,7 +363,7 @@ def _validate_job(spec, i, job):
             raise WorkflowError(f"jobs[{i}].{key}: not a key of {kind} jobs{hint}")
     if kind == "calibrated":
         try:
-            get_recipe(job.get("recipe"))
+            recipe_label(job.get("recipe"))
         except NQuantError as e:
             raise WorkflowError(f"jobs[{i}].recipe: {e}") from None
         if "damp" in job and not 0 <= job["damp"] < float("inf"):
@@ -470,11 +472,13 @@ def plan(spec):
         src = spec["sources"][job["source"]]
         kind = job_kind(spec, job)
         if kind in ("model", "calibrated"):
-            shapes = model_shapes(src, job.get("include"))
+            tensors = model_tensors(src, job.get("include"))
+            names, shapes = [n for n, _ in tensors], [s for _, s in tensors]
             scheme = _job_scheme(job)
-            rec = get_recipe(job.get("recipe") if kind == "calibrated" else None)
+            recs = recipes_for(job.get("recipe") if kind == "calibrated" else None, names)
             n = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
-            bits = sum(estimate_bits_per_value(rec.scheme(scheme, s), s) * int(np.prod(s)) for s in shapes)
+            bits = sum(estimate_bits_per_value(recs[name].scheme(scheme, s), s) * int(np.prod(s))
+                       for name, s in zip(names, shapes))
             shape, chunks, itemsize, tasks = [n], [n], model_itemsize(src), len(shapes)
             bpv = bits / n if n else 0.0
             scheme_json = _scheme_json(job, scheme)
@@ -618,7 +622,7 @@ def _scheme_json(job, scheme):
     """What a report shows as a job's scheme: the scheme's fields, the recipe of a calibrated job."""
     out = json.loads(scheme.to_json()) if scheme is not None else {}
     if "calibration" in job:
-        out["recipe"] = job.get("recipe", "adaptive")
+        out["recipe"] = recipe_label(job.get("recipe"))
     return out
 
 
