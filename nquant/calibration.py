@@ -112,9 +112,7 @@ class Calibration:
         return kind
 
     def _looks_like_hessian(self, name):
-        a = np.asarray(self._read(name), np.float64)
-        return (bool(np.isfinite(a).all()) and (np.diag(a) >= 0).all()
-                and bool(np.allclose(a, a.T, rtol=0.0, atol=1e-5 * float(np.abs(a).max() or 1.0))))
+        return hessian_problem(np.asarray(self._read(name), np.float64)) is None
 
     def _read(self, name):
         """Entry ``name``: NumPy (``.npz``, read whole, or a mapping's) or Dask (Zarr, lazy)."""
@@ -150,14 +148,31 @@ class Calibration:
         try:
             if kind == "hessian":
                 H = np.asarray(a.compute() if chunked.is_dask(a) else a, dtype=np.float64)
-                if not np.isfinite(H).all():
-                    raise InputError(f"H contains {int((~np.isfinite(H)).sum())} non-finite value(s) "
-                                     "(NaN or inf)")
+                problem = hessian_problem(H)
+                if problem is not None:
+                    raise InputError(problem)
                 return H, self.n_samples(name)
             st = hessian_stats(a.T)
             return hessian_finalize(st), int(st["n"])
         except InputError as e:
             raise InputError(f"{where}: {e}") from None
+
+
+SYMMETRY_TOL = 1e-5
+"""Relative tolerance (to ``max |H|``) of a stored Hessian's symmetry (a sum in float32 passes)."""
+
+
+def hessian_problem(H):
+    """What makes the float64 square matrix ``H`` no Hessian ``X^T X`` (one line), or None: non-finite
+    values, a negative diagonal entry, asymmetry beyond ``SYMMETRY_TOL`` relative to ``max |H|``."""
+    bad = int((~np.isfinite(H)).sum())
+    if bad:
+        return f"H contains {bad} non-finite value(s) (NaN or inf)"
+    if (np.diag(H) < 0).any():
+        return "H has negative diagonal entries: expected a positive semi-definite X^T X"
+    if not np.allclose(H, H.T, rtol=0.0, atol=SYMMETRY_TOL * float(np.abs(H).max() if H.size else 0.0)):
+        return "H is not symmetric: expected X^T X (see nquant.adaptive.hessian)"
+    return None
 
 
 def _npz_entries(path):

@@ -187,6 +187,9 @@ def test_bad_values_and_dtypes_are_one_line_errors(model, tmp_path):
     meta = np.load(path)["__nquant_calibration__"]
     _bad_npz(path, **{"l0.weight": H, "__nquant_calibration__": meta})
     assert "not symmetric" in _error(model, tmp_path, path)
+    assert "not symmetric" in _error(model, tmp_path, path, scheme=None, recipe="codebook4")
+    _bad_npz(path, **{"l0.weight": -np.eye(32), "__nquant_calibration__": meta})
+    assert "negative diagonal" in _error(model, tmp_path, path, scheme=None, recipe="codebook4")
     H = np.full((32, 32), np.inf)
     _bad_npz(path, **{"l0.weight": H, "__nquant_calibration__": meta})
     assert "non-finite" in _error(model, tmp_path, path)
