@@ -28,7 +28,7 @@ import dataclasses
 import fnmatch
 import json
 import os
-import tempfile
+import uuid
 import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -52,10 +52,6 @@ ATTR = "nquant_calibration"
 FORMAT_VERSION = 1
 KINDS = ("inputs", "hessian")
 FLOAT_DTYPES = ("float16", "float32", "float64")
-
-
-def _show(store):
-    return repr(os.fspath(store)) if isinstance(store, (str, os.PathLike)) else "<mapping>"
 
 
 class Calibration:
@@ -84,10 +80,6 @@ class Calibration:
 
     def __contains__(self, name):
         return name in self._arrays
-
-    def shape(self, name):
-        """The stored shape of entry ``name`` (a tuple)."""
-        return self._arrays[name][0]
 
     def check(self, name, weight_shape):
         """The kind (``"inputs"`` or ``"hessian"``) of entry ``name`` for a weight of
@@ -139,8 +131,8 @@ class Calibration:
         """``(H, n_samples)``: float64 (in, in) of entry ``name`` for a weight of ``weight_shape``.
 
         Inputs are reduced with :func:`nquant.adaptive.hessian_stats` (Dask entries chunk by
-        chunk, in the calling thread); a stored Hessian is returned as float64 (its symmetry and
-        diagonal are checked by :func:`nquant.adaptive.adaptive_round`).
+        chunk, finite values checked); a stored Hessian is returned as float64 once
+        :func:`hessian_problem` finds nothing wrong with it.
         """
         kind = self.check(name, weight_shape)
         where = f"calibration={self.label}: entry {name!r}"
@@ -353,13 +345,11 @@ def _write_npz(p, arrays, meta, overwrite):
                              "with --overwrite): remove it by hand or choose another path")
         if not overwrite:
             raise StoreError(f"dst={p!r} already exists; pass overwrite=True (--overwrite) to replace it")
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(p)), prefix=".calibration-", suffix=".npz")
+    # a new file of a unique name beside the destination ("x": never an existing file), then renamed
+    tmp = os.path.join(os.path.dirname(os.path.abspath(p)), f".{os.path.basename(p)}.{uuid.uuid4().hex}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             np.savez(f, **arrays, **{META_KEY: np.array(json.dumps(meta))})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
@@ -397,8 +387,9 @@ def fit_levels(V, weights, k, bins=16384):
 
     ``bins=None``: exact weighted 1-D k-means over every value.  Otherwise the values are first
     merged into ``bins`` equal bins over [-1, 1] (each bin one point at its weighted mean, with its
-    total weight), then exact weighted k-means runs over the bins: the levels lose at most half a
-    bin (``1 / bins``) to the exact ones, and the fit no longer grows with the tensor's size.
+    total weight), then exact weighted k-means runs over the bins' means: the fit's cost no longer
+    grows with the tensor's size, and the levels differ from the exact ones only where a bin
+    (``2 / bins`` wide) holds values of two clusters.
     """
     V = np.asarray(V, np.float64).reshape(-1)
     w = np.asarray(weights, np.float64).reshape(-1)
