@@ -504,5 +504,30 @@ def main(argv=None):
     return 0
 
 
+def write_calibration_store(path, n_sentences=1024, max_rows=16384, kind="hessian", model=None, overwrite=False):
+    """Write a calibration store (``.npz`` or Zarr group, :func:`nquant.calibration.write_calibration`)
+    of every encoder linear weight's real inputs on ``n_sentences`` calibration sentences
+    (:func:`calibration_evaluation`, disjoint from the evaluation ones) from the float32 model.
+
+    ``kind="hessian"``: ``X^T X`` per weight (float64 (in, in)), accumulated as the inputs arrive;
+    ``"inputs"``: the (at most ``max_rows``) rows themselves.  Returns the store's summary.
+    Command line: ``benchmarks/calibration_store.py``.
+    """
+    from nquant.adaptive import hessian_partial
+    from nquant.calibration import write_calibration
+
+    model = model or MiniLM(batch_size=32)
+    sentences, _ = calibration_evaluation(n_sentences)
+    entries, seen = {}, {}
+
+    def keep(name, X, w):  # the query, key and value layers share one input array
+        if id(X) not in seen:
+            seen[id(X)] = (X, hessian_partial(X.T) if kind == "hessian" else X)
+        entries[name] = seen[id(X)][1]
+
+    model.run(sentences, None, keep, max_rows)
+    return write_calibration(path, entries, kind=kind, overwrite=overwrite)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,12 +6,16 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import dask
 import numpy as np
 import zarr
 
 from nquant import outputs
 from nquant.api import dequantize, quantize
-from nquant.errors import InputError, StoreError
+from nquant._threads import in_task, single_blas
+from nquant.calibration import Recipe, open_calibration, recipe_label, recipes_for
+from nquant.calibration import identity as calibration_identity
+from nquant.errors import InputError, SchemeError, StoreError
 from nquant.metrics import error_stats, merge_error_stats, metrics, metrics_from_stats
 from nquant.safetensors_io import FLOATS, read_tensors, write_tensors
 from nquant.schemes import FORMAT_VERSION, Scheme
@@ -32,9 +36,12 @@ def _selected(name, arr, tag, include, min_ndim):
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme, *,
+def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None = None, *,
                          include: Sequence[str] | str | None = None, min_ndim: int = 2,
-                         write_dequantized: PathLike | None = None, overwrite: bool = False) -> dict[str, Any]:
+                         write_dequantized: PathLike | None = None, overwrite: bool = False,
+                         calibration: Any = None, recipe: str | Recipe | None = None,
+                         damp: float | None = None, act_order: bool | None = None,
+                         scheduler: Any = None) -> dict[str, Any]:
     """Quantize every selected floating tensor of a ``.safetensors`` file.
 
     Parameters
@@ -53,14 +60,37 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme, *,
         finished ``dst`` is a no-op when its recorded fingerprint (source file, scheme, selection,
         format version) matches, and a ``StoreError`` showing both when it does not.
 
+    calibration : str or mapping, optional
+        A calibration store (:mod:`nquant.calibration`: an ``.npz`` file or a Zarr group keyed by
+        tensor name, holding each layer's inputs (rows, in) or Hessian (in, in); or a mapping
+        ``{name: array}``).  Every selected 2-D tensor with an entry is quantized by ``recipe``
+        against its Hessian, in parallel over tensors (Dask, ``scheduler``); the others are rounded
+        to nearest with the recipe's scheme, and the report's ``"total"`` names them
+        (``uncalibrated``), with the store's entries that matched no tensor (``unused``).  Entries
+        are validated (float dtype, shape matching the tensor, bounded size, finite values) before
+        anything is written: a bad one is an ``InputError`` naming the tensor and both shapes.
+    recipe : str, Recipe or mapping, optional
+        ``"adaptive"`` (default: :func:`nquant.adaptive.adaptive_round` with ``scheme``) or
+        ``"codebook<bits>"`` (a codebook fitted per layer, rows scaled by their absmax, calibrated
+        rounding with ``act_order``; stored as ``KMeansBlockwise(bits, block_size=in)``, ``scheme``
+        not needed); :data:`nquant.calibration.RECIPES`.  A mapping ``{glob: recipe}`` gives each
+        tensor the recipe of the first pattern its name matches (``"*"`` last for the others; mixed
+        precision, e.g. ``{"*.intermediate.dense.weight": "codebook5", "*": "codebook4"}``).  Without
+        ``calibration`` a recipe rounds every tensor to nearest with its scheme.
+    damp, act_order : optional, the recipe's options (default: the recipe's defaults)
+    scheduler : optional, the Dask scheduler of the calibrated tensors (a name or a
+        ``distributed.Client``; default: Dask's current one, threads unless configured)
+
     Tensor names become paths under ``dst``: every selected name must pass
     :func:`nquant.outputs.check_name` (no absolute paths, no ``..``, no empty parts), checked
     before anything is written.  ``dst`` is never a path that is not an nquant output.
 
     Returns
     -------
-    dict: per tensor ``{shape, dtype, bits_per_value, rmse, max_abs, sqnr_db, bias}`` and
-    ``"total"``: ``{values, bits_per_value}`` over the quantized tensors.
+    dict: per tensor ``{shape, dtype, bits_per_value, rmse, max_abs, sqnr_db, bias}`` (with a
+    calibration also ``calibrated``, and ``rel_error`` / ``rel_error_nearest``, the relative output
+    error on the calibration data) and ``"total"``: ``{values, bits_per_value}`` over the quantized
+    tensors (with a calibration also ``calibrated``: how many, ``uncalibrated`` and ``unused``).
     """
     if outputs.local_path(dst) is None:
         raise StoreError(f"dst={dst!r} is not a local directory (a model group is written locally)")
@@ -76,8 +106,27 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme, *,
         outputs.check_name(name, "tensor name", InputError)
     outputs.check_nested(selected, "tensor name", InputError)
     chosen = set(selected)
-    request = {"format_version": FORMAT_VERSION, "scheme": json.loads(scheme.to_json()),
+    calibrated = recipe is not None or calibration is not None
+    # without calibration or recipe: "adaptive", whose scheme is the one given
+    recs = recipes_for(recipe, selected)
+    if scheme is None and any(r.name == "adaptive" for r in recs.values()):
+        raise SchemeError("scheme=None is invalid: pass a scheme (with a calibration, a scheme for "
+                          "adaptive_round, or a codebook recipe such as recipe='codebook4')")
+    cal = open_calibration(calibration) if calibration is not None else None
+    schemes = {name: recs[name].scheme(scheme, tensors[name][0].shape) for name in selected}
+    kinds = {}
+    if cal is not None:  # every entry checked (dtype, shape, size) before anything is computed or written
+        kinds = {name: cal.check(name, tensors[name][0].shape) for name in selected if name in cal}
+    given = {k: v for k, v in (("damp", damp), ("act_order", act_order)) if v is not None}
+    options = {name: {**recs[name].defaults, **given} for name in selected}
+    shown_recipe = recipe_label(recipe)
+    shown = scheme if scheme is not None else next(iter(schemes.values()), None)
+    request = {"format_version": FORMAT_VERSION,
+               "scheme": json.loads(shown.to_json()) if shown is not None else None,
                "source": outputs.source_identity(path), "include": include, "min_ndim": int(min_ndim)}
+    if calibrated:
+        request["calibration"] = {"store": calibration_identity(calibration), "recipe": shown_recipe,
+                                  "options": given, "entries": sorted(kinds)}
     with outputs.writing(dst), outputs.write_errors(dst):
         if outputs.check_destination(dst, overwrite) == "ours" and not overwrite:
             meta = model_meta(dst)
@@ -93,7 +142,7 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme, *,
                 qs = open_model(dst)
                 out = {n: ((np.asarray(dequantize(qs[n])), t) if n in qs else (np.asarray(a), t))
                        for n, (a, t) in tensors.items()}
-                _write_dequantized(write_dequantized, out, scheme, overwrite)
+                _write_dequantized(write_dequantized, out, shown, overwrite)
             return meta["tensors"]
         if write_dequantized:
             outputs.check_destination(write_dequantized, overwrite, what="write_dequantized",
@@ -102,28 +151,61 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme, *,
         outputs.clear_partial(partial)
         root = outputs.partial_group(partial)
         report, out_tensors, total_bits, total_values = {}, {}, 0.0, 0
+        done = _calibrated_tensors(tensors, kinds, cal, recs, schemes, options, scheduler) if cal is not None else {}
         for name, (arr, tag) in tensors.items():
             if name not in chosen:
                 out_tensors[name] = (np.asarray(arr), tag)
                 continue
             x = np.asarray(arr)
-            q = quantize(x, scheme)
+            q = done[name] if name in done else quantize(x, schemes[name])
             x_hat = dequantize(q)
             m = metrics(x, x_hat)
             write_group(q, outputs.inside(partial, os.path.join(partial, name)))
             report[name] = {"shape": list(x.shape), "dtype": tag, "bits_per_value": q.bits_per_value, **m}
+            if calibrated:
+                report[name]["calibrated"] = name in done
+                if name in done:
+                    info = q.info.get("adaptive_round", {})
+                    report[name].update({k: info.get(k) for k in ("rel_error", "rel_error_nearest")})
             total_bits += q.bits_per_value * x.size
             total_values += x.size
             out_tensors[name] = (x_hat, tag)
         report["total"] = {"values": total_values,
                            "bits_per_value": total_bits / total_values if total_values else 0.0}
+        if calibrated:
+            report["total"].update({"recipe": shown_recipe, "calibrated": len(done),
+                                    "uncalibrated": [n for n in selected if n not in done],
+                                    "unused": sorted(set(cal.names) - chosen) if cal else []})
         outputs.complete_group(root, MODEL_ATTR, {
             "source": os.path.basename(os.fspath(path)), "scheme": request["scheme"], "tensors": report,
-            "complete": True, "fingerprint": request})
+            "complete": True, "fingerprint": request, **({"recipe": shown_recipe} if calibrated else {})})
         finish_partial(partial, dst)
         if write_dequantized:
-            _write_dequantized(write_dequantized, out_tensors, scheme, overwrite)
+            _write_dequantized(write_dequantized, out_tensors, shown, overwrite)
     return report
+
+
+@in_task
+def _calibrated_tensor(name, x, cal, rec, scheme, options):
+    with dask.config.set(scheduler="sync"):  # a Dask entry is reduced inside this task, in order
+        H, n = cal.hessian(name, x.shape)
+    try:
+        q = rec.run(np.asarray(x), H, scheme, **options)
+    except InputError as e:
+        raise InputError(f"calibration={cal.label}: tensor {name!r}: {e}") from None
+    q.info.setdefault("adaptive_round", {})["n_samples"] = n
+    return q
+
+
+def _calibrated_tensors(tensors, kinds, cal, recs, schemes, options, scheduler):
+    """``{name: QuantizedArray}`` of the calibrated tensors, computed in parallel (one Dask task each;
+    BLAS runs one thread per task while they run, Numba's threads are shared out among the tasks)."""
+    names = list(kinds)
+    tasks = [dask.delayed(_calibrated_tensor, pure=False)(n, tensors[n][0], cal, recs[n], schemes[n], options[n])
+             for n in names]
+    with single_blas():
+        done = dask.compute(*tasks, scheduler=scheduler)
+    return dict(zip(names, done))
 
 
 def model_meta(dst):
@@ -137,7 +219,7 @@ def model_meta(dst):
 
 def _write_dequantized(path, tensors, scheme, overwrite):
     outputs.check_destination(path, overwrite, what="write_dequantized", file_kind=".safetensors")
-    write_tensors(path, tensors, metadata={"nquant_scheme": scheme.to_json()})
+    write_tensors(path, tensors, metadata={"nquant_scheme": scheme.to_json()} if scheme is not None else None)
 
 
 def is_complete_model(dst):

@@ -319,8 +319,9 @@ def test_bad_workflow_file_names_the_key(tmp_path):
     runs = nquant_many([["run", tmp_path / "bad.toml", "--set", f"out={tmp_path / 'o'}"],
                         ["plan", tmp_path / "bad2.toml"]])
     (rc, _, err), (rc2, _, err2) = runs
-    assert rc == 2 and err.strip() == "nquant: error: jobs[2].rounding: unknown key (allowed: ['include', 'k', " \
-                                      "'name', 'overrides', 'queries', 'scheme', 'source', 'verify'])"
+    assert rc == 2 and err.strip() == "nquant: error: jobs[2].rounding: unknown key (allowed: ['act_order', " \
+                                      "'calibration', 'damp', 'include', 'k', 'name', 'overrides', 'queries', " \
+                                      "'recipe', 'scheme', 'source', 'verify'])"
     assert rc2 == 2 and "sources.w.generate.kind: 'weight' is not one of" in err2
     assert not (tmp_path / "o").exists()
 

@@ -135,6 +135,7 @@ def test_examples_run_and_print_what_they_show(page, tmp_path, monkeypatch):
 
 def _summary_inputs(d):
     """The files the README's command summary names, small: a Zarr array, a .npy, a .safetensors."""
+    from nquant.calibration import write_calibration
     from nquant.safetensors_io import write_tensors
 
     rng = np.random.default_rng(2)
@@ -142,6 +143,7 @@ def _summary_inputs(d):
     np.save(d / "weights.npy", rng.standard_normal((64, 128)).astype(np.float32))
     write_tensors(d / "model.safetensors", {"layer.weight": (rng.standard_normal((64, 128)).astype(np.float32), "F32"),
                                             "layer.bias": (rng.standard_normal(64).astype(np.float32), "F32")})
+    write_calibration(d / "cal.npz", {"layer.weight": rng.standard_normal((256, 128)).astype(np.float32)})
 
 
 @pytest.mark.slow

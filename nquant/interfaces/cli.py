@@ -24,6 +24,7 @@ import click
 from nquant import __version__, chunked, cluster
 from nquant.api import family
 from nquant.cluster import check_chunk_memory, check_count, parse_memory_limit
+from nquant.calibration import RECIPES
 from nquant.cluster import scheduler as run_on
 from nquant.errors import InputError, NQuantError, StoreError
 from nquant.interfaces import warmup
@@ -268,28 +269,107 @@ def _memory_check(src, scheme, threads_per_worker, memory_limit):
     check_chunk_memory(tuple(c[0] for c in x.chunks), x.dtype, memory_limit, threads_per_worker)
 
 
+_model_options = _options(
+    click.option("--calibration", type=click.Path(),
+                 help="Models: a calibration store (.npz or Zarr group of per-tensor inputs or Hessians, "
+                      "keyed by tensor name): calibrated rounding per tensor."),
+    click.option("--recipe", type=click.Choice(sorted(RECIPES)),
+                 help="Models: how calibrated tensors are rounded: adaptive (adaptive_round with --scheme; "
+                      "the default) or codebook<bits> (a codebook fitted per layer, rows scaled by their "
+                      "absmax; needs no --scheme)."),
+    click.option("--recipe-for", "recipe_for", multiple=True, metavar="GLOB=RECIPE",
+                 help="Models: the recipe of the tensors whose names match GLOB (repeatable, first match "
+                      "wins; the others take --recipe): mixed precision, e.g. "
+                      "'*.intermediate.dense.weight=codebook5'."),
+    click.option("--damp", type=click.FloatRange(min=0), help="Models: the recipe's Hessian damping."),
+    click.option("--act-order/--no-act-order", default=None,
+                 help="Models: visit columns by decreasing Hessian diagonal (default: the recipe's)."),
+    click.option("--include", multiple=True, help="Models: tensor name globs to quantize (repeatable; "
+                                                  "default: every floating tensor of 2+ dimensions)."),
+    click.option("--dequantized", type=click.Path(),
+                 help="Models: also write the dequantized model to this .safetensors file."),
+)
+
+
+def _recipe_map(recipe, recipe_for):
+    """``--recipe`` alone, or ``{glob: recipe}`` from ``--recipe-for`` with ``--recipe`` (default
+    adaptive) for ``"*"``."""
+    if not recipe_for:
+        return recipe
+    out = {}
+    for item in recipe_for:
+        glob, sep, name = item.rpartition("=")
+        if not sep or not glob or name not in RECIPES:
+            raise InputError(f"--recipe-for {item!r} is invalid: expected GLOB=RECIPE with RECIPE one of "
+                             f"{sorted(RECIPES)}")
+        out.setdefault(glob, name)
+    out.setdefault("*", recipe or "adaptive")
+    return out
+
+
+def _model_text(dst, report):
+    total = report["total"]
+    text = (f"{dst}: {len(report) - 1} tensors, {total['values']} values, "
+            f"{total['bits_per_value']:.4f} bits/value (side information included)")
+    if "recipe" in total:
+        plain = total["uncalibrated"]
+        shown = total["recipe"] if isinstance(total["recipe"], str) else json.dumps(total["recipe"])
+        text += (f"; recipe {shown}: {total['calibrated']} tensors calibrated, {len(plain)} rounded "
+                 f"to nearest without a calibration entry" + (f" ({', '.join(plain[:5])}"
+                                                             f"{', ...' if len(plain) > 5 else ''})" if plain else ""))
+        if total["unused"]:
+            text += f"; {len(total['unused'])} calibration entries match no tensor"
+    return text
+
+
 @main.command()
 @click.argument("src")
 @click.argument("dst")
 @_scheme_options
+@_model_options
 @_cluster_options("threads")
 @_common
 @click.option("--overwrite", is_flag=True, help="Recompute even if DST is complete.")
 @_guard
-def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, scheduler, workers,
-             threads_per_worker, memory_limit, as_json, progress, overwrite):
+def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, calibration, recipe, recipe_for,
+             damp, act_order, include, dequantized, scheduler, workers, threads_per_worker, memory_limit, as_json,
+             progress, overwrite):
     """Quantize SRC (a Zarr array, .npy or .safetensors file) into the nquant Zarr group DST.
 
-    A .safetensors model gets one group per floating tensor of 2 or more dimensions.
+    A .safetensors model gets one group per floating tensor of 2 or more dimensions; with
+    --calibration, the tensors with an entry in the store are rounded against their calibration
+    inputs (--recipe), in parallel.
     """
-    s = _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
+    model_flags = {"--calibration": calibration, "--recipe": recipe, "--recipe-for": recipe_for or None,
+                   "--damp": damp, "--act-order": act_order, "--include": include or None,
+                   "--dequantized": dequantized}
     if str(src).endswith(".safetensors"):
-        with warmup.compiling(warmup.scheme_key("model", s), _say if progress else _quiet):
-            report = quantize_safetensors(src, dst, s, overwrite=overwrite)
-        total = report["total"]
-        _emit(report, as_json, f"{dst}: {len(report) - 1} tensors, {total['values']} values, "
-              f"{total['bits_per_value']:.4f} bits/value (side information included)")
+        ctx = click.get_current_context()
+        recipes = _recipe_map(recipe, recipe_for)
+        codebook = recipe is not None and "adaptive" not in (recipes.values() if isinstance(recipes, dict)
+                                                             else [recipes])
+        given = [f"--{n.rstrip('_').replace('_', '-')}" for n in ("scheme", "bits", "axis", "block_size",
+                                                                 "rounding", "range_", "seed")
+                 if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+        if codebook and given:
+            raise InputError(f"{given[0]}: --recipe {recipe} chooses its own scheme (a codebook fitted per "
+                             "layer, for every tensor); leave out the scheme options")
+        s = None if codebook else _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
+        kind = "model" if calibration is None and recipe is None else f"calibrated model {recipe or 'adaptive'}"
+        if scheduler in ("local", "processes"):
+            _quiet_process_helpers()
+        with warmup.compiling(warmup.scheme_key(kind, s or {}), _say if progress else _quiet), \
+                run_on(scheduler or "threads", workers, threads_per_worker or 1, memory_limit or "auto"):
+            # the calibrated tensors run on the scheduler (one task each), the rest in this process
+            report = quantize_safetensors(src, dst, s, overwrite=overwrite, include=list(include) or None,
+                                          calibration=calibration, recipe=recipes, damp=damp, act_order=act_order,
+                                          write_dequantized=dequantized)
+        _emit(report, as_json, _model_text(dst, report))
         return
+    used = [k for k, v in model_flags.items() if v is not None]
+    if used:
+        raise InputError(f"{used[0]}: only for a .safetensors model source, not {src!r}")
+    s = _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
     source = _source(src)
     name = scheduler or "threads"
     if name == "local":
@@ -354,9 +434,14 @@ def info(store, as_json):
         lines = [f"{store}: model {meta.get('source')}, {len(qs)} tensors, {values} values, "
                  f"{bits / values if values else 0.0:.4f} bits/value (side information included)",
                  f"  scheme: {json.dumps({k: v for k, v in scheme.items() if k != 'format_version'})}"]
+        if isinstance(meta.get("recipe"), (str, dict)):  # calibrated: a scheme per tensor (block size, levels)
+            shown = meta["recipe"] if isinstance(meta["recipe"], str) else json.dumps(meta["recipe"])
+            lines[1] = f"  recipe: {shown} (calibrated rounding, a scheme fitted per tensor)"
         for name, q in qs.items():
             t = figures.get(name) if isinstance(figures.get(name), dict) else {}
             line = f"  {name}: {t.get('dtype', q.dtype)} {tuple(q.shape)}, {q.bits_per_value:.4f} bits/value"
+            if isinstance(t.get("calibrated"), bool):
+                line += ", calibrated" if t["calibrated"] else ", nearest (no calibration entry)"
             if isinstance(t.get("rmse"), (int, float)) and isinstance(t.get("sqnr_db"), (int, float)):
                 line += f", rmse {t['rmse']:.4g}, SQNR {t['sqnr_db']:.2f} dB"
             lines.append(line)

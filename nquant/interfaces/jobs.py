@@ -7,7 +7,8 @@ the sample of :mod:`nquant.interfaces.samples` behind its figures.
 
 - array jobs stream a Zarr array or ``.npy`` file with ``nquant.quantize_zarr``
   (resumable chunk by chunk);
-- model jobs run ``nquant.quantize_safetensors`` on every selected tensor;
+- model jobs run ``nquant.quantize_safetensors`` on every selected tensor (calibrated jobs with
+  a calibration store and a recipe);
 - PQ jobs (``scheme = {type = "pq", M = 8, nbits = 8}``) fit a ``ProductQuantizer`` on a
   matrix of vectors (rows), store codes and codebooks in a Zarr group, and measure
   recall@k of the nearest neighbour for held-out query rows.
@@ -127,17 +128,21 @@ def _compute_seconds(seconds, log):
     return max(seconds - log.seconds, 1e-9)
 
 
-def run_model_job(path, dst, scheme, *, include, overwrite, verify):
-    """Quantize the tensors of the ``.safetensors`` file ``path`` into the model group ``dst``."""
+def run_model_job(path, dst, scheme, *, include, overwrite, verify, calibration=None, recipe=None, damp=None,
+                  act_order=None):
+    """Quantize the tensors of the ``.safetensors`` file ``path`` into the model group ``dst`` (with
+    ``calibration``: calibrated rounding by ``recipe`` of the tensors with an entry)."""
     import dask.array as da
 
     t0 = time.perf_counter()
     # a group finished before an interruption, from this very request, is kept (its fingerprint
     # matches); one made by another request is refused unless overwrite
     with warmup.CompileLog() as log:
-        report = quantize_safetensors(path, dst, scheme, include=include, overwrite=overwrite)
+        report = quantize_safetensors(path, dst, scheme, include=include, overwrite=overwrite,
+                                      calibration=calibration, recipe=recipe, damp=damp, act_order=act_order)
     seconds = _compute_seconds(time.perf_counter() - t0, log)
-    warmup.record(job_key("model", scheme), log.seconds)
+    kind = "model" if calibration is None else "calibrated"
+    warmup.record(job_key(kind, scheme if scheme is not None else {"recipe": recipe}), log.seconds)
     tensors = read_tensors(path)
     qs = open_model(dst)
     names = [n for n in report if n != "total"]
@@ -150,13 +155,16 @@ def run_model_job(path, dst, scheme, *, include, overwrite, verify):
     view = _array_view(qs[largest], sources[largest])
     view["xlabel"] += f" ({largest})"
     nbytes = sum(np.asarray(tensors[n][0]).nbytes for n in names)
-    result = {"kind": "model", "shape": [report["total"]["values"]], "tensors": len(names),
+    result = {"kind": kind, "shape": [report["total"]["values"]], "tensors": len(names),
               "bits_per_value": report["total"]["bits_per_value"], **figures,
               "fraction_clipped": view["clipped"], "seconds": seconds,
               "throughput_mb_s": nbytes / seconds / 1e6,
               "compile_seconds": log.seconds, "compiled": log.kernels,
               "per_tensor": {n: {k: report[n][k] for k in ("shape", "dtype", "bits_per_value", "rmse",
-                                                           "max_abs", "sqnr_db")} for n in names}}
+                                                           "max_abs", "sqnr_db", "calibrated", "rel_error")
+                                 if k in report[n]} for n in names}}
+    if calibration is not None:
+        result.update({k: report["total"][k] for k in ("recipe", "calibrated", "uncalibrated", "unused")})
     return result, view
 
 

@@ -207,6 +207,11 @@ def open_source(src):
 def model_shapes(src, include=None):
     """Shapes of the tensors a model job quantizes (floating, 2 or more dimensions), read from the
     file's header or, for a file still to generate, from its ``generate`` table."""
+    return [s for _, s in model_tensors(src, include)]
+
+
+def model_tensors(src, include=None):
+    """``[(name, shape)]`` of the tensors a model job quantizes (as :func:`model_shapes`)."""
     import fnmatch
 
     path = src["path"]
@@ -221,7 +226,7 @@ def model_shapes(src, include=None):
             items += [(f"layers.{i}.attention.weight", (rows, cols)), (f"layers.{i}.mlp.up.weight", (rows, cols)),
                       (f"layers.{i}.mlp.down.weight", (cols, rows)), (f"layers.{i}.norm.weight", (cols,))]
     patterns = None if include is None else ([include] if isinstance(include, str) else list(include))
-    return [s for n, s in items if len(s) >= 2 and
+    return [(n, s) for n, s in items if len(s) >= 2 and
             (patterns is None or any(fnmatch.fnmatchcase(n, p) for p in patterns))]
 
 

@@ -12,11 +12,15 @@ A workflow file::
     [[jobs]]              name, source, scheme (preset, JSON, .json/.npy file, or a table:
                           {type = "pq", M, nbits, ...}), overrides = {field = value},
                           verify (default true), include (model jobs: tensor name globs),
-                          queries, k (pq jobs: held-out query rows, recall@k)
+                          queries, k (pq jobs: held-out query rows, recall@k),
+                          calibration (model jobs: a calibration store, which makes the job a
+                          "calibrated" one), recipe, damp, act_order (calibrated jobs; a codebook
+                          recipe needs no scheme)
 
 Steps per job (:mod:`nquant.interfaces.jobs`): source -> calibrate -> quantize -> write (into
 ``<output>/<job>.zarr``; a .safetensors source without ``tensor`` quantizes the whole
-model, a ``pq`` scheme runs a product quantizer) -> verify (the error recomputed
+model, with ``calibration`` by calibrated rounding per tensor, a ``pq`` scheme runs a
+product quantizer) -> verify (the error recomputed
 against the source) -> report (``report.json``, ``report.md`` and a self-contained
 ``report.html`` with figures when matplotlib is installed; :mod:`nquant.interfaces.report`).
 Variables may refer to other variables.  A manifest records the workflow's
@@ -50,11 +54,12 @@ from nquant.interfaces.sources import (
     kind_of,
     make_source,
     model_itemsize,
-    model_shapes,
+    model_tensors,
     open_source,
     remove_source,
 )
 from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
+from nquant.calibration import recipe_label, recipes_for
 from nquant.models import is_complete_model
 from nquant.outputs import check_name, check_source_destination, inside, writing
 from nquant.store import is_complete, open_array
@@ -68,7 +73,8 @@ SCHEMA = {
                       "generate": {"kind": str, "shape": list, "chunks": list, "seed": int, "dtype": str,
                                    "clusters": int, "layers": int}}},
     "jobs": [{"name": str, "source": str, "scheme": (str, dict), "overrides": dict, "verify": bool,
-              "include": (str, list), "queries": int, "k": int}],
+              "include": (str, list), "queries": int, "k": int, "calibration": str, "recipe": (str, dict),
+              "damp": (int, float), "act_order": bool}],
 }
 
 
@@ -309,6 +315,8 @@ def validate(spec):
     names = set()
     for i, job in enumerate(jobs):
         for key in ("name", "source", "scheme"):
+            if key == "scheme" and _codebook_recipe(job):
+                continue
             if key not in job:
                 raise WorkflowError(f"jobs[{i}].{key}: missing")
         if job["name"] in names:
@@ -325,22 +333,46 @@ def validate(spec):
                             "tcp://host:port")
 
 
+def _codebook_recipe(job):
+    """Whether a job's recipes all choose their own scheme (``codebook<bits>``; ``recipe`` is a name
+    or a table ``{glob = name}``)."""
+    recipe = job.get("recipe", "adaptive")
+    return "adaptive" not in (recipe.values() if isinstance(recipe, dict) else [recipe])
+
+
+CALIBRATED_KEYS = ("recipe", "damp", "act_order")
+
+
 def job_kind(spec, job):
-    """``"pq"``, ``"model"`` or ``"array"``."""
-    if J.is_pq(job["scheme"]):
+    """``"pq"``, ``"model"``, ``"calibrated"`` (a model with a calibration store) or ``"array"``."""
+    if J.is_pq(job.get("scheme")):
         return "pq"
     src = spec["sources"][job["source"]]
     if kind_of(src["path"]) == "safetensors" and "tensor" not in src:
-        return "model"
+        return "calibrated" if "calibration" in job else "model"
     return "array"
 
 
 def _validate_job(spec, i, job):
     kind = job_kind(spec, job)
-    allowed = {"array": (), "model": ("include",), "pq": ("queries", "k")}[kind]
-    for key in ("include", "queries", "k"):
+    allowed = {"array": (), "model": ("include",), "pq": ("queries", "k"),
+               "calibrated": ("include", "calibration", *CALIBRATED_KEYS)}[kind]
+    for key in ("include", "queries", "k", "calibration", *CALIBRATED_KEYS):
         if key in job and key not in allowed:
-            raise WorkflowError(f"jobs[{i}].{key}: not a key of {kind} jobs")
+            hint = " (add calibration = <store> to a model job)" if key in CALIBRATED_KEYS else ""
+            raise WorkflowError(f"jobs[{i}].{key}: not a key of {kind} jobs{hint}")
+    if kind == "calibrated":
+        try:
+            recipe_label(job.get("recipe"))
+        except NQuantError as e:
+            raise WorkflowError(f"jobs[{i}].recipe: {e}") from None
+        if "damp" in job and not 0 <= job["damp"] < float("inf"):
+            raise WorkflowError(f"jobs[{i}].damp: {job['damp']!r} is not a number >= 0")
+        if _codebook_recipe(job):
+            if "scheme" in job or "overrides" in job:
+                raise WorkflowError(f"jobs[{i}].scheme: recipe {job['recipe']!r} chooses its own scheme (a "
+                                    "codebook fitted per layer); leave out scheme and overrides")
+            return
     for key in ("queries", "k"):
         if key in job and job[key] < 1:
             raise WorkflowError(f"jobs[{i}].{key}: {job[key]!r} is not an integer >= 1")
@@ -439,14 +471,17 @@ def plan(spec):
     for job in spec["jobs"]:
         src = spec["sources"][job["source"]]
         kind = job_kind(spec, job)
-        if kind == "model":
-            shapes = model_shapes(src, job.get("include"))
-            scheme = resolve_scheme(job["scheme"], **job.get("overrides", {}))
+        if kind in ("model", "calibrated"):
+            tensors = model_tensors(src, job.get("include"))
+            names, shapes = [n for n, _ in tensors], [s for _, s in tensors]
+            scheme = _job_scheme(job)
+            recs = recipes_for(job.get("recipe") if kind == "calibrated" else None, names)
             n = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
-            bits = sum(estimate_bits_per_value(scheme, s) * int(np.prod(s)) for s in shapes)
+            bits = sum(estimate_bits_per_value(recs[name].scheme(scheme, s), s) * int(np.prod(s))
+                       for name, s in zip(names, shapes))
             shape, chunks, itemsize, tasks = [n], [n], model_itemsize(src), len(shapes)
             bpv = bits / n if n else 0.0
-            scheme_json = json.loads(scheme.to_json())
+            scheme_json = _scheme_json(job, scheme)
         else:
             shape, chunks, dtype = describe(src)
             n = int(np.prod(shape, dtype=np.int64))
@@ -575,10 +610,20 @@ def run(spec, overwrite=False, progress=True, echo=print, scheduler_overrides=No
 
 
 def _job_scheme(job):
-    """A job's Scheme (its table for a pq job)."""
-    if J.is_pq(job["scheme"]):
+    """A job's Scheme (its table for a pq job; None for a codebook recipe, which chooses its own)."""
+    if J.is_pq(job.get("scheme")):
         return job["scheme"]
+    if "calibration" in job and _codebook_recipe(job):
+        return None
     return resolve_scheme(job["scheme"], **job.get("overrides", {}))
+
+
+def _scheme_json(job, scheme):
+    """What a report shows as a job's scheme: the scheme's fields, the recipe of a calibrated job."""
+    out = json.loads(scheme.to_json()) if scheme is not None else {}
+    if "calibration" in job:
+        out["recipe"] = recipe_label(job.get("recipe"))
+    return out
 
 
 def _run(spec, overwrite, progress, echo, scheduler_overrides, notice):
@@ -588,7 +633,8 @@ def _run(spec, overwrite, progress, echo, scheduler_overrides, notice):
     manifest.start(fingerprint(spec), overwrite)
     cl = {**spec.get("cluster", {}), **{k: v for k, v in (scheduler_overrides or {}).items() if v is not None}}
     results = []
-    complete = {"array": is_complete, "model": is_complete_model, "pq": J.is_complete_pq}
+    complete = {"array": is_complete, "model": is_complete_model, "calibrated": is_complete_model,
+                "pq": J.is_complete_pq}
     with scheduler(cl.get("scheduler", "threads"), cl.get("workers"), cl.get("threads_per_worker", 1),
                    cl.get("memory_limit", "auto")) as client:
         for name, src in spec.get("sources", {}).items():
@@ -609,7 +655,7 @@ def _run(spec, overwrite, progress, echo, scheduler_overrides, notice):
             if manifest.state(job["name"]) == "done" and complete[kind](dst) and not overwrite:
                 continue
             src = open_source(spec["sources"][job["source"]]) if kind == "array" else None
-            keys.append(J.job_key(kind, _job_scheme(job), src))
+            keys.append(J.job_key(kind, _job_scheme(job) or {"recipe": job.get("recipe")}, src))
         message = warmup.notice(keys)
         if message:
             notice(message)
@@ -632,10 +678,12 @@ def _run(spec, overwrite, progress, echo, scheduler_overrides, notice):
                 scheme_json = dict(job["scheme"])
             else:
                 scheme = _job_scheme(job)
-                scheme_json = json.loads(scheme.to_json())
-                if kind == "model":
+                scheme_json = _scheme_json(job, scheme)
+                if kind in ("model", "calibrated"):
+                    calibrated = ({k: job.get(k) for k in ("calibration", *CALIBRATED_KEYS)}
+                                  if kind == "calibrated" else {})
                     result, view = J.run_model_job(source["path"], dst, scheme, include=job.get("include"),
-                                                   overwrite=overwrite, verify=verify_)
+                                                   overwrite=overwrite, verify=verify_, **calibrated)
                 else:
                     result, view = J.run_array_job(open_source(source), dst, scheme, overwrite=overwrite,
                                                    client=client, progress=progress, verify=verify_)
