@@ -15,15 +15,17 @@ Chunk format (header version 1, every number little-endian)::
     offset  size        field
     0       4           magic b"NQZC"
     4       1           header version (1)
-    5       1           bits per code (1..8)
+    5       1           bits per code (1..16)
     6       1           ndim of the chunk
     7       1           n_side: number of side arrays
     8       8 * ndim    chunk shape, uint64
     ...                 n_side entries: name length (uint8), name (ASCII),
                         dtype code (b"f" float32, b"i" int32), length (uint64)
-    ...     8           packed code bytes, uint64 (= ceil(prod(shape) * bits / 8))
+    ...     8           packed code bytes, uint64 (= ceil(prod(shape) * bits / 8); 2 * prod(shape)
+                        for 9..16 bits)
     ...                 the side arrays' values, in the order of their entries
-    ...                 the packed codes (``nquant.pack`` of the C-ordered codes)
+    ...                 the packed codes (``nquant.pack`` of the C-ordered codes; 9..16-bit
+                        codes: little-endian uint16, one per value)
 
 The scheme itself is not repeated per chunk: it is the codec's configuration
 in the array's ``zarr.json``
@@ -163,7 +165,9 @@ def encode_chunk(scheme, chunk):
     chunk = np.asarray(chunk)
     params = uniform.fit(scheme, chunk)
     codes = uniform.encode(scheme, params, chunk)
-    packed = pack_codes(codes.reshape(-1), scheme.bits)
+    # 9..16-bit codes are uint16, written little-endian
+    packed = pack_codes(codes.reshape(-1), scheme.bits).astype("<u2" if scheme.bits > 8 else np.uint8,
+                                                               copy=False).view(np.uint8)
     names = _side_names(scheme)
     sides = [np.ascontiguousarray(params[n], dtype=_side_dtype(n)) for n in names]
     hsize = _header_size(chunk.ndim, names)
@@ -261,6 +265,8 @@ def decode_chunk(scheme, raw, dtype, shape=None):
     """Dequantized values (``dtype``) of one chunk's bytes; ``StoreError`` if corrupt."""
     cshape, params, packed = parse_chunk(scheme, raw, shape)
     count = int(np.prod(cshape, dtype=np.int64))
+    if scheme.bits > 8:
+        packed = packed.view("<u2")
     codes = unpack_codes(packed, scheme.bits, (count,)).reshape(cshape)
     return uniform.decode(scheme, params, codes, dtype)
 

@@ -10,7 +10,12 @@ chunk, so they get the same parameters as any chunking of a Dask array.
 
 Side arrays (``params``): ``scale`` float32, and ``zero_point`` int32
 (``zero_point="int"``) or ``offset`` float32 (``zero_point="float"``); one
-value per tensor, per index of ``axis``, or per block.
+value per tensor, per index of ``axis``, or per block.  Codes are uint8 for
+1..8 bits and uint16 for 9..16 bits.
+
+Error-bounded schemes (``abs_error`` / ``rel_error``) choose the step in
+:func:`finalize` from a worst-case bound of the rounding of the encoder and
+the decoder (:func:`bounded_params`).
 """
 
 import warnings
@@ -24,6 +29,7 @@ from nquant.families import base
 from nquant.kernels import affine, calibrate, stats
 from nquant.kernels.rng import seed_key
 from nquant.kernels.rounding import MODES
+from nquant.packing import code_dtype
 
 MSE_GRID = 64
 
@@ -68,6 +74,20 @@ def _flat(chunk):
     return chunk.reshape(-1)
 
 
+def fill_mask(scheme, chunk, flat):
+    """Where ``flat`` (the chunk in its compute dtype) holds ``scheme.fill_value`` as the
+    chunk's own dtype spells it; None without a fill value or when no value is one."""
+    if scheme.fill_value is None:
+        return None
+    fill = flat.dtype.type(np.asarray(scheme.fill_value).astype(chunk.dtype))
+    mask = flat == fill
+    return mask if mask.any() else None
+
+
+#: Rank of a dtype's precision (the coarsest of the chunks wins when statistics merge).
+DTYPE_RANK = {np.dtype(np.float64): 0, np.dtype(np.float32): 1, np.dtype(np.float16): 2}
+
+
 # ----------------------------------------------------------------------------- fit
 
 
@@ -82,6 +102,9 @@ def partial(scheme, chunk, start=None, global_shape=None):
     shape = chunk.shape
     gshape = shape if global_shape is None else global_shape
     flat = _flat(chunk)
+    fills = fill_mask(scheme, chunk, flat)
+    if fills is not None:  # fill values are not data: left out of the range, as NaN
+        flat = np.where(fills, flat.dtype.type(np.nan), flat)
     lay = layout(scheme, shape, start, gshape)
     if scheme.block_size is not None:
         G = -(-flat.size // scheme.block_size)
@@ -103,7 +126,9 @@ def partial(scheme, chunk, start=None, global_shape=None):
             lo, hi, nn = stats.row_minmax(x2d)
             _merge_minmax(mins, maxs, part.row_group - offset, lo, hi)
         n_nan += int(nn.sum())
-    return {"min": mins, "max": maxs, "n_nan": n_nan}
+    if fills is not None:
+        n_nan -= int(fills.sum())
+    return {"min": mins, "max": maxs, "n_nan": n_nan, "rank": DTYPE_RANK.get(np.dtype(chunk.dtype), 1)}
 
 
 def _merge_minmax(mins, maxs, groups, lo, hi):
@@ -129,6 +154,9 @@ def partial_histogram(scheme, chunk, lo, hi, start=None, global_shape=None):
     gshape = shape if global_shape is None else global_shape
     check_histogram(scheme, len(lo))
     flat = _flat(chunk)
+    fills = fill_mask(scheme, chunk, flat)
+    if fills is not None:
+        flat = np.where(fills, flat.dtype.type(np.nan), flat)
     lay = layout(scheme, shape, start, gshape)
     counts = np.zeros((len(lo), scheme.hist_bins), np.int64)
     for part in lay.parts:
@@ -152,7 +180,7 @@ def merge(a, b):
     for k in a:
         if k == "min":
             out[k] = np.fmin(a[k], b[k])
-        elif k == "max":
+        elif k in ("max", "rank"):
             out[k] = np.fmax(a[k], b[k])
         else:
             out[k] = a[k] + b[k]
@@ -323,6 +351,8 @@ def finalize(scheme, st, data=None):
         return {}
     check_stats(scheme, st)
     rmin, rmax = clip_range(scheme, st, data)
+    if scheme.error_bounded:
+        return bounded_params(scheme, rmin, rmax, st.get("rank", 1))
     # data and range far inside float32 (the common case: a few reductions, no temporaries)
     # cannot reach its limit: a level is at most a step (<= twice the range) beyond the data
     far = 0.0
@@ -361,6 +391,99 @@ def finalize(scheme, st, data=None):
         zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
     params = {"scale": scale, "zero_point": zp.astype(np.int32)}
     return _fit_grid(scheme, params, *reach) if far > F32_MAX / 8 else params
+
+
+# Unit roundoff and half the smallest subnormal of the decoder's arithmetic, and of the cast
+# to the output dtype (none when the decoder already computes in it), by DTYPE_RANK.
+_ROUNDING = {0: (2.0 ** -53, 2.0 ** -1075, 0.0, 0.0),            # float64: decoded in float64
+             1: (2.0 ** -24, 2.0 ** -150, 0.0, 0.0),             # float32
+             2: (2.0 ** -24, 2.0 ** -150, 2.0 ** -11, 2.0 ** -25)}  # float16: float32, then cast
+
+
+def _f32_down(v):
+    """The largest float32 <= ``v`` (float64 array, within the float32 range)."""
+    v32 = v.astype(np.float32)
+    return np.where(v32.astype(np.float64) > v, np.nextafter(v32, np.float32(-np.inf)), v32)
+
+
+def error_bound(scheme, rmin, rmax):
+    """The absolute bound per group (float64): ``abs_error``, or ``rel_error`` times the group's
+    range (times ``max |x|`` for a constant group; a group of zeros only is exact at any step)."""
+    if scheme.abs_error is not None:
+        return np.full(len(rmin), scheme.abs_error)
+    width = rmax - rmin
+    e = scheme.rel_error * np.where(width > 0, width, np.maximum(np.abs(rmin), np.abs(rmax)))
+    return np.where(e > 0, e, 1.0)
+
+
+def bounded_params(scheme, rmin, rmax, rank=1):
+    """Side arrays of an error-bounded scheme: ``offset`` (the float32 at or below each group's
+    minimum) and the largest float32 ``scale`` whose worst-case error, rounding included, is at
+    most the bound (:func:`error_bound`).
+
+    The decoder computes ``fl(fl(k * s) + o)`` and the encoder ``k = round(fl(fl(x - o) * fl(1 / s)))``
+    with unit roundoff ``u`` (``eta``: half the smallest subnormal).  For ``x`` in ``[o, rmax]``,
+    with ``span = rmax - o + 2 s`` and ``L = max(|o|, |rmax|) + 2 s`` bounding the levels used:
+
+    * encoder: ``|k - (x - o) / s| <= 1/2 + g3 (x - o) / s + eta``, ``g3 = 3u / (1 - 3u)``, so
+      the level ``k s + o`` is within ``s / 2 + g3 (rmax - o) + s eta`` of ``x``;
+    * decoder: ``|x_hat - (k s + o)| <= u (span + L)(1 + u) + 2 eta``;
+    * a cast to a narrower output dtype (float16): ``u_out (L + decoder error) + eta_out``.
+
+    The sum of the last three terms (the slack), increased by ``2**-30`` of itself for the
+    rounding of this very computation, leaves ``e - slack`` for half a step.  A bound the
+    arithmetic cannot meet (values so large that rounding alone reaches it) is an
+    ``InputError`` naming it; so is a range needing more codes than ``bits`` gives.
+    """
+    name = "abs_error" if scheme.abs_error is not None else "rel_error"
+    value = getattr(scheme, name)
+    G = len(rmin)
+    if not G:
+        return {"scale": np.ones(0, np.float32), "offset": np.zeros(0, np.float32)}
+    far = max(-float(rmin.min()), float(rmax.max()))
+    if far > F32_MAX / 8:
+        raise InputError(f"x spans [{rmin.min():.6g}, {rmax.max():.6g}]: {name}={value!r} needs data within "
+                         f"+-{F32_MAX / 8:.6g} (a float32 offset and step)")
+    u, eta, u_out, eta_out = _ROUNDING[int(rank)]
+    e = error_bound(scheme, rmin, rmax)
+    o = _f32_down(rmin)
+    o64 = o.astype(np.float64)
+    g3 = 3 * u / (1 - 3 * u)
+    steps = _steps(scheme)
+
+    def slack(s):
+        span = rmax - o64 + 2 * s
+        top = np.maximum(np.abs(o64), np.abs(rmax)) + 2 * s
+        enc = g3 * (rmax - o64) + s * eta
+        dec = u * (span + top) * (1 + u) + 2 * eta
+        out = u_out * (top + dec) + eta_out
+        return (enc + dec + out) * (1 + 2.0 ** -30)
+
+    # a step beyond F32_MAX / (4 * steps) would have the decoder recentre the grid (kernel_params);
+    # no data within +-F32_MAX / 8 needs one
+    cap = _f32_down(np.full(G, F32_MAX / (4 * steps)))
+    s0 = np.minimum(_f32_down(np.minimum(2 * e, F32_MAX)), cap)
+    room = e - slack(s0.astype(np.float64))
+    # (1 - 2**-50): room's own subtraction rounds (by at most 2**-53 of e)
+    s = np.minimum(_f32_down(np.maximum(2 * room * (1 - 2.0 ** -50), 0.0)), cap)
+    s64 = s.astype(np.float64)
+    weak = (room <= 0) | (s < SCALE_MIN) | (s64 / 2 + slack(s64) > e)
+    if weak.any():
+        g = int(np.argmax(weak))
+        need = e[g] - room[g]
+        dtype = {0: "float64", 1: "float32", 2: "float16"}[int(rank)]
+        raise InputError(f"{name}={value!r} cannot be guaranteed in {dtype} arithmetic for x in "
+                         f"[{rmin[g]:.9g}, {rmax[g]:.9g}]: rounding alone reaches {need:.3g} (pass "
+                         f"{'float64 data or ' if rank else ''}a bound above {2 * need:.3g})")
+    levels = np.ceil((rmax - o64) / s64 * (1 + 2.0 ** -50))
+    if (levels > steps).any():
+        g = int(np.argmax(levels - steps))
+        reserved = (1 << scheme.bits) - (steps + 1)  # the NaN and fill codes
+        need_bits = int(np.ceil(np.log2(levels[g] + 1 + reserved)))
+        hint = f"bits={need_bits}" if need_bits <= 16 else "a larger bound"
+        raise InputError(f"{name}={value!r} on x in [{rmin[g]:.9g}, {rmax[g]:.9g}] needs {int(levels[g]) + 1} "
+                         f"levels, more than the {steps + 1} codes of bits={scheme.bits}: pass {hint}")
+    return {"scale": s.astype(np.float32), "offset": o.astype(np.float32)}
 
 
 def needs_stats(scheme):
@@ -448,8 +571,16 @@ def code_limits(scheme):
     return hi, (hi + 1 if scheme.nan == "propagate" else -1)
 
 
+def fill_code(scheme):
+    """Code of the fill value (after the NaN code), or -1 without one."""
+    if scheme.fill_value is None:
+        return -1
+    hi, nan_code = code_limits(scheme)
+    return max(hi, nan_code) + 1
+
+
 def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0, out=None):
-    """Codes (uint8, ``q - qmin``) of a chunk, shape of the chunk.
+    """Codes (``q - qmin``; uint8, uint16 for 9..16 bits) of a chunk, shape of the chunk.
 
     ``group_offset`` is the first group of ``params`` (per-block parameters
     sliced for this chunk).  Raises ``InputError`` on NaN/inf unless the scheme
@@ -458,10 +589,13 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
     shape = chunk.shape
     flat = _flat(chunk)
     dtype = flat.dtype
+    fills = fill_mask(scheme, chunk, flat)
+    if fills is not None:  # any finite value will do: their codes are replaced below
+        flat = np.where(fills, dtype.type(0), flat)
     _, inv, offset, c0 = kernel_params(scheme, params, dtype)
     hi, nan_code = code_limits(scheme)
     lay = layout(scheme, shape, start, global_shape, group_offset)
-    codes = _alloc.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
+    codes = _alloc.empty(flat.size, code_dtype(scheme.bits)) if out is None else out.reshape(-1)
     key = seed_key(scheme.seed)  # any integer seed, taken modulo 2**64
     mode = MODES[scheme.rounding]
     bad = 0
@@ -473,6 +607,8 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
     if bad:
         raise InputError(f"x contains {bad} non-finite value(s) (NaN or inf) that nan={scheme.nan!r} "
                          "does not allow")
+    if fills is not None:
+        codes[fills] = fill_code(scheme)
     return codes.reshape(shape)
 
 
@@ -487,7 +623,10 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     lay = layout(scheme, shape, start, global_shape, group_offset)
     # the kernel indexes scale, offset and c0 by group: every group of the layout must exist
     base.check_groups(lay, {name: np.size(params[name]) for name in side_dtypes(scheme)})
-    flat_codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
+    flat_codes = np.ascontiguousarray(codes, dtype=code_dtype(scheme.bits)).reshape(-1)
+    top = max(_steps(scheme), nan_code, fill_code(scheme))
+    if scheme.bits > 8:  # uint16 holds codes beyond the scheme's (a corrupt store): refused
+        base.check_codes(flat_codes, top + 1, 16, what=f"the {scheme.bits}-bit code range", start=start)
     if out is not None and out.dtype == cdtype:
         res = out.reshape(-1)
     else:
@@ -496,6 +635,9 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
         if part.R and part.L:
             affine.dequantize_affine(part.view(flat_codes), part.row_group, lay.col_step, scale,
                                      offset, c0, nan_code, part.view(res))
+    fc = fill_code(scheme)
+    if fc >= 0:
+        res[flat_codes == fc] = np.asarray(scheme.fill_value).astype(dtype)
     res = limits.finite_cast(res.reshape(shape), dtype)
     if out is None:
         return res
@@ -531,6 +673,8 @@ def level_view(scheme, side, x, x_hat):
     """Code-unit view: real values against the grid for one scale per tensor; *quantization
     steps* ``x / scale + zero_point`` against the integer codes with one scale per channel or
     block.  A value is clipped beyond half a step past the last level."""
+    if scheme.bits > 8:  # thousands of levels: the values alone
+        return base.generic_view(scheme, side, x, x_hat)
     view = _steps_view(scheme, side, x, x_hat)
     return base.generic_view(scheme, side, x, x_hat) if view is None else view
 
