@@ -20,7 +20,7 @@ Chunk format (header version 1, every number little-endian)::
     7       1           n_side: number of side arrays
     8       8 * ndim    chunk shape, uint64
     ...                 n_side entries: name length (uint8), name (ASCII),
-                        dtype code (b"f" float32, b"i" int32), length (uint64)
+                        dtype code (b"f" float32, b"i" int32, b"d" float64), length (uint64)
     ...     8           packed code bytes, uint64 (= ceil(prod(shape) * bits / 8); 2 * prod(shape)
                         for 9..16 bits)
     ...                 the side arrays' values, in the order of their entries
@@ -88,7 +88,7 @@ MAGIC = b"NQZC"
 HEADER_VERSION = 1
 _PREFIX = struct.Struct("<4sBBBB")
 _U64 = struct.Struct("<Q")
-_SIDE_DTYPES = {b"f": np.dtype("<f4"), b"i": np.dtype("<i4")}
+_SIDE_DTYPES = {b"f": np.dtype("<f4"), b"i": np.dtype("<i4"), b"d": np.dtype("<f8")}
 _SIDE_CODES = {v: k for k, v in _SIDE_DTYPES.items()}
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
@@ -98,8 +98,8 @@ def _side_names(scheme):
     return ("scale", "offset") if scheme.zero_point == "float" else ("scale", "zero_point")
 
 
-def _side_dtype(name):
-    return np.dtype("<i4") if name == "zero_point" else np.dtype("<f4")
+def _side_dtype(scheme, name):
+    return uniform.side_dtypes(scheme)[name].newbyteorder("<")
 
 
 def _header_size(ndim, names):
@@ -169,7 +169,7 @@ def encode_chunk(scheme, chunk):
     packed = pack_codes(codes.reshape(-1), scheme.bits).astype("<u2" if scheme.bits > 8 else np.uint8,
                                                                copy=False).view(np.uint8)
     names = _side_names(scheme)
-    sides = [np.ascontiguousarray(params[n], dtype=_side_dtype(n)) for n in names]
+    sides = [np.ascontiguousarray(params[n], dtype=_side_dtype(scheme, n)) for n in names]
     hsize = _header_size(chunk.ndim, names)
     total = hsize + sum(s.nbytes for s in sides) + packed.size
     out = np.empty(total, np.uint8)
@@ -239,12 +239,12 @@ def parse_chunk(scheme, raw, shape=None):
         pos += ln + 9
         if name != expected.encode("ascii"):
             raise _corrupt(f"side array {name!r} where {expected!r} was expected")
-        if _SIDE_DTYPES.get(code) != _side_dtype(expected):
+        if _SIDE_DTYPES.get(code) != _side_dtype(scheme, expected):
             raise _corrupt(f"side array {expected!r} has dtype code {code!r}")
         if length != groups:
             raise _corrupt(f"side array {expected!r} has length={length}, expected {groups} for "
                            f"shape={tuple(cshape)}")
-        entries.append((expected, _side_dtype(expected), length))
+        entries.append((expected, _side_dtype(scheme, expected), length))
     need(8, "the packed length")
     (npacked,) = _U64.unpack_from(raw, pos)
     pos += 8
@@ -277,7 +277,7 @@ def encoded_size(scheme, shape):
     count = int(np.prod(shape, dtype=np.int64))
     names = _side_names(scheme)
     groups = uniform.n_groups(scheme, shape)
-    return (_header_size(len(shape), names) + sum(_side_dtype(n).itemsize * groups for n in names)
+    return (_header_size(len(shape), names) + sum(_side_dtype(scheme, n).itemsize * groups for n in names)
             + packed_size(count, scheme.bits))
 
 

@@ -130,6 +130,13 @@ def _short(v, n=80):
 RANGES = ("minmax", "percentile", "percentile_exact", "mse")
 
 
+class _DefaultInt(int):
+    """The default ``bits`` of a Uniform, told apart from an explicit 8 by identity."""
+
+
+_DEFAULT_BITS = _DefaultInt(8)
+
+
 @register
 @dataclasses.dataclass(frozen=True)
 class Uniform(Scheme):
@@ -139,7 +146,7 @@ class Uniform(Scheme):
     ----------
     bits : int, 1..16
         Codes of 1..8 bits are stored bit-packed in uint8, codes of 9..16 bits one per
-        uint16.  0 (the default) means 8, or 16 with an error bound.
+        uint16.  Default 8, or 16 with an error bound.
     symmetric : bool
         Zero point 0 and ``scale = absmax / qmax`` (needs ``bits >= 2``); a constant
         ``c`` gets ``scale = |c|`` so that it round-trips exactly.
@@ -189,7 +196,7 @@ class Uniform(Scheme):
 
     type: ClassVar[str] = "uniform"
 
-    bits: int = 0
+    bits: int = dataclasses.field(default_factory=lambda: _DEFAULT_BITS)
     symmetric: bool = False
     axis: int | None = None
     block_size: int | None = None
@@ -211,7 +218,7 @@ class Uniform(Scheme):
             return isinstance(v, int) and not isinstance(v, bool)
 
         self._check_error_bound()
-        if self.bits == 0:
+        if self.bits is _DEFAULT_BITS:  # not given: 8, or 16 with an error bound
             object.__setattr__(self, "bits", 16 if self.error_bounded else 8)
         if not is_int(self.bits) or not 1 <= self.bits <= 16:
             invalid("bits", self.bits, "an integer in 1..16")

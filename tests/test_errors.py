@@ -17,7 +17,7 @@ def test_error_hierarchy():
 
 
 @pytest.mark.parametrize("kwargs, pattern", [
-    (dict(bits=9), r"bits=9 is invalid: expected an integer in 1\.\.8"),
+    (dict(bits=17), r"bits=17 is invalid: expected an integer in 1\.\.16"),
     (dict(bits=0), r"bits=0 is invalid"),
     (dict(bits=-1), r"bits=-1 is invalid"),
     (dict(bits=16), r"bits=16 is invalid"),

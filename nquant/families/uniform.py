@@ -10,8 +10,9 @@ chunk, so they get the same parameters as any chunking of a Dask array.
 
 Side arrays (``params``): ``scale`` float32, and ``zero_point`` int32
 (``zero_point="int"``) or ``offset`` float32 (``zero_point="float"``); one
-value per tensor, per index of ``axis``, or per block.  Codes are uint8 for
-1..8 bits and uint16 for 9..16 bits.
+value per tensor, per index of ``axis``, or per block; error-bounded schemes
+store ``offset`` in float64 (the group's minimum, exactly).  Codes are uint8
+for 1..8 bits and uint16 for 9..16 bits.
 
 Error-bounded schemes (``abs_error`` / ``rel_error``) choose the step in
 :func:`finalize` from a worst-case bound of the rounding of the encoder and
@@ -417,9 +418,9 @@ def error_bound(scheme, rmin, rmax):
 
 
 def bounded_params(scheme, rmin, rmax, rank=1):
-    """Side arrays of an error-bounded scheme: ``offset`` (the float32 at or below each group's
-    minimum) and the largest float32 ``scale`` whose worst-case error, rounding included, is at
-    most the bound (:func:`error_bound`).
+    """Side arrays of an error-bounded scheme: ``offset`` (float64: each group's minimum, exact in
+    the data's dtype) and the largest float32 ``scale`` whose worst-case error, rounding included,
+    is at most the bound (:func:`error_bound`).
 
     The decoder computes ``fl(fl(k * s) + o)`` and the encoder ``k = round(fl(fl(x - o) * fl(1 / s)))``
     with unit roundoff ``u`` (``eta``: half the smallest subnormal).  For ``x`` in ``[o, rmax]``,
@@ -439,15 +440,17 @@ def bounded_params(scheme, rmin, rmax, rank=1):
     value = getattr(scheme, name)
     G = len(rmin)
     if not G:
-        return {"scale": np.ones(0, np.float32), "offset": np.zeros(0, np.float32)}
+        return {"scale": np.ones(0, np.float32), "offset": np.zeros(0, np.float64)}
     far = max(-float(rmin.min()), float(rmax.max()))
     if far > F32_MAX / 8:
         raise InputError(f"x spans [{rmin.min():.6g}, {rmax.max():.6g}]: {name}={value!r} needs data within "
                          f"+-{F32_MAX / 8:.6g} (a float32 offset and step)")
     u, eta, u_out, eta_out = _ROUNDING[int(rank)]
     e = error_bound(scheme, rmin, rmax)
-    o = _f32_down(rmin)
-    o64 = o.astype(np.float64)
+    if (2 * e < SCALE_MIN).any():
+        raise InputError(f"{name}={value!r} gives a bound of {e.min():.3g}, below the smallest float32 step "
+                         f"allows ({float(SCALE_MIN) / 2:.3g})")
+    o64 = rmin  # a value of the data: exact in the decoder's arithmetic
     g3 = 3 * u / (1 - 3 * u)
     steps = _steps(scheme)
 
@@ -483,7 +486,7 @@ def bounded_params(scheme, rmin, rmax, rank=1):
         hint = f"bits={need_bits}" if need_bits <= 16 else "a larger bound"
         raise InputError(f"{name}={value!r} on x in [{rmin[g]:.9g}, {rmax[g]:.9g}] needs {int(levels[g]) + 1} "
                          f"levels, more than the {steps + 1} codes of bits={scheme.bits}: pass {hint}")
-    return {"scale": s.astype(np.float32), "offset": o.astype(np.float32)}
+    return {"scale": s.astype(np.float32), "offset": o64.astype(np.float64)}
 
 
 def needs_stats(scheme):
@@ -499,6 +502,8 @@ def block_quantum(scheme):
 def side_dtypes(scheme):
     """Names and dtypes of the side arrays: ``scale`` and ``zero_point`` or ``offset``."""
     second = ("zero_point", np.int32) if scheme.symmetric or scheme.zero_point == "int" else ("offset", np.float32)
+    if scheme.error_bounded:  # the exact minimum: a float32 one could sit a float32 spacing away
+        second = ("offset", np.float64)
     return {"scale": np.dtype(np.float32), second[0]: np.dtype(second[1])}
 
 

@@ -275,14 +275,18 @@ def _memory_check(src, scheme, threads_per_worker, memory_limit):
 @_cluster_options("threads")
 @_common
 @click.option("--overwrite", is_flag=True, help="Recompute even if DST is complete.")
+@click.option("--abs-error", type=float, default=None,
+              help="Guarantee max |x - x_hat| <= ABS_ERROR (a uniform scheme; 16-bit codes unless --bits).")
 @_guard
 def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, scheduler, workers,
-             threads_per_worker, memory_limit, as_json, progress, overwrite):
+             threads_per_worker, memory_limit, as_json, progress, overwrite, abs_error):
     """Quantize SRC (a Zarr array, .npy or .safetensors file) into the nquant Zarr group DST.
 
     A .safetensors model gets one group per floating tensor of 2 or more dimensions.
     """
     s = _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
+    if abs_error is not None:
+        s = resolve_scheme(s, abs_error=abs_error, bits=bits or 16)
     if str(src).endswith(".safetensors"):
         with warmup.compiling(warmup.scheme_key("model", s), _say if progress else _quiet):
             report = quantize_safetensors(src, dst, s, overwrite=overwrite)
