@@ -14,7 +14,7 @@ arrays) or device arrays (numba, CuPy: results stay on the device).
 import numpy as np
 from numba import cuda
 
-from nquant.cuda._device import clip_code16, mul_rn, round_code
+from nquant.cuda._device import clip_code16, code_value, mul_rn, round_code
 from nquant.cuda._launch import as_device, kernel, launch, output, scalar_out
 
 __all__ = ["quantize_affine", "dequantize_affine", "group_minmax"]
@@ -91,7 +91,7 @@ def _dequantize(codes, row_group, col_step, scale, offset, c0, nan_code, out):
         if nan_code >= 0 and c == nan_code:
             out[r, j] = np.nan
         else:
-            out[r, j] = mul_rn(c - c0[g], scale[g]) + offset[g]
+            out[r, j] = mul_rn(code_value(c, scale[g]) - c0[g], scale[g]) + offset[g]
         i += stride
 
 

@@ -450,7 +450,9 @@ def bounded_params(scheme, rmin, rmax, rank=1):
     if (2 * e < SCALE_MIN).any():
         raise InputError(f"{name}={value!r} gives a bound of {e.min():.3g}, below the smallest float32 step "
                          f"allows ({float(SCALE_MIN) / 2:.3g})")
-    o64 = rmin  # a value of the data: exact in the decoder's arithmetic
+    # the data's minimum, exact in the decoder's arithmetic (a float32 one for float32 / float16
+    # data; rounded down should a caller's range not be one)
+    o64 = rmin if rank == 0 else _f32_down(rmin).astype(np.float64)
     g3 = 3 * u / (1 - 3 * u)
     steps = _steps(scheme)
 

@@ -47,6 +47,8 @@ clip_code = _cpu["clip_code"]
 """uint8 of ``t`` clipped to [0, hi] (NaN gives an unspecified code)."""
 clip_code16 = _cpu["clip_code16"]
 """uint16 of ``t`` clipped to [0, hi] (9..16-bit codes)."""
+code_value = _cpu["code_value"]
+"""A code as a float of the decoder's type."""
 
 
 def param_at(p, k):
@@ -174,10 +176,10 @@ def _decoder(col_step):
                 off = offset[g]
                 c = c0[g]
                 for j in range(L):
-                    out[r, j] = (codes[r, j] - c) * s + off
+                    out[r, j] = (code_value(codes[r, j], s) - c) * s + off
             else:
                 for j in range(L):
-                    out[r, j] = (codes[r, j] - c0[g + j]) * scale[g + j] + offset[g + j]
+                    out[r, j] = (code_value(codes[r, j], c0[g + j]) - c0[g + j]) * scale[g + j] + offset[g + j]
             if nan_code >= 0:
                 for j in range(L):
                     if codes[r, j] == nan_code:
