@@ -304,6 +304,15 @@ class Uniform(Scheme):
             invalid("rounding", self.rounding, f"'nearest' or 'nearest_away' with {name}={value!r}")
         object.__setattr__(self, "zero_point", "float")
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict; ``abs_error``, ``rel_error`` and ``fill_value`` only when set, so that a
+        scheme without them keeps the JSON (and the job fingerprint) it had before they existed."""
+        d = super().to_dict()
+        for name in ("abs_error", "rel_error", "fill_value"):
+            if d[name] is None:
+                del d[name]
+        return d
+
     @property
     def error_bounded(self) -> bool:
         """Whether the scheme guarantees a maximum error (``abs_error`` or ``rel_error``)."""
