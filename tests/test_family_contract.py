@@ -31,7 +31,8 @@ from nquant.interfaces.workflow import estimate_bits_per_value
 
 EXAMPLES = {
     nq.Uniform: [nq.Uniform(bits=4), nq.Uniform(bits=3, axis=1, symmetric=True),
-                 nq.Uniform(bits=5, block_size=6, zero_point="float")],
+                 nq.Uniform(bits=5, block_size=6, zero_point="float"), nq.Uniform(bits=12, axis=0),
+                 nq.Uniform(abs_error=0.01, block_size=6)],
     nq.Codebook: [nq.Codebook(values=(-1.0, -0.25, 0.5, 1.0))],
     nq.Blockwise: [nq.NF4(block_size=16), nq.NF4(block_size=2, double_quant=True)],
     nq.KMeansBlockwise: [nq.KMeansBlockwise(bits=3, block_size=16, min_size=0, bins=256)],
