@@ -680,8 +680,11 @@ def level_view(scheme, side, x, x_hat):
     """Code-unit view: real values against the grid for one scale per tensor; *quantization
     steps* ``x / scale + zero_point`` against the integer codes with one scale per channel or
     block.  A value is clipped beyond half a step past the last level."""
-    if scheme.bits > 8:  # thousands of levels: the values alone
-        return base.generic_view(scheme, side, x, x_hat)
+    if scheme.bits > 8:  # thousands of levels: those the values use, at most 256 of them shown
+        levels = np.unique(x_hat[np.isfinite(x_hat)])
+        if levels.size > 256:
+            levels = levels[np.linspace(0, levels.size - 1, 256).round().astype(np.int64)]
+        return base.view(x, levels, "value", None)
     view = _steps_view(scheme, side, x, x_hat)
     return base.generic_view(scheme, side, x, x_hat) if view is None else view
 
