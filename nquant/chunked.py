@@ -26,7 +26,7 @@ import numpy as np
 
 from nquant._threads import in_task
 from nquant.errors import InputError
-from nquant.packing import pack_codes, unpack_codes
+from nquant.packing import code_dtype, code_quantum, pack_codes, packed_len, unpack_codes
 
 SPLIT_EVERY = 8
 
@@ -174,9 +174,9 @@ def chunk_local_axis(fam, scheme, x):
 
 def rechunk_for_codes(x, bits):
     """Rechunk the last axis so that every chunk but the last packs into whole bytes."""
-    if x.ndim == 0 or bits == 8:
+    step = code_quantum(bits)
+    if x.ndim == 0 or step == 1:
         return x
-    step = 8 // math.gcd(bits, 8)
     last = x.chunks[-1]
     if all(c % step == 0 for c in last[:-1]):
         return x
@@ -293,17 +293,18 @@ def _assemble(x, tasks, dtype):
 
 
 def encode(fam, scheme, params, x):
-    """Lazy uint8 codes of ``x`` (Dask array, same shape and chunks)."""
+    """Lazy codes of ``x`` (Dask array, same shape and chunks; uint8, uint16 for 9..16 bits)."""
+    cdt = code_dtype(scheme.bits)
     if fam.block_quantum(scheme) is None:
-        return x.map_blocks(_encode_chunk, fam, scheme, params, x.shape, dtype=np.uint8)
+        return x.map_blocks(_encode_chunk, fam, scheme, params, x.shape, dtype=cdt)
     per_chunk = _per_chunk_params(params, x)
     tasks = map_chunks(x, _encode_block_chunk, lambda c: (per_chunk[c.block_index], fam, scheme, c.start,
                                                           c.global_shape, c.first_block(scheme.block_size)))
-    return _assemble(x, tasks, np.uint8)
+    return _assemble(x, tasks, cdt)
 
 
 def decode(fam, scheme, params, codes, dtype):
-    """Lazy dequantized values from lazy uint8 ``codes``."""
+    """Lazy dequantized values from lazy ``codes``."""
     if fam.block_quantum(scheme) is None:
         return codes.map_blocks(_decode_chunk, fam, scheme, params, np.dtype(dtype), codes.shape,
                                 dtype=dtype)
@@ -324,19 +325,19 @@ def dequantize(fam, q, dtype=None):
 def pack(codes, bits):
     """Lazy row-packed codes (chunks of the last axis pack into whole bytes)."""
     if codes.ndim == 0:
-        return da.from_delayed(dask.delayed(pack_codes)(codes, bits), (1,), np.uint8)
-    chunks = codes.chunks[:-1] + (tuple(-(-c * bits // 8) for c in codes.chunks[-1]),)
-    return codes.map_blocks(_pack_chunk, bits, chunks=chunks, dtype=np.uint8)
+        return da.from_delayed(dask.delayed(pack_codes)(codes, bits), (1,), code_dtype(bits))
+    chunks = codes.chunks[:-1] + (tuple(packed_len(c, bits) for c in codes.chunks[-1]),)
+    return codes.map_blocks(_pack_chunk, bits, chunks=chunks, dtype=code_dtype(bits))
 
 
 def unpack(packed, bits, shape, chunks):
-    """Lazy uint8 codes of ``shape`` and ``chunks`` from row-packed ``packed``."""
+    """Lazy codes of ``shape`` and ``chunks`` from row-packed ``packed``."""
     if len(shape) == 0:
-        return da.from_delayed(dask.delayed(unpack_codes)(packed, bits, ()), (), np.uint8)
+        return da.from_delayed(dask.delayed(unpack_codes)(packed, bits, ()), (), code_dtype(bits))
     last_chunks = chunks[-1]
-    if bits == 8:
+    if bits >= 8:
         return packed.rechunk(chunks)
-    packed = packed.rechunk(chunks[:-1] + (tuple(-(-c * bits // 8) for c in last_chunks),))
+    packed = packed.rechunk(chunks[:-1] + (tuple(packed_len(c, bits) for c in last_chunks),))
     out = packed.map_blocks(_unpack_chunk_info, bits, last_chunks, chunks=chunks, dtype=np.uint8)
     return out
 
@@ -360,6 +361,6 @@ def prepare(fam, scheme, x):
     if quantum is not None:
         # whole blocks that are also whole bytes of codes: rechunking the last axis for packing
         # alone could cut a block in two, and each half would get its own absmax
-        x = rechunk_for_blocks(x, math.lcm(quantum, 8 // math.gcd(scheme.bits, 8)))
+        x = rechunk_for_blocks(x, math.lcm(quantum, code_quantum(scheme.bits)))
     return rechunk_for_codes(x, scheme.bits)
 

@@ -15,15 +15,17 @@ Chunk format (header version 1, every number little-endian)::
     offset  size        field
     0       4           magic b"NQZC"
     4       1           header version (1)
-    5       1           bits per code (1..8)
+    5       1           bits per code (1..16)
     6       1           ndim of the chunk
     7       1           n_side: number of side arrays
     8       8 * ndim    chunk shape, uint64
     ...                 n_side entries: name length (uint8), name (ASCII),
-                        dtype code (b"f" float32, b"i" int32), length (uint64)
-    ...     8           packed code bytes, uint64 (= ceil(prod(shape) * bits / 8))
+                        dtype code (b"f" float32, b"i" int32, b"d" float64), length (uint64)
+    ...     8           packed code bytes, uint64 (= ceil(prod(shape) * bits / 8); 2 * prod(shape)
+                        for 9..16 bits)
     ...                 the side arrays' values, in the order of their entries
-    ...                 the packed codes (``nquant.pack`` of the C-ordered codes)
+    ...                 the packed codes (``nquant.pack`` of the C-ordered codes; 9..16-bit
+                        codes: little-endian uint16, one per value)
 
 The scheme itself is not repeated per chunk: it is the codec's configuration
 in the array's ``zarr.json``
@@ -86,7 +88,7 @@ MAGIC = b"NQZC"
 HEADER_VERSION = 1
 _PREFIX = struct.Struct("<4sBBBB")
 _U64 = struct.Struct("<Q")
-_SIDE_DTYPES = {b"f": np.dtype("<f4"), b"i": np.dtype("<i4")}
+_SIDE_DTYPES = {b"f": np.dtype("<f4"), b"i": np.dtype("<i4"), b"d": np.dtype("<f8")}
 _SIDE_CODES = {v: k for k, v in _SIDE_DTYPES.items()}
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
@@ -96,8 +98,8 @@ def _side_names(scheme):
     return ("scale", "offset") if scheme.zero_point == "float" else ("scale", "zero_point")
 
 
-def _side_dtype(name):
-    return np.dtype("<i4") if name == "zero_point" else np.dtype("<f4")
+def _side_dtype(scheme, name):
+    return uniform.side_dtypes(scheme)[name].newbyteorder("<")
 
 
 def _header_size(ndim, names):
@@ -167,9 +169,11 @@ def encode_chunk(scheme, chunk):
     chunk = np.asarray(chunk)
     params = uniform.fit(scheme, chunk)
     codes = uniform.encode(scheme, params, chunk)
-    packed = pack_codes(codes.reshape(-1), scheme.bits)
+    # 9..16-bit codes are uint16, written little-endian
+    packed = pack_codes(codes.reshape(-1), scheme.bits).astype("<u2" if scheme.bits > 8 else np.uint8,
+                                                               copy=False).view(np.uint8)
     names = _side_names(scheme)
-    sides = [np.ascontiguousarray(params[n], dtype=_side_dtype(n)) for n in names]
+    sides = [np.ascontiguousarray(params[n], dtype=_side_dtype(scheme, n)) for n in names]
     hsize = _header_size(chunk.ndim, names)
     total = hsize + sum(s.nbytes for s in sides) + packed.size
     out = np.empty(total, np.uint8)
@@ -239,12 +243,12 @@ def parse_chunk(scheme, raw, shape=None):
         pos += ln + 9
         if name != expected.encode("ascii"):
             raise _corrupt(f"side array {name!r} where {expected!r} was expected")
-        if _SIDE_DTYPES.get(code) != _side_dtype(expected):
+        if _SIDE_DTYPES.get(code) != _side_dtype(scheme, expected):
             raise _corrupt(f"side array {expected!r} has dtype code {code!r}")
         if length != groups:
             raise _corrupt(f"side array {expected!r} has length={length}, expected {groups} for "
                            f"shape={tuple(cshape)}")
-        entries.append((expected, _side_dtype(expected), length))
+        entries.append((expected, _side_dtype(scheme, expected), length))
     need(8, "the packed length")
     (npacked,) = _U64.unpack_from(raw, pos)
     pos += 8
@@ -265,6 +269,8 @@ def decode_chunk(scheme, raw, dtype, shape=None):
     """Dequantized values (``dtype``) of one chunk's bytes; ``StoreError`` if corrupt."""
     cshape, params, packed = parse_chunk(scheme, raw, shape)
     count = int(np.prod(cshape, dtype=np.int64))
+    if scheme.bits > 8:
+        packed = packed.view("<u2")
     codes = unpack_codes(packed, scheme.bits, (count,)).reshape(cshape)
     return uniform.decode(scheme, params, codes, dtype)
 
@@ -275,7 +281,7 @@ def encoded_size(scheme, shape):
     count = int(np.prod(shape, dtype=np.int64))
     names = _side_names(scheme)
     groups = uniform.n_groups(scheme, shape)
-    return (_header_size(len(shape), names) + sum(_side_dtype(n).itemsize * groups for n in names)
+    return (_header_size(len(shape), names) + sum(_side_dtype(scheme, n).itemsize * groups for n in names)
             + packed_size(count, scheme.bits))
 
 

@@ -21,7 +21,8 @@ class QuantizedArray:
     codes : ndarray of uint8, row-packed codes of shape
         ``shape[:-1] + (ceil(shape[-1] * bits / 8),)``: each row of the last axis is an MSB-first bit stream (as
         ``nquant.pack``); flattened, it equals ``pack(codes_unpacked, bits)`` whenever
-        ``shape[-1] * bits`` is a multiple of 8.
+        ``shape[-1] * bits`` is a multiple of 8; 9..16-bit codes: uint16, one per value, shape
+        of the original.
     bits : int, bits per code in ``codes``
     side : dict of str -> ndarray, side information (``scale``, ``zero_point``,
         ``offset``, ``absmax``, ``codebook``, ...), also readable as attributes
@@ -64,13 +65,16 @@ class QuantizedArray:
 
     @property
     def codes_unpacked(self) -> Any:
-        """One code per value, shape of the original: int8 for signed schemes, else uint8."""
+        """One code per value, shape of the original: int8 for signed schemes, else uint8
+        (int16 / uint16 for 9..16-bit codes)."""
         if self.is_dask:
             u = chunked.unpack(self.codes, self.bits, self.shape, self.chunks)
         else:
             u = unpack_codes(self.codes, self.bits, self.shape)
         qmin = getattr(self.scheme, "qrange", (0, 0))[0]
         if getattr(self.scheme, "is_signed", False):
+            if self.bits > 8:
+                return (u.astype(np.int32) + qmin).astype(np.int16)
             return (u.astype(np.int16) + qmin).astype(np.int8)
         return u
 

@@ -1,4 +1,12 @@
-"""Public bit packing: ``pack(codes, bits)`` and ``unpack(packed, bits, n)``."""
+"""Public bit packing: ``pack(codes, bits)`` and ``unpack(packed, bits, n)``.
+
+Codes of 1..8 bits are stored row-packed in uint8; codes of 9..16 bits are stored one per
+uint16, unpacked: the spare high bits of a 9..15-bit code are constant zeros that a byte
+shuffle and a lossless compressor remove almost for free, so bit packing them would cost
+a pass and buy little on disk.
+"""
+
+import math
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -14,9 +22,29 @@ def _check_bits(bits):
     return int(bits)
 
 
+MAX_BITS = 16
+"""Widest code: 9..16-bit codes are stored as uint16."""
+
+
+def code_dtype(bits):
+    """dtype of stored and unpacked codes: uint8 for 1..8 bits, uint16 for 9..16 bits."""
+    return np.dtype(np.uint8) if bits <= 8 else np.dtype(np.uint16)
+
+
+def packed_len(n, bits):
+    """Stored elements (of :func:`code_dtype`) of a row of ``n`` codes: ``ceil(n * bits / 8)``
+    bytes for 1..8 bits, ``n`` for 9..16 bits (unpacked)."""
+    return (int(n) * int(bits) + 7) // 8 if bits <= 8 else int(n)
+
+
+def code_quantum(bits):
+    """Codes that fill a whole number of stored elements (1 for 8 and 9..16 bits)."""
+    return 8 // math.gcd(bits, 8) if bits <= 8 else 1
+
+
 def packed_size(n, bits):
-    """Bytes of ``n`` codes of ``bits`` bits: ``ceil(n * bits / 8)``."""
-    return (int(n) * int(bits) + 7) // 8
+    """Bytes of ``n`` codes of ``bits`` bits: ``ceil(n * bits / 8)``, ``2 * n`` for 9..16 bits."""
+    return packed_len(n, bits) * code_dtype(bits).itemsize
 
 
 def pack(codes: ArrayLike, bits: int) -> np.ndarray:
@@ -50,9 +78,9 @@ def pack(codes: ArrayLike, bits: int) -> np.ndarray:
 
 
 def packed_shape(shape, bits):
-    """Shape of row-packed codes: ``shape[:-1] + (ceil(shape[-1] * bits / 8),)``; (1,) for 0-d."""
+    """Shape of row-packed codes: ``shape[:-1] + (packed_len(shape[-1], bits),)``; (1,) for 0-d."""
     shape = tuple(shape) or (1,)
-    return shape[:-1] + (packed_size(shape[-1], bits),)
+    return shape[:-1] + (packed_len(shape[-1], bits),)
 
 
 def _rows(a, shape):
@@ -63,17 +91,17 @@ def _rows(a, shape):
 def pack_codes(codes, bits):
     """Row-packed codes: each row of the last axis is an MSB-first stream of its own.
 
-    Trusted uint8 input, no validation.  When ``shape[-1] * bits`` is a multiple
-    of 8 the result, flattened, equals ``pack(codes, bits)``; 8-bit codes are
-    returned uncopied.
+    Trusted input of ``code_dtype(bits)``, no validation.  When ``shape[-1] * bits`` is a
+    multiple of 8 the result, flattened, equals ``pack(codes, bits)``; 8-bit and 9..16-bit
+    codes are stored as they are (returned uncopied).
 
     Returns
     -------
-    ndarray of shape ``packed_shape(codes.shape, bits)``, uint8
+    ndarray of shape ``packed_shape(codes.shape, bits)``, ``code_dtype(bits)``
     """
-    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    codes = np.ascontiguousarray(codes, dtype=code_dtype(bits))
     shape = codes.shape
-    if bits == 8:
+    if bits >= 8:
         return codes.reshape(packed_shape(shape, bits))
     out = _alloc.empty(packed_shape(shape, bits), np.uint8)
     src = _rows(codes, shape)
@@ -83,10 +111,10 @@ def pack_codes(codes, bits):
 
 
 def unpack_codes(packed, bits, shape):
-    """Inverse of :func:`pack_codes`: uint8 codes of ``shape``."""
-    packed = np.ascontiguousarray(packed, dtype=np.uint8)
+    """Inverse of :func:`pack_codes`: codes of ``shape``, ``code_dtype(bits)``."""
+    packed = np.ascontiguousarray(packed, dtype=code_dtype(bits))
     shape = tuple(shape)
-    if bits == 8:
+    if bits >= 8:
         return packed.reshape(shape)
     out = _alloc.empty(shape, np.uint8)
     dst = _rows(out, shape)

@@ -125,6 +125,9 @@ def _uniform_of(q: QuantizedArray, name: str) -> QuantizedArray:
     if q.scheme.block_size is not None:
         raise SchemeError(f"{name} scheme block_size={q.scheme.block_size} is invalid for qmatmul: expected "
                           "per-tensor or per-channel parameters")
+    if q.scheme.bits > 8 or q.scheme.fill_value is not None:
+        raise SchemeError(f"{name} scheme bits={q.scheme.bits} (fill_value={q.scheme.fill_value!r}) is invalid "
+                          "for qmatmul: expected 8-bit codes or fewer, without a fill value")
     if len(q.shape) != 2:
         raise InputError(f"{name} shape={tuple(q.shape)} is invalid: expected a 2-D array")
     return q

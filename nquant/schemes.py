@@ -143,6 +143,13 @@ def _check_scale_dtype(scheme):
         invalid("double_quant", scheme.double_quant, "True or False")
 
 
+class _DefaultInt(int):
+    """The default ``bits`` of a Uniform, told apart from an explicit 8 by identity."""
+
+
+_DEFAULT_BITS = _DefaultInt(8)
+
+
 @register
 @dataclasses.dataclass(frozen=True)
 class Uniform(Scheme):
@@ -150,7 +157,9 @@ class Uniform(Scheme):
 
     Parameters
     ----------
-    bits : int, 1..8
+    bits : int, 1..16
+        Codes of 1..8 bits are stored bit-packed in uint8, codes of 9..16 bits one per
+        uint16.  Default 8, or 16 with an error bound.
     symmetric : bool
         Zero point 0 and ``scale = absmax / qmax`` (needs ``bits >= 2``); a constant
         ``c`` gets ``scale = |c|`` so that it round-trips exactly.
@@ -201,11 +210,25 @@ class Uniform(Scheme):
         scale); each code is raised where the decoded scale would be below the block's
         own, so the block's values never clip.  Needs ``zero_point="int"`` and
         ``scale_dtype="float32"``.
+    abs_error : float or None
+        Error-bounded mode: ``max |x - x_hat| <= abs_error`` is guaranteed for every finite
+        value, float rounding of the step, of the encoder and of the decoder included (for the
+        data's own dtype or a wider one).  The step is the largest float32 whose worst-case
+        error stays within the bound (just below ``2 * abs_error``), the offset the group's
+        minimum; ``bits`` caps the code width (a range that needs more levels is an
+        ``InputError``).  Implies ``zero_point="float"``, ``range="minmax"`` and nearest
+        rounding.
+    rel_error : float or None
+        Error-bounded mode with the bound relative to each group's value range:
+        ``abs_error = rel_error * (max - min)`` (``rel_error * max |x|`` for a constant group).
+    fill_value : float or None
+        Values equal to it (in the data's dtype: a ``_FillValue`` / masked marker) are
+        excluded from the calibration and kept exactly, under a reserved code.
     """
 
     type: ClassVar[str] = "uniform"
 
-    bits: int = 8
+    bits: int = dataclasses.field(default_factory=lambda: _DEFAULT_BITS)
     symmetric: bool = False
     axis: int | None = None
     block_size: int | None = None
@@ -221,13 +244,19 @@ class Uniform(Scheme):
     scale_dtype: ScaleDtype = "float32"
     zero_point_storage: Literal["int32", "packed"] = "int32"
     double_quant: bool = False
+    abs_error: float | None = None
+    rel_error: float | None = None
+    fill_value: float | None = None
 
     def __post_init__(self):
         def is_int(v):
             return isinstance(v, int) and not isinstance(v, bool)
 
-        if not is_int(self.bits) or not 1 <= self.bits <= 8:
-            invalid("bits", self.bits, "an integer in 1..8")
+        self._check_error_bound()
+        if self.bits is _DEFAULT_BITS:  # not given: 8, or 16 with an error bound
+            object.__setattr__(self, "bits", 16 if self.error_bounded else 8)
+        if not is_int(self.bits) or not 1 <= self.bits <= 16:
+            invalid("bits", self.bits, "an integer in 1..16")
         if self.symmetric not in (True, False):
             invalid("symmetric", self.symmetric, "True or False")
         if self.symmetric and self.bits < 2:
@@ -286,6 +315,10 @@ class Uniform(Scheme):
         if self.double_quant and self.scale_dtype != "float32":
             invalid("scale_dtype", self.scale_dtype, "'float32' with double_quant=True (the 8-bit "
                     "scale codes replace the scale array)")
+        if self.error_bounded and (self.scale_dtype != "float32" or self.double_quant):
+            name = "scale_dtype" if self.scale_dtype != "float32" else "double_quant"
+            invalid(name, getattr(self, name), "the default with abs_error/rel_error (the bound is "
+                    "proved for the float32 step it chooses)")
         qmin, qmax = self.qrange
         if qmax <= qmin or (self.symmetric and qmax < 1):
             invalid("bits", self.bits, "more bits: this code range leaves no room "
@@ -299,6 +332,47 @@ class Uniform(Scheme):
         d = dict(d)
         d.setdefault("zero_point_storage", "int32")
         return super().from_dict(d)
+    def _check_error_bound(self):
+        """Validate ``abs_error``, ``rel_error`` and ``fill_value``; an error bound sets the
+        real-offset form (``zero_point="float"``) and needs min/max ranges and nearest rounding."""
+        for name in ("abs_error", "rel_error", "fill_value"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not limits.fits_float32(float(v)):
+                invalid(name, v, f"None or a finite number within the float32 range (|v| <= {limits.F32_MAX:.8g})")
+            object.__setattr__(self, name, float(v))
+        if self.abs_error is not None and self.rel_error is not None:
+            invalid("abs_error", self.abs_error, f"None when rel_error={self.rel_error!r} is given (one bound)")
+        if self.abs_error is not None and not self.abs_error > 0:
+            invalid("abs_error", self.abs_error, "a number > 0")
+        if self.rel_error is not None and not 0 < self.rel_error < 1:
+            invalid("rel_error", self.rel_error, "a number in (0, 1)")
+        if not self.error_bounded:
+            return
+        name = "abs_error" if self.abs_error is not None else "rel_error"
+        value = getattr(self, name)
+        if self.symmetric:
+            invalid("symmetric", self.symmetric, f"False with {name}={value!r} (the grid starts at the data's minimum)")
+        if self.range != "minmax":
+            invalid("range", self.range, f"'minmax' with {name}={value!r} (clipping would break the bound)")
+        if self.rounding not in ("nearest", "nearest_away"):
+            invalid("rounding", self.rounding, f"'nearest' or 'nearest_away' with {name}={value!r}")
+        object.__setattr__(self, "zero_point", "float")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict; ``abs_error``, ``rel_error`` and ``fill_value`` only when set, so that a
+        scheme without them keeps the JSON (and the job fingerprint) it had before they existed."""
+        d = super().to_dict()
+        for name in ("abs_error", "rel_error", "fill_value"):
+            if d[name] is None:
+                del d[name]
+        return d
+
+    @property
+    def error_bounded(self) -> bool:
+        """Whether the scheme guarantees a maximum error (``abs_error`` or ``rel_error``)."""
+        return self.abs_error is not None or self.rel_error is not None
 
     @property
     def hist_bins(self) -> int:
@@ -323,6 +397,8 @@ class Uniform(Scheme):
         else:
             qmin, qmax = 0, (1 << b) - 1
         if self.nan == "propagate":
+            qmax -= 1
+        if self.fill_value is not None:
             qmax -= 1
         return qmin, qmax
 

@@ -6,7 +6,8 @@ Group layout (Zarr v3), one group per quantized array::
                          chunks, bits, metrics, complete, source}  (source: the streaming
                          job's source identity, part of the fingerprint; nquant.outputs)
     <group>/codes        uint8, row-packed codes (``nquant.packing.pack_codes``: each row of
-                         the last axis an MSB-first bit stream), chunked like the data
+                         the last axis an MSB-first bit stream), chunked like the data;
+                         uint16, one per value, for 9..16-bit codes
     <group>/scale, ...   side arrays: one value per tensor, per axis index or per block;
                          block-wise ones chunked like the data's chunks
     <group>/chunk_stats  float64 (chunks..., 6), streaming jobs only: per-chunk error
@@ -37,7 +38,7 @@ from nquant.containers import QuantizedArray
 from nquant.errors import InputError, StoreError
 from nquant.families.registry import family
 from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
-from nquant.packing import pack_codes, packed_shape
+from nquant.packing import code_dtype, pack_codes, packed_len, packed_shape
 from nquant.progress import compute
 from nquant.schemes import FORMAT_VERSION, Scheme
 from nquant._types import ArrayInput, StoreLike
@@ -173,7 +174,7 @@ def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs, fam, loc
     """Create ``codes`` and the side arrays (fill value 0, zstd then a crc32c checksum:
     ``validate.compressors``)."""
     group.create_array("codes", shape=packed_shape(shape, bits), chunks=validate.codes_chunks(data_chunks, bits),
-                       dtype=np.uint8, overwrite=True, fill_value=0, compressors=validate.compressors())
+                       dtype=code_dtype(bits), overwrite=True, fill_value=0, compressors=validate.compressors())
     for name, (length, dtype) in side_specs.items():
         group.create_array(name, shape=_side_shape(length), dtype=dtype, overwrite=True, fill_value=0,
                            chunks=_side_chunks(fam, scheme, name, data_chunks, length, local_axis),
@@ -253,7 +254,7 @@ def _as_dask(q, chunks):
     data_chunks = dummy.chunks
     codes = da.from_array(np.asarray(q.codes).reshape(packed_shape(q.shape, q.bits)), name=False)
     if q.shape:
-        codes = codes.rechunk(data_chunks[:-1] + (tuple(-(-c * q.bits // 8) for c in data_chunks[-1]),))
+        codes = codes.rechunk(data_chunks[:-1] + (tuple(packed_len(c, q.bits) for c in data_chunks[-1]),))
     side = dict(q.side)
     if fam.block_quantum(scheme) is not None and q.shape:
         for name in fam.param_specs(scheme, 0):
@@ -525,8 +526,8 @@ def _chunk_tasks(x, fam, scheme, params, group, done, local_axis):
         start, shape = chunk.start, chunk.shape
         region = tuple(slice(s, s + n) for s, n in zip(start, shape))
         if x.ndim:
-            codes_region = region[:-1] + (slice(-(-start[-1] * bits // 8),
-                                                -(-(start[-1] + shape[-1]) * bits // 8)),)
+            codes_region = region[:-1] + (slice(packed_len(start[-1], bits),
+                                                packed_len(start[-1] + shape[-1], bits)),)
         else:
             codes_region = slice(0, 1)
         side_region, group_offset = {}, 0

@@ -8,7 +8,7 @@ What ``nquant.open`` checks before anything is decoded (:func:`check_group`):
   positive ints of the same length (0 only for an axis of length 0; at most ``MAX_CHUNKS``
   chunks of at most ``MAX_CHUNK_VALUES`` values), ``dtype`` float16/32/64, ``bits`` the
   scheme's, ``complete`` exactly ``true``;
-- ``codes``: uint8, shape ``packed_shape(shape, bits)``, chunked as the data;
+- ``codes``: uint8 (uint16 for 9..16 bits), shape ``packed_shape(shape, bits)``, chunked as the data;
 - every side array against what the scheme, the shape and the chunk grid imply
   (:func:`expected_side`): the set of names, each one's dtype and shape (one value per
   tensor, per axis index or per block; codebook lengths against ``2**bits`` and the scheme's
@@ -41,7 +41,7 @@ import zarr
 from nquant.errors import StoreError
 from nquant.families.base import Side, check_codes, check_groups, check_length, check_nibbles, widen  # noqa: F401
 from nquant.families.registry import family
-from nquant.packing import packed_shape
+from nquant.packing import code_dtype, packed_len, packed_shape
 from nquant.schemes import FORMAT_VERSION, scheme_from_json
 
 INTEGRITY = "nquant_integrity"
@@ -260,8 +260,8 @@ def check_group(group, meta, store):
         _fail(store, "array 'codes' is missing: a corrupt group")
     codes = arrays["codes"]
     want = packed_shape(shape, bits)
-    if np.dtype(codes.dtype) != np.uint8:
-        _fail(store, f"array 'codes' has dtype={codes.dtype}, expected uint8")
+    if np.dtype(codes.dtype) != code_dtype(bits):
+        _fail(store, f"array 'codes' has dtype={codes.dtype}, expected {code_dtype(bits)} for bits={bits}")
     if tuple(codes.shape) != want:
         _fail(store, f"array 'codes': codes shape={tuple(codes.shape)} does not match shape={shape} with "
                      f"bits={bits} (expected {want})")
@@ -320,7 +320,7 @@ def codes_chunks(chunks, bits):
     """Zarr chunks of the packed codes for data ``chunks`` of ``bits``-bit codes (last axis in bytes)."""
     if not chunks:
         return (1,)
-    return tuple(max(1, c) for c in chunks[:-1]) + (max(1, -(-chunks[-1] * bits // 8)),)
+    return tuple(max(1, c) for c in chunks[:-1]) + (max(1, packed_len(chunks[-1], bits)),)
 
 
 def block_lengths(fam, scheme, data_chunks, name):

@@ -89,7 +89,7 @@ BAD = [  # run through the console script
     (["bogus"], "No such command 'bogus'"),
 ]
 BAD_IN_PROCESS = [  # the same handling, more cases, without a process each
-    (["quantize", "{d}/x.npy", "{d}/q.zarr", "--bits", "9"], "bits=9"),
+    (["quantize", "{d}/x.npy", "{d}/q.zarr", "--bits", "17"], "bits=17"),
     (["quantize", "{d}/x.npy", "{d}/q.zarr", "--scheme", "int8", "--rounding", "up"], "rounding='up'"),
     (["quantize", "{d}/x.npy"], "Missing argument 'DST'"),
     (["quantize", "{d}/missing.npy", "{d}/q.zarr"], "missing.npy"),

@@ -285,9 +285,9 @@ def test_from_dict_rejects_bad_metadata():
     with pytest.raises(SchemeError, match="unknown key"):
         nqc.QuantizeCodec.from_dict({"name": "nquant.quantize",
                                      "configuration": {"scheme": nq.Uniform().to_dict(), "x": 1}})
-    with pytest.raises(SchemeError, match="bits=9"):
+    with pytest.raises(SchemeError, match="bits=17"):
         nqc.QuantizeCodec.from_dict({"name": "nquant.quantize",
-                                     "configuration": {"scheme": {"type": "uniform", "bits": 9}}})
+                                     "configuration": {"scheme": {"type": "uniform", "bits": 17}}})
     with pytest.raises(SchemeError, match="expected an nquant scheme"):
         nqc.QuantizeCodec(42)
 

@@ -75,3 +75,27 @@ def test_group_minmax_matches_the_cpu_statistics(dtype):
         assert n_nan == want["n_nan"] == 2
         assert_array_equal(mins, want["min"])
         assert_array_equal(maxs, want["max"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", [0, 4])
+def test_wide_codes_match_cpu(dtype, mode):
+    """9..16-bit codes (uint16): the twin encodes and decodes them as the CPU kernel does."""
+    x, ri, rg, col_step, scale, inv, offset, c0 = _affine_case(dtype, "rows", True)
+    scale = (scale / 1000).astype(dtype)
+    inv = (dtype(1) / scale).astype(dtype)
+    c0 = (c0 * 100).astype(dtype)
+    hi, nan_code = 65534, 65535
+    key = key_of(9)
+    want = np.empty(x.shape, np.uint16)
+    bad = c_affine.quantize_affine(x, ri, rg, col_step, inv, offset, c0, hi, nan_code, mode, key, want)
+    got = np.empty(x.shape, np.uint16)
+    assert g_affine.quantize_affine(x, ri, rg, col_step, inv, offset, c0, hi, nan_code, mode, key, got) == bad
+    ok = ~np.isinf(x)
+    assert_array_equal(got[ok], want[ok])
+    assert want[ok].max() > 255
+    dec_want = np.empty(x.shape, dtype)
+    c_affine.dequantize_affine(want, rg, col_step, scale, offset, c0, nan_code, dec_want)
+    dec = np.empty(x.shape, dtype)
+    g_affine.dequantize_affine(want, rg, col_step, scale, offset, c0, nan_code, dec)
+    assert_array_equal(dec, dec_want)

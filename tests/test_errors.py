@@ -17,10 +17,10 @@ def test_error_hierarchy():
 
 
 @pytest.mark.parametrize("kwargs, pattern", [
-    (dict(bits=9), r"bits=9 is invalid: expected an integer in 1\.\.8"),
+    (dict(bits=17), r"bits=17 is invalid: expected an integer in 1\.\.16"),
     (dict(bits=0), r"bits=0 is invalid"),
     (dict(bits=-1), r"bits=-1 is invalid"),
-    (dict(bits=16), r"bits=16 is invalid"),
+    (dict(bits=32), r"bits=32 is invalid"),
     (dict(bits=4.0), r"bits=4\.0 is invalid"),
     (dict(bits=True), r"bits=True is invalid"),
     (dict(bits="8"), r"bits='8' is invalid"),
@@ -73,8 +73,8 @@ def test_bad_uniform_parameters(kwargs, pattern):
 
 
 def test_replace_validates_again():
-    with pytest.raises(SchemeError, match=r"bits=12 is invalid"):
-        nq.Uniform().replace(bits=12)
+    with pytest.raises(SchemeError, match=r"bits=17 is invalid"):
+        nq.Uniform().replace(bits=17)
 
 
 @pytest.mark.parametrize("x", [np.array([1.0, np.nan, 2.0]), np.array([[np.nan]], np.float32),
@@ -208,5 +208,5 @@ def test_scheme_from_json_errors():
         nq.scheme_from_json({"type": "uniform", "format_version": "1"})
     with pytest.raises(SchemeError, match=r"unknown field\(s\) \['colour'\] for scheme type 'uniform'"):
         nq.scheme_from_json('{"type": "uniform", "colour": 3}')
-    with pytest.raises(SchemeError, match=r"bits=12 is invalid"):
-        nq.scheme_from_json('{"type": "uniform", "format_version": 1, "bits": 12}')
+    with pytest.raises(SchemeError, match=r"bits=17 is invalid"):
+        nq.scheme_from_json('{"type": "uniform", "format_version": 1, "bits": 17}')

@@ -31,7 +31,8 @@ from nquant.interfaces.workflow import estimate_bits_per_value
 
 EXAMPLES = {
     nq.Uniform: [nq.Uniform(bits=4), nq.Uniform(bits=3, axis=1, symmetric=True),
-                 nq.Uniform(bits=5, block_size=6, zero_point="float"),
+                 nq.Uniform(bits=5, block_size=6, zero_point="float"), nq.Uniform(bits=12, axis=0),
+                 nq.Uniform(abs_error=0.01, block_size=6),
                  # compact side information
                  nq.Uniform(bits=4, symmetric=True, block_size=6, scale_dtype="float16",
                             zero_point_storage="packed"),

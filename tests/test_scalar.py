@@ -49,3 +49,22 @@ def test_scalar_clip_code_matches_reference(t, hi):
     t = np.rint(t)
     got = np.array([HELPERS["clip_code"](v, t.dtype.type(hi)) for v in t], dtype=np.uint8)
     assert_array_equal(got, scalar_ref.clip_code(t, hi))
+
+
+@settings(max_examples=30, deadline=None)
+@given(code_space(), st.integers(0, 65535))
+def test_scalar_clip_code16_matches_reference(t, hi):
+    t = np.rint(t * 200)  # codes up to 60000 and below 0
+    got = np.array([HELPERS["clip_code16"](v, t.dtype.type(hi)) for v in t], dtype=np.uint16)
+    assert_array_equal(got, scalar_ref.clip_code16(t, hi))
+
+
+def test_decoding_uint16_codes_stays_in_float32():
+    """``code_value``: uint16 codes minus a float32 zero point stay float32 (not float64)."""
+    from nquant.kernels import affine
+
+    codes = np.random.default_rng(0).integers(0, 65536, (4, 500)).astype(np.uint16)
+    s, o, c0 = np.float32([1.2345e-4]), np.float32([-3.7]), np.float32([31234])
+    out = np.empty(codes.shape, np.float32)
+    affine.dequantize_affine(codes, np.zeros(4, np.int64), 0, s, o, c0, -1, out)
+    assert_array_equal(out, (codes.astype(np.float32) - c0[0]) * s[0] + o[0])

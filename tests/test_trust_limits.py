@@ -239,7 +239,7 @@ def test_available_memory_is_positive():
     ("null", r"^scheme=None is invalid"),
     ("{", r"^scheme JSON is invalid: Expecting property name"),
     ('{"type": [1]}', r"^type=\[1\] is not a known scheme type"),
-    ('{"type": "uniform", "bits": "8"}', r"^bits='8' is invalid: expected an integer in 1\.\.8$"),
+    ('{"type": "uniform", "bits": "8"}', r"^bits='8' is invalid: expected an integer in 1\.\.16$"),
     ('{"type": "uniform", "format_version": [2]}', r"^format_version=\[2\] is newer than this nquant reads"),
     ('{"type": "outliers", "base": [1], "fraction": 0.1}', r"^base=\[1\] is invalid"),
     ('{"type": "codebook", "values": [[1]]}',

@@ -162,7 +162,7 @@ scheme = "int8"
 @pytest.mark.parametrize("extra, where", [
     ('[[jobs]]\nname = "b"\nsource = "w"\nsheme = "int8"\n', r"jobs\[1\]\.sheme: unknown key"),
     ('[[jobs]]\nname = "b"\nsource = "w"\nscheme = "int9"\n', r"jobs\[1\]\.scheme: scheme='int9'"),
-    ('[[jobs]]\nname = "b"\nsource = "w"\nscheme = "int8"\noverrides = { bits = 9 }\n', r"jobs\[1\]\.scheme: .*bits=9"),
+    ('[[jobs]]\nname = "b"\nsource = "w"\nscheme = "int8"\noverrides = { bits = 17 }\n', r"jobs\[1\]\.scheme: .*bits=17"),
     ('[[jobs]]\nname = "b"\nsource = "x"\nscheme = "int8"\n', r"jobs\[1\]\.source: unknown source 'x'"),
     ('[[jobs]]\nname = "b"\nsource = "e"\nscheme = { type = "pq", M = 4, foo = 1 }\n',
      r"jobs\[1\]\.scheme\.foo: unknown field"),

@@ -25,6 +25,8 @@ from nquant.kernels import scalar
 
 __all__ = [
     "clip_code",
+    "clip_code16",
+    "code_value",
     "mix64",
     "mul_rn",
     "retarget",
@@ -50,6 +52,8 @@ round_value = _H["round_value"]
 snap = _H["snap"]
 round_code = _H["round_code"]
 clip_code = _H["clip_code"]
+clip_code16 = _H["clip_code16"]
+code_value = _H["code_value"]
 
 
 def retarget(fn, **overrides):

@@ -14,7 +14,7 @@ arrays) or device arrays (numba, CuPy: results stay on the device).
 import numpy as np
 from numba import cuda
 
-from nquant.cuda._device import clip_code, mul_rn, round_code
+from nquant.cuda._device import clip_code16, code_value, mul_rn, round_code
 from nquant.cuda._launch import as_device, kernel, launch, output, scalar_out
 
 __all__ = ["quantize_affine", "dequantize_affine", "group_minmax"]
@@ -34,10 +34,11 @@ def _quantize(x, row_index, row_group, col_step, inv_scale, offset, c0, hi, nan_
         g = row_group[r] + col_step * j
         v = x[r, j]
         t = round_code((v - offset[g]) * inv_scale[g], mode, key, row_index[r] + j)
-        code = clip_code(t + c0[g], hi)
+        # uint16 for every width: stored into uint8 codes it narrows without loss (hi <= 255)
+        code = clip_code16(t + c0[g], hi)
         if not (abs(v) < np.inf):
             if nan_code >= 0 and v != v:
-                code = np.uint8(nan_code)
+                code = np.uint16(nan_code)
             else:
                 cuda.atomic.add(bad, 0, 1)
         out[r, j] = code
@@ -46,7 +47,7 @@ def _quantize(x, row_index, row_group, col_step, inv_scale, offset, c0, hi, nan_
 
 def quantize_affine(x, row_index, row_group, col_step, inv_scale, offset, c0, hi,
                     nan_code, mode, key, out):
-    """Encode rows of ``x`` into uint8 codes (twin of ``kernels.affine.quantize_affine``).
+    """Encode rows of ``x`` into uint8 or uint16 codes (twin of ``kernels.affine.quantize_affine``).
 
     Parameters
     ----------
@@ -58,7 +59,7 @@ def quantize_affine(x, row_index, row_group, col_step, inv_scale, offset, c0, hi
     nan_code : int, code for NaN inputs, or -1
     mode : int, rounding mode (``nquant.kernels.rounding``)
     key : uint64, stream key of the seed
-    out : array of shape (R, L), uint8, written (host or device)
+    out : array of shape (R, L), uint8 or uint16, written (host or device)
 
     Returns
     -------
@@ -90,18 +91,18 @@ def _dequantize(codes, row_group, col_step, scale, offset, c0, nan_code, out):
         if nan_code >= 0 and c == nan_code:
             out[r, j] = np.nan
         else:
-            out[r, j] = mul_rn(c - c0[g], scale[g]) + offset[g]
+            out[r, j] = mul_rn(code_value(c, scale[g]) - c0[g], scale[g]) + offset[g]
         i += stride
 
 
 def dequantize_affine(codes, row_group, col_step, scale, offset, c0, nan_code, out):
-    """Decode uint8 codes: ``out = (code - c0) * scale + offset`` (twin of the CPU kernel).
+    """Decode uint8 or uint16 codes: ``out = (code - c0) * scale + offset`` (twin of the CPU kernel).
 
     The product is rounded before the sum (no fused multiply-add), as on the CPU.
 
     Parameters
     ----------
-    codes : array of shape (R, L), uint8 (host or device)
+    codes : array of shape (R, L), uint8 or uint16 (host or device)
     row_group : array of shape (R,), int64
     col_step : int, 0 or 1
     scale, offset, c0 : array of shape (G,), dtype of ``out``
@@ -111,7 +112,7 @@ def dequantize_affine(codes, row_group, col_step, scale, offset, c0, nan_code, o
     dt = np.dtype(out.dtype)
     R, L = codes.shape
     d_out, finish = output(out)
-    launch(_dequantize, R * L, as_device(codes, np.uint8), as_device(row_group, np.int64), int(col_step),
+    launch(_dequantize, R * L, as_device(codes, np.dtype(codes.dtype)), as_device(row_group, np.int64), int(col_step),
            as_device(scale, dt), as_device(offset, dt), as_device(c0, dt), int(nan_code), d_out)
     finish()
 

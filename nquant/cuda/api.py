@@ -32,7 +32,7 @@ from nquant.families.registry import family, registered
 from nquant.kernels import blockwise as _cpu_blockwise
 from nquant.kernels.rng import seed_key
 from nquant.kernels.rounding import MODES
-from nquant.packing import pack_codes, packed_shape
+from nquant.packing import code_dtype, pack_codes, packed_shape
 
 __all__ = ["dequantize", "quantize"]
 
@@ -139,7 +139,7 @@ def _like_input(d, x):
 def _pack(d_codes, shape, bits):
     """Row-packed codes on the device (``nquant.packing.pack_codes``'s layout)."""
     pshape = packed_shape(shape, bits)
-    if bits == 8:
+    if bits >= 8:  # stored as they are (uint16 for 9..16 bits)
         return d_codes.reshape(pshape)
     last = (tuple(shape) or (1,))[-1]
     rows = int(d_codes.shape[0]) // last
@@ -149,10 +149,10 @@ def _pack(d_codes, shape, bits):
 
 
 def _unpack(codes, bits, shape):
-    """Flat uint8 codes on the device from row-packed ``codes`` (``unpack_codes``'s inverse)."""
-    d = as_device(codes, np.uint8)
+    """Flat codes on the device from row-packed ``codes`` (``unpack_codes``'s inverse)."""
+    d = as_device(codes, code_dtype(bits))
     n = int(np.prod(shape, dtype=np.int64))
-    if bits == 8:
+    if bits >= 8:
         return d.reshape(n)
     last = (tuple(shape) or (1,))[-1]
     rows = n // last
@@ -168,6 +168,9 @@ def fit_encode_uniform(scheme, d, shape, dtype):
     if _uniform.needs_histogram(scheme) or scheme.range == "percentile_exact":
         raise DeviceError(f"range={scheme.range!r} is not available with device='cuda': use "
                           "range='minmax' or (rmin, rmax), or device='cpu'")
+    if scheme.fill_value is not None:
+        raise DeviceError(f"fill_value={scheme.fill_value!r} is not available with device='cuda': use "
+                          "device='cpu'")
     cdt = _uniform.compute_dtype(dtype)
     d = _as_dtype(d, cdt)
     lay = _uniform.layout(scheme, shape)
@@ -179,14 +182,15 @@ def fit_encode_uniform(scheme, d, shape, dtype):
     for part in lay.parts:
         if part.R and part.L:
             n_nan += affine.group_minmax(part.view(d), part.row_group, lay.col_step, mins, maxs)
-    st = {"min": mins.copy_to_host(), "max": maxs.copy_to_host(), "n_nan": n_nan}
+    st = {"min": mins.copy_to_host(), "max": maxs.copy_to_host(), "n_nan": n_nan,
+          "rank": _uniform.DTYPE_RANK.get(np.dtype(dtype), 1)}
     params = _uniform.finalize(scheme, st)
     _, inv, offset, c0 = _uniform.kernel_params(scheme, params, cdt)
     hi, nan_code = _uniform.code_limits(scheme)
     key = seed_key(scheme.seed)
     mode = MODES[scheme.rounding]
     d_inv, d_off, d_c0 = cuda.to_device(inv), cuda.to_device(offset), cuda.to_device(c0)
-    codes = cuda.device_array(n, np.uint8)
+    codes = cuda.device_array(n, code_dtype(scheme.bits))
     bad = 0
     for part in lay.parts:
         if part.R and part.L:
@@ -244,6 +248,9 @@ def fit_encode_blockwise(scheme, d, shape, dtype):
 def decode_uniform(q, codes, n, cdt):
     """Values (device, ``cdt``) of the ``n`` unpacked device ``codes`` of a uniform ``q``."""
     scheme = q.scheme
+    if scheme.fill_value is not None:
+        raise DeviceError(f"fill_value={scheme.fill_value!r} is not available with device='cuda': use "
+                          "device='cpu'")
     res = cuda.device_array(n, cdt)
     scale, _, offset, c0 = _uniform.kernel_params(scheme, q.side, cdt)
     _, nan_code = _uniform.code_limits(scheme)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 
 from nquant.errors import InputError, StoreError
-from nquant.packing import packed_shape
+from nquant.packing import code_dtype, packed_shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +169,7 @@ def stored_bits_per_value(side, shape, bits, counts=None):
     n = math.prod(shape)
     if n == 0:
         return 0.0
-    nbytes = math.prod(packed_shape(tuple(shape), bits))
+    nbytes = math.prod(packed_shape(tuple(shape), bits)) * code_dtype(bits).itemsize
     for name, s in side.items():
         if s.shape == (None,):
             length = (counts or {}).get(name, s.max_len)
@@ -247,7 +247,7 @@ def compact_cuda_refuses(scheme):
 
 
 def check_codes(codes, n_levels, bits, what="codebook", start=None):
-    """Raise ``StoreError`` when a code of ``codes`` (unpacked, uint8) is ``>= n_levels``.
+    """Raise ``StoreError`` when a code of ``codes`` (unpacked, uint8 or uint16) is ``>= n_levels``.
 
     Nothing to check (no cost) when ``n_levels >= 2**bits``: no code of ``bits`` bits can
     then pass the last level.

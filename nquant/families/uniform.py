@@ -15,6 +15,12 @@ value per tensor, per index of ``axis``, or per block.  Compact side information
 uint16 bits); with ``zero_point_storage="packed"`` no zero point for symmetric schemes and
 ``bits``-bit ``zero_point_codes`` otherwise; with ``double_quant`` the block scales as 8-bit
 ``scale_codes``, ``scale2`` per 256 blocks and ``scale_offset`` (:mod:`nquant.families.blockwise`).
+Error-bounded schemes store ``offset`` in float64 (the group's minimum, exactly).  Codes are
+uint8 for 1..8 bits and uint16 for 9..16 bits.
+
+Error-bounded schemes (``abs_error`` / ``rel_error``) choose the step in
+:func:`finalize` from a worst-case bound of the rounding of the encoder and
+the decoder (:func:`bounded_params`).
 """
 
 import math
@@ -31,7 +37,7 @@ from nquant.kernels import affine, calibrate, stats
 from nquant.kernels import blockwise as kb
 from nquant.kernels.rng import seed_key
 from nquant.kernels.rounding import MODES
-from nquant.packing import pack_codes, unpack_codes
+from nquant.packing import code_dtype, pack_codes, unpack_codes
 
 MSE_GRID = 64
 
@@ -76,6 +82,20 @@ def _flat(chunk):
     return chunk.reshape(-1)
 
 
+def fill_mask(scheme, chunk, flat):
+    """Where ``flat`` (the chunk in its compute dtype) holds ``scheme.fill_value`` as the
+    chunk's own dtype spells it; None without a fill value or when no value is one."""
+    if scheme.fill_value is None:
+        return None
+    fill = flat.dtype.type(np.asarray(scheme.fill_value).astype(chunk.dtype))
+    mask = flat == fill
+    return mask if mask.any() else None
+
+
+#: Rank of a dtype's precision (the coarsest of the chunks wins when statistics merge).
+DTYPE_RANK = {np.dtype(np.float64): 0, np.dtype(np.float32): 1, np.dtype(np.float16): 2}
+
+
 # ----------------------------------------------------------------------------- fit
 
 
@@ -90,6 +110,9 @@ def partial(scheme, chunk, start=None, global_shape=None):
     shape = chunk.shape
     gshape = shape if global_shape is None else global_shape
     flat = _flat(chunk)
+    fills = fill_mask(scheme, chunk, flat)
+    if fills is not None:  # fill values are not data: left out of the range, as NaN
+        flat = np.where(fills, flat.dtype.type(np.nan), flat)
     lay = layout(scheme, shape, start, gshape)
     if scheme.block_size is not None:
         G = -(-flat.size // scheme.block_size)
@@ -111,7 +134,9 @@ def partial(scheme, chunk, start=None, global_shape=None):
             lo, hi, nn = stats.row_minmax(x2d)
             _merge_minmax(mins, maxs, part.row_group - offset, lo, hi)
         n_nan += int(nn.sum())
-    return {"min": mins, "max": maxs, "n_nan": n_nan}
+    if fills is not None:
+        n_nan -= int(fills.sum())
+    return {"min": mins, "max": maxs, "n_nan": n_nan, "rank": DTYPE_RANK.get(np.dtype(chunk.dtype), 1)}
 
 
 def _merge_minmax(mins, maxs, groups, lo, hi):
@@ -137,6 +162,9 @@ def partial_histogram(scheme, chunk, lo, hi, start=None, global_shape=None):
     gshape = shape if global_shape is None else global_shape
     check_histogram(scheme, len(lo))
     flat = _flat(chunk)
+    fills = fill_mask(scheme, chunk, flat)
+    if fills is not None:
+        flat = np.where(fills, flat.dtype.type(np.nan), flat)
     lay = layout(scheme, shape, start, gshape)
     counts = np.zeros((len(lo), scheme.hist_bins), np.int64)
     for part in lay.parts:
@@ -160,7 +188,7 @@ def merge(a, b):
     for k in a:
         if k == "min":
             out[k] = np.fmin(a[k], b[k])
-        elif k == "max":
+        elif k in ("max", "rank"):
             out[k] = np.fmax(a[k], b[k])
         else:
             out[k] = a[k] + b[k]
@@ -333,6 +361,8 @@ def finalize(scheme, st, data=None):
         return {"scale_offset": np.array([kb.exact_mean(st["scale_sum"])], np.float32)}
     check_stats(scheme, st)
     rmin, rmax = clip_range(scheme, st, data)
+    if scheme.error_bounded:
+        return bounded_params(scheme, rmin, rmax, st.get("rank", 1))
     # data and range far inside float32 (the common case: a few reductions, no temporaries)
     # cannot reach its limit: a level is at most a step (<= twice the range) beyond the data
     far = 0.0
@@ -381,6 +411,103 @@ def finalize(scheme, st, data=None):
     return _fit_grid(scheme, params, *reach) if far > F32_MAX / 8 else params
 
 
+# Unit roundoff and half the smallest subnormal of the decoder's arithmetic, and of the cast
+# to the output dtype (none when the decoder already computes in it), by DTYPE_RANK.
+_ROUNDING = {0: (2.0 ** -53, 2.0 ** -1075, 0.0, 0.0),            # float64: decoded in float64
+             1: (2.0 ** -24, 2.0 ** -150, 0.0, 0.0),             # float32
+             2: (2.0 ** -24, 2.0 ** -150, 2.0 ** -11, 2.0 ** -25)}  # float16: float32, then cast
+
+
+def _f32_down(v):
+    """The largest float32 <= ``v`` (float64 array, within the float32 range)."""
+    v32 = v.astype(np.float32)
+    return np.where(v32.astype(np.float64) > v, np.nextafter(v32, np.float32(-np.inf)), v32)
+
+
+def error_bound(scheme, rmin, rmax):
+    """The absolute bound per group (float64): ``abs_error``, or ``rel_error`` times the group's
+    range (times ``max |x|`` for a constant group; a group of zeros only is exact at any step)."""
+    if scheme.abs_error is not None:
+        return np.full(len(rmin), scheme.abs_error)
+    width = rmax - rmin
+    e = scheme.rel_error * np.where(width > 0, width, np.maximum(np.abs(rmin), np.abs(rmax)))
+    return np.where(e > 0, e, 1.0)
+
+
+def bounded_params(scheme, rmin, rmax, rank=1):
+    """Side arrays of an error-bounded scheme: ``offset`` (float64: each group's minimum, exact in
+    the data's dtype) and the largest float32 ``scale`` whose worst-case error, rounding included,
+    is at most the bound (:func:`error_bound`).
+
+    The decoder computes ``fl(fl(k * s) + o)`` and the encoder ``k = round(fl(fl(x - o) * fl(1 / s)))``
+    with unit roundoff ``u`` (``eta``: half the smallest subnormal).  For ``x`` in ``[o, rmax]``,
+    with ``span = rmax - o + 2 s`` and ``L = max(|o|, |rmax|) + 2 s`` bounding the levels used:
+
+    * encoder: ``|k - (x - o) / s| <= 1/2 + g3 (x - o) / s + eta``, ``g3 = 3u / (1 - 3u)``, so
+      the level ``k s + o`` is within ``s / 2 + g3 (rmax - o) + s eta`` of ``x``;
+    * decoder: ``|x_hat - (k s + o)| <= u (span + L)(1 + u) + 2 eta``;
+    * a cast to a narrower output dtype (float16): ``u_out (L + decoder error) + eta_out``.
+
+    The sum of the last three terms (the slack), increased by ``2**-30`` of itself for the
+    rounding of this very computation, leaves ``e - slack`` for half a step.  A bound the
+    arithmetic cannot meet (values so large that rounding alone reaches it) is an
+    ``InputError`` naming it; so is a range needing more codes than ``bits`` gives.
+    """
+    name = "abs_error" if scheme.abs_error is not None else "rel_error"
+    value = getattr(scheme, name)
+    G = len(rmin)
+    if not G:
+        return {"scale": np.ones(0, np.float32), "offset": np.zeros(0, np.float64)}
+    far = max(-float(rmin.min()), float(rmax.max()))
+    if far > F32_MAX / 8:
+        raise InputError(f"x spans [{rmin.min():.6g}, {rmax.max():.6g}]: {name}={value!r} needs data within "
+                         f"+-{F32_MAX / 8:.6g} (a float32 offset and step)")
+    u, eta, u_out, eta_out = _ROUNDING[int(rank)]
+    e = error_bound(scheme, rmin, rmax)
+    if (2 * e < SCALE_MIN).any():
+        raise InputError(f"{name}={value!r} gives a bound of {e.min():.3g}, below the smallest float32 step "
+                         f"allows ({float(SCALE_MIN) / 2:.3g})")
+    # the data's minimum, exact in the decoder's arithmetic (a float32 one for float32 / float16
+    # data; rounded down should a caller's range not be one)
+    o64 = rmin if rank == 0 else _f32_down(rmin).astype(np.float64)
+    g3 = 3 * u / (1 - 3 * u)
+    steps = _steps(scheme)
+
+    def slack(s):
+        span = rmax - o64 + 2 * s
+        top = np.maximum(np.abs(o64), np.abs(rmax)) + 2 * s
+        enc = g3 * (rmax - o64) + s * eta
+        dec = u * (span + top) * (1 + u) + 2 * eta
+        out = u_out * (top + dec) + eta_out
+        return (enc + dec + out) * (1 + 2.0 ** -30)
+
+    # a step beyond F32_MAX / (4 * steps) would have the decoder recentre the grid (kernel_params);
+    # no data within +-F32_MAX / 8 needs one
+    cap = _f32_down(np.full(G, F32_MAX / (4 * steps)))
+    s0 = np.minimum(_f32_down(np.minimum(2 * e, F32_MAX)), cap)
+    room = e - slack(s0.astype(np.float64))
+    # (1 - 2**-50): room's own subtraction rounds (by at most 2**-53 of e)
+    s = np.minimum(_f32_down(np.maximum(2 * room * (1 - 2.0 ** -50), 0.0)), cap)
+    s64 = s.astype(np.float64)
+    weak = (room <= 0) | (s < SCALE_MIN) | (s64 / 2 + slack(s64) > e)
+    if weak.any():
+        g = int(np.argmax(weak))
+        need = e[g] - room[g]
+        dtype = {0: "float64", 1: "float32", 2: "float16"}[int(rank)]
+        raise InputError(f"{name}={value!r} cannot be guaranteed in {dtype} arithmetic for x in "
+                         f"[{rmin[g]:.9g}, {rmax[g]:.9g}]: rounding alone reaches {need:.3g} (pass "
+                         f"{'float64 data or ' if rank else ''}a bound above {2 * need:.3g})")
+    levels = np.ceil((rmax - o64) / s64 * (1 + 2.0 ** -50))
+    if (levels > steps).any():
+        g = int(np.argmax(levels - steps))
+        reserved = (1 << scheme.bits) - (steps + 1)  # the NaN and fill codes
+        need_bits = int(np.ceil(np.log2(levels[g] + 1 + reserved)))
+        hint = f"bits={need_bits}" if need_bits <= 16 else "a larger bound"
+        raise InputError(f"{name}={value!r} on x in [{rmin[g]:.9g}, {rmax[g]:.9g}] needs {int(levels[g]) + 1} "
+                         f"levels, more than the {steps + 1} codes of bits={scheme.bits}: pass {hint}")
+    return {"scale": s.astype(np.float32), "offset": o64.astype(np.float64)}
+
+
 def needs_stats(scheme):
     """Whether fitting needs a global statistics pass (block schemes do not, but for the mean
     scale of double quantization)."""
@@ -412,7 +539,10 @@ def _plain(scheme):
 
 def side_dtypes(scheme):
     """Names and dtypes of the per-group side arrays: ``scale``, then ``zero_point`` (int32),
-    ``zero_point_codes`` (uint8), ``offset`` or none (symmetric, ``zero_point_storage="packed"``)."""
+    ``zero_point_codes`` (uint8), ``offset`` or none (symmetric, ``zero_point_storage="packed"``);
+    error-bounded schemes: a float32 ``scale`` and a float64 ``offset``."""
+    if scheme.error_bounded:  # the exact minimum: a float32 one could sit a float32 spacing away
+        return {"scale": np.dtype(np.float32), "offset": np.dtype(np.float64)}
     fdt = base.scale_storage(scheme.scale_dtype)
     if scheme.zero_point == "float" and not scheme.symmetric:
         second = {"offset": fdt}
@@ -600,8 +730,16 @@ def code_limits(scheme):
     return hi, (hi + 1 if scheme.nan == "propagate" else -1)
 
 
+def fill_code(scheme):
+    """Code of the fill value (after the NaN code), or -1 without one."""
+    if scheme.fill_value is None:
+        return -1
+    hi, nan_code = code_limits(scheme)
+    return max(hi, nan_code) + 1
+
+
 def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0, out=None):
-    """Codes (uint8, ``q - qmin``) of a chunk, shape of the chunk.
+    """Codes (``q - qmin``; uint8, uint16 for 9..16 bits) of a chunk, shape of the chunk.
 
     ``group_offset`` is the first group of ``params`` (per-block parameters
     sliced for this chunk).  Raises ``InputError`` on NaN/inf unless the scheme
@@ -610,10 +748,13 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
     shape = chunk.shape
     flat = _flat(chunk)
     dtype = flat.dtype
+    fills = fill_mask(scheme, chunk, flat)
+    if fills is not None:  # any finite value will do: their codes are replaced below
+        flat = np.where(fills, dtype.type(0), flat)
     _, inv, offset, c0 = kernel_params(scheme, params, dtype)
     hi, nan_code = code_limits(scheme)
     lay = layout(scheme, shape, start, global_shape, group_offset)
-    codes = _alloc.empty(flat.size, np.uint8) if out is None else out.reshape(-1)
+    codes = _alloc.empty(flat.size, code_dtype(scheme.bits)) if out is None else out.reshape(-1)
     key = seed_key(scheme.seed)  # any integer seed, taken modulo 2**64
     mode = MODES[scheme.rounding]
     bad = 0
@@ -625,6 +766,8 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
     if bad:
         raise InputError(f"x contains {bad} non-finite value(s) (NaN or inf) that nan={scheme.nan!r} "
                          "does not allow")
+    if fills is not None:
+        codes[fills] = fill_code(scheme)
     return codes.reshape(shape)
 
 
@@ -643,7 +786,10 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
         if name in params:
             sizes[name] = (offset if name == "offset" else c0).size
     base.check_groups(lay, sizes)
-    flat_codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
+    flat_codes = np.ascontiguousarray(codes, dtype=code_dtype(scheme.bits)).reshape(-1)
+    top = max(_steps(scheme), nan_code, fill_code(scheme))
+    if scheme.bits > 8:  # uint16 holds codes beyond the scheme's (a corrupt store): refused
+        base.check_codes(flat_codes, top + 1, 16, what=f"the {scheme.bits}-bit code range", start=start)
     if out is not None and out.dtype == cdtype:
         res = out.reshape(-1)
     else:
@@ -652,6 +798,9 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
         if part.R and part.L:
             affine.dequantize_affine(part.view(flat_codes), part.row_group, lay.col_step, scale,
                                      offset, c0, nan_code, part.view(res))
+    fc = fill_code(scheme)
+    if fc >= 0:
+        res[flat_codes == fc] = np.asarray(scheme.fill_value).astype(dtype)
     res = limits.finite_cast(res.reshape(shape), dtype)
     if out is None:
         return res
@@ -692,6 +841,11 @@ def level_view(scheme, side, x, x_hat):
     """Code-unit view: real values against the grid for one scale per tensor; *quantization
     steps* ``x / scale + zero_point`` against the integer codes with one scale per channel or
     block.  A value is clipped beyond half a step past the last level."""
+    if scheme.bits > 8:  # thousands of levels: those the values use, at most 256 of them shown
+        levels = np.unique(x_hat[np.isfinite(x_hat)])
+        if levels.size > 256:
+            levels = levels[np.linspace(0, levels.size - 1, 256).round().astype(np.int64)]
+        return base.view(x, levels, "value", None)
     view = _steps_view(scheme, side, x, x_hat)
     return base.generic_view(scheme, side, x, x_hat) if view is None else view
 

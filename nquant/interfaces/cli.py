@@ -330,10 +330,12 @@ def _model_text(dst, report):
 @_cluster_options("threads")
 @_common
 @click.option("--overwrite", is_flag=True, help="Recompute even if DST is complete.")
+@click.option("--abs-error", type=float, default=None,
+              help="Guarantee max |x - x_hat| <= ABS_ERROR (a uniform scheme; 16-bit codes unless --bits).")
 @_guard
 def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, calibration, recipe, recipe_for,
              damp, act_order, include, dequantized, scheduler, workers, threads_per_worker, memory_limit, as_json,
-             progress, overwrite):
+             progress, overwrite, abs_error):
     """Quantize SRC (a Zarr array, .npy or .safetensors file) into the nquant Zarr group DST.
 
     A .safetensors model gets one group per floating tensor of 2 or more dimensions; with
@@ -343,18 +345,22 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, c
     model_flags = {"--calibration": calibration, "--recipe": recipe, "--recipe-for": recipe_for or None,
                    "--damp": damp, "--act-order": act_order, "--include": include or None,
                    "--dequantized": dequantized}
+
+    def chosen_scheme():
+        s = _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
+        return s if abs_error is None else resolve_scheme(s, abs_error=abs_error, bits=bits or 16)
     if str(src).endswith(".safetensors"):
         ctx = click.get_current_context()
         recipes = _recipe_map(recipe, recipe_for)
         codebook = recipe is not None and "adaptive" not in (recipes.values() if isinstance(recipes, dict)
                                                              else [recipes])
         given = [f"--{n.rstrip('_').replace('_', '-')}" for n in ("scheme", "bits", "axis", "block_size",
-                                                                 "rounding", "range_", "seed")
+                                                                 "rounding", "range_", "seed", "abs_error")
                  if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
         if codebook and given:
             raise InputError(f"{given[0]}: --recipe {recipe} chooses its own scheme (a codebook fitted per "
                              "layer, for every tensor); leave out the scheme options")
-        s = None if codebook else _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
+        s = None if codebook else chosen_scheme()
         kind = "model" if calibration is None and recipe is None else f"calibrated model {recipe or 'adaptive'}"
         if scheduler in ("local", "processes"):
             _quiet_process_helpers()
@@ -369,7 +375,7 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, c
     used = [k for k, v in model_flags.items() if v is not None]
     if used:
         raise InputError(f"{used[0]}: only for a .safetensors model source, not {src!r}")
-    s = _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
+    s = chosen_scheme()
     source = _source(src)
     name = scheduler or "threads"
     if name == "local":

@@ -1,5 +1,6 @@
 """Named scheme presets for the CLI and workflow files (``--scheme int8 --axis 0``)."""
 
+import dataclasses
 import json
 import os
 
@@ -49,7 +50,7 @@ def resolve_scheme(spec, **overrides):
                           f"presets are {sorted(PRESETS)}")
     changes = {k: v for k, v in overrides.items() if v is not None}
     if changes:
-        fields = set(scheme.to_dict()) - {"type", "format_version"}
+        fields = {f.name for f in dataclasses.fields(scheme)}
         unknown = sorted(set(changes) - fields)
         if unknown:
             raise SchemeError(f"{unknown[0]}={changes[unknown[0]]!r} is not a field of scheme type "

@@ -45,6 +45,10 @@ round_code = _cpu["round_code"]
 """Round ``t`` for the encoder: snapped first in floor, ceil and stochastic modes."""
 clip_code = _cpu["clip_code"]
 """uint8 of ``t`` clipped to [0, hi] (NaN gives an unspecified code)."""
+clip_code16 = _cpu["clip_code16"]
+"""uint16 of ``t`` clipped to [0, hi] (9..16-bit codes)."""
+code_value = _cpu["code_value"]
+"""A code as a float of the decoder's type."""
 
 
 def param_at(p, k):
@@ -57,6 +61,23 @@ def _param_at_overload(p, k):
     if isinstance(p, types.Array):
         return lambda p, k: p[k]
     return lambda p, k: p
+
+
+def store_code(out, j, t, hi):
+    """``out[j] = t`` clipped to [0, hi], in the code dtype of ``out`` (uint8 or uint16)."""
+    out[j] = min(max(int(t), 0), int(hi))
+
+
+@overload(store_code, jit_options=OPTIONS)
+def _store_code_overload(out, j, t, hi):
+    if isinstance(out, types.Array) and out.dtype == types.uint16:
+        def store16(out, j, t, hi):
+            out[j] = clip_code16(t, hi)
+        return store16
+
+    def store8(out, j, t, hi):
+        out[j] = clip_code(t, hi)
+    return store8
 
 
 @jit(inline="always")
@@ -73,7 +94,7 @@ def _encode_row(x, xi, out, inv, off, c, hi, nan_code, mode, key, base):
     m = I(0)  # largest |bits|: at least inf_bits iff the row holds a NaN or an infinity
     for j in range(x.shape[0]):
         t = round_code((x[j] - param_at(off, j)) * param_at(inv, j), mode, key, base + j)
-        out[j] = clip_code(t + param_at(c, j), hi)
+        store_code(out, j, t + param_at(c, j), hi)
         m = max(m, I(xi[j] & abs_mask))
     if m < inf_bits:  # all finite: nothing to count or mark
         return 0
@@ -116,7 +137,7 @@ def _encoder(mode, col_step):
 
 def quantize_affine(x, row_index, row_group, col_step, inv_scale, offset, c0, hi,
                     nan_code, mode, key, out):
-    """Encode rows of ``x`` into uint8 codes.
+    """Encode rows of ``x`` into uint8 (1..8-bit) or uint16 (9..16-bit) codes.
 
     Parameters
     ----------
@@ -128,7 +149,7 @@ def quantize_affine(x, row_index, row_group, col_step, inv_scale, offset, c0, hi
     nan_code : int, code for NaN inputs, or -1
     mode : int, rounding mode (``nquant.kernels.rounding``)
     key : uint64, stream key of the seed
-    out : ndarray of shape (R, L), uint8, written
+    out : ndarray of shape (R, L), uint8 or uint16, written
 
     Returns
     -------
@@ -155,10 +176,10 @@ def _decoder(col_step):
                 off = offset[g]
                 c = c0[g]
                 for j in range(L):
-                    out[r, j] = (codes[r, j] - c) * s + off
+                    out[r, j] = (code_value(codes[r, j], s) - c) * s + off
             else:
                 for j in range(L):
-                    out[r, j] = (codes[r, j] - c0[g + j]) * scale[g + j] + offset[g + j]
+                    out[r, j] = (code_value(codes[r, j], c0[g + j]) - c0[g + j]) * scale[g + j] + offset[g + j]
             if nan_code >= 0:
                 for j in range(L):
                     if codes[r, j] == nan_code:
@@ -169,11 +190,11 @@ def _decoder(col_step):
 
 
 def dequantize_affine(codes, row_group, col_step, scale, offset, c0, nan_code, out):
-    """Decode uint8 codes: ``out = (code - c0) * scale + offset`` (NaN for ``nan_code``).
+    """Decode codes: ``out = (code - c0) * scale + offset`` (NaN for ``nan_code``).
 
     Parameters
     ----------
-    codes : ndarray of shape (R, L), uint8
+    codes : ndarray of shape (R, L), uint8 or uint16
     row_group : ndarray of shape (R,), int64
     col_step : int, 0 or 1
     scale, offset, c0 : ndarray of shape (G,), dtype of ``out``

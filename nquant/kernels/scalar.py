@@ -141,10 +141,23 @@ def clip_code(t, hi):
     return np.uint8(np.int32(min(max(t, hi - hi), hi)))
 
 
+def code_value(code, like):
+    """``code`` as a float of the type of ``like`` (float32 or float64), so that the decoder's
+    arithmetic stays in that type (uint16 minus float32 would widen to float64)."""
+    if isinstance(like, np.float32):
+        return np.float32(code)
+    return np.float64(code)
+
+
+def clip_code16(t, hi):
+    """uint16 of ``t`` clipped to [0, hi] (9..16-bit codes; NaN gives an unspecified code)."""
+    return np.uint16(np.int32(min(max(t, hi - hi), hi)))
+
+
 # ----------------------------------------------------------------------------- compilation
 
 HELPERS = ("mix64", "stream_key", "uniform64", "uniform32", "round_half_away", "stochastic_round",
-           "round_value", "snap", "round_code", "clip_code")
+           "round_value", "snap", "round_code", "clip_code", "clip_code16", "code_value")
 """Names of the helpers :func:`compile_helpers` compiles (callees before callers)."""
 
 

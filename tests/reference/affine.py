@@ -61,7 +61,14 @@ def qrange(scheme):
         qmin, qmax = 0, 2 ** b - 1
     if scheme.nan == "propagate":
         qmax -= 1
+    if scheme.fill_value is not None:
+        qmax -= 1
     return qmin, qmax
+
+
+def code_dtype(scheme):
+    """uint8 codes for 1..8 bits, uint16 for 9..16 bits."""
+    return np.uint8 if scheme.bits <= 8 else np.uint16
 
 
 def kernel_params(scheme, params, dtype):
@@ -79,10 +86,11 @@ def kernel_params(scheme, params, dtype):
 
 
 def encode(scheme, params, x):
-    """Codes (uint8, shape of ``x``): ``clip(round((x - offset) * inv_scale) + c0, 0, hi)``.
+    """Codes (uint8 or uint16, shape of ``x``): ``clip(round((x - offset) * inv_scale) + c0, 0, hi)``.
 
     Every element's stochastic draw is keyed by its flat index in ``x`` (the
-    whole array).  NaN gets the reserved code under ``nan='propagate'``.
+    whole array).  NaN gets the reserved code under ``nan='propagate'``, the fill value the
+    code after it.
     """
     x = np.asarray(x)
     dtype = compute_dtype(x.dtype)
@@ -99,9 +107,11 @@ def encode(scheme, params, x):
         r = round_mode(t, scheme.rounding, u).astype(dtype) + c0[g]
     codes = np.clip(r, 0, hi)
     nan = np.isnan(xf)
-    codes = np.where(nan, 0, codes).astype(np.uint8)
+    codes = np.where(nan, 0, codes).astype(code_dtype(scheme))
     if scheme.nan == "propagate":
         codes[nan] = hi + 1
+    if scheme.fill_value is not None:
+        codes[x.reshape(-1) == x.dtype.type(scheme.fill_value)] = hi + 1 + (scheme.nan == "propagate")
     return codes.reshape(x.shape)
 
 
@@ -114,7 +124,10 @@ def decode(scheme, params, codes, dtype):
     g = group_ids(scheme, codes.shape).reshape(-1)
     c = codes.reshape(-1)
     res = (c.astype(cd) - c0[g]) * scale[g] + offset[g]
+    qmin, qmax = qrange(scheme)
     if scheme.nan == "propagate":
-        qmin, qmax = qrange(scheme)
         res = np.where(c == qmax - qmin + 1, np.nan, res).astype(cd)
+    if scheme.fill_value is not None:
+        fill = np.asarray(scheme.fill_value).astype(dtype)
+        res = np.where(c == qmax - qmin + 1 + (scheme.nan == "propagate"), fill, res).astype(cd)
     return res.reshape(codes.shape).astype(dtype)

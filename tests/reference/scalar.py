@@ -38,3 +38,8 @@ def round_code(t, mode, seed, index):
 def clip_code(t, hi):
     """``t`` (no NaN) clipped to [0, hi] as uint8."""
     return np.clip(np.asarray(t, np.float64), 0, hi).astype(np.uint8)
+
+
+def clip_code16(t, hi):
+    """``t`` (no NaN) clipped to [0, hi] as uint16."""
+    return np.clip(np.asarray(t, np.float64), 0, hi).astype(np.uint16)
