@@ -317,7 +317,8 @@ def open_array(src):
 
 @in_task
 def _quantize_chunk(chunk, job):
-    """Encode one chunk, write its codes (and its own parameters), then its error stats and done flag."""
+    """Encode one chunk, write its codes (and its own parameters), then its error stats and done flag;
+    returns those (float64, 6)."""
     job = job.value
     fam, scheme, params = job["fam"], job["scheme"], job["params"]
     start, global_shape, bits = job["start"], job["global_shape"], job["bits"]
@@ -327,8 +328,6 @@ def _quantize_chunk(chunk, job):
             local = fam.chunk_params(scheme, chunk, start=start, global_shape=global_shape, params=params)
         else:
             local = chunked.fit_chunk(fam, scheme, chunk)
-        for name, z in job["side_z"].items():
-            z[job["side_region"][name]] = local[name]
         params = {**params, **local}
     offset = job["group_offset"]
     codes = fam.encode(scheme, params, chunk, start=start, global_shape=global_shape, group_offset=offset)
@@ -338,9 +337,10 @@ def _quantize_chunk(chunk, job):
     region = job["codes_region"]
     if chunk.ndim:
         packed = packed.reshape(tuple(r.stop - r.start for r in region))
-    job["codes_z"][region] = packed
-    job["stats_z"][job["index"]] = np.append(error_stats(chunk, x_hat), 1.0)  # last column: done
-    return 1
+    stats = np.append(error_stats(chunk, x_hat), 1.0)  # last column: done
+    writes = [(z, job["side_region"][name], local[name]) for name, z in job["side_z"].items()]
+    outputs.write_regions(writes + [(job["codes_z"], region, packed)], (job["stats_z"], job["index"], stats))
+    return stats
 
 
 def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *, overwrite: bool = False,
@@ -415,11 +415,14 @@ def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *
         if before_compute is not None:
             before_compute()
         group, params = _start_job(client, fam, scheme, x, dst, data_chunks, request, fresh)
-        done = group["chunk_stats"][..., 5] == 1
-        tasks = _chunk_tasks(x, fam, scheme, params, group, done, chunked.chunk_local_axis(fam, scheme, x))
+        # the chunks' error statistics: read back those of the chunks done before, kept from the tasks
+        stats = group["chunk_stats"][...] if not fresh else np.zeros(group["chunk_stats"].shape)
+        tasks, indices = _chunk_tasks(x, fam, scheme, params, group, stats[..., 5] == 1,
+                                      chunked.chunk_local_axis(fam, scheme, x))
         if tasks:
-            run_tasks(tasks, client, progress)
-        stats = group["chunk_stats"][..., :5].reshape(-1, 5)
+            for index, chunk_stats in zip(indices, run_tasks(tasks, client, progress)):
+                stats[index] = chunk_stats
+        stats = stats[..., :5].reshape(-1, 5)
         merged = stats[0]
         for s in stats[1:]:
             merged = merge_error_stats(merged, s)
@@ -509,19 +512,23 @@ def _local_names(fam, scheme, local_axis):
 
 
 def _chunk_tasks(x, fam, scheme, params, group, done, local_axis):
-    """One delayed task per chunk not yet done.  Each task's arguments but the chunk travel in one
-    dict (``job``), opaque to Dask, so building the graph does not walk them."""
+    """One delayed task per chunk not yet done, and the chunk's index in ``chunk_stats`` for each.
+    Each task's arguments but the chunk travel in one dict (``job``), opaque to Dask, so building
+    the graph does not walk them."""
     quantum = fam.block_quantum(scheme)
     local = "block" if quantum is not None else ("axis" if local_axis is not None else None)
     # every chunk is written once, whole: skip Zarr's check for chunks equal to the fill value
     side_z = {name: group[name].with_config(WRITE_ALL) for name in _local_names(fam, scheme, local_axis)}
     codes_z = group["codes"].with_config(WRITE_ALL)
+    stats_z = group["chunk_stats"]
     bits = scheme.bits
+    indices = []
 
     def job(chunk):
         didx = chunk.block_index if x.ndim else (0,)
         if done[didx]:
             return None
+        indices.append(didx)
         start, shape = chunk.start, chunk.shape
         region = tuple(slice(s, s + n) for s, n in zip(start, shape))
         if x.ndim:
@@ -541,10 +548,10 @@ def _chunk_tasks(x, fam, scheme, params, group, done, local_axis):
         return (_Opaque({"fam": fam, "scheme": scheme, "params": params, "start": start,
                          "global_shape": x.shape, "bits": bits, "local": local, "side_z": side_z,
                          "side_region": side_region, "group_offset": group_offset, "codes_z": codes_z,
-                         "codes_region": codes_region, "stats_z": group["chunk_stats"], "index": didx}),)
+                         "codes_region": codes_region, "stats_z": stats_z, "index": didx}),)
 
     # chunks are written in place (side effects), so the tasks are never merged as pure
-    return chunked.map_chunks(x, _quantize_chunk, job, pure=False)
+    return chunked.map_chunks(x, _quantize_chunk, job, pure=False), indices
 
 
 class _Opaque:
