@@ -74,19 +74,39 @@ def chunk_layout(x):
             for idx in np.ndindex(*x.numblocks)]
 
 
-def map_chunks(x, func, args, *, pure=True):
+class ChunkRead:
+    """One chunk of a Zarr array, read when the task that holds it calls ``np.asarray`` on it."""
+
+    __slots__ = ("array", "region")
+
+    def __init__(self, array, region):
+        self.array, self.region = array, region
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.asarray(self.array[self.region])
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+
+def map_chunks(x, func, args, *, pure=True, source=None):
     """One delayed ``func(block, *args(chunk))`` per chunk of ``x``, in C order of the block indices.
 
     ``args`` maps a :class:`Chunk` to the task's other arguments, or to None to leave that chunk out
     (a resumed job skips the chunks it has done).  The chunk's global position is what keys
     stochastic streams and block offsets, so tasks built here agree with the NumPy path.
+    ``source``: the Zarr array that ``x`` is, chunk for chunk (``da.from_zarr`` of it, not
+    rechunked); ``block`` is then a :class:`ChunkRead` that ``func`` reads with ``np.asarray``, so
+    each chunk costs one task instead of a read task and a task of ``func``.
     """
-    blocks = x.to_delayed()
+    blocks = x.to_delayed() if source is None else None
     tasks = []
     for chunk in chunk_layout(x):
         extra = args(chunk)
         if extra is not None:
-            tasks.append(dask.delayed(func, pure=pure)(blocks[chunk.block_index], *extra))
+            if source is None:
+                block = blocks[chunk.block_index]
+            else:
+                block = ChunkRead(source, tuple(slice(s, s + n) for s, n in zip(chunk.start, chunk.shape)))
+            tasks.append(dask.delayed(func, pure=pure)(block, *extra))
     return tasks
 
 

@@ -315,6 +315,13 @@ def open_array(src):
     return da.from_zarr(arr)
 
 
+def _zarr_array(src):
+    """The Zarr array behind the source ``src`` (path, URL or ``zarr.Array``), or None for a Dask array."""
+    if isinstance(src, da.Array):
+        return None
+    return src if isinstance(src, zarr.Array) else zarr.open_array(src, mode="r")
+
+
 @in_task
 def _quantize_chunk(chunk, job):
     """Encode one chunk, write its codes (and its own parameters), then its error stats and done flag;
@@ -389,9 +396,12 @@ def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *
     dst = as_store(dst, storage_options)
     outputs.check_source_destination(src, dst)
     fam = family(scheme)
-    x = chunked.prepare(fam, scheme, open_array(src))
+    source = open_array(src)
+    x = chunked.prepare(fam, scheme, source)
     if x.ndim:  # regular chunks: each task then writes whole Zarr chunks, never one another's
         x = x.rechunk(tuple(c[0] for c in x.chunks))
+    # a Zarr source taken chunk for chunk is read by the chunk tasks themselves
+    source = _zarr_array(src) if x is source else None
     data_chunks = tuple(c[0] for c in x.chunks)
     if client is not None:  # a chunk task that cannot fit a worker would kill it again and again
         check_chunk_memory(data_chunks, x.dtype, client=client, param="memory_limit")
@@ -418,7 +428,7 @@ def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *
         # the chunks' error statistics: read back those of the chunks done before, kept from the tasks
         stats = group["chunk_stats"][...] if not fresh else np.zeros(group["chunk_stats"].shape)
         tasks, indices = _chunk_tasks(x, fam, scheme, params, group, stats[..., 5] == 1,
-                                      chunked.chunk_local_axis(fam, scheme, x))
+                                      chunked.chunk_local_axis(fam, scheme, x), source)
         if tasks:
             for index, chunk_stats in zip(indices, run_tasks(tasks, client, progress)):
                 stats[index] = chunk_stats
@@ -511,10 +521,11 @@ def _local_names(fam, scheme, local_axis):
     return {}
 
 
-def _chunk_tasks(x, fam, scheme, params, group, done, local_axis):
+def _chunk_tasks(x, fam, scheme, params, group, done, local_axis, source=None):
     """One delayed task per chunk not yet done, and the chunk's index in ``chunk_stats`` for each.
     Each task's arguments but the chunk travel in one dict (``job``), opaque to Dask, so building
-    the graph does not walk them."""
+    the graph does not walk them; with ``source`` (the Zarr array that ``x`` is) each task reads
+    its chunk itself (``chunked.map_chunks``)."""
     quantum = fam.block_quantum(scheme)
     local = "block" if quantum is not None else ("axis" if local_axis is not None else None)
     # every chunk is written once, whole: skip Zarr's check for chunks equal to the fill value
@@ -551,7 +562,7 @@ def _chunk_tasks(x, fam, scheme, params, group, done, local_axis):
                          "codes_region": codes_region, "stats_z": stats_z, "index": didx}),)
 
     # chunks are written in place (side effects), so the tasks are never merged as pure
-    return chunked.map_chunks(x, _quantize_chunk, job, pure=False), indices
+    return chunked.map_chunks(x, _quantize_chunk, job, pure=False, source=source), indices
 
 
 class _Opaque:
