@@ -17,11 +17,13 @@ their tasks with them.
   so codes are bit-identical to the NumPy path for any chunking.
 """
 
+import contextlib
 import math
 from typing import NamedTuple
 
 import dask
 import dask.array as da
+import dask.system
 import numpy as np
 
 from nquant._threads import in_task
@@ -29,6 +31,12 @@ from nquant.errors import InputError
 from nquant.packing import pack_codes, unpack_codes
 
 SPLIT_EVERY = 8
+
+STORAGE_THREADS_PER_CORE = 2
+"""Threads per core of :func:`storage_threads`."""
+
+STORAGE_CHUNK_BYTES = 64 << 20
+"""Largest chunk for which :func:`storage_threads` runs more tasks than cores (memory)."""
 
 
 def is_dask(x):
@@ -85,6 +93,21 @@ class ChunkRead:
     def __array__(self, dtype=None, copy=None):
         a = np.asarray(self.array[self.region])
         return a if dtype is None else a.astype(dtype, copy=False)
+
+
+@contextlib.contextmanager
+def storage_threads(chunk_nbytes, client=None):
+    """Context for computing chunk tasks that read and write a store: with Dask's threaded
+    scheduler (no ``client``, no other scheduler and no ``num_workers`` configured) and chunks of at
+    most :data:`STORAGE_CHUNK_BYTES`, :data:`STORAGE_THREADS_PER_CORE` threads per core.  Such a
+    task waits for Zarr's I/O thread to read, compress and write its chunks; a second task per
+    core computes meanwhile.  Each task's kernels then run on one thread (``nquant._threads``)."""
+    threaded = client is None and dask.config.get("scheduler", None) in (None, "threads", "threading")
+    if threaded and dask.config.get("num_workers", None) is None and chunk_nbytes <= STORAGE_CHUNK_BYTES:
+        with dask.config.set(num_workers=STORAGE_THREADS_PER_CORE * dask.system.CPU_COUNT):
+            yield
+    else:
+        yield
 
 
 def map_chunks(x, func, args, *, pure=True, source=None):

@@ -12,6 +12,7 @@
 
 import dask
 import dask.array as da
+import dask.system
 import dask.threaded
 import numpy as np
 import pytest
@@ -264,3 +265,17 @@ def test_map_chunks_reads_a_zarr_source_in_the_task(tmp_path, shape, chunks):
     in_task = chunked.map_chunks(x, _block_sum, lambda c: (c.start,), source=z)
     assert dask.compute(*in_task) == dask.compute(*via_dask)
     assert all(len(t.__dask_graph__()) == 1 for t in in_task)  # no separate read task
+
+
+def test_storage_threads_only_for_the_default_threaded_scheduler():
+    from nquant import chunked
+
+    cores = dask.system.CPU_COUNT
+    with chunked.storage_threads(4 << 20):
+        assert dask.config.get("num_workers") == chunked.STORAGE_THREADS_PER_CORE * cores
+    for config, nbytes in [({"num_workers": 3}, 4 << 20), ({"scheduler": "sync"}, 4 << 20),
+                           ({}, chunked.STORAGE_CHUNK_BYTES + 1)]:
+        with dask.config.set(config), chunked.storage_threads(nbytes):
+            assert dask.config.get("num_workers", None) == config.get("num_workers")
+    with chunked.storage_threads(4 << 20, client=object()):
+        assert dask.config.get("num_workers", None) is None
