@@ -85,13 +85,14 @@ def make_store(path, gib):
 
 
 def timed(label, fn, nbytes):
+    """Run ``fn``; returns wall seconds, CPU seconds of this process (all threads) and peak RSS."""
     with PeakMemory() as mem:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        dt = time.perf_counter() - t0
-    print(f"  {label:<28} {dt:8.2f} s {nbytes / dt / 1e9:8.3f} GB/s   peak RSS {mem.peak / 2**30:6.2f} GiB",
-          flush=True)
-    return dt, mem.peak
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"  {label:<28} {dt:8.2f} s {nbytes / dt / 1e9:8.3f} GB/s   CPU {cpu:7.2f} s   "
+          f"peak RSS {mem.peak / 2**30:6.2f} GiB", flush=True)
+    return dt, cpu, mem.peak
 
 
 SCHEMES = {
@@ -99,7 +100,8 @@ SCHEMES = {
     "quantize_zarr int4/block64": nq.Uniform(bits=4, block_size=64),
 }
 COPY = "dask copy (roofline)"
-OUTPUTS = {COPY: "copy.zarr", "quantize_zarr int8/channel": "q8.zarr", "quantize_zarr int4/block64": "q4.zarr"}
+OUTPUTS = {COPY: "copy.zarr", "quantize_zarr int8/channel": "q8.zarr",
+           "quantize_zarr int4/block64": "q4.zarr"}
 
 
 def jobs(src, out_dir, client):
@@ -145,16 +147,19 @@ def main(argv=None):
                 for label, fn in jobs(src, args.dir, client).items():
                     runs.setdefault(label, []).append(timed(label, fn, arr.nbytes))
                 clear(args.dir)
-            results[gib] = {label: (float(np.median([t for t, _ in r])), max(p for _, p in r))
+            results[gib] = {label: (float(np.median([t for t, _, _ in r])),
+                                    float(np.median([c for _, c, _ in r])), max(p for _, _, p in r))
                             for label, r in runs.items()}
-    print("ratios (throughput vs the copy in the same run; peak memory vs the smallest store)")
+    print("ratios (medians: throughput and CPU time vs the copy in the same run; peak memory vs the "
+          "smallest store)")
     first = min(results)
     for gib, out in results.items():
-        copy_t = out[COPY][0]
+        copy_t, copy_cpu, _ = out[COPY]
         for label in SCHEMES:
-            t, peak = out[label]
+            t, cpu, peak = out[label]
             print(f"  {gib:g} GiB {label:<28} {copy_t / t:6.2f}x copy throughput, "
-                  f"peak {peak / 2**30:.2f} GiB ({peak / results[first][label][1]:.2f}x the {first:g} GiB run)")
+                  f"{copy_cpu / cpu:5.2f}x less CPU, peak {peak / 2**30:.2f} GiB "
+                  f"({peak / results[first][label][2]:.2f}x the {first:g} GiB run)")
     return results
 
 

@@ -430,7 +430,8 @@ def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *
         tasks, indices = _chunk_tasks(x, fam, scheme, params, group, stats[..., 5] == 1,
                                       chunked.chunk_local_axis(fam, scheme, x), source)
         if tasks:
-            with chunked.storage_threads(int(np.prod(data_chunks, dtype=np.int64)) * x.dtype.itemsize, client):
+            chunk_nbytes = int(np.prod(data_chunks, dtype=np.int64)) * x.dtype.itemsize
+            with chunked.storage_threads(chunk_nbytes, client):
                 results = run_tasks(tasks, client, progress)
             for index, chunk_stats in zip(indices, results):
                 stats[index] = chunk_stats
