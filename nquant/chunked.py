@@ -17,11 +17,13 @@ their tasks with them.
   so codes are bit-identical to the NumPy path for any chunking.
 """
 
+import contextlib
 import math
 from typing import NamedTuple
 
 import dask
 import dask.array as da
+import dask.system
 import numpy as np
 
 from nquant._threads import in_task
@@ -29,6 +31,12 @@ from nquant.errors import InputError
 from nquant.packing import code_dtype, code_quantum, pack_codes, packed_len, unpack_codes
 
 SPLIT_EVERY = 8
+
+STORAGE_THREADS_PER_CORE = 2
+"""Threads per core of :func:`storage_threads`."""
+
+STORAGE_CHUNK_BYTES = 64 << 20
+"""Largest chunk for which :func:`storage_threads` runs more tasks than cores (memory)."""
 
 
 def is_dask(x):
@@ -74,19 +82,54 @@ def chunk_layout(x):
             for idx in np.ndindex(*x.numblocks)]
 
 
-def map_chunks(x, func, args, *, pure=True):
+class ChunkRead:
+    """One chunk of a Zarr array, read when the task that holds it calls ``np.asarray`` on it."""
+
+    __slots__ = ("array", "region")
+
+    def __init__(self, array, region):
+        self.array, self.region = array, region
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.asarray(self.array[self.region])
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+
+@contextlib.contextmanager
+def storage_threads(chunk_nbytes, client=None):
+    """Context for computing chunk tasks that read and write a store: with Dask's threaded
+    scheduler (no ``client``, no other scheduler and no ``num_workers`` configured) and chunks of at
+    most :data:`STORAGE_CHUNK_BYTES`, :data:`STORAGE_THREADS_PER_CORE` threads per core.  Such a
+    task waits for Zarr's I/O thread to read, compress and write its chunks; a second task per
+    core computes meanwhile.  Each task's kernels then run on one thread (``nquant._threads``)."""
+    threaded = client is None and dask.config.get("scheduler", None) in (None, "threads", "threading")
+    if threaded and dask.config.get("num_workers", None) is None and chunk_nbytes <= STORAGE_CHUNK_BYTES:
+        with dask.config.set(num_workers=STORAGE_THREADS_PER_CORE * dask.system.CPU_COUNT):
+            yield
+    else:
+        yield
+
+
+def map_chunks(x, func, args, *, pure=True, source=None):
     """One delayed ``func(block, *args(chunk))`` per chunk of ``x``, in C order of the block indices.
 
     ``args`` maps a :class:`Chunk` to the task's other arguments, or to None to leave that chunk out
     (a resumed job skips the chunks it has done).  The chunk's global position is what keys
     stochastic streams and block offsets, so tasks built here agree with the NumPy path.
+    ``source``: the Zarr array that ``x`` is, chunk for chunk (``da.from_zarr`` of it, not
+    rechunked); ``block`` is then a :class:`ChunkRead` that ``func`` reads with ``np.asarray``, so
+    each chunk costs one task instead of a read task and a task of ``func``.
     """
-    blocks = x.to_delayed()
+    blocks = x.to_delayed() if source is None else None
     tasks = []
     for chunk in chunk_layout(x):
         extra = args(chunk)
         if extra is not None:
-            tasks.append(dask.delayed(func, pure=pure)(blocks[chunk.block_index], *extra))
+            if source is None:
+                block = blocks[chunk.block_index]
+            else:
+                block = ChunkRead(source, tuple(slice(s, s + n) for s, n in zip(chunk.start, chunk.shape)))
+            tasks.append(dask.delayed(func, pure=pure)(block, *extra))
     return tasks
 
 

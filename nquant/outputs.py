@@ -29,6 +29,7 @@ exclusive create: there the complete flag written last marks a result, ownership
 read from the group attributes, and no lock is taken.
 """
 
+import asyncio
 import contextlib
 import ctypes
 import errno
@@ -40,6 +41,7 @@ import time
 import uuid
 
 import zarr
+from zarr.core.sync import sync as zarr_sync
 
 from nquant.errors import StoreError
 
@@ -363,6 +365,20 @@ def complete_group(group, attr, value):
     group.attrs[attr] = value
     if PARTIAL_MARK in group.attrs:
         del group.attrs[PARTIAL_MARK]
+
+
+def write_regions(writes, last=None):
+    """Write ``(zarr.Array, region, values)`` triples in one round trip to Zarr's event loop:
+    ``writes`` concurrently, then ``last`` once every one of them is stored (a record that
+    they are, such as a chunk's done flag).  Each ``array[region] = values`` on its own would
+    wait for the loop thread, its compression and its file write in turn."""
+    async def write_all():
+        await asyncio.gather(*(z.async_array.setitem(region, values) for z, region, values in writes))
+        if last is not None:
+            z, region, values = last
+            await z.async_array.setitem(region, values)
+
+    zarr_sync(write_all())
 
 
 def clear_debris(partial):

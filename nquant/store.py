@@ -316,9 +316,17 @@ def open_array(src):
     return da.from_zarr(arr)
 
 
+def _zarr_array(src):
+    """The Zarr array behind the source ``src`` (path, URL or ``zarr.Array``), or None for a Dask array."""
+    if isinstance(src, da.Array):
+        return None
+    return src if isinstance(src, zarr.Array) else zarr.open_array(src, mode="r")
+
+
 @in_task
 def _quantize_chunk(chunk, job):
-    """Encode one chunk, write its codes (and its own parameters), then its error stats and done flag."""
+    """Encode one chunk, write its codes (and its own parameters), then its error stats and done flag;
+    returns those (float64, 6)."""
     job = job.value
     fam, scheme, params = job["fam"], job["scheme"], job["params"]
     start, global_shape, bits = job["start"], job["global_shape"], job["bits"]
@@ -328,8 +336,6 @@ def _quantize_chunk(chunk, job):
             local = fam.chunk_params(scheme, chunk, start=start, global_shape=global_shape, params=params)
         else:
             local = chunked.fit_chunk(fam, scheme, chunk)
-        for name, z in job["side_z"].items():
-            z[job["side_region"][name]] = local[name]
         params = {**params, **local}
     offset = job["group_offset"]
     codes = fam.encode(scheme, params, chunk, start=start, global_shape=global_shape, group_offset=offset)
@@ -339,9 +345,10 @@ def _quantize_chunk(chunk, job):
     region = job["codes_region"]
     if chunk.ndim:
         packed = packed.reshape(tuple(r.stop - r.start for r in region))
-    job["codes_z"][region] = packed
-    job["stats_z"][job["index"]] = np.append(error_stats(chunk, x_hat), 1.0)  # last column: done
-    return 1
+    stats = np.append(error_stats(chunk, x_hat), 1.0)  # last column: done
+    writes = [(z, job["side_region"][name], local[name]) for name, z in job["side_z"].items()]
+    outputs.write_regions(writes + [(job["codes_z"], region, packed)], (job["stats_z"], job["index"], stats))
+    return stats
 
 
 def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *, overwrite: bool = False,
@@ -390,9 +397,12 @@ def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *
     dst = as_store(dst, storage_options)
     outputs.check_source_destination(src, dst)
     fam = family(scheme)
-    x = chunked.prepare(fam, scheme, open_array(src))
+    source = open_array(src)
+    x = chunked.prepare(fam, scheme, source)
     if x.ndim:  # regular chunks: each task then writes whole Zarr chunks, never one another's
         x = x.rechunk(tuple(c[0] for c in x.chunks))
+    # a Zarr source taken chunk for chunk is read by the chunk tasks themselves
+    source = _zarr_array(src) if x is source else None
     data_chunks = tuple(c[0] for c in x.chunks)
     if client is not None:  # a chunk task that cannot fit a worker would kill it again and again
         check_chunk_memory(data_chunks, x.dtype, client=client, param="memory_limit")
@@ -416,11 +426,17 @@ def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *
         if before_compute is not None:
             before_compute()
         group, params = _start_job(client, fam, scheme, x, dst, data_chunks, request, fresh)
-        done = group["chunk_stats"][..., 5] == 1
-        tasks = _chunk_tasks(x, fam, scheme, params, group, done, chunked.chunk_local_axis(fam, scheme, x))
+        # the chunks' error statistics: read back those of the chunks done before, kept from the tasks
+        stats = group["chunk_stats"][...] if not fresh else np.zeros(group["chunk_stats"].shape)
+        tasks, indices = _chunk_tasks(x, fam, scheme, params, group, stats[..., 5] == 1,
+                                      chunked.chunk_local_axis(fam, scheme, x), source)
         if tasks:
-            run_tasks(tasks, client, progress)
-        stats = group["chunk_stats"][..., :5].reshape(-1, 5)
+            chunk_nbytes = int(np.prod(data_chunks, dtype=np.int64)) * x.dtype.itemsize
+            with chunked.storage_threads(chunk_nbytes, client):
+                results = run_tasks(tasks, client, progress)
+            for index, chunk_stats in zip(indices, results):
+                stats[index] = chunk_stats
+        stats = stats[..., :5].reshape(-1, 5)
         merged = stats[0]
         for s in stats[1:]:
             merged = merge_error_stats(merged, s)
@@ -509,20 +525,25 @@ def _local_names(fam, scheme, local_axis):
     return {}
 
 
-def _chunk_tasks(x, fam, scheme, params, group, done, local_axis):
-    """One delayed task per chunk not yet done.  Each task's arguments but the chunk travel in one
-    dict (``job``), opaque to Dask, so building the graph does not walk them."""
+def _chunk_tasks(x, fam, scheme, params, group, done, local_axis, source=None):
+    """One delayed task per chunk not yet done, and the chunk's index in ``chunk_stats`` for each.
+    Each task's arguments but the chunk travel in one dict (``job``), opaque to Dask, so building
+    the graph does not walk them; with ``source`` (the Zarr array that ``x`` is) each task reads
+    its chunk itself (``chunked.map_chunks``)."""
     quantum = fam.block_quantum(scheme)
     local = "block" if quantum is not None else ("axis" if local_axis is not None else None)
     # every chunk is written once, whole: skip Zarr's check for chunks equal to the fill value
     side_z = {name: group[name].with_config(WRITE_ALL) for name in _local_names(fam, scheme, local_axis)}
     codes_z = group["codes"].with_config(WRITE_ALL)
+    stats_z = group["chunk_stats"]
     bits = scheme.bits
+    indices = []
 
     def job(chunk):
         didx = chunk.block_index if x.ndim else (0,)
         if done[didx]:
             return None
+        indices.append(didx)
         start, shape = chunk.start, chunk.shape
         region = tuple(slice(s, s + n) for s, n in zip(start, shape))
         if x.ndim:
@@ -542,10 +563,10 @@ def _chunk_tasks(x, fam, scheme, params, group, done, local_axis):
         return (_Opaque({"fam": fam, "scheme": scheme, "params": params, "start": start,
                          "global_shape": x.shape, "bits": bits, "local": local, "side_z": side_z,
                          "side_region": side_region, "group_offset": group_offset, "codes_z": codes_z,
-                         "codes_region": codes_region, "stats_z": group["chunk_stats"], "index": didx}),)
+                         "codes_region": codes_region, "stats_z": stats_z, "index": didx}),)
 
     # chunks are written in place (side effects), so the tasks are never merged as pure
-    return chunked.map_chunks(x, _quantize_chunk, job, pure=False)
+    return chunked.map_chunks(x, _quantize_chunk, job, pure=False, source=source), indices
 
 
 class _Opaque:

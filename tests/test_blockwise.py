@@ -122,6 +122,35 @@ def test_quantize_blockwise_other_codebooks(levels):
     np.testing.assert_array_equal(codes, expect)
 
 
+@pytest.mark.parametrize("levels", [np.array([-2.0, -0.5, 0.0, 0.5, 2.0]), np.array([0.0, 1.0]),
+                                    np.linspace(-1.5, 1.5, 16)])
+def test_quantize_blockwise_levels_beyond_one(levels):
+    """Midpoints outside [-1, 1] (y is clamped there first) and fewer than 16 levels."""
+    levels = levels.astype(np.float32)
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.standard_normal(64 * 9 + 5), [0.0, -1.0, 1.0]]).astype(np.float32)
+    codes = np.empty(x.size, np.uint8)
+    absmax = np.empty(-(-x.size // 64), np.float32)
+    bw.absmax_quantize_blockwise(readonly(x), 64, levels, absmax, codes)
+    np.testing.assert_array_equal(codes, blockwise_ref.bnb_quantize_4bit(x, 64, levels)[0])
+    packed = np.empty((x.size + 1) // 2, np.uint8)
+    bw.quantize_blockwise(x, absmax, 64, levels, packed, packed=True)
+    np.testing.assert_array_equal(packed, bitpack_ref.pack(codes, 4))
+
+
+def test_quantize_blockwise_many_blocks_over_threads():
+    """Enough values that several threads take blocks of rows; a partial last block."""
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal(3 * 65536 + 70) * np.repeat(10.0 ** rng.integers(-3, 3, 3 * 1024 + 2), 64)[
+        :3 * 65536 + 70]).astype(np.float32)
+    expect_codes, expect_absmax = blockwise_ref.bnb_quantize_4bit(x, 64, NF4)
+    absmax = np.empty(expect_absmax.size, np.float32)
+    packed = np.empty((x.size + 1) // 2, np.uint8)
+    bw.absmax_quantize_blockwise(readonly(x), 64, NF4, absmax, packed, packed=True)
+    np.testing.assert_array_equal(packed, bitpack_ref.pack(expect_codes, 4))
+    np.testing.assert_array_equal(absmax, expect_absmax)
+
+
 @given(seed=st.integers(0, 2**31), n=st.integers(1, 1500))
 def test_lut8_is_bitsandbytes_8bit_rule(seed, n):
     rng = np.random.default_rng(seed)

@@ -12,6 +12,7 @@
 
 import dask
 import dask.array as da
+import dask.system
 import dask.threaded
 import numpy as np
 import pytest
@@ -243,3 +244,38 @@ def test_dequantize_writes_out_in_every_family(scheme, dask_backed):
         with dask.config.set(scheduler="threads"):
             assert nq.dequantize(q, out=out) is out
         np.testing.assert_array_equal(out, expected.astype(dtype))
+
+
+def _block_sum(block, start):
+    a = np.asarray(block)
+    return start, a.shape, float(a.astype(np.float64).sum())
+
+
+@pytest.mark.parametrize("shape, chunks", [((10, 7), (4, 3)), ((5,), (2,)), ((), ())])
+def test_map_chunks_reads_a_zarr_source_in_the_task(tmp_path, shape, chunks):
+    """Tasks given ``source`` read their chunk themselves: the same blocks as ``x``'s, one task each."""
+    zarr = pytest.importorskip("zarr")
+    from nquant import chunked
+
+    x_np = data(7, shape, np.float32)
+    z = zarr.create_array(str(tmp_path / "src.zarr"), shape=shape, chunks=chunks or "auto", dtype=np.float32)
+    z[...] = x_np
+    x = da.from_zarr(z)
+    via_dask = chunked.map_chunks(x, _block_sum, lambda c: (c.start,))
+    in_task = chunked.map_chunks(x, _block_sum, lambda c: (c.start,), source=z)
+    assert dask.compute(*in_task) == dask.compute(*via_dask)
+    assert all(len(t.__dask_graph__()) == 1 for t in in_task)  # no separate read task
+
+
+def test_storage_threads_only_for_the_default_threaded_scheduler():
+    from nquant import chunked
+
+    cores = dask.system.CPU_COUNT
+    with chunked.storage_threads(4 << 20):
+        assert dask.config.get("num_workers") == chunked.STORAGE_THREADS_PER_CORE * cores
+    for config, nbytes in [({"num_workers": 3}, 4 << 20), ({"scheduler": "sync"}, 4 << 20),
+                           ({}, chunked.STORAGE_CHUNK_BYTES + 1)]:
+        with dask.config.set(config), chunked.storage_threads(nbytes):
+            assert dask.config.get("num_workers", None) == config.get("num_workers")
+    with chunked.storage_threads(4 << 20, client=object()):
+        assert dask.config.get("num_workers", None) is None

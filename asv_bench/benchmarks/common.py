@@ -1,5 +1,7 @@
 """Seeded datasets for the benchmarks.  Append only: changing one changes history."""
 
+import time
+
 import numpy as np
 
 # Number of values of the standard benchmark array; tests/test_asv.py shrinks it.
@@ -39,3 +41,15 @@ def rows_for(d, min_rows=64):
 def n_clusters(n, k=256):
     """``k`` clusters, fewer for small ``n`` (at least 2, at most n / 8)."""
     return max(2, min(k, n // 8))
+
+
+def median_time(fn, repeat=5):
+    """Median wall time of ``repeat`` calls of ``fn`` after one warm-up call (seconds): for
+    ``track_`` benchmarks that give a ratio of two timings taken in the same process."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))

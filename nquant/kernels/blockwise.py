@@ -21,6 +21,10 @@ golden vectors in ``tests/fixtures/bnb_nf4_golden.npz``):
   storing there only); the codes agree, the stored absmax differs.  A block whose absmax is
   below 1e-38 (subnormal) is scaled by 1e38, as in bitsandbytes, not by ``1/absmax``.
 
+Search: with at most 16 levels (NF4 and every 4-bit grid) the count is 15 branch-free compares
+against the thresholds, +inf padded, which vectorizes over a block (a NaN counts 0); with more
+levels, the lookup table or binary search of :mod:`nquant.kernels.codebook1d` (scalar: gathers).
+
 Decoding: ``x_hat = levels[code] * absmax[block]`` in float32.
 
 4-bit packing is fused into encode and decode (``packed=True``): two codes per byte, the
@@ -38,7 +42,7 @@ from fractions import Fraction
 import numpy as np
 
 from nquant.codebooks.grids import dynamic_map
-from nquant.kernels._jit import jit, jit_parallel, prange
+from nquant.kernels._jit import jit, jit_parallel, over_rows, prange
 from nquant.kernels.codebook1d import LUT_SIZE, MAX_CORRECTIONS, search_binary, search_lut, build_lut32
 
 __all__ = [
@@ -139,24 +143,11 @@ def _encode_block(xb, a, divide, lut, thr, nc, table, nsteps, ob):
 
 
 @jit
-def _pack_nibbles(codes, out):
-    """out[k] = codes[2k] << 4 | codes[2k+1] (the last low nibble 0 for an odd count)."""
-    m = codes.shape[0]
-    h = m // 2
-    for k in range(h):
-        out[k] = (codes[2 * k] << np.uint8(4)) | codes[2 * k + 1]
-    if m % 2:
-        out[h] = codes[m - 1] << np.uint8(4)
-
-
-@jit
-def _encode_task(xflat, absmax, out_absmax, block_size, b0, b1, packed, lut, thr, nc, table, nsteps,
-                 out, scratch):
-    """Encode blocks [b0, b1); scales from ``absmax``, or computed into ``out_absmax`` when
-    ``absmax`` is empty (read-only ``absmax`` arrays are never written)."""
+def _encode_task(xflat, absmax, out_absmax, block_size, b0, b1, lut, thr, nc, table, nsteps, out):
+    """Encode blocks [b0, b1) to one of more than 16 levels (unpacked codes) by a table search;
+    scales from ``absmax``, or computed into ``out_absmax`` when ``absmax`` is empty (read-only
+    ``absmax`` arrays are never written)."""
     n = xflat.shape[0]
-    s0 = b0 * block_size
-    s1 = min(n, b1 * block_size)
     fused = absmax.shape[0] == 0
     for b in range(b0, b1):
         s = b * block_size
@@ -167,17 +158,66 @@ def _encode_task(xflat, absmax, out_absmax, block_size, b0, b1, packed, lut, thr
             out_absmax[b] = a
         else:
             a = absmax[b]
-        if packed:
-            ob = scratch[s - s0:e - s0]
+        _encode_block(xb, a, e - s < block_size, lut, thr, nc, table, nsteps, out[s:e])
+
+
+@jit(inline="always")
+def _count15(y, t):
+    """#{i : y > t[i]} over 15 thresholds, branch-free (a NaN ``y`` counts 0)."""
+    return ((y > t[0]) + (y > t[1]) + (y > t[2]) + (y > t[3]) + (y > t[4]) + (y > t[5]) + (y > t[6])
+            + (y > t[7]) + (y > t[8]) + (y > t[9]) + (y > t[10]) + (y > t[11]) + (y > t[12]) + (y > t[13])
+            + (y > t[14]))
+
+
+@jit
+def _encode_blocks16(b0, b1, xflat, absmax, out_absmax, block_size, thr, packed, out):
+    """Encode blocks [b0, b1) to one of at most 16 levels: ``thr`` holds the 15 thresholds
+    (+inf padded).  The count of 15 compares has no branch and no table lookup, so the loop
+    over a block vectorizes (16 values per AVX-512 compare), and the two codes of a byte are
+    counted and packed in the same loop; the absmax of the block is taken just before, while
+    the block is in L1.  Other arguments as :func:`_encode_task`."""
+    t = (thr[0], thr[1], thr[2], thr[3], thr[4], thr[5], thr[6], thr[7], thr[8], thr[9], thr[10], thr[11],
+         thr[12], thr[13], thr[14])
+    n = xflat.shape[0]
+    fused = absmax.shape[0] == 0
+    for b in range(b0, b1):
+        s = b * block_size
+        e = min(n, s + block_size)
+        xb = xflat[s:e]
+        if fused:
+            a = _absmax(xb)
+            out_absmax[b] = a
         else:
-            ob = out[s:e]
-        _encode_block(xb, a, e - s < block_size, lut, thr, nc, table, nsteps, ob)
-    if packed:
-        _pack_nibbles(scratch[:s1 - s0], out[s0 // 2:(s1 + 1) // 2])
+            a = absmax[b]
+        ac = a if a > _TINY else _TINY
+        if e - s < block_size:  # the partial last block: bitsandbytes divides there
+            if packed:
+                ob = out[s // 2:(e + 1) // 2]
+                for j in range(e - s):
+                    c = np.uint8(_count15(xb[j] / ac, t))
+                    if j % 2:
+                        ob[j // 2] |= c
+                    else:
+                        ob[j // 2] = c << np.uint8(4)
+            else:
+                ob = out[s:e]
+                for j in range(e - s):
+                    ob[j] = _count15(xb[j] / ac, t)
+        else:
+            sc = _F1 / ac
+            if packed:
+                ob = out[s // 2:e // 2]
+                for k in range(block_size // 2):
+                    ob[k] = np.uint8((_count15(xb[2 * k] * sc, t) << 4) | _count15(xb[2 * k + 1] * sc, t))
+            else:
+                ob = out[s:e]
+                for j in range(block_size):
+                    ob[j] = _count15(xb[j] * sc, t)
 
 
 @jit_parallel
-def _encode(xflat, absmax, out_absmax, block_size, levels, out, packed):
+def _encode(xflat, absmax, out_absmax, block_size, levels, out):
+    """Unpacked codes to one of more than 16 levels, by a table search (:func:`_encode_task`)."""
     n = xflat.shape[0]
     K = levels.shape[0]
     nsteps = 0
@@ -190,10 +230,21 @@ def _encode(xflat, absmax, out_absmax, block_size, levels, out, packed):
     nc = worst if worst <= MAX_CORRECTIONS else -1
     nb = (n + block_size - 1) // block_size
     per = _blocks_per_task(block_size)
-    for t in prange((nb + per - 1) // per):
-        scratch = np.empty(per * block_size if packed else 0, np.uint8)
-        _encode_task(xflat, absmax, out_absmax, block_size, t * per, min(nb, t * per + per), packed,
-                     lut, thr, nc, thr, nsteps, out, scratch)
+    for i in prange((nb + per - 1) // per):
+        _encode_task(xflat, absmax, out_absmax, block_size, i * per, min(nb, i * per + per), lut, thr, nc,
+                     thr, nsteps, out)
+
+
+def _quantize(xflat, absmax, out_absmax, block_size, levels, out, packed):
+    if levels.shape[0] > 16:
+        _encode(xflat, absmax, out_absmax, block_size, levels, out)
+        return
+    thr = np.empty(16, np.float32)
+    _midpoint_thresholds(levels, thr)
+    # threads of a pool take blocks of rows in turn (a static split of the blocks waits for the
+    # slowest thread, e.g. one sharing its core with another process)
+    over_rows(_encode_blocks16, -(-xflat.shape[0] // block_size), block_size, xflat, absmax, out_absmax,
+              block_size, thr, packed, out)
 
 
 _NO_ABSMAX = np.empty(0, np.float32)
@@ -214,7 +265,7 @@ def quantize_blockwise(xflat, absmax, block_size, levels, out_codes, packed=Fals
         the high nibble.
     packed : bool
     """
-    _encode(xflat, absmax, _NO_ABSMAX, block_size, levels, out_codes, packed)
+    _quantize(xflat, absmax, _NO_ABSMAX, block_size, levels, out_codes, packed)
 
 
 def absmax_quantize_blockwise(xflat, block_size, levels, out_absmax, out_codes, packed=False):
@@ -223,7 +274,7 @@ def absmax_quantize_blockwise(xflat, block_size, levels, out_absmax, out_codes, 
     Parameters are those of the two functions; ``out_absmax`` is written.  This is
     bitsandbytes' ``quantize_4bit`` (with ``packed=True`` and the NF4 levels), bit for bit.
     """
-    _encode(xflat, _NO_ABSMAX, out_absmax, block_size, levels, out_codes, packed)
+    _quantize(xflat, _NO_ABSMAX, out_absmax, block_size, levels, out_codes, packed)
 
 
 @jit
