@@ -1,0 +1,152 @@
+"""The lossless codec of integer codes ``nquant.lossless``: exact round trips of uint8 and uint16
+codes through every predictor and coder, in and out of zarr, the compression names, and decoding
+of corrupt or hostile chunks (one-line StoreError, no allocation beyond the chunk)."""
+
+import struct
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from nquant import lossless
+from nquant.errors import InputError, SchemeError, StoreError
+from nquant.lossless import LosslessCodec
+
+try:
+    import pcodec  # noqa: F401
+    CODERS = ["zstd", "pcodec"]
+except ImportError:
+    CODERS = ["zstd"]
+needs_pcodec = pytest.mark.skipif("pcodec" not in CODERS, reason="pcodec is not installed")
+
+
+def smooth_codes(shape, dtype, levels, seed=0):
+    """Quantized codes of a smooth random field of ``shape`` in ``0..levels - 1``."""
+    rng = np.random.default_rng(seed)
+    f = rng.standard_normal(shape)
+    for ax in range(len(shape)):
+        f = np.cumsum(f, axis=ax)
+    f -= f.min()
+    return np.rint(f * ((levels - 1) / (f.max() or 1.0))).astype(dtype)
+
+
+@pytest.mark.parametrize("coder", CODERS)
+@pytest.mark.parametrize("predictor,axis", [("lorenzo", -1), ("delta", -1), ("delta", 0), ("none", -1)])
+@pytest.mark.parametrize("dtype,levels", [(np.uint8, 256), (np.uint16, 1 << 14), (np.uint16, 1 << 16)])
+def test_lossless_round_trip(coder, predictor, axis, dtype, levels):
+    q = smooth_codes((3, 40, 50), dtype, levels)
+    blob = lossless.encode_chunk(q, predictor, coder, axis=axis)
+    back = lossless.decode_chunk(blob, dtype, q.shape, predictor, coder, axis)
+    assert back.dtype == dtype
+    np.testing.assert_array_equal(back, q)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from([np.uint8, np.uint16]).flatmap(
+    lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6))),
+    st.sampled_from(["lorenzo", "delta", "none"]))
+def test_lossless_any_values_any_shape(q, predictor):
+    blob = lossless.encode_chunk(q, predictor)
+    np.testing.assert_array_equal(lossless.decode_chunk(blob, q.dtype, q.shape, predictor), q)
+
+
+def test_lossless_prediction_pays_on_smooth_codes():
+    q = smooth_codes((256, 256), np.uint16, 1 << 13)
+    sizes = {p: len(lossless.encode_chunk(q, p)) for p in ("none", "delta", "lorenzo")}
+    assert sizes["lorenzo"] < sizes["delta"] < sizes["none"] < q.nbytes
+
+
+def test_lossless_names_resolve():
+    assert lossless.resolve("auto", 8, 2) == "lorenzo-zstd"
+    assert lossless.resolve("auto", 16, 3) == "lorenzo-zstd"
+    assert lossless.resolve("auto", 8, 1) == "delta-zstd"
+    assert lossless.resolve("auto", 4, 2) == "zstd"
+    assert lossless.resolve(None, 8, 2) is None
+    assert lossless.codec_for("lorenzo-zstd") == LosslessCodec("lorenzo", "zstd")
+    assert lossless.codec_for("delta-zstd") == LosslessCodec("delta", "zstd")
+    assert lossless.codec_for("zstd") is None and lossless.codec_for(None) is None
+    with pytest.raises(InputError, match="compression='lz4' is invalid"):
+        lossless.resolve("lz4", 8, 2)
+
+
+def test_lossless_codec_config_round_trip_and_validation():
+    c = LosslessCodec("delta", "zstd", level=5, axis=0)
+    assert LosslessCodec.from_dict(c.to_dict()) == c
+    with pytest.raises(SchemeError, match="predictor='x'"):
+        LosslessCodec("x")
+    with pytest.raises(SchemeError, match="level="):
+        LosslessCodec(level=1.5)
+    with pytest.raises(SchemeError, match="invalid"):
+        LosslessCodec.from_dict({"name": "nquant.lossless", "configuration": {"bogus": 1}})
+    with pytest.raises(InputError, match="dtype=float32"):
+        zarr.create_array(zarr.storage.MemoryStore(), shape=(4,), dtype="f4", serializer=LosslessCodec())
+
+
+@pytest.mark.parametrize("dtype", ["u1", "u2"])
+def test_lossless_in_zarr_reopens_with_plain_zarr(tmp_path, dtype):
+    q = smooth_codes((70, 90), dtype, 200)
+    path = str(tmp_path / "c.zarr")
+    z = zarr.create_array(path, shape=q.shape, chunks=(32, 40), dtype=dtype, serializer=LosslessCodec(),
+                          compressors=[zarr.codecs.Crc32cCodec()])
+    z[...] = q  # edge chunks are padded by zarr, and cropped on read
+    np.testing.assert_array_equal(zarr.open_array(path)[...], q)
+    np.testing.assert_array_equal(zarr.open_array(path)[5:40, 33:77], q[5:40, 33:77])
+    # another process: importing nquant registers the codec
+    code = textwrap.dedent(f"""
+        import numpy as np, zarr, nquant
+        print(int(zarr.open_array({path!r})[...].astype(np.int64).sum()))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) == int(q.astype(np.int64).sum())
+
+
+def _frame_offset(blob):
+    return lossless._PREFIX.size + 8 * blob[8] + 8
+
+
+def test_lossless_corrupt_chunks_are_store_errors():
+    q = smooth_codes((20, 30), np.uint16, 1000)
+    blob = lossless.encode_chunk(q)
+
+    def bad(raw, match, **kw):
+        args = {"dtype": np.uint16, "shape": q.shape} | kw
+        with pytest.raises(StoreError, match=match):
+            lossless.decode_chunk(raw, args["dtype"], args["shape"])
+
+    bad(b"", "shorter than")
+    bad(b"XXXX" + blob[4:], "magic")
+    bad(blob[:4] + bytes([9]) + blob[5:], "header version=9")
+    bad(blob, "header", dtype=np.uint8)
+    bad(blob, "shape=", shape=(30, 20))
+    bad(blob[:-1], "expected")
+    bad(blob + b"\0", "expected")
+    bad(blob[:7] + bytes([1]) + blob[8:], "coder 1")  # pcodec's code, not this configuration
+    off = _frame_offset(blob)
+    frame = bytearray(blob[off:])
+    # a frame whose header claims a huge content size is refused before any allocation
+    huge = bytearray(lossless._header(np.dtype(np.uint16), "lorenzo", "zstd", 0, q.shape, 14))
+    huge += struct.pack("<IB", 0xFD2FB528, 0xC0) + struct.pack("<BQ", 0x58, 1 << 60)[1:] + b"\0"
+    bad(bytes(huge), "declares")
+    frame[-3] ^= 0xFF  # damaged compressed bytes
+    bad(blob[:off] + bytes(frame), "zstd")
+
+
+@needs_pcodec
+def test_lossless_corrupt_pcodec_chunks_are_store_errors():
+    q = smooth_codes((20, 30), np.uint8, 200)
+    blob = lossless.encode_chunk(q, "lorenzo", "pcodec")
+    other = lossless.encode_chunk(q[:10], "lorenzo", "pcodec")
+    off = _frame_offset(blob)
+    forged = lossless._header(np.dtype(np.uint8), "lorenzo", "pcodec", 0, q.shape, len(other) - off)
+    with pytest.raises(StoreError, match="different number of values"):
+        lossless.decode_chunk(forged + other[off:], np.uint8, q.shape, "lorenzo", "pcodec")
+    wide = lossless.encode_chunk(q.astype(np.uint16) * 300, "none", "pcodec")
+    forged = lossless._header(np.dtype(np.uint8), "none", "pcodec", 0, q.shape, len(wide) - off)
+    with pytest.raises(StoreError, match="above 255"):
+        lossless.decode_chunk(forged + wide[off:], np.uint8, q.shape, "none", "pcodec")
