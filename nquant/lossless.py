@@ -10,18 +10,18 @@ array-to-bytes codec (the array's ``serializer``) for uint8 and uint16 arrays.
 ``compression`` names (the ``compression=`` parameter of :func:`nquant.save` and
 :func:`nquant.quantize_zarr`, ``--compression`` on the command line), for the ``codes`` array:
 
-=================  ==============================================================================
-``"auto"``         ``"lorenzo-zstd"`` for codes that fill whole bytes (8 bits, 16 bits) on 2-D or
-                   larger arrays, ``"delta-zstd"`` on 1-D ones; ``"zstd"`` for packed codes of
-                   fewer bits (the bits of several codes share a byte: prediction has nothing to
-                   work on)
-``"lorenzo-zstd"`` 2-D Lorenzo prediction, byte shuffle, zstd (level 3)
-``"delta-zstd"``   delta along the last axis, byte shuffle, zstd (level 3)
-``"lorenzo-pcodec"`` 2-D Lorenzo prediction, then pcodec: the smallest, several times slower
-``"pcodec"``       pcodec on the codes as they are
-``"zstd"``         zarr's own zstd codec: readable by any Zarr v3 reader, without nquant
-``None``           stored uncompressed
-=================  ==============================================================================
+- ``"auto"`` (the default): ``"adaptive-zstd"`` for codes that fill whole bytes (8 bits, 16 bits),
+  ``"zstd"`` for packed codes of fewer bits (the bits of several codes share a byte: prediction
+  has nothing to work on);
+- ``"adaptive-zstd"``: per chunk, 2-D Lorenzo prediction (delta on 1-D arrays) or none, whichever
+  leaves the lower entropy on a sample of the chunk (smooth fields are predicted, noise-like codes
+  such as weights are not), then byte shuffle and zstd (level 3);
+- ``"lorenzo-zstd"``: 2-D Lorenzo prediction, byte shuffle, zstd (level 3);
+- ``"delta-zstd"``: delta along the last axis, byte shuffle, zstd (level 3);
+- ``"lorenzo-pcodec"``: 2-D Lorenzo prediction, then pcodec: the smallest, several times slower;
+- ``"pcodec"``: pcodec on the codes as they are;
+- ``"zstd"``: zarr's own zstd codec, readable by any Zarr v3 reader without nquant;
+- ``None``: stored uncompressed.
 
 Every choice is followed by a crc32c checksum (``nquant.validate``).  Arrays written with the
 ``nquant.lossless`` codec are read by plain ``zarr.open_array`` in a process that has imported
@@ -63,10 +63,12 @@ CODEC_NAME = "nquant.lossless"
 MAGIC = b"NQLC"
 HEADER_VERSION = 1
 PREDICTORS = ("none", "delta", "lorenzo")
+ADAPTIVE = "adaptive"
+SAMPLE_VALUES = 1 << 16
 CODERS = ("zstd", "pcodec")
 DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 DEFAULT_LEVEL = 3
-COMPRESSIONS = ("auto", "lorenzo-zstd", "delta-zstd", "lorenzo-pcodec", "pcodec", "zstd", None)
+COMPRESSIONS = ("auto", "adaptive-zstd", "lorenzo-zstd", "delta-zstd", "lorenzo-pcodec", "pcodec", "zstd", None)
 _PREFIX = struct.Struct("<4sBBBBBB")
 _U64 = struct.Struct("<Q")
 _ZSTD_MAGIC = 0xFD2FB528
@@ -102,7 +104,7 @@ def resolve(compression, bits, ndim):
         return compression
     if bits % 8:
         return "zstd"
-    return "lorenzo-zstd" if ndim >= 2 else "delta-zstd"
+    return "adaptive-zstd"
 
 
 def codec_for(compression):
@@ -117,6 +119,36 @@ def codec_for(compression):
 # ----------------------------------------------------------------------------- chunk format
 
 
+def _entropy(planes):
+    """Order-0 entropy (bits) of the values whose byte planes are ``planes``."""
+    v = planes[0].astype(np.int64)
+    if planes.shape[0] == 2:
+        v |= planes[1].astype(np.int64) << 8
+    counts = np.bincount(v)
+    counts = counts[counts > 0]
+    return float(-(counts * np.log2(counts / v.size)).sum())
+
+
+def choose_predictor(codes):
+    """The predictor of the ``adaptive`` mode for a C-contiguous chunk of codes: ``"lorenzo"`` (2-D or
+    more; ``"delta"`` along the last axis on 1-D) when its residuals have a lower order-0 entropy than
+    the codes themselves on a sample of the chunk (its first rows, about :data:`SAMPLE_VALUES` values),
+    else ``"none"``: smooth fields gain from prediction, noise-like codes (weights) lose by it."""
+    pred = "lorenzo" if codes.ndim >= 2 else "delta"
+    (_, n, b), _, _ = predict.view3(codes.shape, pred)
+    if codes.size == 0:
+        return pred
+    rows = min(n, max(2, SAMPLE_VALUES // max(1, b)))
+    sample = codes.reshape(-1, n, b)[:1, :rows] if codes.ndim >= 2 else codes[:SAMPLE_VALUES].reshape(1, 1, -1)
+    sample = np.ascontiguousarray(sample)
+    bits = {}
+    for kind, left, up in ((pred, True, codes.ndim >= 2), ("none", False, False)):
+        planes = np.empty((codes.itemsize, sample.size), np.uint8)
+        predict.encode(sample, left, up, planes)
+        bits[kind] = _entropy(planes)
+    return pred if bits[pred] <= bits["none"] else "none"
+
+
 def _header(dtype, predictor, coder, axis, shape, payload):
     return b"".join([_PREFIX.pack(MAGIC, HEADER_VERSION, dtype.itemsize, PREDICTORS.index(predictor),
                                   CODERS.index(coder), len(shape), axis),
@@ -129,7 +161,8 @@ def encode_chunk(codes, predictor="lorenzo", coder="zstd", level=DEFAULT_LEVEL, 
     Parameters
     ----------
     codes : ndarray, uint8 or uint16, any shape
-    predictor : "none", "delta" (along ``axis``) or "lorenzo" (last two axes; delta on 1-D)
+    predictor : "none", "delta" (along ``axis``), "lorenzo" (last two axes; delta on 1-D) or
+        "adaptive" (per chunk: :func:`choose_predictor`, recorded in the header)
     coder : "zstd" (byte planes, ``level``) or "pcodec"
 
     Returns
@@ -141,6 +174,9 @@ def encode_chunk(codes, predictor="lorenzo", coder="zstd", level=DEFAULT_LEVEL, 
     dtype = codes.dtype.newbyteorder("=")
     if dtype not in DTYPES:
         raise InputError(f"codes dtype={codes.dtype} is invalid: expected uint8 or uint16")
+    if predictor == ADAPTIVE:
+        predictor = choose_predictor(np.ascontiguousarray(codes))
+        axis = -1
     shape3, left, up = predict.view3(shape, predictor, axis)
     planes = np.empty((dtype.itemsize, codes.size), np.uint8)
     predict.encode(np.ascontiguousarray(codes, dtype).reshape(shape3), left, up, planes)
@@ -193,6 +229,10 @@ def decode_chunk(raw, dtype, shape, predictor="lorenzo", coder="zstd", axis=-1):
         raise _corrupt(f"magic={magic!r} is not {MAGIC!r} (not written by the {CODEC_NAME} codec)")
     if version != HEADER_VERSION:
         raise _corrupt(f"header version={version} is not one this nquant reads ({HEADER_VERSION})")
+    if predictor == ADAPTIVE and pred < len(PREDICTORS):  # what choose_predictor may have chosen
+        allowed = ("none", "lorenzo" if len(shape) >= 2 else "delta")
+        predictor = PREDICTORS[pred] if PREDICTORS[pred] in allowed else allowed[1]
+        axis = -1
     want_axis = axis % len(shape) if predictor == "delta" and shape else 0
     if itemsize != dtype.itemsize or ndim != len(shape) or pred >= len(PREDICTORS) or cod >= len(CODERS) \
             or (PREDICTORS[pred], CODERS[cod], ax) != (predictor, coder, want_axis):
@@ -252,7 +292,8 @@ class LosslessCodec(ArrayBytesCodec):
 
     Parameters
     ----------
-    predictor : "lorenzo" (2-D, last two axes), "delta" (along ``axis``) or "none"
+    predictor : "lorenzo" (2-D, last two axes), "delta" (along ``axis``), "none" or "adaptive"
+        (per chunk, Lorenzo or none: :func:`choose_predictor`)
     coder : "zstd" or "pcodec"
     level : int, zstd level (default 3; ignored by pcodec)
     axis : int, the axis of the delta predictor (default -1, the last)
@@ -277,8 +318,9 @@ class LosslessCodec(ArrayBytesCodec):
     axis: int = -1
 
     def __post_init__(self):
-        if self.predictor not in PREDICTORS:
-            raise SchemeError(f"predictor={self.predictor!r} is invalid: expected one of {PREDICTORS}")
+        if self.predictor not in PREDICTORS + (ADAPTIVE,):
+            raise SchemeError(f"predictor={self.predictor!r} is invalid: expected one of "
+                              f"{PREDICTORS + (ADAPTIVE,)}")
         if self.coder not in CODERS:
             raise SchemeError(f"coder={self.coder!r} is invalid: expected one of {CODERS}")
         for name in ("level", "axis"):

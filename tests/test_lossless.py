@@ -50,7 +50,7 @@ def test_lossless_round_trip(coder, predictor, axis, dtype, levels):
 @settings(max_examples=25, deadline=None)
 @given(st.sampled_from([np.uint8, np.uint16]).flatmap(
     lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6))),
-    st.sampled_from(["lorenzo", "delta", "none"]))
+    st.sampled_from(["lorenzo", "delta", "none", "adaptive"]))
 def test_lossless_any_values_any_shape(q, predictor):
     blob = lossless.encode_chunk(q, predictor)
     np.testing.assert_array_equal(lossless.decode_chunk(blob, q.dtype, q.shape, predictor), q)
@@ -62,10 +62,28 @@ def test_lossless_prediction_pays_on_smooth_codes():
     assert sizes["lorenzo"] < sizes["delta"] < sizes["none"] < q.nbytes
 
 
+@pytest.mark.parametrize("dtype,levels", [(np.uint8, 256), (np.uint16, 1 << 12)])
+def test_lossless_adaptive_predicts_smooth_codes_only(dtype, levels):
+    rng = np.random.default_rng(3)
+    cases = {"smooth": (smooth_codes((64, 50), dtype, levels), "lorenzo"),
+             "noise": (rng.integers(0, levels, (64, 50)).astype(dtype), "none"),
+             "smooth 1-D": (smooth_codes((700,), dtype, levels), "delta")}
+    for name, (q, want) in cases.items():
+        assert lossless.choose_predictor(q) == want, name
+        blob = lossless.encode_chunk(q, "adaptive")
+        assert lossless.PREDICTORS[blob[6]] == want
+        assert len(blob) <= min(len(lossless.encode_chunk(q, p)) for p in ("none", want)) * 1.05, name
+        np.testing.assert_array_equal(lossless.decode_chunk(blob, dtype, q.shape, "adaptive"), q)
+    # the header's predictor must be one the adaptive mode can choose for the shape
+    q = cases["smooth"][0]
+    with pytest.raises(StoreError, match="predictor 1"):
+        lossless.decode_chunk(lossless.encode_chunk(q, "delta"), dtype, q.shape, "adaptive")
+
+
 def test_lossless_names_resolve():
-    assert lossless.resolve("auto", 8, 2) == "lorenzo-zstd"
-    assert lossless.resolve("auto", 16, 3) == "lorenzo-zstd"
-    assert lossless.resolve("auto", 8, 1) == "delta-zstd"
+    assert lossless.resolve("auto", 8, 2) == "adaptive-zstd"
+    assert lossless.resolve("auto", 16, 1) == "adaptive-zstd"
+    assert lossless.codec_for("adaptive-zstd") == LosslessCodec("adaptive", "zstd")
     assert lossless.resolve("auto", 4, 2) == "zstd"
     assert lossless.resolve(None, 8, 2) is None
     assert lossless.codec_for("lorenzo-zstd") == LosslessCodec("lorenzo", "zstd")
@@ -150,3 +168,116 @@ def test_lossless_corrupt_pcodec_chunks_are_store_errors():
     forged = lossless._header(np.dtype(np.uint8), "none", "pcodec", 0, q.shape, len(wide) - off)
     with pytest.raises(StoreError, match="above 255"):
         lossless.decode_chunk(forged + wide[off:], np.uint8, q.shape, "none", "pcodec")
+
+
+# ----------------------------------------------------------------------------- in nquant groups
+
+
+def _field(shape=(96, 80), seed=1):
+    return (smooth_codes(shape, np.uint16, 1 << 16, seed).astype(np.float32) / 100.0).astype(np.float32)
+
+
+def _codes_codecs(path):
+    return [c.to_dict()["name"] for c in zarr.open_group(path)["codes"].metadata.codecs]
+
+
+@pytest.mark.parametrize("compression,bits,codecs", [
+    ("auto", 8, ["nquant.lossless", "crc32c"]),
+    ("auto", 4, ["bytes", "zstd", "crc32c"]),
+    ("delta-zstd", 8, ["nquant.lossless", "crc32c"]),
+    ("zstd", 8, ["bytes", "zstd", "crc32c"]),
+    (None, 8, ["bytes", "crc32c"]),
+])
+def test_lossless_save_and_open_every_compression(tmp_path, compression, bits, codecs):
+    import nquant as nq
+
+    x = _field()
+    q = nq.quantize(x, nq.Uniform(bits=bits))
+    path = str(tmp_path / "q.zarr")
+    nq.save(q, path, chunks=(40, 80), compression=compression)
+    assert _codes_codecs(path) == codecs
+    back = nq.open(path)
+    assert back.info["verified"] is True
+    np.testing.assert_array_equal(np.asarray(back.codes), np.asarray(q.codes))
+    np.testing.assert_array_equal(np.asarray(nq.dequantize(back)), nq.dequantize(q))
+
+
+def test_lossless_quantize_zarr_records_compression_and_ratios(tmp_path):
+    import nquant as nq
+    from nquant.store import storage_summary
+
+    x = _field((200, 120))
+    src = str(tmp_path / "src.zarr")
+    zarr.create_array(src, data=x, chunks=(64, 120))
+    scheme = nq.Uniform(bits=8, zero_point="float")
+    sizes = {}
+    for compression in ("auto", "zstd"):
+        dst = str(tmp_path / f"q-{compression}.zarr")
+        q = nq.quantize_zarr(src, dst, scheme, compression=compression)
+        np.testing.assert_array_equal(np.asarray(nq.dequantize(q)),
+                                      nq.dequantize(nq.quantize(x, scheme)))
+        s = storage_summary(dst)
+        group = zarr.open_group(dst)
+        assert s["stored_bytes"] == sum(z.nbytes_stored() for _, z in group.arrays())
+        assert s["float32_bytes"] == x.size * 4 and s["ratio_float32"] == x.size * 4 / s["stored_bytes"]
+        assert s["source_stored_bytes"] == zarr.open_array(src).nbytes_stored()
+        assert s["ratio_source"] == s["source_stored_bytes"] / s["stored_bytes"]
+        assert s["compression"] == ("adaptive-zstd" if compression == "auto" else "zstd")
+        sizes[compression] = s["stored_bytes"]
+    assert sizes["auto"] < 0.8 * sizes["zstd"]
+    # the compression is part of the request: the same one is a no-op, another one is refused
+    dst = str(tmp_path / "q-auto.zarr")
+    nq.quantize_zarr(src, dst, scheme, compression="adaptive-zstd")
+    with pytest.raises(StoreError, match="compression"):
+        nq.quantize_zarr(src, dst, scheme, compression="delta-zstd")
+
+
+def test_lossless_groups_without_a_recorded_compression_are_zstd(tmp_path):
+    import nquant as nq
+    from nquant.store import _recorded
+
+    x = _field((64, 64))
+    src = str(tmp_path / "src.zarr")
+    zarr.create_array(src, data=x, chunks=(32, 64))
+    dst = str(tmp_path / "q.zarr")
+    nq.quantize_zarr(src, dst, nq.Uniform(bits=4), compression="zstd")
+    g = zarr.open_group(dst, mode="r+")
+    meta = dict(g.attrs["nquant"])
+    del meta["compression"]  # as written before compression was recorded
+    g.attrs["nquant"] = meta
+    assert _recorded(meta)["compression"] == "zstd"
+    nq.quantize_zarr(src, dst, nq.Uniform(bits=4))  # auto is zstd for 4-bit codes: the same request
+    assert zarr.open_group(dst).attrs["nquant"].get("compression") is None
+
+
+@pytest.mark.skipif("pcodec" in CODERS, reason="pcodec is installed")
+def test_lossless_pcodec_missing_is_one_line(tmp_path):
+    import nquant as nq
+
+    with pytest.raises(InputError, match="pip install pcodec"):
+        nq.save(nq.quantize(_field((8, 8)), nq.Uniform()), str(tmp_path / "q.zarr"), compression="pcodec")
+    assert not (tmp_path / "q.zarr").exists()
+
+
+def test_lossless_cli_compression_and_info(tmp_path):
+    from tests.test_cli import nquant
+
+    x = _field((64, 48))
+    np.save(tmp_path / "x.npy", x)
+    dst = tmp_path / "q.zarr"
+    r = nquant("quantize", tmp_path / "x.npy", dst, "--bits", "8", "--compression", "delta-zstd", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json_loads(r.stdout)
+    assert out["compression"] == "delta-zstd" and out["source_stored_bytes"] is None
+    assert out["ratio_float32"] == pytest.approx(x.size * 4 / out["stored_bytes"])
+    r = nquant("info", dst)
+    assert f"stored: {out['stored_bytes']} bytes (delta-zstd), ratio {out['ratio_float32']:.2f} vs float32" \
+        in r.stdout
+    r = nquant("quantize", tmp_path / "x.npy", tmp_path / "b.zarr", "--compression", "lz4")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--compression" in r.stderr
+
+
+def json_loads(text):
+    import json
+
+    return json.loads(text)

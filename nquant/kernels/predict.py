@@ -64,19 +64,31 @@ def encode(q, left, up, planes):
     nbytes = planes.shape[0]
     w = 8 * nbytes
     mask = (np.int64(1) << w) - 1
-    e = 0
+    # one branch-free inner loop per case (first value of a row apart), so that LLVM vectorizes it
     for a in range(A):
         for i in range(N):
-            for j in range(B):
-                r = np.int64(q[a, i, j])
-                if left and j > 0:
-                    r -= np.int64(q[a, i, j - 1])
-                if up and i > 0:
-                    r -= np.int64(q[a, i - 1, j])
-                    if left and j > 0:
-                        r += np.int64(q[a, i - 1, j - 1])
-                _put(planes, e, _zigzag(r & mask, w, mask), nbytes)
-                e += 1
+            e = (a * N + i) * B
+            above = up and i > 0
+            if B == 0:
+                continue
+            r = np.int64(q[a, i, 0]) - (np.int64(q[a, i - 1, 0]) if above else 0)
+            _put(planes, e, _zigzag(r & mask, w, mask), nbytes)
+            if left and above:
+                for j in range(1, B):
+                    r = (np.int64(q[a, i, j]) - np.int64(q[a, i, j - 1]) - np.int64(q[a, i - 1, j])
+                         + np.int64(q[a, i - 1, j - 1]))
+                    _put(planes, e + j, _zigzag(r & mask, w, mask), nbytes)
+            elif left:
+                for j in range(1, B):
+                    r = np.int64(q[a, i, j]) - np.int64(q[a, i, j - 1])
+                    _put(planes, e + j, _zigzag(r & mask, w, mask), nbytes)
+            elif above:
+                for j in range(1, B):
+                    r = np.int64(q[a, i, j]) - np.int64(q[a, i - 1, j])
+                    _put(planes, e + j, _zigzag(r & mask, w, mask), nbytes)
+            else:
+                for j in range(1, B):
+                    _put(planes, e + j, _zigzag(np.int64(q[a, i, j]), w, mask), nbytes)
 
 
 @jit
