@@ -120,13 +120,15 @@ def codec_for(compression):
 
 
 def _entropy(planes):
-    """Order-0 entropy (bits) of the values whose byte planes are ``planes``."""
-    v = planes[0].astype(np.int64)
-    if planes.shape[0] == 2:
-        v |= planes[1].astype(np.int64) << 8
-    counts = np.bincount(v)
-    counts = counts[counts > 0]
-    return float(-(counts * np.log2(counts / v.size)).sum())
+    """Bits an order-0 coder of each byte plane of ``planes`` needs, summed over the planes (what the
+    byte-shuffled stream offers the entropy coder; a per-plane estimate stays sound on samples far
+    smaller than the 65536 values of 16-bit codes)."""
+    total = 0.0
+    for plane in planes:
+        counts = np.bincount(plane, minlength=256)
+        counts = counts[counts > 0]
+        total -= float((counts * np.log2(counts / plane.size)).sum())
+    return total
 
 
 def choose_predictor(codes):
