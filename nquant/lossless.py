@@ -82,10 +82,18 @@ def _pcodec():
     return pcodec
 
 
-def _zstd(level):
-    from numcodecs import Zstd
+_ZSTD = {}
 
-    return Zstd(level=level)
+
+def _zstd(level):
+    """The numcodecs Zstd codec of ``level`` (made once: making one costs more than compressing a small
+    chunk; its encode and decode keep no state between calls)."""
+    codec = _ZSTD.get(level)
+    if codec is None:
+        from numcodecs import Zstd
+
+        codec = _ZSTD[level] = Zstd(level=level)
+    return codec
 
 
 # ----------------------------------------------------------------------------- names
@@ -119,18 +127,6 @@ def codec_for(compression):
 # ----------------------------------------------------------------------------- chunk format
 
 
-def _entropy(planes):
-    """Bits an order-0 coder of each byte plane of ``planes`` needs, summed over the planes (what the
-    byte-shuffled stream offers the entropy coder; a per-plane estimate stays sound on samples far
-    smaller than the 65536 values of 16-bit codes)."""
-    total = 0.0
-    for plane in planes:
-        counts = np.bincount(plane, minlength=256)
-        counts = counts[counts > 0]
-        total -= float((counts * np.log2(counts / plane.size)).sum())
-    return total
-
-
 def choose_predictor(codes):
     """The predictor of the ``adaptive`` mode for a C-contiguous chunk of codes: ``"lorenzo"`` (2-D or
     more; ``"delta"`` along the last axis on 1-D) when its residuals have a lower order-0 entropy than
@@ -147,7 +143,7 @@ def choose_predictor(codes):
     for kind, left, up in ((pred, True, codes.ndim >= 2), ("none", False, False)):
         planes = np.empty((codes.itemsize, sample.size), np.uint8)
         predict.encode(sample, left, up, planes)
-        bits[kind] = _entropy(planes)
+        bits[kind] = predict.entropy_bits(planes)
     return pred if bits[pred] <= bits["none"] else "none"
 
 

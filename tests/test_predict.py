@@ -68,3 +68,15 @@ def test_predict_smooth_codes_give_small_residuals(dtype):
 ])
 def test_predict_views(shape, kind, axis, want):
     assert predict.view3(shape, kind, axis) == want
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 2).flatmap(lambda k: hnp.arrays(np.uint8, st.tuples(st.just(k), st.integers(0, 300)))))
+def test_predict_entropy_bits_matches_reference(planes):
+    assert predict.entropy_bits(planes) == pytest.approx(ref.entropy_bits(planes), rel=1e-12, abs=1e-9)
+
+
+def test_predict_entropy_bits_values():
+    assert predict.entropy_bits(np.zeros((2, 64), np.uint8)) == 0.0
+    assert predict.entropy_bits(np.arange(256, dtype=np.uint8)[None]) == pytest.approx(256 * 8.0)
+    assert predict.entropy_bits(np.array([[0, 1, 0, 1], [5, 5, 5, 5]], np.uint8)) == pytest.approx(4.0)

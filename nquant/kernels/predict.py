@@ -128,3 +128,29 @@ def view3(shape, kind, axis=-1):
     outer = int(np.prod(shape[:ax], dtype=np.int64))
     inner = int(np.prod(shape[ax + 1:], dtype=np.int64))
     return (outer, shape[ax], inner), False, True
+
+
+@jit
+def entropy_bits(planes):
+    """Bits an order-0 coder of each byte plane needs, summed over the planes.
+
+    Parameters
+    ----------
+    planes : ndarray (k, n), uint8
+
+    Returns
+    -------
+    float : ``sum_k -sum_v c_kv log2(c_kv / n)`` over the counts ``c_kv`` of byte ``v`` in plane ``k``
+    """
+    k, n = planes.shape
+    total = 0.0
+    counts = np.zeros(256, np.int64)
+    for p in range(k):
+        counts[:] = 0
+        for e in range(n):
+            counts[planes[p, e]] += 1
+        for v in range(256):
+            c = counts[v]
+            if c > 0:
+                total -= c * np.log2(c / n)
+    return total

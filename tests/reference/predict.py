@@ -36,3 +36,12 @@ def decode(planes, left, up, shape, dtype):
     if left:
         r = np.cumsum(r, axis=2, dtype=r.dtype)
     return r
+
+
+def entropy_bits(planes):
+    """Order-0 entropy in bits of each byte plane, summed."""
+    total = 0.0
+    for plane in np.asarray(planes):
+        _, counts = np.unique(plane, return_counts=True)
+        total -= float((counts * np.log2(counts / plane.size)).sum())
+    return total
