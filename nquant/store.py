@@ -220,10 +220,11 @@ def save(q: QuantizedArray, store: StoreLike, *, chunks: tuple[int, ...] | None 
         fsspec options for a URL ``store`` (e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}``
         for ``s3://``); ignored for local paths and zarr stores.
     compression : str or None
-        Lossless stage of the stored codes (:mod:`nquant.lossless`): ``"auto"`` (2-D Lorenzo
-        prediction, byte shuffle and zstd for codes of whole bytes, zstd for packed ones),
-        ``"lorenzo-zstd"``, ``"delta-zstd"``, ``"lorenzo-pcodec"``, ``"pcodec"``, ``"zstd"``
-        (readable by any Zarr reader) or None (uncompressed).
+        Lossless stage of the stored codes (:mod:`nquant.lossless`): ``"auto"`` (for codes of whole
+        bytes ``"adaptive-zstd"``: 2-D Lorenzo prediction or none per chunk, byte shuffle, zstd;
+        zstd for packed codes), ``"adaptive-zstd"``, ``"lorenzo-zstd"``, ``"delta-zstd"``,
+        ``"lorenzo-pcodec"`` (the smallest), ``"pcodec"``, ``"zstd"`` (readable by any Zarr reader)
+        or None (uncompressed).
 
     Returns
     -------

@@ -281,3 +281,19 @@ def json_loads(text):
     import json
 
     return json.loads(text)
+
+
+# chunks as nquant 0.1 wrote them: every later version must decode them to the same codes
+GOLDEN = [
+    ("4e514c43010202000200040000000000000006000000000000001c0000000000000028b52ffd20309d000030d00e5800"
+     "07020500600a102e8503306c012c", "lorenzo", -1,
+     (np.add.outer(np.arange(4) * 300, np.arange(6) * 7) + 1000).astype(np.uint16)),
+    ("4e514c43010101000200020000000000000003000000000000000f0000000000000028b52ffd20063100000001060e04fa",
+     "delta", 0, np.array([[0, 255, 3], [7, 1, 128]], np.uint8)),
+]
+
+
+@pytest.mark.parametrize("raw,predictor,axis,codes", GOLDEN)
+def test_lossless_golden_chunks_decode(raw, predictor, axis, codes):
+    got = lossless.decode_chunk(bytes.fromhex(raw), codes.dtype, codes.shape, predictor, "zstd", axis)
+    np.testing.assert_array_equal(got, codes)
