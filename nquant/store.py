@@ -231,7 +231,7 @@ def save(q: QuantizedArray, store: StoreLike, *, chunks: tuple[int, ...] | None 
     the store written: ``store`` itself, or the fsspec store opened for a URL with ``storage_options``
     """
     store = as_store(store, storage_options)
-    compression = codes_compression(compression, q.shape, q.bits)
+    codes_compression(compression, q.shape, q.bits)  # an unknown name fails before any write
     with outputs.writing(store), outputs.write_errors(store):
         if outputs.check_destination(store, overwrite, what="store") == "ours" and not overwrite:
             raise StoreError(f"store={store!r} already exists; pass overwrite=True (--overwrite) to "
@@ -245,7 +245,7 @@ def save(q: QuantizedArray, store: StoreLike, *, chunks: tuple[int, ...] | None 
 def write_group(q, location, chunks=None, compression="auto", **extra):
     """Write ``q`` as a complete nquant group at ``location`` (no checks: the caller's output),
     its codes through ``compression`` (:func:`codes_compression`)."""
-    compression = codes_compression(compression, q.shape, q.bits)
+    resolved = codes_compression(compression, q.shape, q.bits)
     xr_labels = q.labels
     if q.is_dask:
         data_chunks = tuple(c[0] for c in q.chunks)
@@ -255,7 +255,7 @@ def write_group(q, location, chunks=None, compression="auto", **extra):
     group = outputs.partial_group(location)
     specs = {name: (_spec_length(arr), arr.dtype) for name, arr in q.side.items()}
     _create_arrays(group, q.scheme, q.shape, q.bits, data_chunks, specs, family(q.scheme),
-                   compression=compression)
+                   compression=resolved)
     codes_z = group["codes"]
     targets, sources = [codes_z], [q.codes.rechunk(codes_z.chunks)]
     for name, arr in q.side.items():
@@ -271,7 +271,8 @@ def write_group(q, location, chunks=None, compression="auto", **extra):
     validate.seal(group)  # the record of every array's chunks, before the complete flag
     outputs.complete_group(group, ATTR, _meta_dict(q.scheme, q.shape, q.dtype, data_chunks, q.bits,
                                                    q.info.get("metrics", {}), complete=True,
-                                                   compression=compression, **extra))
+                                                   compression=compression, codes_compression=resolved,
+                                                   **extra))
     return group
 
 
@@ -349,7 +350,8 @@ def storage_summary(store: StoreLike, *, storage_options: dict[str, Any] | None 
 
     Returns
     -------
-    dict with ``compression`` (the codes' lossless stage, ``nquant.lossless``), ``stored_bytes``
+    dict with ``compression`` (the codes' lossless stage as resolved, ``nquant.lossless``; "zstd"
+    for groups written before it was recorded), ``stored_bytes``
     (every array of the group, metadata included), ``float32_bytes`` (4 bytes per value),
     ``ratio_float32`` (float32 bytes / stored bytes), ``source_stored_bytes`` and ``ratio_source``
     (the source's bytes in its own store / stored bytes; None when the group was not made by
@@ -364,7 +366,7 @@ def storage_summary(store: StoreLike, *, storage_options: dict[str, Any] | None 
     values = math.prod(int(n) for n in meta.get("shape", []))
     source = meta.get("source_stored_bytes")
     source = int(source) if isinstance(source, int) and not isinstance(source, bool) and source > 0 else None
-    return {"compression": meta.get("compression", "zstd"), "stored_bytes": stored, "float32_bytes": 4 * values,
+    return {"compression": meta.get("codes_compression", "zstd"), "stored_bytes": stored, "float32_bytes": 4 * values,
             "ratio_float32": 4 * values / stored if stored else None, "source_stored_bytes": source,
             "ratio_source": source / stored if source and stored else None}
 
@@ -468,7 +470,7 @@ def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *
     data_chunks = tuple(c[0] for c in x.chunks)
     if client is not None:  # a chunk task that cannot fit a worker would kill it again and again
         check_chunk_memory(data_chunks, x.dtype, client=client, param="memory_limit")
-    compression = codes_compression(compression, x.shape, scheme.bits)
+    resolved = codes_compression(compression, x.shape, scheme.bits)
     request = _request(scheme, x.shape, x.dtype, data_chunks, outputs.source_identity(src), compression)
     with outputs.writing(dst), outputs.write_errors(dst):
         if outputs.check_destination(dst, overwrite) == "ours" and not overwrite:
@@ -501,6 +503,7 @@ def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *
         outputs.complete_group(group, ATTR, _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits,
                                                        metrics_from_stats(merged), complete=True,
                                                        source=request["source"], compression=compression,
+                                                       codes_compression=resolved,
                                                        source_stored_bytes=source_stored_bytes(src)))
         finish_partial(location, dst)
         return open(dst)
@@ -514,9 +517,9 @@ def _request(scheme, shape, dtype, chunks, source, compression):
 
 def _recorded(meta):
     """The fingerprint recorded in a group's metadata (``source`` None when it was not recorded; a
-    group written before ``compression`` was recorded has zstd codes)."""
+    group written before ``compression`` was recorded counts as the default request, "auto")."""
     out = {k: meta.get(k) for k in ("format_version", "scheme", "shape", "dtype", "chunks", "source")}
-    out["compression"] = meta.get("compression", "zstd")
+    out["compression"] = meta.get("compression", "auto")
     return out
 
 
@@ -536,7 +539,7 @@ def _start_job(client, fam, scheme, x, dst, data_chunks, request, fresh):
     group.attrs[ATTR] = _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits, {}, complete=False,
                                    source=request["source"], compression=request["compression"])
     params = {} if local_axis is not None else _fit(client, fam, scheme, x)
-    compression = request["compression"]
+    compression = codes_compression(request["compression"], x.shape, scheme.bits)
     specs = {name: (_spec_length(arr), arr.dtype) for name, arr in params.items()}
     if fam.block_quantum(scheme) is not None:
         specs.update(fam.param_specs(scheme, int(np.prod(x.shape, dtype=np.int64))))

@@ -227,27 +227,33 @@ def test_lossless_quantize_zarr_records_compression_and_ratios(tmp_path):
     assert sizes["auto"] < 0.8 * sizes["zstd"]
     # the compression is part of the request: the same one is a no-op, another one is refused
     dst = str(tmp_path / "q-auto.zarr")
-    nq.quantize_zarr(src, dst, scheme, compression="adaptive-zstd")
-    with pytest.raises(StoreError, match="compression"):
+    before = zarr.open_group(dst).attrs.asdict()
+    nq.quantize_zarr(src, dst, scheme)  # compression="auto" again: a no-op
+    assert zarr.open_group(dst).attrs.asdict() == before
+    with pytest.raises(StoreError, match=r'recorded \{"compression": "auto"\}; requested \{"compression": '
+                                         r'"delta-zstd"\}'):
         nq.quantize_zarr(src, dst, scheme, compression="delta-zstd")
 
 
-def test_lossless_groups_without_a_recorded_compression_are_zstd(tmp_path):
+def test_lossless_groups_without_a_recorded_compression(tmp_path):
     import nquant as nq
-    from nquant.store import _recorded
+    from nquant.store import _recorded, storage_summary
 
     x = _field((64, 64))
     src = str(tmp_path / "src.zarr")
     zarr.create_array(src, data=x, chunks=(32, 64))
     dst = str(tmp_path / "q.zarr")
-    nq.quantize_zarr(src, dst, nq.Uniform(bits=4), compression="zstd")
+    nq.quantize_zarr(src, dst, nq.Uniform(bits=8), compression="zstd")
     g = zarr.open_group(dst, mode="r+")
     meta = dict(g.attrs["nquant"])
-    del meta["compression"]  # as written before compression was recorded
+    for key in ("compression", "codes_compression", "source_stored_bytes"):
+        del meta[key]  # as written before they were recorded
     g.attrs["nquant"] = meta
-    assert _recorded(meta)["compression"] == "zstd"
-    nq.quantize_zarr(src, dst, nq.Uniform(bits=4))  # auto is zstd for 4-bit codes: the same request
-    assert zarr.open_group(dst).attrs["nquant"].get("compression") is None
+    assert _recorded(meta)["compression"] == "auto"
+    nq.quantize_zarr(src, dst, nq.Uniform(bits=8))  # the default request: a no-op on the old group
+    assert zarr.open_group(dst).attrs["nquant"] == meta
+    s = storage_summary(dst)
+    assert s["compression"] == "zstd" and s["source_stored_bytes"] is None and s["ratio_source"] is None
 
 
 @pytest.mark.skipif("pcodec" in CODERS, reason="pcodec is installed")
