@@ -192,7 +192,8 @@ def nquant_scheme(x, e):
     lo, hi, step = _step(x, e)
     bits = max(8, int(np.ceil(np.log2(np.floor((hi - lo) / step) + 1))))
     try:
-        return nq.Uniform(bits=bits, zero_point="float", range=(lo, lo + step * (2**bits - 1))), f"bits={bits}"
+        scheme = nq.Uniform(bits=bits, zero_point="float", range=(lo, lo + step * (2**bits - 1)))
+        return scheme, f"bits={bits}"
     except nq.errors.SchemeError:
         return None, f"needs {bits} bits (Uniform has 1..8 here)"
 
@@ -233,7 +234,8 @@ def _codec_rows(prefix, setting, x, encode_codes, decode_codes):
                     codes.dtype.str] + side
 
         def dec(p, codec=codec):
-            codes = lossless.decode_chunk(p[0], np.dtype(p[1]), x.shape, codec.predictor, codec.coder, codec.axis)
+            codes = lossless.decode_chunk(p[0], np.dtype(p[1]), x.shape, codec.predictor, codec.coder,
+                                          codec.axis)
             return decode_codes(codes, p[2:])
 
         rows.append((label, setting, enc, dec))

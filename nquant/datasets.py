@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from nquant import outputs
+from nquant import labels, outputs
 from nquant.api import dequantize, quantize
 from nquant.errors import InputError, StoreError
 from nquant.schemes import FORMAT_VERSION, Scheme
@@ -76,7 +76,7 @@ def _write_exact(group, name, var):
     chunks = tuple(c[0] for c in data.chunks) if hasattr(data, "dask") and var.ndim else (var.shape or None)
     z = group.create_array(name, shape=var.shape, dtype=dtype, chunks=chunks, overwrite=True,
                            attributes={"dims": [str(d) for d in var.dims],
-                                       "attrs": _json_attrs(var.attrs, name)})
+                                       "attrs": labels.json_attrs(var.attrs, f"variable {name!r}")})
     if hasattr(data, "dask"):
         import dask.array as da
 
@@ -84,17 +84,6 @@ def _write_exact(group, name, var):
     else:
         values = np.asarray(data)
         z[...] = values.astype(object) if dtype is str else values
-
-
-def _json_attrs(attrs, name):
-    """``attrs`` as JSON-serialisable values (``InputError`` naming the variable otherwise)."""
-    import json
-
-    try:
-        return json.loads(json.dumps(dict(attrs)))
-    except (TypeError, ValueError) as e:
-        raise InputError(f"variable {name!r} attrs={dict(attrs)!r} cannot be stored: values must be JSON "
-                         f"serialisable ({e})") from e
 
 
 def quantize_dataset(ds: Any, dst: StoreLike, scheme: Scheme | Mapping[str, Scheme | None], *,
@@ -131,7 +120,7 @@ def quantize_dataset(ds: Any, dst: StoreLike, scheme: Scheme | Mapping[str, Sche
         outputs.check_name(name, "variable name", InputError)
         if "/" in name:
             raise InputError(f"variable name={name!r} is not a valid name: a '/' (one level of names)")
-    report = {}
+    report: dict[str, dict[str, Any]] = {}
     with outputs.writing(dst), outputs.write_errors(dst):
         if outputs.check_destination(dst, overwrite) == "ours" and not overwrite:
             raise StoreError(f"dst={dst!r} already exists; pass overwrite=True to replace it")
@@ -146,12 +135,13 @@ def quantize_dataset(ds: Any, dst: StoreLike, scheme: Scheme | Mapping[str, Sche
                 report[name] = {"stored": "exact", "bits_per_value": None}
                 continue
             q = quantize(var, s)
-            write_group(q, outputs.inside(partial, os.path.join(partial, VARS, name)), compression=compression)
+            location = outputs.inside(partial, os.path.join(partial, VARS, name))
+            write_group(q, location, compression=compression)
             report[name] = {"stored": "quantized", "bits_per_value": q.bits_per_value}
         for name, c in ds.coords.items():
             _write_exact(coords, str(name), c.variable)
         outputs.complete_group(root, DATASET_ATTR, {
-            "format_version": FORMAT_VERSION, "complete": True, "attrs": _json_attrs(ds.attrs, "ds"),
+            "format_version": FORMAT_VERSION, "complete": True, "attrs": labels.json_attrs(ds.attrs, "ds"),
             "variables": {n: r["stored"] for n, r in report.items()}, "coords": [str(c) for c in ds.coords]})
         finish_partial(partial, dst)
     return report

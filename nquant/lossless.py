@@ -51,6 +51,7 @@ allocated beforehand.  Anything else is a :class:`nquant.errors.StoreError`.
 import asyncio
 import dataclasses
 import struct
+from typing import Any
 
 import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
@@ -68,7 +69,8 @@ SAMPLE_VALUES = 1 << 16
 CODERS = ("zstd", "pcodec")
 DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 DEFAULT_LEVEL = 3
-COMPRESSIONS = ("auto", "adaptive-zstd", "lorenzo-zstd", "delta-zstd", "lorenzo-pcodec", "pcodec", "zstd", None)
+COMPRESSIONS = ("auto", "adaptive-zstd", "lorenzo-zstd", "delta-zstd", "lorenzo-pcodec", "pcodec", "zstd",
+                None)
 _PREFIX = struct.Struct("<4sBBBBBB")
 _U64 = struct.Struct("<Q")
 _ZSTD_MAGIC = 0xFD2FB528
@@ -82,7 +84,7 @@ def _pcodec():
     return pcodec
 
 
-_ZSTD = {}
+_ZSTD: dict[int, Any] = {}
 
 
 def _zstd(level):
@@ -137,7 +139,10 @@ def choose_predictor(codes):
     if codes.size == 0:
         return pred
     rows = min(n, max(2, SAMPLE_VALUES // max(1, b)))
-    sample = codes.reshape(-1, n, b)[:1, :rows] if codes.ndim >= 2 else codes[:SAMPLE_VALUES].reshape(1, 1, -1)
+    if codes.ndim >= 2:
+        sample = codes.reshape(-1, n, b)[:1, :rows]
+    else:
+        sample = codes[:SAMPLE_VALUES].reshape(1, 1, -1)
     sample = np.ascontiguousarray(sample)
     bits = {}
     for kind, left, up in ((pred, True, codes.ndim >= 2), ("none", False, False)):

@@ -187,11 +187,13 @@ def _codes_codecs(compression):
     return {"compressors": crc} if codec is None else {"serializer": codec, "compressors": crc}
 
 
-def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs, fam, local_axis=None, compression="zstd"):
+def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs, fam, local_axis=None,
+                   compression="zstd"):
     """Create ``codes`` (through the resolved ``compression``) and the side arrays (fill value 0,
     zstd then a crc32c checksum: ``validate.compressors``)."""
-    group.create_array("codes", shape=packed_shape(shape, bits), chunks=validate.codes_chunks(data_chunks, bits),
-                       dtype=np.uint8, overwrite=True, fill_value=0, **_codes_codecs(compression))
+    group.create_array("codes", shape=packed_shape(shape, bits),
+                       chunks=validate.codes_chunks(data_chunks, bits), dtype=np.uint8, overwrite=True,
+                       fill_value=0, **_codes_codecs(compression))
     for name, (length, dtype) in side_specs.items():
         group.create_array(name, shape=_side_shape(length), dtype=dtype, overwrite=True, fill_value=0,
                            chunks=_side_chunks(fam, scheme, name, data_chunks, length, local_axis),
@@ -366,7 +368,8 @@ def storage_summary(store: StoreLike, *, storage_options: dict[str, Any] | None 
     values = math.prod(int(n) for n in meta.get("shape", []))
     source = meta.get("source_stored_bytes")
     source = int(source) if isinstance(source, int) and not isinstance(source, bool) and source > 0 else None
-    return {"compression": meta.get("codes_compression", "zstd"), "stored_bytes": stored, "float32_bytes": 4 * values,
+    return {"compression": meta.get("codes_compression", "zstd"), "stored_bytes": stored,
+            "float32_bytes": 4 * values,
             "ratio_float32": 4 * values / stored if stored else None, "source_stored_bytes": source,
             "ratio_source": source / stored if source and stored else None}
 
@@ -512,7 +515,8 @@ def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *
 def _request(scheme, shape, dtype, chunks, source, compression):
     """The fingerprint of a streaming job: what a finished output must match to be reused."""
     return {"format_version": FORMAT_VERSION, "scheme": json.loads(scheme.to_json()), "shape": list(shape),
-            "dtype": np.dtype(dtype).str, "chunks": list(chunks), "source": source, "compression": compression}
+            "dtype": np.dtype(dtype).str, "chunks": list(chunks), "source": source,
+            "compression": compression}
 
 
 def _recorded(meta):

@@ -305,7 +305,8 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, s
         x = open_array(source)
         compile_first = (lambda: _compile_first(s, x.dtype, x.ndim, client)) if progress else None
         q = quantize_zarr(source, dst, s, overwrite=overwrite, client=client, progress=progress,
-                          before_compute=compile_first, compression=None if compression == "none" else compression)
+                          before_compute=compile_first,
+                          compression=None if compression == "none" else compression)
     info = _info_dict(dst, q)
     _emit(info, as_json, _info_text(info))
 
@@ -335,9 +336,9 @@ def _info_text(info):
              f"  bits/value: {info['bits_per_value']:.4f} (side information included), {info['nbytes']} bytes"]
     if info.get("ratio_float32") is not None:
         source = info.get("ratio_source")
-        lines.append(f"  stored: {info['stored_bytes']} bytes ({info['compression'] or 'uncompressed'}), ratio "
-                     f"{info['ratio_float32']:.2f} vs float32" + ("" if source is None else
-                                                                  f", {source:.2f} vs the source's stored bytes"))
+        against_source = "" if source is None else f", {source:.2f} vs the source's stored bytes"
+        lines.append(f"  stored: {info['stored_bytes']} bytes ({info['compression'] or 'uncompressed'}), "
+                     f"ratio {info['ratio_float32']:.2f} vs float32{against_source}")
     if m:
         lines.append(f"  error: rmse {m['rmse']:.4g}, max abs {m['max_abs']:.4g}, "
                      f"SQNR {m['sqnr_db']:.2f} dB, bias {m['bias']:.3g}")
