@@ -18,6 +18,7 @@ from nquant.adaptive import adaptive_round, hessian
 from nquant.kmeans import KMeans, assign
 from nquant.pq import ProductQuantizer
 from nquant.store import dequantize_zarr, quantize_zarr, save
+from nquant.datasets import open_dataset, quantize_dataset
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,8 @@ __all__ = [
     "quantize",
     "quantize_safetensors",
     "quantize_zarr",
+    "quantize_dataset",
+    "open_dataset",
     "save",
     "scheme_from_json",
     "unpack",

@@ -29,7 +29,8 @@ def is_dataarray(x):
     return any(t.__name__ == "DataArray" and t.__module__.startswith("xarray") for t in type(x).__mro__)
 
 
-def _json_attrs(attrs, what):
+def json_attrs(attrs, what):
+    """``attrs`` as JSON values; ``InputError`` naming ``what`` when they are not serialisable."""
     try:
         return json.loads(json.dumps(dict(attrs)))
     except (TypeError, ValueError) as e:
@@ -44,9 +45,9 @@ def unwrap(x):
     coords = {}
     for name, c in x.coords.items():
         coords[str(name)] = {"dims": [str(d) for d in c.dims], "values": np.asarray(c.values),
-                             "attrs": _json_attrs(c.attrs, f"coordinate {name!r}")}
+                             "attrs": json_attrs(c.attrs, f"coordinate {name!r}")}
     labels = {"dims": [str(d) for d in x.dims], "name": None if x.name is None else str(x.name),
-              "attrs": _json_attrs(x.attrs, "x"), "coords": coords}
+              "attrs": json_attrs(x.attrs, "x"), "coords": coords}
     return x.data, labels
 
 

@@ -48,7 +48,8 @@ from nquant.errors import StoreError
 PARTIAL = ".partial"
 LOCK = ".lock"
 # group (or array) attributes that mark an nquant output
-MARKS = ("nquant", "nquant_model", "nquant_pq", "nquant_array", "nquant_partial", "nquant_calibration")
+MARKS = ("nquant", "nquant_model", "nquant_pq", "nquant_array", "nquant_partial", "nquant_calibration",
+         "nquant_dataset")
 ARRAY_MARK = "nquant_array"
 PARTIAL_MARK = "nquant_partial"
 """Attribute of a partial Zarr group from the moment nquant creates it (removed when complete),

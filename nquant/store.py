@@ -6,7 +6,8 @@ Group layout (Zarr v3), one group per quantized array::
                          chunks, bits, metrics, complete, source}  (source: the streaming
                          job's source identity, part of the fingerprint; nquant.outputs)
     <group>/codes        uint8, row-packed codes (``nquant.packing.pack_codes``: each row of
-                         the last axis an MSB-first bit stream), chunked like the data;
+                         the last axis an MSB-first bit stream), chunked like the data, through
+                         the lossless stage named by ``compression`` (``nquant.lossless``);
                          uint16, one per value, for 9..16-bit codes
     <group>/scale, ...   side arrays: one value per tensor, per axis index or per block;
                          block-wise ones chunked like the data's chunks
@@ -22,6 +23,7 @@ group without it is incomplete and never read as a result.
 
 import builtins
 import json
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +33,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from nquant import chunked, labels, outputs, validate
+from nquant import chunked, labels, lossless, outputs, validate
 from nquant._threads import in_task
 from nquant.cluster import check_chunk_memory
 from nquant.containers import QuantizedArray
@@ -170,11 +172,29 @@ def _meta_dict(scheme, shape, dtype, chunks, bits, metrics, complete, **extra):
             "bits": int(bits), "metrics": metrics, "complete": complete, **extra}
 
 
-def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs, fam, local_axis=None):
-    """Create ``codes`` and the side arrays (fill value 0, zstd then a crc32c checksum:
-    ``validate.compressors``)."""
-    group.create_array("codes", shape=packed_shape(shape, bits), chunks=validate.codes_chunks(data_chunks, bits),
-                       dtype=code_dtype(bits), overwrite=True, fill_value=0, compressors=validate.compressors())
+def codes_compression(compression, shape, bits):
+    """The resolved ``compression`` name (``nquant.lossless.resolve``) of the codes of an array of
+    ``shape`` coded with ``bits`` bits: prediction only where each code fills whole elements."""
+    return lossless.resolve(compression, 8 if packed_shape(shape, bits) == tuple(shape) else bits, len(shape))
+
+
+def _codes_codecs(compression):
+    """``create_array`` keywords of the codes array for a resolved ``compression`` name; every one
+    ends with a crc32c checksum (``nquant.validate``)."""
+    if compression == "zstd":
+        return {"compressors": validate.compressors()}
+    crc = (zarr.codecs.Crc32cCodec(),)
+    codec = lossless.codec_for(compression)
+    return {"compressors": crc} if codec is None else {"serializer": codec, "compressors": crc}
+
+
+def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs, fam, local_axis=None,
+                   compression="zstd"):
+    """Create ``codes`` (through the resolved ``compression``) and the side arrays (fill value 0,
+    zstd then a crc32c checksum: ``validate.compressors``)."""
+    group.create_array("codes", shape=packed_shape(shape, bits),
+                       chunks=validate.codes_chunks(data_chunks, bits), dtype=code_dtype(bits), overwrite=True,
+                       fill_value=0, **_codes_codecs(compression))
     for name, (length, dtype) in side_specs.items():
         group.create_array(name, shape=_side_shape(length), dtype=dtype, overwrite=True, fill_value=0,
                            chunks=_side_chunks(fam, scheme, name, data_chunks, length, local_axis),
@@ -185,7 +205,8 @@ def _create_arrays(group, scheme, shape, bits, data_chunks, side_specs, fam, loc
 
 
 def save(q: QuantizedArray, store: StoreLike, *, chunks: tuple[int, ...] | None = None,
-         overwrite: bool = False, storage_options: dict[str, Any] | None = None) -> StoreLike:
+         overwrite: bool = False, storage_options: dict[str, Any] | None = None,
+         compression: str | None = "auto") -> StoreLike:
     """Write a ``QuantizedArray`` to a Zarr group (path, fsspec URL or zarr store).
 
     Parameters
@@ -201,24 +222,33 @@ def save(q: QuantizedArray, store: StoreLike, *, chunks: tuple[int, ...] | None 
     storage_options : dict, optional
         fsspec options for a URL ``store`` (e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}``
         for ``s3://``); ignored for local paths and zarr stores.
+    compression : str or None
+        Lossless stage of the stored codes (:mod:`nquant.lossless`): ``"auto"`` (for codes of whole
+        bytes ``"adaptive-zstd"``: 2-D Lorenzo prediction or none per chunk, byte shuffle, zstd;
+        zstd for packed codes), ``"adaptive-zstd"``, ``"lorenzo-zstd"``, ``"delta-zstd"``,
+        ``"lorenzo-pcodec"`` (the smallest), ``"pcodec"``, ``"zstd"`` (readable by any Zarr reader)
+        or None (uncompressed).
 
     Returns
     -------
     the store written: ``store`` itself, or the fsspec store opened for a URL with ``storage_options``
     """
     store = as_store(store, storage_options)
+    codes_compression(compression, q.shape, q.bits)  # an unknown name fails before any write
     with outputs.writing(store), outputs.write_errors(store):
         if outputs.check_destination(store, overwrite, what="store") == "ours" and not overwrite:
             raise StoreError(f"store={store!r} already exists; pass overwrite=True (--overwrite) to "
                              "replace it")
         location = _start_partial(store)
-        write_group(q, location, chunks)
+        write_group(q, location, chunks, compression=compression)
         finish_partial(location, store)
     return store
 
 
-def write_group(q, location, chunks=None, **extra):
-    """Write ``q`` as a complete nquant group at ``location`` (no checks: the caller's output)."""
+def write_group(q, location, chunks=None, compression="auto", **extra):
+    """Write ``q`` as a complete nquant group at ``location`` (no checks: the caller's output),
+    its codes through ``compression`` (:func:`codes_compression`)."""
+    resolved = codes_compression(compression, q.shape, q.bits)
     xr_labels = q.labels
     if q.is_dask:
         data_chunks = tuple(c[0] for c in q.chunks)
@@ -227,7 +257,8 @@ def write_group(q, location, chunks=None, **extra):
         data_chunks = tuple(c[0] for c in q.chunks)
     group = outputs.partial_group(location)
     specs = {name: (_spec_length(arr), arr.dtype) for name, arr in q.side.items()}
-    _create_arrays(group, q.scheme, q.shape, q.bits, data_chunks, specs, family(q.scheme))
+    _create_arrays(group, q.scheme, q.shape, q.bits, data_chunks, specs, family(q.scheme),
+                   compression=resolved)
     codes_z = group["codes"]
     targets, sources = [codes_z], [q.codes.rechunk(codes_z.chunks)]
     for name, arr in q.side.items():
@@ -242,7 +273,9 @@ def write_group(q, location, chunks=None, **extra):
         extra["adaptive_round"] = q.info["adaptive_round"]
     validate.seal(group)  # the record of every array's chunks, before the complete flag
     outputs.complete_group(group, ATTR, _meta_dict(q.scheme, q.shape, q.dtype, data_chunks, q.bits,
-                                                   q.info.get("metrics", {}), complete=True, **extra))
+                                                   q.info.get("metrics", {}), complete=True,
+                                                   compression=compression, codes_compression=resolved,
+                                                   **extra))
     return group
 
 
@@ -300,6 +333,48 @@ def open(store: StoreLike, *, storage_options: dict[str, Any] | None = None) -> 
                           side=side, info=info, chunks=lay.data_chunks, labels=labels.read(group, store))
 
 
+# ----------------------------------------------------------------------------- bytes on disk
+
+
+def source_stored_bytes(src):
+    """Bytes the source ``src`` takes in its store (a Zarr array: its chunks and metadata), or None
+    (a Dask array, or a store that cannot be listed)."""
+    if isinstance(src, da.Array):
+        return None
+    try:
+        z = src if isinstance(src, zarr.Array) else zarr.open_array(src, mode="r")
+        return int(z.nbytes_stored())
+    except Exception:  # an unlistable store: the figure is left out, never the job
+        return None
+
+
+def storage_summary(store: StoreLike, *, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Bytes on disk of the nquant group ``store`` and its compression ratios.
+
+    Returns
+    -------
+    dict with ``compression`` (the codes' lossless stage as resolved, ``nquant.lossless``; "zstd"
+    for groups written before it was recorded), ``stored_bytes``
+    (every array of the group, metadata included), ``float32_bytes`` (4 bytes per value),
+    ``ratio_float32`` (float32 bytes / stored bytes), ``source_stored_bytes`` and ``ratio_source``
+    (the source's bytes in its own store / stored bytes; None when the group was not made by
+    :func:`quantize_zarr` from a Zarr array)
+    """
+    store = as_store(store, storage_options)
+    group = open_group(store)
+    meta = group_meta(group, store)
+    stored = 0
+    for _, z in group.arrays():
+        stored += int(z.nbytes_stored())
+    values = math.prod(int(n) for n in meta.get("shape", []))
+    source = meta.get("source_stored_bytes")
+    source = int(source) if isinstance(source, int) and not isinstance(source, bool) and source > 0 else None
+    return {"compression": meta.get("codes_compression", "zstd"), "stored_bytes": stored,
+            "float32_bytes": 4 * values,
+            "ratio_float32": 4 * values / stored if stored else None, "source_stored_bytes": source,
+            "ratio_source": source / stored if source and stored else None}
+
+
 # ----------------------------------------------------------------------------- streaming jobs
 
 
@@ -354,7 +429,8 @@ def _quantize_chunk(chunk, job):
 def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *, overwrite: bool = False,
                   resume: bool = True, client: Any = None, progress: bool = False,
                   storage_options: dict[str, Any] | None = None,
-                  before_compute: Callable[[], object] | None = None) -> QuantizedArray:
+                  before_compute: Callable[[], object] | None = None,
+                  compression: str | None = "auto") -> QuantizedArray:
     """Quantize a Zarr array chunk by chunk into an nquant group, out of core.
 
     Parameters
@@ -381,6 +457,8 @@ def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *
         Called with no arguments once the request is checked and work remains, before the first
         statistics pass or chunk task (the command line compiles the kernels there and says so, so
         that neither a refused request nor the progress bar carries the compilation).
+    compression : str or None
+        Lossless stage of the stored codes (as :func:`save`; part of the fingerprint).
 
     Returns
     -------
@@ -406,7 +484,8 @@ def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *
     data_chunks = tuple(c[0] for c in x.chunks)
     if client is not None:  # a chunk task that cannot fit a worker would kill it again and again
         check_chunk_memory(data_chunks, x.dtype, client=client, param="memory_limit")
-    request = _request(scheme, x.shape, x.dtype, data_chunks, outputs.source_identity(src))
+    resolved = codes_compression(compression, x.shape, scheme.bits)
+    request = _request(scheme, x.shape, x.dtype, data_chunks, outputs.source_identity(src), compression)
     with outputs.writing(dst), outputs.write_errors(dst):
         if outputs.check_destination(dst, overwrite) == "ours" and not overwrite:
             meta = _try_meta(dst)
@@ -443,20 +522,26 @@ def quantize_zarr(src: ArrayInput | StoreLike, dst: StoreLike, scheme: Scheme, *
         validate.seal(group)  # the record of every array's chunks, before the complete flag
         outputs.complete_group(group, ATTR, _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits,
                                                        metrics_from_stats(merged), complete=True,
-                                                       source=request["source"]))
+                                                       source=request["source"], compression=compression,
+                                                       codes_compression=resolved,
+                                                       source_stored_bytes=source_stored_bytes(src)))
         finish_partial(location, dst)
         return open(dst)
 
 
-def _request(scheme, shape, dtype, chunks, source):
+def _request(scheme, shape, dtype, chunks, source, compression):
     """The fingerprint of a streaming job: what a finished output must match to be reused."""
     return {"format_version": FORMAT_VERSION, "scheme": json.loads(scheme.to_json()), "shape": list(shape),
-            "dtype": np.dtype(dtype).str, "chunks": list(chunks), "source": source}
+            "dtype": np.dtype(dtype).str, "chunks": list(chunks), "source": source,
+            "compression": compression}
 
 
 def _recorded(meta):
-    """The fingerprint recorded in a group's metadata (``source`` None when it was not recorded)."""
-    return {k: meta.get(k) for k in ("format_version", "scheme", "shape", "dtype", "chunks", "source")}
+    """The fingerprint recorded in a group's metadata (``source`` None when it was not recorded; a
+    group written before ``compression`` was recorded counts as the default request, "auto")."""
+    out = {k: meta.get(k) for k in ("format_version", "scheme", "shape", "dtype", "chunks", "source")}
+    out["compression"] = meta.get("compression", "auto")
+    return out
 
 
 def _start_job(client, fam, scheme, x, dst, data_chunks, request, fresh):
@@ -473,14 +558,15 @@ def _start_job(client, fam, scheme, x, dst, data_chunks, request, fresh):
     location = _start_partial(dst)
     group = outputs.partial_group(location)
     group.attrs[ATTR] = _meta_dict(scheme, x.shape, x.dtype, data_chunks, scheme.bits, {}, complete=False,
-                                   source=request["source"])
+                                   source=request["source"], compression=request["compression"])
     params = {} if local_axis is not None else _fit(client, fam, scheme, x)
+    compression = codes_compression(request["compression"], x.shape, scheme.bits)
     specs = {name: (_spec_length(arr), arr.dtype) for name, arr in params.items()}
     if fam.block_quantum(scheme) is not None:
         specs.update(fam.param_specs(scheme, int(np.prod(x.shape, dtype=np.int64))))
     elif local_axis is not None:
         specs.update({name: (x.shape[local_axis], dtype) for name, dtype in local_names.items()})
-    _create_arrays(group, scheme, x.shape, scheme.bits, data_chunks, specs, fam, local_axis)
+    _create_arrays(group, scheme, x.shape, scheme.bits, data_chunks, specs, fam, local_axis, compression)
     for name, arr in params.items():
         group[name][...] = arr
     # chunk_stats last: a partial group that has it has its parameters (and can be resumed);

@@ -76,6 +76,12 @@ def test_zarr_uniform_workflow(tmp_path):
     # the verify step recomputes what the store recorded while writing
     stored = nq.open(str(tmp_path / "weights-int4-block64.zarr")).info["metrics"]
     assert j["weights-int4-block64"]["rmse"] == pytest.approx(stored["rmse"], rel=1e-9)
+    # bytes on disk: the stored ratio against float32, the codes' lossless stage
+    from nquant.store import storage_summary
+
+    summary = storage_summary(str(tmp_path / "weights-int8.zarr"))
+    assert j["weights-int8"]["ratio_float32"] == summary["ratio_float32"] > 1
+    assert (j["weights-int8"]["compression"], j["weights-int4-block64"]["compression"]) == ("adaptive-zstd", "zstd")
 
 
 def test_model_nf4_workflow(tmp_path):

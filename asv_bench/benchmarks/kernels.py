@@ -23,6 +23,7 @@ from nquant.kernels import (
     kmeans1d,
     lloyd,
     memory,
+    predict,
     rng,
     smawk,
     stats,
@@ -300,6 +301,26 @@ class Pq:
 
     def time_lut_search(self):
         kpq.lut_search(self.bt, self.codes, 1, self.pd, self.pi)
+
+
+class Predict:
+    """2-D Lorenzo prediction, zigzag and byte planes of smooth uint16 codes, and its inverse."""
+
+    def setup(self):
+        cols = 1024
+        field = np.cumsum(np.cumsum(common.gaussian(common.N // cols * cols), 0).reshape(-1, cols), 1)
+        span = float(field.max() - field.min()) or 1.0
+        self.q = ((field - field.min()) * (4000.0 / span)).astype(np.uint16)[None]
+        self.planes = np.empty((2, self.q.size), np.uint8)
+        self.out = np.empty_like(self.q)
+        predict.encode(self.q, True, True, self.planes)
+        predict.decode(self.planes, True, True, self.out)
+
+    def time_encode(self):
+        predict.encode(self.q, True, True, self.planes)
+
+    def time_decode(self):
+        predict.decode(self.planes, True, True, self.out)
 
 
 class Rng:

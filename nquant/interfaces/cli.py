@@ -43,7 +43,8 @@ from nquant.models import (
 )
 from nquant.progress import bar_open
 from nquant.schemes import RANGES
-from nquant.store import dequantize_zarr, open_array, quantize_zarr
+from nquant.lossless import COMPRESSIONS
+from nquant.store import dequantize_zarr, open_array, quantize_zarr, storage_summary
 from nquant.store import open as open_store
 from nquant.verify import verify_chunks
 
@@ -332,10 +333,14 @@ def _model_text(dst, report):
 @click.option("--overwrite", is_flag=True, help="Recompute even if DST is complete.")
 @click.option("--abs-error", type=float, default=None,
               help="Guarantee max |x - x_hat| <= ABS_ERROR (a uniform scheme; 16-bit codes unless --bits).")
+@click.option("--compression", default="auto", show_default=True,
+              type=click.Choice([c or "none" for c in COMPRESSIONS]),
+              help="Lossless stage of the stored codes (auto: Lorenzo prediction + zstd for whole-byte "
+                   "codes, zstd for packed ones; pcodec: smallest, slower; zstd: readable without nquant).")
 @_guard
 def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, calibration, recipe, recipe_for,
              damp, act_order, include, dequantized, scheduler, workers, threads_per_worker, memory_limit, as_json,
-             progress, overwrite, abs_error):
+             progress, overwrite, abs_error, compression):
     """Quantize SRC (a Zarr array, .npy or .safetensors file) into the nquant Zarr group DST.
 
     A .safetensors model gets one group per floating tensor of 2 or more dimensions; with
@@ -386,7 +391,8 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, c
         x = open_array(source)
         compile_first = (lambda: _compile_first(s, x.dtype, x.ndim, client)) if progress else None
         q = quantize_zarr(source, dst, s, overwrite=overwrite, client=client, progress=progress,
-                          before_compute=compile_first)
+                          before_compute=compile_first,
+                          compression=None if compression == "none" else compression)
     info = _info_dict(dst, q)
     _emit(info, as_json, _info_text(info))
 
@@ -405,7 +411,8 @@ def _compile_first(scheme, dtype, ndim, client=None):
 def _info_dict(store, q):
     return {"store": os.fspath(store), "scheme": json.loads(q.scheme.to_json()), "shape": list(q.shape),
             "dtype": str(q.dtype), "chunks": [list(c) for c in q.chunks] if q.chunks else None,
-            "bits_per_value": q.bits_per_value, "nbytes": q.nbytes, "metrics": q.info.get("metrics", {})}
+            "bits_per_value": q.bits_per_value, "nbytes": q.nbytes, "metrics": q.info.get("metrics", {}),
+            **storage_summary(store)}
 
 
 def _info_text(info):
@@ -413,6 +420,11 @@ def _info_text(info):
     lines = [f"{info['store']}: {info['dtype']} {tuple(info['shape'])}",
              f"  scheme: {json.dumps({k: v for k, v in info['scheme'].items() if k != 'format_version'})}",
              f"  bits/value: {info['bits_per_value']:.4f} (side information included), {info['nbytes']} bytes"]
+    if info.get("ratio_float32") is not None:
+        source = info.get("ratio_source")
+        against_source = "" if source is None else f", {source:.2f} vs the source's stored bytes"
+        lines.append(f"  stored: {info['stored_bytes']} bytes ({info['compression'] or 'uncompressed'}), "
+                     f"ratio {info['ratio_float32']:.2f} vs float32{against_source}")
     if m:
         lines.append(f"  error: rmse {m['rmse']:.4g}, max abs {m['max_abs']:.4g}, "
                      f"SQNR {m['sqnr_db']:.2f} dB, bias {m['bias']:.3g}")

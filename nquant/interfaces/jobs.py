@@ -29,7 +29,7 @@ from nquant.metrics import error_stats, merge_error_stats, metrics_from_stats
 from nquant.models import open_model, quantize_safetensors
 from nquant.pq import ProductQuantizer
 from nquant.safetensors_io import read_tensors
-from nquant.store import PARTIAL, quantize_zarr
+from nquant.store import PARTIAL, quantize_zarr, storage_summary
 
 PQ_FIELDS = ("type", "M", "nbits", "seed", "max_iter", "tol", "init")
 PQ_ATTR = "nquant_pq"
@@ -115,6 +115,8 @@ def run_array_job(src, dst, scheme, *, overwrite, client, progress, verify):
               "seconds": seconds, "throughput_mb_s": src.nbytes / seconds / 1e6,
               "compile_seconds": compiled["seconds"] + log.seconds,
               "compiled": compiled["kernels"] + log.kernels}
+    stored = storage_summary(dst)
+    result.update({k: stored[k] for k in ("compression", "stored_bytes", "ratio_float32", "ratio_source")})
     return result, view
 
 

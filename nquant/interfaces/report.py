@@ -1,7 +1,8 @@
 """Workflow reports: ``report.json``, ``report.md`` with PNG figures, and a self-contained ``report.html``.
 
 Per job: scheme, shape, bits/value with side information, RMSE, max error, SQNR, bias,
-fraction clipped, throughput (kernel compilation excluded; its time is a column of its own) and
+fraction clipped, compression ratio of the bytes stored against float32 and against the source's
+stored bytes (array jobs), throughput (kernel compilation excluded; its time is a column of its own) and
 recall for product quantizers.  Figures
 (:mod:`nquant.interfaces.plots`, when matplotlib is installed): per job the value histogram with
 the quantization levels and the error histogram; across jobs SQNR against bits.  The
@@ -22,6 +23,7 @@ from nquant.schemes import scheme_from_json
 NO_PLOTS = "Figures need matplotlib: pip install 'nquant[plot]'."
 COLUMNS = (("bits/value", "bits_per_value", ".3f"), ("RMSE", "rmse", ".4g"), ("max abs error", "max_abs", ".4g"),
            ("SQNR (dB)", "sqnr_db", ".2f"), ("bias", "bias", ".2e"), ("clipped", "fraction_clipped", ".3%"),
+           ("stored ratio vs float32", "ratio_float32", ".2f"), ("vs source", "ratio_source", ".2f"),
            ("MB/s (compile excluded)", "throughput_mb_s", ".1f"), ("compile (s)", "compile_seconds", ".2f"))
 
 
