@@ -154,14 +154,31 @@ def argmin_strip(X, r0, w, col0, CT, xt, acc, best, idx):
         for q in range(ds):
             xt[q, i] = xr[col0 + q]
     for j in range(k):
+        if ds == 8:
+            _nearest8(xt, w, CT, j, best, idx)
+            continue
+        # sums over q in order, four terms per sweep over the rows: fewer loads and stores of
+        # acc than one term per sweep, the same float sums
         for i in range(w):
             acc[i] = 0
-        for q in range(ds):
+        q = 0
+        while q + 4 <= ds:
+            c0, c1, c2, c3 = CT[q, j], CT[q + 1, j], CT[q + 2, j], CT[q + 3, j]
+            x0, x1, x2, x3 = xt[q], xt[q + 1], xt[q + 2], xt[q + 3]
+            for i in range(w):
+                t0 = x0[i] - c0
+                t1 = x1[i] - c1
+                t2 = x2[i] - c2
+                t3 = x3[i] - c3
+                acc[i] = acc[i] + t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3
+            q += 4
+        while q < ds:
             c = CT[q, j]
             xq = xt[q]
             for i in range(w):
                 t = xq[i] - c
                 acc[i] += t * t
+            q += 1
         if j == 0:
             for i in range(w):
                 best[i] = acc[i]
@@ -173,6 +190,33 @@ def argmin_strip(X, r0, w, col0, CT, xt, acc, best, idx):
                 take = v < b
                 best[i] = v if take else b
                 idx[i] = j if take else idx[i]
+
+
+@jit
+def _nearest8(xt, w, CT, j, best, idx):
+    """Center ``j`` of :func:`argmin_strip` for eight dimensions: the distances stay in registers
+    (the same sums, in the same order, as the general loop)."""
+    c0, c1, c2, c3 = CT[0, j], CT[1, j], CT[2, j], CT[3, j]
+    c4, c5, c6, c7 = CT[4, j], CT[5, j], CT[6, j], CT[7, j]
+    x0, x1, x2, x3, x4, x5, x6, x7 = xt[0], xt[1], xt[2], xt[3], xt[4], xt[5], xt[6], xt[7]
+    for i in range(w):
+        t0 = x0[i] - c0
+        t1 = x1[i] - c1
+        t2 = x2[i] - c2
+        t3 = x3[i] - c3
+        t4 = x4[i] - c4
+        t5 = x5[i] - c5
+        t6 = x6[i] - c6
+        t7 = x7[i] - c7
+        v = t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3 + t4 * t4 + t5 * t5 + t6 * t6 + t7 * t7
+        if j == 0:
+            best[i] = v
+            idx[i] = 0
+        else:
+            b = best[i]
+            take = v < b
+            best[i] = v if take else b
+            idx[i] = j if take else idx[i]
 
 
 @jit_parallel
