@@ -12,6 +12,12 @@ Numerics
   :mod:`nquant.kernels.assign`.  To keep the identity accurate, k-means works on data shifted by
   the mean of the fitting sample (all rows of a NumPy input, the ``init_size`` sample of a Dask
   input); centers are reported in the original coordinates.
+- Lloyd on a NumPy input (``d > 16``) keeps, per row, an upper bound of the distance to its
+  center and a lower bound of the distance to the others (Hamerly 2010), moved by how far the
+  centers move; an iteration searches only the rows whose bounds no longer separate.  The bounds
+  include the worst-case rounding of the GEMM identity, so every label is the exact nearest
+  center (as a full search, up to centers within rounding of each other), and the inertia of the
+  final centers is summed from exact differences.
 - Partial sums are float64; centers keep the data's dtype (float32 or float64; float16 is
   computed in float32).
 - BLAS runs single-threaded while a fit or an assignment runs, and nquant spreads the GEMMs over

@@ -23,6 +23,9 @@ Two paths, one result convention:
   cancel); used by k-means on low-dimensional data and by product quantization
   (:mod:`nquant.kernels.pq`) through :func:`argmin_strip`.
 
+- :func:`bounded_pass` (Lloyd iterations over the same rows): the GEMM path on the rows whose
+  nearest center may have changed since the previous pass, by per-row distance bounds.
+
 Rows containing NaN get label 0 and a NaN distance (no comparison with NaN succeeds).
 Partial sums are accumulated in float64 whatever the data's dtype.
 """
