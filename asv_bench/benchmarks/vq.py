@@ -204,24 +204,18 @@ class PQTrain:
     track_mse.unit = "mse"
 
 
-def _median_time(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _ratio(peer, ours, repeat=3):
     """Median peer time / median nquant time (both warmed, runs interleaved)."""
-    peer()
-    ours()
-    tp, tn = [], []
+    fns = (peer, ours)
+    times = ([], [])
+    for fn in fns:
+        fn()
     for _ in range(repeat):
-        tp.append(_median_time(peer, 1))
-        tn.append(_median_time(ours, 1))
-    return statistics.median(tp) / statistics.median(tn)
+        for fn, t in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+    return statistics.median(times[0]) / statistics.median(times[1])
 
 
 def _faiss_lloyd(x, c0, k):

@@ -402,6 +402,17 @@ def _outputs(X, k, labels, d2, accumulate, ngroups):
     return labels, d2, sums, counts
 
 
+def _run_groups(run, ngroups, nthreads):
+    """``run(g)`` for every row group, in ``nthreads`` Python threads (BLAS and serial kernels)."""
+    nthreads = max(1, min(int(nthreads), ngroups))
+    if nthreads == 1:
+        for g in range(ngroups):
+            run(g)
+    else:
+        with ThreadPoolExecutor(nthreads, thread_name_prefix="nquant-assign") as ex:
+            list(ex.map(run, range(ngroups)))
+
+
 def gemm_pass(X, C, xx=None, *, accumulate=False, nthreads=1, labels=None, d2=None, shift=None):
     """Nearest center of every row through blocked GEMMs, optionally with partial sums.
 
@@ -462,13 +473,7 @@ def gemm_pass(X, C, xx=None, *, accumulate=False, nthreads=1, labels=None, d2=No
             assign_block(G, cc, xb, xxb, labels[s:e], d2[s:e], sums[g], counts[g], accumulate)
 
     if n:
-        nthreads = max(1, min(int(nthreads), ngroups))
-        if nthreads == 1:
-            for g in range(ngroups):
-                run(g)
-        else:
-            with ThreadPoolExecutor(nthreads, thread_name_prefix="nquant-assign") as ex:
-                list(ex.map(run, range(ngroups)))
+        _run_groups(run, ngroups, nthreads)
     if not accumulate:
         return labels, d2, None, None
     return labels, d2, sums.sum(axis=0), counts.sum(axis=0)
@@ -593,13 +598,7 @@ def bounded_pass(X, C, xx, labels, d2, upper, lower, drift=None, *, accumulate=T
             _finish_rows(X, C, lo, hi, labels, sums[g], counts[g], d2, accumulate, exact_d2)
 
     if n:
-        nthreads = max(1, min(int(nthreads), ngroups))
-        if nthreads == 1:
-            for g in range(ngroups):
-                run(g)
-        else:
-            with ThreadPoolExecutor(nthreads, thread_name_prefix="nquant-assign") as ex:
-                list(ex.map(run, range(ngroups)))
+        _run_groups(run, ngroups, nthreads)
     if not accumulate:
         return None, None, sum(searched)
     return sums.sum(axis=0), counts.sum(axis=0), sum(searched)
