@@ -285,8 +285,12 @@ def _argmin2_columns(G, cc, xx, ccmax, tau, rows, labels, d2, upper, lower):
             err = tau * (x2 + ccmax)
             u = x2 + best[i] + err
             lo = x2 + second[i] - err
-            upper[r] = np.sqrt(u if u > 0 else 0.0) * (1 + BOUND_SLACK) if u == u else np.inf
-            lower[r] = np.sqrt(lo if lo > 0 else 0.0) * (1 - BOUND_SLACK) if lo == lo else -np.inf
+            if np.isnan(u) or np.isnan(lo):  # a NaN row: searched again by every pass
+                upper[r] = np.inf
+                lower[r] = -np.inf
+            else:
+                upper[r] = np.sqrt(max(u, 0.0)) * (1 + BOUND_SLACK)
+                lower[r] = np.sqrt(max(lo, 0.0)) * (1 - BOUND_SLACK)
 
 
 @jit
