@@ -12,6 +12,12 @@ Numerics
   :mod:`nquant.kernels.assign`.  To keep the identity accurate, k-means works on data shifted by
   the mean of the fitting sample (all rows of a NumPy input, the ``init_size`` sample of a Dask
   input); centers are reported in the original coordinates.
+- Lloyd on a NumPy input (``d > 16``) keeps, per row, an upper bound of the distance to its
+  center and a lower bound of the distance to the others (Hamerly 2010), moved by how far the
+  centers move; an iteration searches only the rows whose bounds no longer separate.  The bounds
+  include the worst-case rounding of the GEMM identity, so every label is the exact nearest
+  center (as a full search, up to centers within rounding of each other), and the inertia of the
+  final centers is summed from exact differences.
 - Partial sums are float64; centers keep the data's dtype (float32 or float64; float16 is
   computed in float32).
 - BLAS runs single-threaded while a fit or an assignment runs, and nquant spreads the GEMMs over
@@ -580,14 +586,53 @@ class KMeans:
 
     def _lloyd_numpy(self, Xc, xx, shift, centers, tol_abs):
         nthreads = task_threads()
-        if xx is None and Xc.shape[1] > _assign.DIRECT_MAX_DIM:
+        if Xc.shape[1] <= _assign.DIRECT_MAX_DIM:
+            return self._lloyd_direct(Xc, shift, centers, tol_abs)
+        if xx is None:
             xx = _assign.row_sqnorms(Xc)
+        n = Xc.shape[0]
+        labels = np.empty(n, np.int32)
+        d2 = np.empty(n, Xc.dtype)
+        upper = np.empty(n)
+        lower = np.empty(n)
+        drift = None  # first pass: every row searched, bounds set
+
+        def exact_d2(C):
+            _assign.bounded_pass(Xc, C, xx, labels, d2, upper, lower, np.zeros(C.shape[0]),
+                                 accumulate=False, exact_d2=True, nthreads=nthreads)
+            return d2
+
+        shift2 = np.inf
+        n_iter = 0
+        for it in range(self.max_iter):
+            sums, counts, _ = _assign.bounded_pass(Xc, centers, xx, labels, d2, upper, lower, drift,
+                                                   nthreads=nthreads)
+            if it == 0 and not np.isfinite(d2.sum(dtype=np.float64)):
+                raise nonfinite_error()
+            # farthest rows for empty clusters: every row's distance (only the first pass has them all)
+            far = (lambda m: Xc[_top_far(d2, m)]) if it == 0 else (
+                lambda m, C=centers: Xc[_top_far(exact_d2(C), m)])
+            new = _new_centers(sums, counts, centers, far)
+            shift2 = _shift2(new, centers)
+            drift = _assign.center_drift(new, centers)
+            centers = new
+            n_iter = it + 1
+            if shift2 <= tol_abs:
+                break
+        # the final centers' labels, and every row's exact distance for the inertia
+        _assign.bounded_pass(Xc, centers, xx, labels, d2, upper, lower, drift, accumulate=False,
+                             exact_d2=True, nthreads=nthreads)
+        counts = np.bincount(labels, minlength=self.n_clusters).astype(np.float64)
+        return {"centers": centers, "inertia": float(d2.sum(dtype=np.float64)), "n_iter": n_iter,
+                "labels": labels, "shift": shift, "counts": counts}
+
+    def _lloyd_direct(self, Xc, shift, centers, tol_abs):
         labels = np.empty(Xc.shape[0], np.int32)
         d2 = np.empty(Xc.shape[0], Xc.dtype)
         shift2 = np.inf
         n_iter = 0
         for it in range(self.max_iter):
-            labels, d2, sums, counts = self._np_pass(Xc, centers, xx, True, nthreads, labels, d2)
+            labels, d2, sums, counts = _assign.direct_pass(Xc, centers, accumulate=True, labels=labels, d2=d2)
             if it == 0 and not np.isfinite(d2.sum(dtype=np.float64)):
                 raise nonfinite_error()
             new = _new_centers(sums, counts, centers, lambda m, d2=d2: Xc[_top_far(d2, m)])
@@ -597,17 +642,10 @@ class KMeans:
             if shift2 <= tol_abs:
                 break
         if shift2 > 0:
-            labels, d2, _, _ = self._np_pass(Xc, centers, xx, False, nthreads, labels, d2)
+            labels, d2, _, _ = _assign.direct_pass(Xc, centers, labels=labels, d2=d2)
         counts = np.bincount(labels, minlength=self.n_clusters).astype(np.float64)
         return {"centers": centers, "inertia": float(d2.sum(dtype=np.float64)), "n_iter": n_iter,
                 "labels": labels, "shift": shift, "counts": counts}
-
-    @staticmethod
-    def _np_pass(Xc, centers, xx, accumulate, nthreads, labels, d2):
-        if Xc.shape[1] <= _assign.DIRECT_MAX_DIM:
-            return _assign.direct_pass(Xc, centers, accumulate=accumulate, labels=labels, d2=d2)
-        return _assign.gemm_pass(Xc, centers, xx, accumulate=accumulate, nthreads=nthreads,
-                                 labels=labels, d2=d2)
 
     def _maybe_persist(self, X):
         if self.persist is True or (self.persist == "auto" and X.nbytes <= memory_budget()):

@@ -75,6 +75,68 @@ def test_gemm_pass_does_not_depend_on_threads():
         np.testing.assert_array_equal(u, v)
 
 
+@given(assign_cases(), st.integers(0, 2**31 - 1), st.sampled_from([1, 2]))
+def test_bounded_pass_matches_reference_and_bounds_hold(case, seed, nthreads):
+    X, C = case
+    n, d = X.shape
+    if d <= kassign.DIRECT_MAX_DIM:  # the bounded pass serves the GEMM path
+        X = np.ascontiguousarray(np.tile(X, (1, 2)))
+        C = np.ascontiguousarray(np.tile(C, (1, 2)))
+        d *= 2
+    k = C.shape[0]
+    dtype = X.dtype.type
+    rng = np.random.default_rng(seed)
+    xx = kassign.row_sqnorms(X)
+    labels, d2 = np.empty(n, np.int32), np.empty(n, X.dtype)
+    upper, lower = np.empty(n), np.empty(n)
+    scale = float(np.abs(X).max(initial=0) ** 2 + np.abs(C).max() ** 2) * d
+    atol = TOL[dtype] * 8 * scale
+    drift = None
+    for step in range(4):
+        sums, counts, searched = kassign.bounded_pass(X, C, xx, labels, d2, upper, lower, drift,
+                                                      exact_d2=step == 3, nthreads=nthreads)
+        D = assign_ref.sq_dists(X, C)
+        rl, rd = assign_ref.assign(X, C)
+        clear = assign_ref.margin(X, C) > 2 * atol
+        assert (labels[clear] == rl[clear]).all()
+        assert np.all(D[np.arange(n), labels] <= rd + 2 * atol)
+        # the bounds hold for the exact distances
+        own = np.sqrt(D[np.arange(n), labels])
+        assert np.all(own <= upper * (1 + 1e-9) + 1e-30)
+        others = np.where(np.arange(k)[None] == labels[:, None], np.inf, D)
+        assert np.all(np.sqrt(others.min(axis=1, initial=np.inf)) >= lower * (1 - 1e-9) - 1e-30)
+        rs, rc = assign_ref.partial_sums(X, labels, k)
+        np.testing.assert_array_equal(counts, rc)
+        np.testing.assert_allclose(sums, rs, rtol=1e-12, atol=1e-12 * scale)
+        assert 0 <= searched <= n and (step > 0 or searched == n)
+        if step == 3:
+            np.testing.assert_allclose(d2, D[np.arange(n), labels], rtol=TOL[dtype], atol=atol)
+        # move the centers a little (some not at all), as a Lloyd update would
+        move = rng.standard_normal(C.shape) * rng.choice([0.0, 1e-3, 0.3], size=(k, 1))
+        new = (C + move * (np.abs(C).max(initial=0) + 1e-3)).astype(X.dtype)
+        drift = kassign.center_drift(new, C)
+        C = np.ascontiguousarray(new)
+
+
+def test_bounded_lloyd_skips_rows_and_keeps_labels():
+    X = blobs(6000, 24, 16, seed=11, spread=4.0)
+    C0 = X[np.random.default_rng(2).choice(6000, 16, replace=False)].copy()
+    km = KMeans(16, init=C0, max_iter=12, tol=0.0).fit(X)
+    rc, rl, rn, ri = lloyd_ref.lloyd(X, C0, 12)
+    assert km.n_iter_ == rn
+    np.testing.assert_array_equal(km.labels_, rl)
+    np.testing.assert_allclose(km.cluster_centers_, rc, rtol=1e-5, atol=1e-5)
+    assert km.inertia_ == pytest.approx(ri, rel=1e-6)
+    # a converged pass with unmoved centers searches no row
+    Xc = np.ascontiguousarray(X - X.mean(axis=0), np.float32)
+    C = np.ascontiguousarray(rc - X.mean(axis=0), np.float32)
+    xx = kassign.row_sqnorms(Xc)
+    labels, d2 = np.empty(6000, np.int32), np.empty(6000, np.float32)
+    upper, lower = np.empty(6000), np.empty(6000)
+    assert kassign.bounded_pass(Xc, C, xx, labels, d2, upper, lower)[2] == 6000
+    assert kassign.bounded_pass(Xc, C, xx, labels, d2, upper, lower, np.zeros(16))[2] < 60
+
+
 def test_assign_ties_and_nan():
     C = np.array([[0.0, 0.0], [2.0, 0.0], [2.0, 0.0]], np.float32)
     X = np.array([[1.0, 0.0], [2.0, 0.0], [np.nan, 0.0]], np.float32)

@@ -39,7 +39,7 @@ def pq_cases(draw):
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     nbits = draw(st.sampled_from([4, 8]))
     M = draw(st.integers(1, 5))
-    ds = draw(st.sampled_from([1, 2, 3, 8]))
+    ds = draw(st.sampled_from([1, 2, 3, 5, 8, 12]))
     n = draw(st.integers(0, 200))
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)

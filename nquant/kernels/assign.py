@@ -23,6 +23,9 @@ Two paths, one result convention:
   cancel); used by k-means on low-dimensional data and by product quantization
   (:mod:`nquant.kernels.pq`) through :func:`argmin_strip`.
 
+- :func:`bounded_pass` (Lloyd iterations over the same rows): the GEMM path on the rows whose
+  nearest center may have changed since the previous pass, by per-row distance bounds.
+
 Rows containing NaN get label 0 and a NaN distance (no comparison with NaN succeeds).
 Partial sums are accumulated in float64 whatever the data's dtype.
 """
@@ -40,6 +43,8 @@ __all__ = [
     "STRIP",
     "argmin_strip",
     "assign_block",
+    "bounded_pass",
+    "center_drift",
     "direct_pass",
     "gemm_pass",
     "row_sqnorms",
@@ -57,6 +62,10 @@ DIRECT_MAX_DIM = 16
 
 MAX_GROUPS = 64
 """At most this many per-group partial-sum arrays per pass."""
+
+BOUND_SLACK = 1e-12
+"""Relative widening of the distance bounds of :func:`bounded_pass` (float64 rounding of the
+bound updates)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -148,14 +157,31 @@ def argmin_strip(X, r0, w, col0, CT, xt, acc, best, idx):
         for q in range(ds):
             xt[q, i] = xr[col0 + q]
     for j in range(k):
+        if ds == 8:
+            _nearest8(xt, w, CT, j, best, idx)
+            continue
+        # sums over q in order, four terms per sweep over the rows: fewer loads and stores of
+        # acc than one term per sweep, the same float sums
         for i in range(w):
             acc[i] = 0
-        for q in range(ds):
+        q = 0
+        while q + 4 <= ds:
+            c0, c1, c2, c3 = CT[q, j], CT[q + 1, j], CT[q + 2, j], CT[q + 3, j]
+            x0, x1, x2, x3 = xt[q], xt[q + 1], xt[q + 2], xt[q + 3]
+            for i in range(w):
+                t0 = x0[i] - c0
+                t1 = x1[i] - c1
+                t2 = x2[i] - c2
+                t3 = x3[i] - c3
+                acc[i] = acc[i] + t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3
+            q += 4
+        while q < ds:
             c = CT[q, j]
             xq = xt[q]
             for i in range(w):
                 t = xq[i] - c
                 acc[i] += t * t
+            q += 1
         if j == 0:
             for i in range(w):
                 best[i] = acc[i]
@@ -167,6 +193,33 @@ def argmin_strip(X, r0, w, col0, CT, xt, acc, best, idx):
                 take = v < b
                 best[i] = v if take else b
                 idx[i] = j if take else idx[i]
+
+
+@jit
+def _nearest8(xt, w, CT, j, best, idx):
+    """Center ``j`` of :func:`argmin_strip` for eight dimensions: the distances stay in registers
+    (the same sums, in the same order, as the general loop)."""
+    c0, c1, c2, c3 = CT[0, j], CT[1, j], CT[2, j], CT[3, j]
+    c4, c5, c6, c7 = CT[4, j], CT[5, j], CT[6, j], CT[7, j]
+    x0, x1, x2, x3, x4, x5, x6, x7 = xt[0], xt[1], xt[2], xt[3], xt[4], xt[5], xt[6], xt[7]
+    for i in range(w):
+        t0 = x0[i] - c0
+        t1 = x1[i] - c1
+        t2 = x2[i] - c2
+        t3 = x3[i] - c3
+        t4 = x4[i] - c4
+        t5 = x5[i] - c5
+        t6 = x6[i] - c6
+        t7 = x7[i] - c7
+        v = t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3 + t4 * t4 + t5 * t5 + t6 * t6 + t7 * t7
+        if j == 0:
+            best[i] = v
+            idx[i] = 0
+        else:
+            b = best[i]
+            take = v < b
+            best[i] = v if take else b
+            idx[i] = j if take else idx[i]
 
 
 @jit_parallel
@@ -188,6 +241,110 @@ def _direct_pass(X, CT, labels, d2, sums, counts, accumulate, group):
                 d2[r0 + i] = best[i]
             if accumulate:
                 _accumulate(X[r0:r0 + w], idx[:w], sums[g], counts[g])
+
+
+@jit
+def _argmin2_columns(G, cc, xx, ccmax, tau, rows, labels, d2, upper, lower):
+    """As :func:`_argmin_columns` for the rows ``rows``, also setting their distance bounds.
+
+    ``upper[r]`` bounds the distance to the chosen center from above and ``lower[r]`` the
+    distance to every other center from below, both widened by the worst-case rounding of the
+    GEMM identity: a dot product of length ``d`` is within ``gamma_d * ||x|| ||c||`` of the exact
+    one, so every squared distance is within ``tau * (||x||^2 + max ||c||^2)`` of the exact one
+    (``tau`` covers ``d`` products, the norms and the additions).
+    """
+    k, B = G.shape
+    best = np.empty(STRIP, G.dtype)
+    second = np.empty(STRIP, G.dtype)
+    idx = np.empty(STRIP, np.int32)
+    for c0 in range(0, B, STRIP):
+        w = min(STRIP, B - c0)
+        g = G[0, c0:c0 + w]
+        c = cc[0]
+        for i in range(w):
+            best[i] = c - 2 * g[i]
+            second[i] = np.inf
+            idx[i] = 0
+        for j in range(1, k):
+            g = G[j, c0:c0 + w]
+            c = cc[j]
+            for i in range(w):
+                v = c - 2 * g[i]
+                b = best[i]
+                s = second[i]
+                take = v < b
+                second[i] = b if take else (v if v < s else s)
+                best[i] = v if take else b
+                idx[i] = j if take else idx[i]
+        for i in range(w):
+            r = rows[c0 + i]
+            x2 = np.float64(xx[c0 + i])
+            labels[r] = idx[i]
+            v = xx[c0 + i] + best[i]
+            d2[r] = v if v > 0 else (v - v)
+            err = tau * (x2 + ccmax)
+            u = x2 + best[i] + err
+            lo = x2 + second[i] - err
+            if np.isnan(u) or np.isnan(lo):  # a NaN row: searched again by every pass
+                upper[r] = np.inf
+                lower[r] = -np.inf
+            else:
+                upper[r] = np.sqrt(max(u, 0.0)) * (1 + BOUND_SLACK)
+                lower[r] = np.sqrt(max(lo, 0.0)) * (1 - BOUND_SLACK)
+
+
+@jit
+def _exact_sqdist(X, C, r, j):
+    s = 0.0
+    xr = X[r]
+    cj = C[j]
+    for q in range(X.shape[1]):
+        t = np.float64(xr[q]) - np.float64(cj[q])
+        s += t * t
+    return s
+
+
+@jit
+def _filter_rows(X, C, lo, hi, labels, upper, lower, drift, dmax1, dmax2, jmax, need):
+    """Rows of ``[lo, hi)`` whose nearest center may have changed after the centers moved.
+
+    ``drift[j]`` bounds how far center ``j`` moved: the distance to the own center grows by at
+    most its drift and the distance to any other center shrinks by at most the largest other
+    drift (Hamerly 2010).  A row whose bounds still separate keeps its label; otherwise its upper
+    bound is tightened to the exact distance (float64 differences), and if that does not
+    separate either, its index goes to ``need``.  Returns the number of such rows.
+    """
+    m = 0
+    for r in range(lo, hi):
+        a = labels[r]
+        u = upper[r] + drift[a]
+        low = lower[r] - (dmax2 if a == jmax else dmax1)
+        lower[r] = low
+        if not u < low:
+            u = np.sqrt(_exact_sqdist(X, C, r, a)) * (1 + BOUND_SLACK)
+            if not u < low:
+                need[m] = r
+                m += 1
+        upper[r] = u
+    return m
+
+
+@jit
+def _gather_rows(X, xx, rows, xb, xxb):
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        xxb[i] = xx[r]
+        xb[i] = X[r]
+
+
+@jit
+def _finish_rows(X, C, lo, hi, labels, sums, counts, d2, accumulate, exact):
+    """Partial sums of the rows ``[lo, hi)`` by label and/or their exact squared distances."""
+    if accumulate:
+        _accumulate(X[lo:hi], labels[lo:hi], sums, counts)
+    if exact:
+        for r in range(lo, hi):
+            d2[r] = _exact_sqdist(X, C, r, labels[r])
 
 
 @jit
@@ -249,6 +406,17 @@ def _outputs(X, k, labels, d2, accumulate, ngroups):
     return labels, d2, sums, counts
 
 
+def _run_groups(run, ngroups, nthreads):
+    """``run(g)`` for every row group, in ``nthreads`` Python threads (BLAS and serial kernels)."""
+    nthreads = max(1, min(int(nthreads), ngroups))
+    if nthreads == 1:
+        for g in range(ngroups):
+            run(g)
+    else:
+        with ThreadPoolExecutor(nthreads, thread_name_prefix="nquant-assign") as ex:
+            list(ex.map(run, range(ngroups)))
+
+
 def gemm_pass(X, C, xx=None, *, accumulate=False, nthreads=1, labels=None, d2=None, shift=None):
     """Nearest center of every row through blocked GEMMs, optionally with partial sums.
 
@@ -282,7 +450,8 @@ def gemm_pass(X, C, xx=None, *, accumulate=False, nthreads=1, labels=None, d2=No
     k = C.shape[0]
     if shift is None and xx is None:
         xx = row_sqnorms(X)
-    cc = row_sqnorms(C)
+    cc = np.empty(k, X.dtype)
+    row_sqnorms_serial(C, cc)  # small: a parallel region would cost more than the work
     group = group_rows(n)
     ngroups = max(1, -(-n // group))
     labels, d2, sums, counts = _outputs(X, k, labels, d2, accumulate, ngroups)
@@ -308,13 +477,7 @@ def gemm_pass(X, C, xx=None, *, accumulate=False, nthreads=1, labels=None, d2=No
             assign_block(G, cc, xb, xxb, labels[s:e], d2[s:e], sums[g], counts[g], accumulate)
 
     if n:
-        nthreads = max(1, min(int(nthreads), ngroups))
-        if nthreads == 1:
-            for g in range(ngroups):
-                run(g)
-        else:
-            with ThreadPoolExecutor(nthreads, thread_name_prefix="nquant-assign") as ex:
-                list(ex.map(run, range(ngroups)))
+        _run_groups(run, ngroups, nthreads)
     if not accumulate:
         return labels, d2, None, None
     return labels, d2, sums.sum(axis=0), counts.sum(axis=0)
@@ -336,3 +499,110 @@ def direct_pass(X, C, *, accumulate=False, labels=None, d2=None):
     if not accumulate:
         return labels, d2, None, None
     return labels, d2, sums.sum(axis=0), counts.sum(axis=0)
+
+
+def center_drift(new, old):
+    """How far each center moved: ``||new_j - old_j||`` in float64, rounded up.
+
+    Parameters
+    ----------
+    new, old : ndarray of shape (k, d), float32 or float64
+
+    Returns
+    -------
+    ndarray of shape (k,), float64
+    """
+    diff = new.astype(np.float64) - old
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff)) * (1 + BOUND_SLACK)
+
+
+def bounded_pass(X, C, xx, labels, d2, upper, lower, drift=None, *, accumulate=True, exact_d2=False,
+                 nthreads=1):
+    """Lloyd's assignment with distance bounds: only rows whose nearest center may change are searched.
+
+    The first pass (``drift`` None) searches every row as :func:`gemm_pass` does and sets, per
+    row, an upper bound of the distance to its center and a lower bound of the distance to the
+    others.  Later passes (``drift``: how far each center moved since the previous pass) update
+    the bounds (Hamerly 2010) and search, through the same blocked GEMM, only the rows whose
+    bounds no longer separate.  Bounds include the worst-case rounding of the GEMM identity, so a
+    row that is skipped keeps a label that is the exact nearest center (the search may differ
+    only between centers within rounding of each other).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d), float32 or float64, C-contiguous
+    C : ndarray of shape (k, d), dtype of X, C-contiguous
+    xx : ndarray of shape (n,), dtype of X
+        Squared row norms.
+    labels : ndarray of shape (n,), int32
+        In/out (read when ``drift`` is given).
+    d2 : ndarray of shape (n,), dtype of X
+        Out: squared distances of the searched rows (GEMM identity); of every row when
+        ``exact_d2`` (float64 differences).  Other entries are left as they were.
+    upper, lower : ndarray of shape (n,), float64
+        In/out: the bounds.
+    drift : ndarray of shape (k,), float64, optional
+        :func:`center_drift` of the centers since the previous pass over these bounds.
+    accumulate : bool
+        Also return the per-center sums (float64) and counts.
+    exact_d2 : bool
+        Fill ``d2`` for every row.
+    nthreads : int
+        Python threads sharing the row groups (as :func:`gemm_pass`).
+
+    Returns
+    -------
+    sums : ndarray of shape (k, d), float64, or None
+    counts : ndarray of shape (k,), int64, or None
+    searched : int
+        Rows searched.
+    """
+    n, d = X.shape
+    k = C.shape[0]
+    cc = np.empty(k, X.dtype)
+    row_sqnorms_serial(C, cc)
+    ccmax = float(cc.max(initial=0.0))
+    tau = (d + 8) * float(np.finfo(X.dtype).eps)
+    group = group_rows(n)
+    ngroups = max(1, -(-n // group))
+    _, _, sums, counts = _outputs(X, k, labels, d2, accumulate, ngroups)
+    if drift is not None:
+        jmax = int(np.argmax(drift)) if k else 0
+        dmax1 = float(drift[jmax]) if k else 0.0
+        dmax2 = float(np.max(np.delete(drift, jmax), initial=0.0)) if k else 0.0
+    searched = [0] * ngroups
+    local = threading.local()
+
+    def run(g):
+        if getattr(local, "buf", None) is None:
+            local.buf = np.empty(k * BLOCK, X.dtype)
+            local.xb = np.empty((BLOCK, d), X.dtype)
+            local.xxb = np.empty(BLOCK, X.dtype)
+            local.need = np.empty(group, np.int64)
+        lo, hi = g * group, min(n, (g + 1) * group)
+        if drift is None:
+            m = hi - lo
+            need = np.arange(lo, hi)
+        else:
+            need = local.need
+            m = _filter_rows(X, C, lo, hi, labels, upper, lower, drift, dmax1, dmax2, jmax, need)
+        searched[g] = m
+        for c0 in range(0, m, BLOCK):
+            w = min(BLOCK, m - c0)
+            rows = need[c0:c0 + w]
+            if drift is None:
+                xb, xxb = X[lo + c0:lo + c0 + w], xx[lo + c0:lo + c0 + w]
+            else:
+                xb, xxb = local.xb[:w], local.xxb[:w]
+                _gather_rows(X, xx, rows, xb, xxb)
+            G = local.buf[:k * w].reshape(k, w)
+            np.matmul(C, xb.T, out=G)
+            _argmin2_columns(G, cc, xxb, ccmax, tau, rows, labels, d2, upper, lower)
+        if accumulate or exact_d2:
+            _finish_rows(X, C, lo, hi, labels, sums[g], counts[g], d2, accumulate, exact_d2)
+
+    if n:
+        _run_groups(run, ngroups, nthreads)
+    if not accumulate:
+        return None, None, sum(searched)
+    return sums.sum(axis=0), counts.sum(axis=0), sum(searched)

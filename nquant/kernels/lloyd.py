@@ -4,7 +4,7 @@ Greedy k-means++ (Arthur & Vassilvitskii 2007, with scikit-learn's ``2 + ln k`` 
 picks each new center among ``t`` candidates sampled with probability proportional to the
 current squared distance ``closest[i]`` (times the sample weight), keeping the candidate whose
 addition gives the lowest potential ``sum_i w_i min(closest[i], d(x_i, c))``.  Every step needs
-the distances of all points to the ``t`` candidates: the cross terms ``X @ cand.T`` are BLAS
+the distances of all points to the ``t`` candidates: the cross terms ``cand @ X.T`` are BLAS
 GEMMs on blocks of ``KPP_BLOCK`` rows (NumPy, outside any Numba kernel), spread over Python
 threads that run single-threaded BLAS (the caller limits BLAS threads), and a serial kernel per
 block turns them into ``||x||^2 + ||c||^2 - 2 x.c`` (float64) and the block's partial
@@ -41,7 +41,7 @@ KPP_BLOCK = 16384
 more in thread-pool overhead, larger ones balance the threads worse)."""
 
 GEMM_ROWS = 1024
-"""Rows per ``X @ cand.T`` GEMM: GEMMs this small run BLAS's copy-free small-matrix kernel and
+"""Rows per ``cand @ X.T`` GEMM: GEMMs this small run BLAS's copy-free small-matrix kernel and
 cost less in all than 8192-row ones."""
 
 
@@ -78,8 +78,10 @@ def sq_distances(A, B, out):
 
 @jit
 def _kpp_block_pots(G, xx, ccand, w, closest, pots):
-    """``pots[t] = sum_i w_i min(closest_i, xx_i + ccand_t - 2 G[i, t])`` over one block."""
-    n, t = G.shape
+    """``pots[t] = sum_i w_i min(closest_i, xx_i + ccand_t - 2 G[t, i])`` over one block (rows ``i``
+    in order; ``G`` may have more rows than ``ccand``)."""
+    n = G.shape[1]
+    t = ccand.shape[0]
     weighted = w.shape[0] > 0
     for tt in range(t):
         pots[tt] = 0.0
@@ -87,21 +89,22 @@ def _kpp_block_pots(G, xx, ccand, w, closest, pots):
         cl = closest[i]
         wi = w[i] if weighted else 1.0
         for tt in range(t):
-            v = xx[i] + ccand[tt] - 2.0 * G[i, tt]
+            v = xx[i] + ccand[tt] - 2.0 * G[tt, i]
             pots[tt] += wi * (v if v < cl else cl)
 
 
 @jit
-def _kpp_update(G, col, xx, cc, w, closest):
-    """``closest = min(closest, xx + cc - 2 G[:, col])`` (clipped at 0) over one block.
+def _kpp_update(G, row, xx, cc, w, closest):
+    """``closest = min(closest, xx + cc - 2 G[row])`` (clipped at 0) over one block.
 
     Returns the block's sum of ``w * closest``.
     """
     n = closest.shape[0]
     weighted = w.shape[0] > 0
+    g = G[row]
     s = 0.0
     for i in range(n):
-        v = xx[i] + cc - 2.0 * G[i, col]
+        v = xx[i] + cc - 2.0 * g[i]
         v = v if v > 0 else 0.0
         cl = closest[i]
         cl = v if v < cl else cl
@@ -173,7 +176,11 @@ def kmeans_plusplus(X, n_clusters, rng, *, weights=None, n_local_trials=None, nt
     closest = np.full(n, np.inf)
     blocksums = np.empty(nb)
     pots = np.empty((nb, t))
-    G = np.empty((n, t), X.dtype)
+    # cross terms (candidates x rows): BLAS runs a candidate count that is a multiple of 8 faster
+    # (its register blocking), so the candidates are padded with copies of the last one
+    tp = -(-t // 8) * 8
+    G = np.empty((tp, n), X.dtype)
+    candp = np.empty((tp, d), X.dtype)
     ids = np.empty(t, np.int64)
     centers = np.empty((k, d), X.dtype)
     indices = np.empty(k, np.int64)
@@ -190,19 +197,19 @@ def kmeans_plusplus(X, n_clusters, rng, *, weights=None, n_local_trials=None, nt
 
     def first_block(b, c):
         s, e = b * KPP_BLOCK, min(n, (b + 1) * KPP_BLOCK)
-        g = np.matmul(X[s:e], c)
+        g = np.matmul(c, X[s:e].T)
         blocksums[b] = _kpp_update(g, 0, xx[s:e], xx[first], wb(s, e), closest[s:e])
 
-    def trial_block(b, candT, ccand):
+    def trial_block(b, ccand):
         s, e = b * KPP_BLOCK, min(n, (b + 1) * KPP_BLOCK)
         for s2 in range(s, e, GEMM_ROWS):  # small GEMMs: OpenBLAS' small-matrix path, no packing
             e2 = min(e, s2 + GEMM_ROWS)
-            np.matmul(X[s2:e2], candT, out=G[s2:e2])
-        _kpp_block_pots(G[s:e], xx[s:e], ccand, wb(s, e), closest[s:e], pots[b])
+            np.matmul(candp, X[s2:e2].T, out=G[:, s2:e2])
+        _kpp_block_pots(G[:, s:e], xx[s:e], ccand, wb(s, e), closest[s:e], pots[b])
 
-    def update_block(b, col, cc):
+    def update_block(b, row, cc):
         s, e = b * KPP_BLOCK, min(n, (b + 1) * KPP_BLOCK)
-        blocksums[b] = _kpp_update(G[s:e], col, xx[s:e], cc, wb(s, e), closest[s:e])
+        blocksums[b] = _kpp_update(G[:, s:e], row, xx[s:e], cc, wb(s, e), closest[s:e])
 
     nthreads = max(1, min(int(nthreads), nb))
     ex = ThreadPoolExecutor(nthreads, thread_name_prefix="nquant-kpp") if nthreads > 1 else None
@@ -214,17 +221,18 @@ def kmeans_plusplus(X, n_clusters, rng, *, weights=None, n_local_trials=None, nt
             else:
                 list(ex.map(lambda b: fn(b, *args), range(nb)))
 
-        run(first_block, np.ascontiguousarray(X[first:first + 1].T))
+        run(first_block, np.ascontiguousarray(X[first:first + 1]))
         for s in range(1, k):
             pot = blocksums.sum()
             rvals = rng.random(t) * pot
             _kpp_sample(closest, w, blocksums, rvals, ids)
-            cand = np.ascontiguousarray(X[ids])
+            candp[:t] = X[ids]
+            candp[t:] = candp[t - 1]
             ccand = xx[ids]
-            run(trial_block, np.ascontiguousarray(cand.T), ccand)
+            run(trial_block, ccand)
             best = int(np.argmin(pots.sum(axis=0)))
             indices[s] = ids[best]
-            centers[s] = cand[best]
+            centers[s] = candp[best]
             run(update_block, best, ccand[best])
     finally:
         if ex is not None:
