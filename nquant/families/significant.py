@@ -173,7 +173,16 @@ def decode(scheme, params, codes, dtype=np.float32, start=None, global_shape=Non
     direct = out is not None and out.dtype == cdtype and out.flags.c_contiguous and out.size == flat.size
     res = out.reshape(-1) if direct else _alloc.empty(flat.size, cdtype, fault_in=False)
     ks.decode_significant(flat, scheme.kept, res)
-    return limits.finite_cast(out if direct else res.reshape(shape), dtype)
+    res = out if direct else res.reshape(shape)
+    if dtype == np.float16:
+        # the values of codes from float16 data are float16 values; finite_cast clips what a
+        # corrupt code puts beyond the range, and the infinities, which are put back
+        inf = np.isinf(res)
+        infs = res[inf]  # finite_cast clips res in place
+        y = limits.finite_cast(res, dtype)
+        y[inf] = infs
+        return y
+    return limits.finite_cast(res, dtype)
 
 
 # ----------------------------------------------------------------------------- stored layout, report
