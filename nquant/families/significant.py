@@ -106,7 +106,7 @@ def code_count(scheme):
     return N_BINADES << (scheme.kept + 1)
 
 
-def _range(dtype, keepbits):
+def code_range(dtype, keepbits):
     """``(limit, top)`` of :func:`nquant.kernels.significant.encode_significant` for data of
     ``dtype``: its largest finite value (float32's for float64) and the largest value with
     ``keepbits`` mantissa bits not above it."""
@@ -129,8 +129,7 @@ def finalize(scheme, stats=None, data=None):
 
 
 def block_quantum(scheme):
-    """No blocks."""
-    return None
+    """No blocks: ``None``."""
 
 
 def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0, out=None):
@@ -141,7 +140,7 @@ def encode(scheme, params, chunk, start=None, global_shape=None, group_offset=0,
     flat = np.ascontiguousarray(a, dtype=np.float32 if dtype == np.float16 else dtype).reshape(-1)
     direct = out is not None and out.dtype == np.uint16 and out.flags.c_contiguous and out.size == flat.size
     codes = out.reshape(-1) if direct else _alloc.empty(flat.size, np.uint16, fault_in=False)
-    limit, top = _range(dtype, scheme.kept)
+    limit, top = code_range(dtype, scheme.kept)
     bad = ks.encode_significant(flat, scheme.kept, limit, top, codes)
     if bad >= 0:
         raise InputError(f"x holds {float(flat[bad]):.6g}, outside the range Significant codes hold "

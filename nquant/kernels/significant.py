@@ -51,7 +51,7 @@ def encode_significant(x, keepbits, limit, top, out):
         v = float(x[i])
         s = 1 if math.copysign(1.0, v) < 0 else 0
         a = abs(v)
-        if a != a:
+        if math.isnan(a):
             r = (E_SPECIAL << keepbits) | 1
         elif a == math.inf:
             r = E_SPECIAL << keepbits
@@ -60,8 +60,7 @@ def encode_significant(x, keepbits, limit, top, out):
         else:
             if a > limit:
                 return i
-            if a > top:
-                a = top  # rounding would pass the largest finite value: saturate
+            a = min(a, top)  # above top, rounding would pass the largest finite value: saturate
             f, q = math.frexp(a)
             t = f * scale
             n = math.floor(t)
