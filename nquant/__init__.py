@@ -12,6 +12,7 @@ from nquant.packing import pack, unpack
 from nquant.codebooks.grids import normal_float
 from nquant.schemes import ASQ, NF4, Blockwise, Codebook, KMeansBlockwise, Outliers, Uniform, scheme_from_json
 from nquant.families.mx import MXFP4, MXFP8
+from nquant.families.significant import Significant
 from nquant import bnb
 from nquant.codebooks import asq, optimal1d
 from nquant.adaptive import adaptive_round, hessian
@@ -41,6 +42,7 @@ __all__ = [
     "ASQ",
     "MXFP4",
     "MXFP8",
+    "Significant",
     "NF4",
     "Blockwise",
     "Codebook",

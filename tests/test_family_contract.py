@@ -52,6 +52,7 @@ EXAMPLES = {
                   nq.Outliers(base=nq.Uniform(bits=4, symmetric=True, block_size=6, scale_dtype="float16",
                                               zero_point_storage="packed"), fraction=0.02)],
     nq.ASQ: [nq.ASQ(bits=3), nq.ASQ(bits=2, axis=0)],
+    nq.Significant: [nq.Significant(keepbits=3), nq.Significant(rel_error=0.01)],
 }
 
 
@@ -103,7 +104,9 @@ def test_family_is_declared_and_pickles(scheme):
             assert callable(hook), f.name
     assert pickle.loads(pickle.dumps(fam)) == fam  # distributed workers get it by value
     side = fam.expected_side(scheme, SHAPE, np.dtype(np.float32))
-    assert side and all(isinstance(s, Side) for s in side.values())
+    assert all(isinstance(s, Side) for s in side.values())
+    # only a family that fits nothing, globally or per block, may store no side arrays
+    assert side or (fam.fit(scheme, np.ones(SHAPE, np.float32)) == {} and fam.param_specs is None)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

@@ -13,6 +13,7 @@ import nquant as nq
 from nquant import adaptive, kmeans, qat
 from nquant._threads import single_blas, task_threads
 from nquant.codebooks.grids import normal_float
+from nquant.families import significant as significant_family
 from nquant.families import uniform
 from nquant.kernels import (
     asq_dp,
@@ -25,6 +26,7 @@ from nquant.kernels import (
     memory,
     predict,
     rng,
+    significant,
     smawk,
     stats,
 )
@@ -363,6 +365,25 @@ class Scalar:
 
     def time_round_code(self):
         uniform.encode(self.scheme, self.params, self.x, out=self.codes)
+
+
+class Significant:
+    """Rounding to 6 mantissa bits and back, float32 (``nquant.kernels.significant``)."""
+
+    def setup(self):
+        self.x = common.gaussian()
+        self.keepbits = 6
+        self.codes = np.empty(self.x.size, np.uint16)
+        self.out = np.empty(self.x.size, np.float32)
+        self.limit, self.top = significant_family.code_range(np.dtype(np.float32), self.keepbits)
+        self.time_encode()
+        self.time_decode()
+
+    def time_encode(self):
+        significant.encode_significant(self.x, self.keepbits, self.limit, self.top, self.codes)
+
+    def time_decode(self):
+        significant.decode_significant(self.codes, self.keepbits, self.out)
 
 
 class Smawk:

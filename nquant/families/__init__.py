@@ -4,7 +4,7 @@ registry keyed by scheme class (``registry``), and one module per family.
 Adding a family: write its module (hooks and a ``FAMILY``), then register it below.
 """
 
-from nquant.families import asq, blockwise, codebook, kmeans_blockwise, mx, outliers, uniform
+from nquant.families import asq, blockwise, codebook, kmeans_blockwise, mx, outliers, significant, uniform
 from nquant.families.registry import register
 from nquant.schemes import ASQ, NF4, Blockwise, Codebook, KMeansBlockwise, Outliers, Uniform
 
@@ -23,3 +23,4 @@ register(ASQ, asq.FAMILY, presets={"asq4": ASQ(bits=4, method="quiver_approx"),
                                    "asq4-exact": ASQ(bits=4, method="quiver")})
 register(mx.MXFP4, mx.FAMILY, presets={"mxfp4": mx.MXFP4()})
 register(mx.MXFP8, mx.FAMILY, presets={"mxfp8": mx.MXFP8()})
+register(significant.Significant, significant.FAMILY, presets={"significant6": significant.Significant(keepbits=6)})
