@@ -60,18 +60,19 @@ from nquant.schemes import Scheme
 
 from nquant import chunked
 from nquant._threads import blas_limit, in_task
-from nquant.api import check_input
+from nquant.api import check_input, dequantize
 from nquant.containers import QuantizedArray
 from nquant.errors import InputError, SchemeError
-from nquant.families import codebook, uniform
+from nquant.codebooks.optimal1d import kmeans1d
+from nquant.families import blockwise, codebook, uniform
 from nquant.families.registry import family
 from nquant.kernels import gptq
 from nquant.kernels.codebook1d import fill_thresholds
 from nquant.kernels.rounding import NEAREST
 from nquant.packing import pack_codes
-from nquant.schemes import Codebook, Uniform
+from nquant.schemes import Blockwise, Codebook, Uniform
 
-__all__ = ["adaptive_round", "hessian", "hessian_partial", "hessian_merge", "hessian_finalize",
+__all__ = ["adaptive_round", "adaptive_codebook", "hessian", "hessian_partial", "hessian_merge", "hessian_finalize",
            "DEFAULT_CLIP_GRID"]
 
 FORMAT_VERSION = 1
@@ -715,3 +716,76 @@ def _adaptive_round(W, X_or_H, scheme, damp, act_order, clip_search, clip_grid, 
     return QuantizedArray(scheme=scheme, shape=W.shape, dtype=W.dtype,
                           codes=pack_codes(codes, scheme.bits), bits=scheme.bits,
                           side=chunked.public(params), info={"adaptive_round": info})
+
+
+# ----------------------------------------------------------------------------- fitted codebooks
+
+
+def adaptive_codebook(W: ArrayLike, X_or_H: ArrayInput, bits: int = 4, *, double_quant: bool = False,
+                      damp: float = 0.01, act_order: bool = True, column_block: int = 128, kind: str = "auto",
+                      threads: int | None = None) -> QuantizedArray:
+    """Calibrated rounding of a weight matrix to a codebook fitted to it, rows scaled by their absmax.
+
+    ``W = diag(s) V`` with ``s`` each row's absmax (a :class:`~nquant.schemes.Blockwise` scheme
+    whose blocks are the rows, so ``nq.dequantize`` decodes ``levels[code] * s``).  The
+    ``2**bits`` levels are the exact weighted 1-D k-means (:func:`nquant.codebooks.kmeans1d`)
+    of ``V``, each value weighted by its share of the layer's output error, ``s_r**2 H_jj``;
+    :func:`adaptive_round` then rounds ``V`` to them with error feedback.  Scaling a row scales
+    its objective ``e H e^T`` and nothing else, and rows choose their codes independently, so
+    rounding ``V`` against ``H`` is rounding ``W`` against ``H``.
+
+    Parameters
+    ----------
+    W : ndarray of shape (out, in), float16/32/64, finite
+    X_or_H : calibration inputs (in, n_samples) or the Hessian (in, in), as :func:`adaptive_round`
+    bits : int in [1, 8], default 4
+        Code bits: the codebook has ``2**bits`` levels (fewer where ``W`` has fewer distinct
+        scaled values).
+    double_quant : bool
+        Store the row absmax values double-quantized (``Blockwise(double_quant=True)``); the
+        levels are then fitted to ``W`` over the absmax values that decoding uses.
+    damp, act_order, column_block, kind, threads
+        As :func:`adaptive_round` (``act_order`` defaults to True here).
+
+    Returns
+    -------
+    QuantizedArray
+        Of scheme ``Blockwise(codebook=levels, block_size=in, double_quant=double_quant)``: the
+        packed codes, the scheme's side arrays (float32 absmax per row, or its double
+        quantization), the levels float32-representable within [-1, 1].
+        ``q.info["adaptive_round"]`` as :func:`adaptive_round` gives it, with ``objective`` and
+        ``rel_error`` of ``W`` itself (not of ``V``) and ``levels_fit: "kmeans1d"``.
+    """
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
+        raise SchemeError(f"bits={bits!r} is invalid: expected an integer in [1, 8]")
+    if double_quant not in (True, False):
+        raise SchemeError(f"double_quant={double_quant!r} is invalid: expected True or False")
+    W = _check_weights(W)
+    out, n = W.shape
+    H, _ = _hessian_of(X_or_H, n, kind)
+    layout = Blockwise(codebook=(-1.0, 1.0), block_size=n, double_quant=bool(double_quant))
+    params = family(layout).fit(layout, W)
+    s = blockwise.block_absmax(layout, params).astype(np.float64)
+    s[s == 0] = 1.0           # an all-zero row decodes to 0 whatever its code
+    W64 = W.astype(np.float64)
+    V = W64 / s[:, None]
+    weights = (s ** 2)[:, None] * np.maximum(np.diag(H), 0.0)[None, :]
+    if not weights.any():
+        weights = None        # no input ever reaches the layer: plain k-means of V
+    centers = kmeans1d(V, 2 ** int(bits), weights=weights).centers
+    levels = np.unique(np.clip(centers.astype(np.float32), -1, 1))
+    if levels.size < 2:       # a constant V: any second level keeps the codebook valid
+        levels = np.unique(np.concatenate([levels, np.float32([-1.0, 1.0])]))
+    scheme = layout.replace(codebook=tuple(float(v) for v in levels))
+    q = adaptive_round(V, H, Codebook(values=scheme.codebook), damp=damp, act_order=act_order,
+                       clip_search=False, column_block=column_block, kind="hessian", threads=threads)
+    side = chunked.public(params)
+    W_hat = dequantize(QuantizedArray(scheme=scheme, shape=W.shape, dtype=W.dtype, codes=q.codes,
+                                      bits=scheme.bits, side=side))
+    total = float(row_objective(W64, W_hat, H).sum())
+    ref = float(np.einsum("ij,ij->", W64 @ H, W64))
+    info = {k: v for k, v in q.info["adaptive_round"].items() if not k.endswith("_nearest")}
+    info.update(objective=total, rel_error=float(np.sqrt(max(total, 0.0) / ref)) if ref > 0 else 0.0,
+                levels_fit="kmeans1d")
+    return QuantizedArray(scheme=scheme, shape=W.shape, dtype=W.dtype, codes=q.codes, bits=scheme.bits,
+                          side=side, info={"adaptive_round": info})

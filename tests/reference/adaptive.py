@@ -138,3 +138,26 @@ def adaptive_round(scheme, W, X, damp=0.01, act_order=False, clip_search=True):
             for k in ps:
                 ps[k][gg] = cands[which[i]][1][k][gg]
     return codes, ps, np.array([objs[k][i] for i, k in enumerate(which)]), [cands[k][0] for k in which]
+
+
+def adaptive_codebook(W, X, bits, damp=0.01, act_order=True):
+    """Reference of ``nquant.adaptive.adaptive_codebook``: ``(codes uint8, row absmax float32,
+    levels float32)``.
+
+    Row absmax by ``np.abs(W).max(axis=1)`` (zero rows scaled by 1), levels the exact weighted
+    1-D k-means of ``V = W / s`` (``nquant.codebooks.kmeans1d``, tested on its own) with
+    weights ``s_r**2 * ||x_j||**2``, cast to float32 and clipped to [-1, 1]; codes by the
+    reference :func:`adaptive_round` of ``V`` on that codebook.
+    """
+    from nquant.codebooks.optimal1d import kmeans1d
+
+    W = np.asarray(W)
+    X = np.asarray(X, dtype=np.float64)
+    absmax = np.abs(W).max(axis=1).astype(np.float32)
+    s = np.where(absmax > 0, absmax, 1).astype(np.float64)
+    V = W.astype(np.float64) / s[:, None]
+    weights = s[:, None] ** 2 * np.sum(X ** 2, axis=1)[None, :]
+    levels = np.unique(np.clip(kmeans1d(V, 2 ** bits, weights=weights).centers.astype(np.float32), -1, 1))
+    codes, _, _, _ = adaptive_round(Codebook(values=tuple(float(v) for v in levels)), V, X, damp, act_order,
+                                    clip_search=False)
+    return codes, absmax, levels
