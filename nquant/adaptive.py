@@ -721,9 +721,9 @@ def _adaptive_round(W, X_or_H, scheme, damp, act_order, clip_search, clip_grid, 
 # ----------------------------------------------------------------------------- fitted codebooks
 
 
-def adaptive_codebook(W: ArrayLike, X_or_H: ArrayInput, bits: int = 4, *, double_quant: bool = False,
-                      damp: float = 0.01, act_order: bool = True, column_block: int = 128, kind: str = "auto",
-                      threads: int | None = None) -> QuantizedArray:
+def adaptive_codebook(W: ArrayLike, X_or_H: ArrayInput, bits: int = 4, *, damp: float = 0.01,
+                      act_order: bool = True, column_block: int = 128, kind: str = "auto",
+                      threads: int | None = None, **blockwise_options) -> QuantizedArray:
     """Calibrated rounding of a weight matrix to a codebook fitted to it, rows scaled by their absmax.
 
     ``W = diag(s) V`` with ``s`` each row's absmax (a :class:`~nquant.schemes.Blockwise` scheme
@@ -741,16 +741,17 @@ def adaptive_codebook(W: ArrayLike, X_or_H: ArrayInput, bits: int = 4, *, double
     bits : int in [1, 8], default 4
         Code bits: the codebook has ``2**bits`` levels (fewer where ``W`` has fewer distinct
         scaled values).
-    double_quant : bool
-        Store the row absmax values double-quantized (``Blockwise(double_quant=True)``); the
-        levels are then fitted to ``W`` over the absmax values that decoding uses.
     damp, act_order, column_block, kind, threads
         As :func:`adaptive_round` (``act_order`` defaults to True here).
+    **blockwise_options
+        Further :class:`~nquant.schemes.Blockwise` parameters of how the row absmax values are
+        stored (``double_quant=True``); the levels are fitted to ``W`` over the absmax values
+        that decoding uses.
 
     Returns
     -------
     QuantizedArray
-        Of scheme ``Blockwise(codebook=levels, block_size=in, double_quant=double_quant)``: the
+        Of scheme ``Blockwise(codebook=levels, block_size=in, **blockwise_options)``: the
         packed codes, the scheme's side arrays (float32 absmax per row, or its double
         quantization), the levels float32-representable within [-1, 1].
         ``q.info["adaptive_round"]`` as :func:`adaptive_round` gives it, with ``objective`` and
@@ -758,12 +759,13 @@ def adaptive_codebook(W: ArrayLike, X_or_H: ArrayInput, bits: int = 4, *, double
     """
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
         raise SchemeError(f"bits={bits!r} is invalid: expected an integer in [1, 8]")
-    if double_quant not in (True, False):
-        raise SchemeError(f"double_quant={double_quant!r} is invalid: expected True or False")
+    if {"codebook", "block_size"} & set(blockwise_options):
+        raise SchemeError(f"{sorted({'codebook', 'block_size'} & set(blockwise_options))[0]} is invalid for "
+                          "adaptive_codebook: the codebook is fitted and the blocks are the rows")
     W = _check_weights(W)
     out, n = W.shape
     H, _ = _hessian_of(X_or_H, n, kind)
-    layout = Blockwise(codebook=(-1.0, 1.0), block_size=n, double_quant=bool(double_quant))
+    layout = Blockwise(codebook=(-1.0, 1.0), block_size=n, **blockwise_options)
     params = family(layout).fit(layout, W)
     s = blockwise.block_absmax(layout, params).astype(np.float64)
     s[s == 0] = 1.0           # an all-zero row decodes to 0 whatever its code

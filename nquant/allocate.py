@@ -20,9 +20,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from nquant.adaptive import adaptive_codebook, hessian
+from nquant.api import dequantize
 from nquant.errors import InputError
 
-__all__ = ["allocate", "scaled_losses"]
+__all__ = ["allocate", "scaled_losses", "quantize_allocated"]
 
 MAX_RESOLUTION = 1 << 20
 """Largest ``resolution`` accepted (the dynamic programme holds ``tensors x resolution`` choices)."""
@@ -177,4 +179,78 @@ def scaled_losses(objectives: Mapping, measured: Mapping, reference: Mapping) ->
             raise InputError(f"reference[{name!r}]={k!r} is invalid: expected a candidate index in [0, {o.size})")
         m = _number(measured[name], f"measured[{name!r}]")
         out[name] = m * o / o[k] if o[k] > 0 else np.zeros_like(o)
+    return out
+
+
+def quantize_allocated(weights: Mapping, calibration: Mapping, bits_per_value: float, *,
+                       candidates: Sequence[int] = (3, 4, 5), measure=None, **options) -> dict:
+    """Quantize every weight with :func:`~nquant.adaptive.adaptive_codebook`, bits spread by sensitivity.
+
+    Each weight is quantized at every candidate bit width; :func:`allocate` then picks one
+    candidate per weight so that the stored bits of all of them (codes and every side array)
+    stay within ``bits_per_value`` times the number of values, minimising the summed loss.
+
+    Parameters
+    ----------
+    weights : mapping name -> ndarray of shape (out, in)
+    calibration : mapping name -> inputs (in, n_samples) or Hessian (in, in) of that weight
+        (anything :func:`~nquant.adaptive.adaptive_round` takes; compute a shared Hessian once
+        and pass it for every weight that reads the same inputs).
+    bits_per_value : float
+        Budget: total stored bits over total values.
+    candidates : sequence of int, default (3, 4, 5)
+        Code bits tried for every weight.
+    measure : callable ``(name, W_hat) -> float``, optional
+        The loss of the model with only weight ``name`` replaced by ``W_hat`` (its dequantized
+        candidate of ``floor(bits_per_value)`` bits, or the nearest candidate), e.g.
+        ``1 - cosine`` of the model's outputs on calibration data.  The other candidates'
+        losses follow by :func:`scaled_losses` from their layer objectives.  Without it the
+        loss of a candidate is its relative output error squared, ``tr(E H E^T) / tr(W H W^T)``,
+        every layer counting alike.
+    **options
+        Passed to :func:`~nquant.adaptive.adaptive_codebook` (``damp``, ``act_order``, ...).
+
+    Returns
+    -------
+    dict name -> QuantizedArray
+        Each with ``q.info["allocate"]``: the candidates' bits, stored bits and losses, and
+        the chosen bits.
+    """
+    cands = sorted({int(b) for b in candidates}) if isinstance(candidates, Sequence) and candidates else None
+    if cands is None or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) for b in candidates):
+        raise InputError(f"candidates={candidates!r} is invalid: expected a non-empty sequence of bit widths")
+    budget_per_value = _number(bits_per_value, "bits_per_value")
+    if not isinstance(weights, Mapping) or not weights:
+        raise InputError("weights is invalid: expected a non-empty mapping name -> 2-D array")
+    missing = [n for n in weights if n not in calibration]
+    if missing:
+        raise InputError(f"calibration lacks {missing[0]!r}: expected inputs or a Hessian for every weight")
+    ref_bits = min(cands, key=lambda b: (abs(b - np.floor(budget_per_value)), b))
+    ref = cands.index(ref_bits)
+    fitted, objectives, measured = {}, {}, {}
+    n_values = 0
+    for name, W in weights.items():
+        H = calibration[name]
+        if not (isinstance(H, np.ndarray) and H.ndim == 2 and H.shape[0] == H.shape[1] == np.shape(W)[1]):
+            H = hessian(H)                  # inputs: one Hessian for every candidate
+        qs = [adaptive_codebook(W, H, b, kind="hessian", **options) for b in cands]
+        fitted[name] = qs
+        n_values += int(np.size(W))
+        objectives[name] = [q.info["adaptive_round"]["objective"] for q in qs]
+        if measure is not None:
+            measured[name] = float(measure(name, dequantize(qs[ref])))
+        else:
+            W64 = np.asarray(W, np.float64)
+            total = float(np.einsum("ij,ij->", W64 @ H, W64))
+            measured[name] = objectives[name][ref] / total if total > 0 else 0.0
+    losses = scaled_losses(objectives, measured, {n: ref for n in weights})
+    sized = {n: [(8 * q.nbytes, float(l)) for q, l in zip(fitted[n], losses[n])] for n in weights}
+    choice = allocate(sized, budget_per_value * n_values)
+    out = {}
+    for name, k in choice.items():
+        q = fitted[name][k]
+        q.info["allocate"] = {"bits": cands, "stored_bits": [s for s, _ in sized[name]],
+                              "losses": [l for _, l in sized[name]], "chosen_bits": cands[k],
+                              "bits_per_value": float(budget_per_value)}
+        out[name] = q
     return out

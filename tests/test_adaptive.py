@@ -365,6 +365,8 @@ def test_adaptive_codebook_edge_cases_and_errors():
             adaptive.adaptive_codebook(W, X, bits)
     with pytest.raises(SchemeError, match="double_quant=1.5 is invalid"):
         adaptive.adaptive_codebook(W, X, 4, double_quant=1.5)
+    with pytest.raises(SchemeError, match="block_size is invalid for adaptive_codebook"):
+        adaptive.adaptive_codebook(W, X, 4, block_size=4)
     with pytest.raises(InputError, match="X shape=\\(30, 8\\) does not match"):
         adaptive.adaptive_codebook(W, X.T, 4, kind="inputs")
     W[0, 0] = np.nan

@@ -84,3 +84,40 @@ def test_scaled_losses():
         scaled_losses({"a": [1.0]}, {}, {})
     with pytest.raises(InputError, match="objectives\\['a'\\] is invalid"):
         scaled_losses({"a": [-1.0]}, {"a": 0.1}, {"a": 0})
+
+
+def test_quantize_allocated_spends_the_budget_where_the_loss_is():
+    import nquant as nq
+    from nquant.adaptive import hessian
+    from nquant.allocate import quantize_allocated
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((64, 256))
+    weights = {f"w{i}": rng.standard_normal((8, 64)).astype(np.float32) for i in range(4)}
+    cal = {"w0": X, "w1": X, "w2": hessian(X), "w3": [X[:, :100], X[:, 100:]]}
+    calls = []
+
+    def measure(name, W_hat):       # w1 matters 1000 times more than the others
+        calls.append(name)
+        assert W_hat.shape == (8, 64)
+        return float(np.sum((weights[name] - W_hat) ** 2)) * (1000.0 if name == "w1" else 1.0)
+
+    # 2, 3, 4 bits cost 2.5, 3.5, 4.5 bits per value (a float32 absmax per row of 64)
+    qs = quantize_allocated(weights, cal, 3.9, candidates=(2, 3, 4), measure=measure, damp=0.02)
+    assert sorted(calls) == sorted(weights)
+    stored = sum(8 * q.nbytes for q in qs.values())
+    assert stored <= 3.9 * 4 * 512
+    assert qs["w1"].info["allocate"]["chosen_bits"] == 4 and qs["w1"].scheme.bits == 4
+    assert max(q.scheme.bits for n, q in qs.items() if n != "w1") == 3
+    info = qs["w0"].info["allocate"]
+    assert info["bits"] == [2, 3, 4] and info["stored_bits"] == [512 * b + 8 * 32 for b in (2, 3, 4)]
+    assert info["losses"][0] > info["losses"][1] > info["losses"][2] > 0
+    # without a measure every layer's relative output error counts alike
+    qs = quantize_allocated(weights, cal, 4.5)
+    assert {q.scheme.bits for q in qs.values()} == {4}
+    with pytest.raises(InputError, match="calibration lacks 'w1'"):
+        quantize_allocated(weights, {"w0": X}, 4)
+    with pytest.raises(InputError, match="candidates=\\(\\) is invalid"):
+        quantize_allocated(weights, cal, 4, candidates=())
+    with pytest.raises(InputError, match="budget=.* is invalid: the smallest candidates"):
+        quantize_allocated(weights, cal, 3.0, candidates=(3, 4))
