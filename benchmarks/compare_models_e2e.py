@@ -151,12 +151,12 @@ def allocated(bits_per_value, candidates, sensitivity_sentences=128, **options):
     import nquant as nq
 
     def run(model, sentences, max_rows):
-        hs, seen = {}, {}
+        hs, last = {}, [None, None]
 
         def keep(name, X, w):
-            if id(X) not in seen:          # query, key and value read the same rows
-                seen[id(X)] = hessian(X.T)
-            hs[name] = seen[id(X)]
+            if last[0] is not X:           # query, key and value read the same rows
+                last[:] = X, hessian(X.T)
+            hs[name] = last[1]
 
         model.run(sentences, None, keep, max_rows)
         probe = sentences[:sensitivity_sentences]
@@ -195,7 +195,7 @@ def recipes():
     ar4 = Uniform(4, symmetric=True, axis=0)
     cb = {bits: adaptive_codebook(bits, act_order=True) for bits in (3, 4, 5)}
     fitted = "`adaptive_round`, `Codebook` fitted per layer, rows scaled by their absmax, act_order"
-    fitted_nq = "`adaptive_codebook` (codebook fitted per layer, rows scaled by absmax, act_order)"
+    fitted_nq = "`quantize_allocated`: `adaptive_codebook` (codebook fitted per layer, act_order)"
     return {
         "nf4": ("NF4, blocks of 64", nearest(nq.NF4(64)), None),
         "nf4-dq": ("NF4, blocks of 64, double quantization", nearest(nq.NF4(64, double_quant=True)), None),
@@ -209,8 +209,9 @@ def recipes():
         "arcb4": (fitted, cb[4], "float"),
         "arcb4-seq": (fitted + ", sequential", cb[4], "sequential"),
         "mixed4": (fitted + ": 5 bits on 3 FFN input layers, 4 elsewhere", mixed(cb[4], cb[5], PROMOTED), "float"),
-        "alloc4": (fitted_nq + ", 3/4/5 bits by measured sensitivity within 4.25 bits/value",
-                   allocated(4.25, (3, 4, 5)), "allocate"),
+        "alloc4": (fitted_nq + ", absmax double-quantized, per row (3-6 bits) or per 128 columns (4, 5 bits) "
+                   "by measured sensitivity within 4.25", allocated(4.25, (3, 4, 5, 6, (4, 128), (5, 128)),
+                                                                     double_quant=True), "allocate"),
         "arcb5": (fitted.replace("`Codebook`", "`Codebook` (5 bits)"), cb[5], "float"),
         "uniform8": ("`Uniform(8, symmetric, axis=0)`", nearest(Uniform(8, symmetric=True, axis=0)), None),
         "nf3-dq": ("NF3 (`normal_float(3)`), blocks of 64, double quantization",
@@ -221,8 +222,8 @@ def recipes():
                          adaptive(Uniform(3, axis=0), act_order=True), "sequential"),
         "arcb3": (fitted.replace("`Codebook`", "`Codebook` (3 bits)"), cb[3], "float"),
         "mixed3": (fitted + ": 4 bits on 3 FFN input layers, 3 elsewhere", mixed(cb[3], cb[4], PROMOTED), "float"),
-        "alloc3": (fitted_nq + ", 2/3/4 bits by measured sensitivity within 3.25 bits/value",
-                   allocated(3.25, (2, 3, 4)), "allocate"),
+        "alloc3": (fitted_nq + ", absmax double-quantized, per row, 2-5 bits by measured sensitivity within 3.25",
+                   allocated(3.25, (2, 3, 4, 5), double_quant=True), "allocate"),
     }
 
 

@@ -182,6 +182,24 @@ def scaled_losses(objectives: Mapping, measured: Mapping, reference: Mapping) ->
     return out
 
 
+def _candidate_list(candidates):
+    """``[(bits, block_size or None), ...]`` from ints and ``(bits, block_size)`` pairs, sorted."""
+    out = []
+    if isinstance(candidates, Sequence) and not isinstance(candidates, str):
+        for c in candidates:
+            bits, block = (c, None) if not isinstance(c, Sequence) else (tuple(c) + (None,))[:2] if len(c) == 2 \
+                else (None, None)
+            if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not (
+                    block is None or isinstance(block, (int, np.integer)) and not isinstance(block, bool)):
+                out = []
+                break
+            out.append((int(bits), None if block is None else int(block)))
+    if not out:
+        raise InputError(f"candidates={candidates!r} is invalid: expected a non-empty sequence of bit widths "
+                         "or (bits, block_size) pairs")
+    return sorted(set(out), key=lambda c: (c[0], c[1] is not None, c[1] or 0))
+
+
 def quantize_allocated(weights: Mapping, calibration: Mapping, bits_per_value: float, *,
                        candidates: Sequence[int] = (3, 4, 5), measure=None, **options) -> dict:
     """Quantize every weight with :func:`~nquant.adaptive.adaptive_codebook`, bits spread by sensitivity.
@@ -198,11 +216,12 @@ def quantize_allocated(weights: Mapping, calibration: Mapping, bits_per_value: f
         and pass it for every weight that reads the same inputs).
     bits_per_value : float
         Budget: total stored bits over total values.
-    candidates : sequence of int, default (3, 4, 5)
-        Code bits tried for every weight.
+    candidates : sequence of int or of ``(bits, block_size)`` pairs, default (3, 4, 5)
+        The encodings tried for every weight: code bits, with one absmax per row, or with one
+        absmax per ``block_size`` columns (``adaptive_codebook(..., block_size=...)``).
     measure : callable ``(name, W_hat) -> float``, optional
         The loss of the model with only weight ``name`` replaced by ``W_hat`` (its dequantized
-        candidate of ``floor(bits_per_value)`` bits, or the nearest candidate), e.g.
+        candidate of ``floor(bits_per_value)`` bits, per row, or the nearest candidate), e.g.
         ``1 - cosine`` of the model's outputs on calibration data.  The other candidates'
         losses follow by :func:`scaled_losses` from their layer objectives.  Without it the
         loss of a candidate is its relative output error squared, ``tr(E H E^T) / tr(W H W^T)``,
@@ -213,27 +232,25 @@ def quantize_allocated(weights: Mapping, calibration: Mapping, bits_per_value: f
     Returns
     -------
     dict name -> QuantizedArray
-        Each with ``q.info["allocate"]``: the candidates' bits, stored bits and losses, and
-        the chosen bits.
+        Each with ``q.info["allocate"]``: the candidates ``[bits, block_size]``, their stored
+        bits and losses, and the chosen candidate.
     """
-    cands = sorted({int(b) for b in candidates}) if isinstance(candidates, Sequence) and candidates else None
-    if cands is None or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) for b in candidates):
-        raise InputError(f"candidates={candidates!r} is invalid: expected a non-empty sequence of bit widths")
+    cands = _candidate_list(candidates)
     budget_per_value = _number(bits_per_value, "bits_per_value")
     if not isinstance(weights, Mapping) or not weights:
         raise InputError("weights is invalid: expected a non-empty mapping name -> 2-D array")
     missing = [n for n in weights if n not in calibration]
     if missing:
         raise InputError(f"calibration lacks {missing[0]!r}: expected inputs or a Hessian for every weight")
-    ref_bits = min(cands, key=lambda b: (abs(b - np.floor(budget_per_value)), b))
-    ref = cands.index(ref_bits)
+    ref = min(range(len(cands)), key=lambda i: (abs(cands[i][0] - np.floor(budget_per_value)),
+                                                cands[i][1] is not None, cands[i][0]))
     fitted, objectives, measured = {}, {}, {}
     n_values = 0
     for name, W in weights.items():
         H = calibration[name]
         if not (isinstance(H, np.ndarray) and H.ndim == 2 and H.shape[0] == H.shape[1] == np.shape(W)[1]):
             H = hessian(H)                  # inputs: one Hessian for every candidate
-        qs = [adaptive_codebook(W, H, b, kind="hessian", **options) for b in cands]
+        qs = [adaptive_codebook(W, H, b, block_size=B, kind="hessian", **options) for b, B in cands]
         fitted[name] = qs
         n_values += int(np.size(W))
         objectives[name] = [q.info["adaptive_round"]["objective"] for q in qs]
@@ -249,8 +266,8 @@ def quantize_allocated(weights: Mapping, calibration: Mapping, bits_per_value: f
     out = {}
     for name, k in choice.items():
         q = fitted[name][k]
-        q.info["allocate"] = {"bits": cands, "stored_bits": [s for s, _ in sized[name]],
-                              "losses": [l for _, l in sized[name]], "chosen_bits": cands[k],
+        q.info["allocate"] = {"candidates": [list(c) for c in cands], "stored_bits": [s for s, _ in sized[name]],
+                              "losses": [l for _, l in sized[name]], "chosen": list(cands[k]),
                               "bits_per_value": float(budget_per_value)}
         out[name] = q
     return out

@@ -48,6 +48,9 @@ SCHEMES = {
     "sym4_narrow_nan": nq.Uniform(bits=4, symmetric=True, axis=0, narrow_range=True, nan="propagate"),
     "codebook": nq.Codebook(values=(-1.5, -0.7, -0.2, 0.0, 0.3, 0.9, 1.6)),
     "nf4_grid": nq.Codebook(values=tuple(float(v) * 2 for v in nq.normal_float(4))),
+    "nf4_block8": nq.NF4(8),
+    "blockwise3_rows_dq": nq.Blockwise(codebook=(-1.0, -0.4, -0.1, 0.0, 0.2, 0.5, 1.0), block_size=16,
+                                       double_quant=True),
 }
 
 
@@ -294,8 +297,8 @@ def test_bad_inputs_give_clear_errors():
 
 def test_bad_options_give_clear_errors():
     W, X = problem(out=4, n=10, samples=40, seed=16)
-    with pytest.raises(SchemeError, match="type='blockwise' is not supported by adaptive_round"):
-        adaptive_round(W, X, nq.NF4())
+    with pytest.raises(SchemeError, match="type='kmeans_blockwise' is not supported by adaptive_round"):
+        adaptive_round(W, X, nq.KMeansBlockwise())
     with pytest.raises(SchemeError, match="rounding='stochastic' is invalid for adaptive_round"):
         adaptive_round(W, X, nq.Uniform(bits=4, rounding="stochastic"))
     with pytest.raises(SchemeError, match="scheme=.*is invalid"):
@@ -365,8 +368,10 @@ def test_adaptive_codebook_edge_cases_and_errors():
             adaptive.adaptive_codebook(W, X, bits)
     with pytest.raises(SchemeError, match="double_quant=1.5 is invalid"):
         adaptive.adaptive_codebook(W, X, 4, double_quant=1.5)
-    with pytest.raises(SchemeError, match="block_size is invalid for adaptive_codebook"):
-        adaptive.adaptive_codebook(W, X, 4, block_size=4)
+    with pytest.raises(SchemeError, match="block_size=3 is invalid: expected None or a divisor of in=8"):
+        adaptive.adaptive_codebook(W, X, 4, block_size=3)
+    with pytest.raises(SchemeError, match="codebook is invalid for adaptive_codebook"):
+        adaptive.adaptive_codebook(W, X, 4, codebook=(0.0, 1.0))
     with pytest.raises(InputError, match="X shape=\\(30, 8\\) does not match"):
         adaptive.adaptive_codebook(W, X.T, 4, kind="inputs")
     W[0, 0] = np.nan

@@ -107,17 +107,24 @@ def test_quantize_allocated_spends_the_budget_where_the_loss_is():
     assert sorted(calls) == sorted(weights)
     stored = sum(8 * q.nbytes for q in qs.values())
     assert stored <= 3.9 * 4 * 512
-    assert qs["w1"].info["allocate"]["chosen_bits"] == 4 and qs["w1"].scheme.bits == 4
+    assert qs["w1"].info["allocate"]["chosen"] == [4, None] and qs["w1"].scheme.bits == 4
     assert max(q.scheme.bits for n, q in qs.items() if n != "w1") == 3
     info = qs["w0"].info["allocate"]
-    assert info["bits"] == [2, 3, 4] and info["stored_bits"] == [512 * b + 8 * 32 for b in (2, 3, 4)]
+    assert info["candidates"] == [[2, None], [3, None], [4, None]]
+    assert info["stored_bits"] == [512 * b + 8 * 32 for b in (2, 3, 4)]
     assert info["losses"][0] > info["losses"][1] > info["losses"][2] > 0
     # without a measure every layer's relative output error counts alike
     qs = quantize_allocated(weights, cal, 4.5)
     assert {q.scheme.bits for q in qs.values()} == {4}
+    # blocks of 16 columns: 4 absmax per row, 5 bits per value in all; finer scales, smaller losses
+    qs = quantize_allocated(weights, cal, 5.0, candidates=[(3, 16), 2, (3, None)])
+    assert qs["w0"].info["allocate"]["candidates"] == [[2, None], [3, None], [3, 16]]
+    assert {q.scheme.block_size for q in qs.values()} == {16}
+    assert sum(8 * q.nbytes for q in qs.values()) == 5 * 4 * 512
     with pytest.raises(InputError, match="calibration lacks 'w1'"):
         quantize_allocated(weights, {"w0": X}, 4)
-    with pytest.raises(InputError, match="candidates=\\(\\) is invalid"):
-        quantize_allocated(weights, cal, 4, candidates=())
+    for bad in ((), "4", [(4, 16, 1)], [4.0], [(4, True)]):
+        with pytest.raises(InputError, match="candidates=.* is invalid"):
+            quantize_allocated(weights, cal, 4, candidates=bad)
     with pytest.raises(InputError, match="budget=.* is invalid: the smallest candidates"):
         quantize_allocated(weights, cal, 3.0, candidates=(3, 4))
