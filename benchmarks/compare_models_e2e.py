@@ -22,7 +22,10 @@ Sentences: first sentences of docstrings of installed packages, 256 for evaluati
 disjoint ones for calibration (``minilm.calibration_evaluation``); every scheme is scored on the
 evaluation sentences, calibrated schemes see only the calibration ones.  ``adaptive_round`` gets
 each layer's real input rows (at most ``--max-rows`` tokens, drawn at random); "sequential" rows
-compute each layer's inputs with the layers before it already quantized.  Recipe names (for
+compute each layer's inputs with the layers before it already quantized; "alloc" recipes
+(``nquant.allocate.quantize_allocated``) quantize every layer at a few bit widths and spread a
+bits-per-value budget by each layer's measured effect on the embeddings of 128 calibration
+sentences (seconds include those forward passes).  Recipe names (for
 ``--only``): the keys of :func:`recipes`, and ``bnb``.
 
 ``bnb`` (with ``--bnb-python``, an interpreter with torch and bitsandbytes): bitsandbytes'
