@@ -149,9 +149,9 @@ def allocated(bits_per_value, candidates, sensitivity_sentences=128, **options):
     others' scaled by their layer objectives; the allocator then spends ``bits_per_value``.
     Returns ``(model, sentences, max_rows) -> (weights, stored bits)``.
     """
+    import nquant as nq
     from nquant.adaptive import hessian
     from nquant.allocate import quantize_allocated
-    import nquant as nq
 
     def run(model, sentences, max_rows):
         hs, last = {}, [None, None]

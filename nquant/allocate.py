@@ -24,7 +24,7 @@ from nquant.adaptive import adaptive_codebook, hessian
 from nquant.api import dequantize
 from nquant.errors import InputError
 
-__all__ = ["allocate", "scaled_losses", "quantize_allocated"]
+__all__ = ["allocate", "quantize_allocated", "scaled_losses"]
 
 MAX_RESOLUTION = 1 << 20
 """Largest ``resolution`` accepted (the dynamic programme holds ``tensors x resolution`` choices)."""

@@ -87,7 +87,6 @@ def test_scaled_losses():
 
 
 def test_quantize_allocated_spends_the_budget_where_the_loss_is():
-    import nquant as nq
     from nquant.adaptive import hessian
     from nquant.allocate import quantize_allocated
 
