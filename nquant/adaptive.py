@@ -772,24 +772,24 @@ def adaptive_codebook(W: ArrayLike, X_or_H: ArrayInput, bits: int = 4, *, block_
         raise SchemeError(f"bits={bits!r} is invalid: expected an integer in [1, 8]")
     if "codebook" in blockwise_options:
         raise SchemeError("codebook is invalid for adaptive_codebook: the codebook is fitted to W")
-    W = _check_weights(W)
-    out, n = W.shape
+    Wa = _check_weights(W)
+    out, n = Wa.shape
     B = n if block_size is None else block_size
     if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or B < 1 or n % B:
         raise SchemeError(f"block_size={block_size!r} is invalid: expected None or a divisor of in={n}")
     H, _ = _hessian_of(X_or_H, n, kind)
     layout = Blockwise(codebook=(-1.0, 1.0), block_size=int(B), **blockwise_options)
-    params = family(layout).fit(layout, W)
+    params = family(layout).fit(layout, Wa)
     s = np.repeat(blockwise.block_absmax(layout, params).astype(np.float64).reshape(out, n // B), B, axis=1)
     s[s == 0] = 1.0           # an all-zero block decodes to 0 whatever its code
     weights = s ** 2 * np.maximum(np.diag(H), 0.0)[None, :]
-    centers = kmeans1d(W.astype(np.float64) / s, 2 ** int(bits),
+    centers = kmeans1d(Wa.astype(np.float64) / s, 2 ** int(bits),
                        weights=weights if weights.any() else None).centers  # no input at all: plain k-means
     levels = np.unique(np.clip(centers.astype(np.float32), -1, 1))
     if levels.size < 2:       # one distinct scaled value: any second level keeps the codebook valid
-        levels = np.unique(np.concatenate([levels, np.float32([-1.0, 1.0])]))
+        levels = np.unique(np.concatenate([levels, np.array([-1.0, 1.0], np.float32)]))
     scheme = layout.replace(codebook=tuple(float(v) for v in levels))
-    q = adaptive_round(W, H, scheme, damp=damp, act_order=act_order, column_block=column_block,
+    q = adaptive_round(Wa, H, scheme, damp=damp, act_order=act_order, column_block=column_block,
                        kind="hessian", threads=threads)
     q.info["adaptive_round"]["levels_fit"] = "kmeans1d"
     return q
