@@ -22,7 +22,10 @@ Sentences: first sentences of docstrings of installed packages, 256 for evaluati
 disjoint ones for calibration (``minilm.calibration_evaluation``); every scheme is scored on the
 evaluation sentences, calibrated schemes see only the calibration ones.  ``adaptive_round`` gets
 each layer's real input rows (at most ``--max-rows`` tokens, drawn at random); "sequential" rows
-compute each layer's inputs with the layers before it already quantized.  Recipe names (for
+compute each layer's inputs with the layers before it already quantized; "alloc" recipes
+(``nquant.allocate.quantize_allocated``) quantize every layer at a few bit widths and spread a
+bits-per-value budget by each layer's measured effect on the embeddings of 128 calibration
+sentences (seconds include those forward passes).  Recipe names (for
 ``--only``): the keys of :func:`recipes`, and ``bnb``.
 
 ``bnb`` (with ``--bnb-python``, an interpreter with torch and bitsandbytes): bitsandbytes'
@@ -136,6 +139,41 @@ def adaptive_codebook(bits, **options):
     return q
 
 
+def allocated(bits_per_value, candidates, sensitivity_sentences=128, **options):
+    """A model recipe: ``nquant.allocate.quantize_allocated`` with end-to-end sensitivities.
+
+    Each layer's Hessian comes from the float32 model's inputs on the calibration sentences;
+    every layer is quantized by ``adaptive_codebook`` at each of ``candidates`` bits; the loss of
+    one candidate per layer is measured end to end, ``1 - mean cosine`` of the embeddings of the
+    first ``sensitivity_sentences`` calibration sentences with only that layer quantized, the
+    others' scaled by their layer objectives; the allocator then spends ``bits_per_value``.
+    Returns ``(model, sentences, max_rows) -> (weights, stored bits)``.
+    """
+    import nquant as nq
+    from nquant.adaptive import hessian
+    from nquant.allocate import quantize_allocated
+
+    def run(model, sentences, max_rows):
+        hs, last = {}, [None, None]
+
+        def keep(name, X, w):
+            if last[0] is not X:           # query, key and value read the same rows
+                last[:] = X, hessian(X.T)
+            hs[name] = last[1]
+
+        model.run(sentences, None, keep, max_rows)
+        probe = sentences[:sensitivity_sentences]
+        ref = model.encode(probe)
+
+        def measure(name, W_hat):
+            return 1.0 - minilm.compare(ref, model.encode(probe, {name: W_hat}))["cos_mean"]
+
+        qs = quantize_allocated({n: model.weights[n] for n in model.linear_names}, hs, bits_per_value,
+                                candidates=candidates, measure=measure, **options)
+        return {n: nq.dequantize(q) for n, q in qs.items()}, sum(8.0 * q.nbytes for q in qs.values())
+    return run
+
+
 def mixed(low, high, promoted):
     """A quantizer using ``high`` for the weights named in ``promoted`` and ``low`` for the others."""
     def q(name, W, X):
@@ -151,7 +189,8 @@ PROMOTED = tuple(f"encoder.layer.{i}.intermediate.dense.weight" for i in range(3
 
 
 def recipes():
-    """``{name: (description, quantizer, calibration)}``; calibration None, "float" or "sequential"."""
+    """``{name: (description, quantizer, calibration)}``; calibration None, "float" or "sequential"
+    (a per-layer quantizer) or "allocate" (a model recipe, :func:`allocated`)."""
     import nquant as nq
     from nquant.schemes import Blockwise, KMeansBlockwise, Uniform
 
@@ -159,6 +198,7 @@ def recipes():
     ar4 = Uniform(4, symmetric=True, axis=0)
     cb = {bits: adaptive_codebook(bits, act_order=True) for bits in (3, 4, 5)}
     fitted = "`adaptive_round`, `Codebook` fitted per layer, rows scaled by their absmax, act_order"
+    fitted_nq = "`quantize_allocated`: `adaptive_codebook` (codebook fitted per layer, act_order)"
     return {
         "nf4": ("NF4, blocks of 64", nearest(nq.NF4(64)), None),
         "nf4-dq": ("NF4, blocks of 64, double quantization", nearest(nq.NF4(64, double_quant=True)), None),
@@ -172,6 +212,9 @@ def recipes():
         "arcb4": (fitted, cb[4], "float"),
         "arcb4-seq": (fitted + ", sequential", cb[4], "sequential"),
         "mixed4": (fitted + ": 5 bits on 3 FFN input layers, 4 elsewhere", mixed(cb[4], cb[5], PROMOTED), "float"),
+        "alloc4": (fitted_nq + ", absmax double-quantized, per row (3-6 bits) or per 128 columns (4, 5 bits) "
+                   "by measured sensitivity within 4.25", allocated(4.25, (3, 4, 5, 6, (4, 128), (5, 128)),
+                                                                     double_quant=True), "allocate"),
         "arcb5": (fitted.replace("`Codebook`", "`Codebook` (5 bits)"), cb[5], "float"),
         "uniform8": ("`Uniform(8, symmetric, axis=0)`", nearest(Uniform(8, symmetric=True, axis=0)), None),
         "nf3-dq": ("NF3 (`normal_float(3)`), blocks of 64, double quantization",
@@ -182,6 +225,8 @@ def recipes():
                          adaptive(Uniform(3, axis=0), act_order=True), "sequential"),
         "arcb3": (fitted.replace("`Codebook`", "`Codebook` (3 bits)"), cb[3], "float"),
         "mixed3": (fitted + ": 4 bits on 3 FFN input layers, 3 elsewhere", mixed(cb[3], cb[4], PROMOTED), "float"),
+        "alloc3": (fitted_nq + ", absmax double-quantized, per row, 2-5 bits by measured sensitivity within 3.25",
+                   allocated(3.25, (2, 3, 4, 5), double_quant=True), "allocate"),
     }
 
 
@@ -193,6 +238,8 @@ def quantize_model(model, quantizer, calibration, sentences, max_rows):
         W_hat, bits[name] = quantizer(name, W, X)
         return W_hat
 
+    if calibration == "allocate":
+        return quantizer(model, sentences, max_rows)
     if calibration is None:
         weights = {name: step(name, model.weights[name], None) for name in model.linear_names}
     else:

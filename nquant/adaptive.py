@@ -63,15 +63,16 @@ from nquant._threads import blas_limit, in_task
 from nquant.api import check_input
 from nquant.containers import QuantizedArray
 from nquant.errors import InputError, SchemeError
-from nquant.families import codebook, uniform
+from nquant.codebooks.optimal1d import kmeans1d
+from nquant.families import blockwise, codebook, uniform
 from nquant.families.registry import family
 from nquant.kernels import gptq
 from nquant.kernels.codebook1d import fill_thresholds
 from nquant.kernels.rounding import NEAREST
 from nquant.packing import pack_codes
-from nquant.schemes import Codebook, Uniform
+from nquant.schemes import Blockwise, Codebook, Uniform
 
-__all__ = ["adaptive_round", "hessian", "hessian_partial", "hessian_merge", "hessian_finalize",
+__all__ = ["adaptive_round", "adaptive_codebook", "hessian", "hessian_partial", "hessian_merge", "hessian_finalize",
            "DEFAULT_CLIP_GRID"]
 
 FORMAT_VERSION = 1
@@ -269,16 +270,19 @@ def _hessian_of(X_or_H, n_in, kind):
 
 
 def _check_options(scheme, damp, column_block, clip_grid):
-    if not isinstance(scheme, (Uniform, Codebook)):
+    if not isinstance(scheme, (Uniform, Codebook, Blockwise)):
         family(scheme)  # SchemeError for non-schemes
         raise SchemeError(f"scheme type={scheme.type!r} is not supported by adaptive_round: expected "
-                          "a Uniform (per tensor, per channel or per block) or a Codebook scheme")
-    packed_blocks = scheme.block_size is not None and "zero_point_codes" in uniform.side_dtypes(scheme)
-    if isinstance(scheme, Uniform) and (scheme.double_quant or packed_blocks):
-        raise SchemeError(f"scheme double_quant={scheme.double_quant}, zero_point_storage="
-                          f"{scheme.zero_point_storage!r} is not supported by adaptive_round: expected per-group "
-                          "side arrays (symmetric=True, or zero_point_storage='int32', without double_quant)")
-    if scheme.rounding != "nearest":
+                          "a Uniform (per tensor, per channel or per block), a Codebook or a Blockwise "
+                          "scheme")
+    if isinstance(scheme, Uniform):
+        packed_blocks = scheme.block_size is not None and "zero_point_codes" in uniform.side_dtypes(scheme)
+        if scheme.double_quant or packed_blocks:
+            raise SchemeError(f"scheme double_quant={scheme.double_quant}, zero_point_storage="
+                              f"{scheme.zero_point_storage!r} is not supported by adaptive_round: expected "
+                              "per-group side arrays (symmetric=True, or zero_point_storage='int32', without "
+                              "double_quant)")
+    if getattr(scheme, "rounding", "nearest") != "nearest":
         raise SchemeError(f"rounding={scheme.rounding!r} is invalid for adaptive_round: expected "
                           "'nearest' (adaptive rounding chooses each rounding direction itself)")
     if not (isinstance(damp, (int, float)) and not isinstance(damp, bool) and 0 <= damp < np.inf):
@@ -497,12 +501,20 @@ def _kernel_quantizer(scheme, params, W_dtype):
     """Kernel arguments ``(kind, inv, scale, offset, c0, hi, thr, levels)`` in float64."""
     f64 = np.dtype(np.float64)
     empty = np.zeros(1)
-    if isinstance(scheme, Codebook):
-        levels = np.asarray(codebook._levels(scheme, params, uniform.compute_dtype(W_dtype)), f64)
+    if isinstance(scheme, (Codebook, Blockwise)):
+        if isinstance(scheme, Codebook):
+            levels = np.asarray(codebook._levels(scheme, params, uniform.compute_dtype(W_dtype)), f64)
+        else:
+            levels = np.asarray(np.float32(scheme.codebook), f64)
         thr = np.empty(max(len(levels) - 1, 0), f64)
         if thr.size:
             fill_thresholds(levels, NEAREST, thr)
-        return gptq.TABLE, empty, empty, empty, empty, 0.0, thr, levels
+        if isinstance(scheme, Codebook):
+            return gptq.TABLE, empty, empty, empty, empty, 0.0, thr, levels
+        # the blocks' absmax as decoding uses it, and its float32 reciprocal as encoding does
+        absmax = blockwise.block_absmax(scheme, params)
+        inv = np.where(absmax > 0, np.float32(1) / np.maximum(absmax, np.float32(1e-38)), np.float32(0))
+        return gptq.SCALED_TABLE, inv.astype(f64), absmax.astype(f64), empty, empty, 0.0, thr, levels
     scale, inv, offset, c0 = uniform.kernel_params(scheme, params, f64)
     hi, _ = uniform.code_limits(scheme)
     return gptq.AFFINE, inv, scale, offset, c0, float(hi), np.zeros(0), np.zeros(1)
@@ -610,9 +622,11 @@ def adaptive_round(W: ArrayLike, X_or_H: ArrayInput, scheme: Scheme, *, damp: fl
         - a Dask array of shape (in, n_samples) or an iterable of batches (in, n_b),
         - the Hessian ``H = X @ X.T``, ndarray of shape (in, in) (:func:`hessian`),
         - merged statistics from :func:`hessian_partial` / :func:`hessian_merge`.
-    scheme : Uniform or Codebook, with ``rounding="nearest"``
+    scheme : Uniform, Codebook or Blockwise, with ``rounding="nearest"``
         Any Uniform granularity (per tensor, ``axis=0`` per output channel, ``axis=1``,
-        ``block_size``) and code range options; or any sorted grid (Codebook).
+        ``block_size``) and code range options; any sorted grid (Codebook); absmax-scaled
+        blocks coded to a grid (Blockwise: NF4, fitted codebooks, double quantization), the
+        absmax values fixed by the scheme's fit (see :func:`adaptive_codebook`).
     damp : float >= 0, default 0.01
         Damping added to the diagonal of ``H``, as a fraction of its mean.  ``damp=0`` with a
         singular ``H`` raises ``InputError``.
@@ -720,3 +734,69 @@ def _adaptive_round(W, X_or_H, scheme, damp, act_order, clip_search, clip_grid, 
     return QuantizedArray(scheme=scheme, shape=W.shape, dtype=W.dtype,
                           codes=pack_codes(codes, scheme.bits), bits=scheme.bits,
                           side=chunked.public(params), info={"adaptive_round": info})
+
+
+# ----------------------------------------------------------------------------- fitted codebooks
+
+
+def adaptive_codebook(W: ArrayLike, X_or_H: ArrayInput, bits: int = 4, *, block_size: int | None = None,
+                      damp: float = 0.01, act_order: bool = True, column_block: int = 128, kind: str = "auto",
+                      threads: int | None = None, **blockwise_options) -> QuantizedArray:
+    """Calibrated rounding of a weight matrix to a codebook fitted to it, blocks scaled by their absmax.
+
+    ``W`` is coded as a :class:`~nquant.schemes.Blockwise` array whose blocks are its rows (or
+    ``block_size`` columns of a row): ``W_hat = levels[code] * s`` with ``s`` the block's absmax.
+    The ``2**bits`` levels are the exact weighted 1-D k-means (:func:`nquant.codebooks.kmeans1d`)
+    of ``V = W / s``, each value weighted by its share of the layer's output error,
+    ``s**2 * H_jj``; :func:`adaptive_round` then chooses the codes with error feedback.
+
+    Parameters
+    ----------
+    W : ndarray of shape (out, in), float16/32/64, finite
+    X_or_H : calibration inputs (in, n_samples) or the Hessian (in, in), as :func:`adaptive_round`
+    bits : int in [1, 8], default 4
+        Code bits: the codebook has ``2**bits`` levels (fewer where ``W`` has fewer distinct
+        scaled values).
+    block_size : int, optional
+        Columns per absmax block, dividing ``in`` (even for 4-bit or smaller codes); default
+        ``in`` (one absmax per row).
+    damp, act_order, column_block, kind, threads
+        As :func:`adaptive_round` (``act_order`` defaults to True here).
+    **blockwise_options
+        Further :class:`~nquant.schemes.Blockwise` parameters of how the absmax values are
+        stored (``double_quant=True``); the levels are fitted over the absmax values that
+        decoding uses.
+
+    Returns
+    -------
+    QuantizedArray
+        Of scheme ``Blockwise(codebook=levels, block_size=block_size or in, **blockwise_options)``:
+        the packed codes and the scheme's side arrays (float32 absmax per block, or its double
+        quantization); the levels are float32 values within [-1, 1].  ``q.info["adaptive_round"]``
+        as :func:`adaptive_round` gives it, with ``levels_fit: "kmeans1d"``.
+    """
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
+        raise SchemeError(f"bits={bits!r} is invalid: expected an integer in [1, 8]")
+    if "codebook" in blockwise_options:
+        raise SchemeError("codebook is invalid for adaptive_codebook: the codebook is fitted to W")
+    Wa = _check_weights(W)
+    out, n = Wa.shape
+    B = n if block_size is None else block_size
+    if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or B < 1 or n % B:
+        raise SchemeError(f"block_size={block_size!r} is invalid: expected None or a divisor of in={n}")
+    H, _ = _hessian_of(X_or_H, n, kind)
+    layout = Blockwise(codebook=(-1.0, 1.0), block_size=int(B), **blockwise_options)
+    params = family(layout).fit(layout, Wa)
+    s = np.repeat(blockwise.block_absmax(layout, params).astype(np.float64).reshape(out, n // B), B, axis=1)
+    s[s == 0] = 1.0           # an all-zero block decodes to 0 whatever its code
+    weights = s ** 2 * np.maximum(np.diag(H), 0.0)[None, :]
+    centers = kmeans1d(Wa.astype(np.float64) / s, 2 ** int(bits),
+                       weights=weights if weights.any() else None).centers  # no input at all: plain k-means
+    levels = np.unique(np.clip(centers.astype(np.float32), -1, 1))
+    if levels.size < 2:       # one distinct scaled value: any second level keeps the codebook valid
+        levels = np.unique(np.concatenate([levels, np.array([-1.0, 1.0], np.float32)]))
+    scheme = layout.replace(codebook=tuple(float(v) for v in levels))
+    q = adaptive_round(Wa, H, scheme, damp=damp, act_order=act_order, column_block=column_block,
+                       kind="hessian", threads=threads)
+    q.info["adaptive_round"]["levels_fit"] = "kmeans1d"
+    return q

@@ -48,6 +48,9 @@ SCHEMES = {
     "sym4_narrow_nan": nq.Uniform(bits=4, symmetric=True, axis=0, narrow_range=True, nan="propagate"),
     "codebook": nq.Codebook(values=(-1.5, -0.7, -0.2, 0.0, 0.3, 0.9, 1.6)),
     "nf4_grid": nq.Codebook(values=tuple(float(v) * 2 for v in nq.normal_float(4))),
+    "nf4_block8": nq.NF4(8),
+    "blockwise3_rows_dq": nq.Blockwise(codebook=(-1.0, -0.4, -0.1, 0.0, 0.2, 0.5, 1.0), block_size=16,
+                                       double_quant=True),
 }
 
 
@@ -294,8 +297,8 @@ def test_bad_inputs_give_clear_errors():
 
 def test_bad_options_give_clear_errors():
     W, X = problem(out=4, n=10, samples=40, seed=16)
-    with pytest.raises(SchemeError, match="type='blockwise' is not supported by adaptive_round"):
-        adaptive_round(W, X, nq.NF4())
+    with pytest.raises(SchemeError, match="type='kmeans_blockwise' is not supported by adaptive_round"):
+        adaptive_round(W, X, nq.KMeansBlockwise())
     with pytest.raises(SchemeError, match="rounding='stochastic' is invalid for adaptive_round"):
         adaptive_round(W, X, nq.Uniform(bits=4, rounding="stochastic"))
     with pytest.raises(SchemeError, match="scheme=.*is invalid"):
@@ -310,3 +313,67 @@ def test_bad_options_give_clear_errors():
         adaptive_round(W, X, s, threads=0)
     with pytest.raises(InputError, match="axis=2 is out of range"):
         adaptive_round(W, X, nq.Uniform(bits=4, axis=2))
+
+
+# ----------------------------------------------------------------------------- adaptive_codebook
+
+
+@pytest.mark.parametrize("bits, seed", [(2, 0), (3, 1), (4, 2)])
+def test_adaptive_codebook_matches_reference(bits, seed):
+    W, X = problem(out=7, n=16, samples=64, seed=20 + seed)
+    W[3] = 0                                      # an all-zero row decodes to zeros
+    q = adaptive.adaptive_codebook(W, X, bits)
+    codes, absmax, levels = adaptive_ref.adaptive_codebook(W, X, bits)
+    assert q.scheme == nq.Blockwise(codebook=tuple(float(v) for v in levels), block_size=16)
+    np.testing.assert_array_equal(q.codes_unpacked, codes)
+    np.testing.assert_array_equal(q.side["absmax"], absmax)
+    W_hat = nq.dequantize(q)
+    np.testing.assert_array_equal(W_hat, (levels[codes] * absmax[:, None]).astype(np.float32))
+    np.testing.assert_array_equal(W_hat[3], 0)
+    # stored bits: the codes and one float32 absmax per row (the levels belong to the scheme)
+    assert q.nbytes * 8 == W.size * bits + 32 * W.shape[0]
+    info = q.info["adaptive_round"]
+    np.testing.assert_allclose(info["objective"], out_err(W, W_hat, X) ** 2, rtol=1e-9)
+    assert info["levels_fit"] == "kmeans1d"
+
+
+def test_adaptive_codebook_beats_nearest_rounding_and_round_trips(tmp_path):
+    W, X = problem(out=12, n=32, samples=200, seed=31, corr=0.9)
+    q = adaptive.adaptive_codebook(W, X, 3, act_order=False, damp=0.05)
+    nearest = nq.quantize(W, q.scheme)          # the same codebook and row scales, nearest codes
+    np.testing.assert_array_equal(nearest.side["absmax"], q.side["absmax"])
+    err, err_nearest = out_err(W, nq.dequantize(q), X), out_err(W, nq.dequantize(nearest), X)
+    assert err < 0.9 * err_nearest
+    nq.save(q, tmp_path / "q.zarr")
+    np.testing.assert_array_equal(nq.dequantize(nq.open(tmp_path / "q.zarr")), nq.dequantize(q))
+    # the Hessian gives what the inputs give; double quantization stores uint8 absmax codes
+    np.testing.assert_array_equal(adaptive.adaptive_codebook(W, hessian(X), 3).codes,
+                                  adaptive.adaptive_codebook(W, X, 3).codes)
+    dq = adaptive.adaptive_codebook(W, X, 4, double_quant=True)
+    assert dq.scheme.double_quant and dq.side["absmax_codes"].dtype == np.uint8
+    assert out_err(W, nq.dequantize(dq), X) < out_err(W, nq.dequantize(nq.quantize(W, dq.scheme)), X)
+
+
+def test_adaptive_codebook_edge_cases_and_errors():
+    X = np.random.default_rng(0).standard_normal((8, 30))
+    const = np.full((3, 8), 0.5, np.float32)
+    q = adaptive.adaptive_codebook(const, X, 4)
+    np.testing.assert_array_equal(nq.dequantize(q), const)   # one distinct value: exact
+    assert len(q.scheme.codebook) == 2
+    np.testing.assert_array_equal(nq.dequantize(adaptive.adaptive_codebook(np.zeros((2, 8)), X, 4)), 0)
+    W = np.random.default_rng(1).standard_normal((3, 8))
+    np.testing.assert_array_equal(nq.dequantize(adaptive.adaptive_codebook(W, np.zeros((8, 5)), 2)).shape, (3, 8))
+    for bits in (0, 9, True, 2.0):
+        with pytest.raises(SchemeError, match=f"bits={bits!r} is invalid"):
+            adaptive.adaptive_codebook(W, X, bits)
+    with pytest.raises(SchemeError, match="double_quant=1.5 is invalid"):
+        adaptive.adaptive_codebook(W, X, 4, double_quant=1.5)
+    with pytest.raises(SchemeError, match="block_size=3 is invalid: expected None or a divisor of in=8"):
+        adaptive.adaptive_codebook(W, X, 4, block_size=3)
+    with pytest.raises(SchemeError, match="codebook is invalid for adaptive_codebook"):
+        adaptive.adaptive_codebook(W, X, 4, codebook=(0.0, 1.0))
+    with pytest.raises(InputError, match="X shape=\\(30, 8\\) does not match"):
+        adaptive.adaptive_codebook(W, X.T, 4, kind="inputs")
+    W[0, 0] = np.nan
+    with pytest.raises(InputError, match="W contains 1 non-finite"):
+        adaptive.adaptive_codebook(W, X, 4)

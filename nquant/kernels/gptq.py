@@ -20,7 +20,10 @@ The quantizer ``Q`` is the scheme's nearest rounding, evaluated in float64:
   ``q = (code - c0[g]) * scale[g] + offset[g]`` (the arithmetic of
   :mod:`nquant.kernels.affine`, in float64);
 - ``kind == TABLE``: ``code = #{i : w > thr[i]}`` over sorted thresholds (the nearest-level
-  table of :mod:`nquant.kernels.codebook1d`, ties to the lower level), ``q = levels[code]``.
+  table of :mod:`nquant.kernels.codebook1d`, ties to the lower level), ``q = levels[code]``;
+- ``kind == SCALED_TABLE``: the table of ``w * inv[g]``, ``q = levels[code] * scale[g]``
+  (absmax-scaled blocks coded to a grid: ``inv`` the reciprocal of the block's absmax, 0 for an
+  all-zero block, ``scale`` the absmax).
 
 ``g = gidx[r, j]`` is the parameter group of element ``(r, j)`` (per channel, per block,
 per tensor: any layout).
@@ -32,6 +35,7 @@ from nquant.kernels._jit import jit, jit_parallel, prange
 
 AFFINE = 0
 TABLE = 1
+SCALED_TABLE = 2
 
 
 @jit
@@ -55,6 +59,9 @@ def _quantize_value(w, g, kind, inv, scale, offset, c0, hi, thr, levels):
         t = np.rint((w - offset[g]) * inv[g]) + c0[g]
         t = min(max(t, 0.0), hi)
         return np.int64(t), (t - c0[g]) * scale[g] + offset[g]
+    if kind == SCALED_TABLE:
+        k = _table_code(thr, w * inv[g])
+        return np.int64(k), levels[k] * scale[g]
     k = _table_code(thr, w)
     return np.int64(k), levels[k]
 
@@ -71,11 +78,12 @@ def gptq_block(W, U, i1, i2, gidx, kind, inv, scale, offset, c0, hi, thr, levels
         Upper Cholesky factor of the damped inverse Hessian (``H^-1 = U^T U``).
     i1, i2 : int, the column block ``[i1, i2)``
     gidx : ndarray of shape (R, n), int64, parameter group of every element
-    kind : int, ``AFFINE`` or ``TABLE``
-    inv, scale, offset, c0 : ndarray of shape (G,), float64 (affine parameters; unused for TABLE)
+    kind : int, ``AFFINE``, ``TABLE`` or ``SCALED_TABLE``
+    inv, scale, offset, c0 : ndarray of shape (G,), float64 (affine parameters; ``inv`` and
+        ``scale`` of SCALED_TABLE; unused for TABLE)
     hi : float, largest code of a finite value (affine)
-    thr : ndarray of shape (K - 1,), float64, sorted nearest-level thresholds (TABLE)
-    levels : ndarray of shape (K,), float64 (TABLE)
+    thr : ndarray of shape (K - 1,), float64, sorted nearest-level thresholds (the tables)
+    levels : ndarray of shape (K,), float64 (the tables)
     codes : ndarray of shape (R, n), uint8, columns ``i1..i2-1`` written
     E : ndarray of shape (R, i2 - i1), float64, written: ``(w_j - q_j) / U[j, j]``
     """

@@ -20,8 +20,8 @@ their own), and parameters come from ``nquant.families.uniform.finalize`` of the
 
 import numpy as np
 
-from nquant.families import codebook, uniform
-from nquant.schemes import Codebook, Uniform
+from nquant.families import blockwise, codebook, uniform
+from nquant.schemes import Blockwise, Codebook, Uniform
 from tests.reference.gptq import gptq, groups_of
 
 GRID = tuple(round(1.0 - 0.05 * k, 2) for k in range(11))
@@ -92,7 +92,7 @@ def search(scheme, W, H, grid=GRID, refine=REFINE):
 
 def adaptive_round(scheme, W, X, damp=0.01, act_order=False, clip_search=True):
     """Reference result: ``(codes uint8 (out, in), params, per-row objective, labels)``."""
-    fam = codebook if isinstance(scheme, Codebook) else uniform
+    fam = codebook if isinstance(scheme, Codebook) else blockwise if isinstance(scheme, Blockwise) else uniform
     X = np.asarray(X, dtype=np.float64)
     H = X @ X.T
     Wc = np.asarray(W, dtype=np.float64 if W.dtype == np.float64 else np.float32)
@@ -112,7 +112,7 @@ def adaptive_round(scheme, W, X, damp=0.01, act_order=False, clip_search=True):
     out = W.shape[0]
     g = groups_of(scheme, W.shape)
     separable = all(len(np.unique(np.nonzero(g == gg)[0])) == 1 for gg in np.unique(g)) \
-        or isinstance(scheme, Codebook)
+        or not isinstance(scheme, Uniform)
     if separable or not searched:
         allowed = [list(range(len(cands)))]
     else:  # rows choose among candidates with the same parameters; the better set wins
@@ -132,9 +132,33 @@ def adaptive_round(scheme, W, X, damp=0.01, act_order=False, clip_search=True):
     which = best[1]
     codes = np.stack([cands[k][2][i] for i, k in enumerate(which)])
     ps = {k: v.copy() for k, v in cands[which[0]][1].items()}
-    if not isinstance(scheme, Codebook):
+    if isinstance(scheme, Uniform):
         for gg in range(len(ps["scale"])):
             i = int(np.nonzero(g == gg)[0][0])
             for k in ps:
                 ps[k][gg] = cands[which[i]][1][k][gg]
+    ps = {k: v for k, v in ps.items() if not k.startswith("_")}  # working values are not stored
     return codes, ps, np.array([objs[k][i] for i, k in enumerate(which)]), [cands[k][0] for k in which]
+
+
+def adaptive_codebook(W, X, bits, damp=0.01, act_order=True):
+    """Reference of ``nquant.adaptive.adaptive_codebook`` (one absmax per row): ``(codes uint8,
+    row absmax float32, levels float32)``.
+
+    Row absmax by ``np.abs(W).max(axis=1)``, levels the exact weighted 1-D k-means of
+    ``V = W / s`` (zero rows scaled by 1; ``nquant.codebooks.kmeans1d``, tested on its own) with
+    weights ``s_r**2 * ||x_j||**2``, cast to float32 and clipped to [-1, 1]; codes by the
+    reference :func:`adaptive_round` of ``W`` with ``Blockwise(levels, block_size=in)``.
+    """
+    from nquant.codebooks.optimal1d import kmeans1d
+
+    W = np.asarray(W)
+    X = np.asarray(X, dtype=np.float64)
+    absmax = np.abs(W).max(axis=1).astype(np.float32)
+    s = np.where(absmax > 0, absmax, 1).astype(np.float64)
+    V = W.astype(np.float64) / s[:, None]
+    weights = s[:, None] ** 2 * np.sum(X ** 2, axis=1)[None, :]
+    levels = np.unique(np.clip(kmeans1d(V, 2 ** bits, weights=weights).centers.astype(np.float32), -1, 1))
+    scheme = Blockwise(codebook=tuple(float(v) for v in levels), block_size=W.shape[1])
+    codes, _, _, _ = adaptive_round(scheme, W, X, damp, act_order, clip_search=False)
+    return codes, absmax, levels

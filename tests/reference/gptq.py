@@ -7,8 +7,8 @@ One column at a time, the whole trailing part updated with an outer product, ``U
 
 import numpy as np
 
-from nquant.families import codebook, uniform
-from nquant.schemes import Codebook
+from nquant.families import blockwise, codebook, uniform
+from nquant.schemes import Blockwise, Codebook
 
 
 def groups_of(scheme, shape):
@@ -42,6 +42,12 @@ def inverse_factor(H, damp, perm):
 
 def quantize_value(scheme, params, W_dtype, w, g):
     """``(code, q)`` of a float64 value in group ``g``: the scheme's nearest rounding in float64."""
+    if isinstance(scheme, Blockwise):  # the value over its block's absmax (float32 reciprocal)
+        levels = np.float32(scheme.codebook).astype(np.float64)
+        a = float(blockwise.block_absmax(scheme, params)[g])
+        inv = float(np.float32(1) / np.float32(a)) if a > 0 else 0.0
+        k = int(np.argmin(np.abs(w * inv - levels)))  # ties: the lower level
+        return k, levels[k] * a
     if isinstance(scheme, Codebook):
         levels = np.asarray(codebook._levels(scheme, params, uniform.compute_dtype(W_dtype)), np.float64)
         d = np.abs(w - levels)
