@@ -332,16 +332,32 @@ def test_corrupt_lengths_are_a_store_error_not_an_index():
         uniform.decode(scheme, side, nq.unpack(q.codes, 4, q.size).reshape(q.shape))
 
 
-def test_compact_formats_refused_where_not_implemented():
-    from nquant.codec import QuantizeCodec
+def test_compact_uniform_layouts_run_on_the_codec_cuda_and_adaptive_round():
+    from nquant.codec import QuantizeCodec, header_size, decode_chunk, encode_chunk, encoded_size
 
-    for scheme in (COMPACT["sym4_b64_f16"], COMPACT["nf4_bf16"], COMPACT["sym4_b16_dq"]):
-        assert isinstance(family(scheme).cuda_refuses(scheme), str)
+    x = _data(11, (8, 64))
+    for name in ("sym4_b64_f16", "asym3_b32_bf16", "asym8_axis0_f16", "sym4_tensor_bf16", "float_b16_f16",
+                 "sym4_b16_dq", "asym4_b16_dq"):
+        scheme = COMPACT[name]
+        assert family(scheme).cuda_refuses is None  # the CUDA twin decodes through kernel_params
+        raw = encode_chunk(QuantizeCodec(scheme).scheme, x)
+        q = nq.quantize(x, scheme)
+        # the chunk carries the stored side arrays: its header and the bytes bits_per_value counts
+        assert raw.size == encoded_size(scheme, x.shape) == header_size(2, q.side) + q.bits_per_value * x.size / 8
+        np.testing.assert_array_equal(decode_chunk(scheme, raw, np.float32, x.shape), nq.dequantize(q))
+    assert isinstance(family(COMPACT["nf4_bf16"]).cuda_refuses(COMPACT["nf4_bf16"]), str)
     assert family(nq.NF4()).cuda_refuses(nq.NF4()) is None
-    with pytest.raises(SchemeError, match="not supported by the nquant.quantize codec"):
-        QuantizeCodec(scheme=COMPACT["asym4_b64_packed"])
-    with pytest.raises(SchemeError, match="not supported by adaptive_round"):
-        nq.adaptive_round(np.ones((4, 64), np.float32), np.ones((64, 8), np.float32), COMPACT["sym4_b16_dq"])
+    rng = np.random.default_rng(3)
+    W, X = rng.standard_normal((8, 64)).astype(np.float32), rng.standard_normal((64, 96)).astype(np.float32)
+    for name in ("sym4_b16_dq", "asym4_b16_dq", "asym4_b64_packed", "asym3_b32_bf16"):
+        scheme = COMPACT[name]
+        q, ref = nq.adaptive_round(W, X, scheme), nq.quantize(W, scheme)
+        assert {k: v.dtype for k, v in q.side.items()} == {k: v.dtype for k, v in ref.side.items()}
+        assert q.bits_per_value == ref.bits_per_value
+        err = [np.linalg.norm((W - nq.dequantize(a)) @ X) for a in (q, ref)]
+        assert err[0] <= err[1] * (1 + 1e-6)  # never worse than the scheme's own rounding
+        info = q.info["adaptive_round"]
+        assert info["rel_error"] == pytest.approx(err[0] / np.linalg.norm(W @ X), rel=1e-4)
 
 
 # ----------------------------------------------------------------------------- adversarial inputs
