@@ -385,8 +385,7 @@ def finalize(scheme, st, data=None):
             # a constant c is exact with scale |c| (code +-1)
             exact = np.where(const, amax, amax / qmax)
             scale = _rounded_scale(scheme, _scale32(exact), exact, st, side)
-            params = _stored(scheme, {"scale": scale, "zero_point": np.zeros(len(scale), np.int32)}, side)
-            return _fit_grid(scheme, params, *reach) if far > F32_MAX / 8 else params
+            return _stored_grid(scheme, scale, np.zeros(len(scale), np.int32), side, reach if far > F32_MAX / 8 else None)
         if scheme.zero_point == "float" and not _plain(scheme):
             return _stored(scheme, _float_grid(scheme, rmin, rmax, side), side)
         if scheme.zero_point == "float":
@@ -407,8 +406,18 @@ def finalize(scheme, st, data=None):
         exact = np.where(const, np.abs(rmin), scale)
         scale = _rounded_scale(scheme, _scale32(exact), exact, st, side)
         zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
-    params = _stored(scheme, {"scale": scale, "zero_point": zp.astype(np.int32)}, side)
-    return _fit_grid(scheme, params, *reach) if far > F32_MAX / 8 else params
+    return _stored_grid(scheme, scale, zp.astype(np.int32), side, reach if far > F32_MAX / 8 else None)
+
+
+def _stored_grid(scheme, scale, zero_point, side, reach):
+    """Stored side arrays of an integer zero point grid, fitted inside float32 first
+    (:func:`_fit_grid`) when ``reach`` (the data's range) is given: only the float32 defaults
+    get there, whose ``side`` holds the scale as it is."""
+    params = {"scale": scale, "zero_point": zero_point}
+    if reach is not None:
+        params = _fit_grid(scheme, params, *reach)
+        side["scale"] = params["scale"]
+    return _stored(scheme, params, side)
 
 
 # Unit roundoff and half the smallest subnormal of the decoder's arithmetic, and of the cast
