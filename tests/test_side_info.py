@@ -56,8 +56,10 @@ def test_symmetric_int4_blocks64_float16_scale_is_4_25_bits():
     q = nq.quantize(_data(), scheme)
     assert set(q.side) == {"scale"} and q.side["scale"].dtype == np.float16
     assert q.bits_per_value == 4.25
-    # the int32 zero point and float32 scale of the default layout: 5 bits
-    assert nq.quantize(_data(), nq.Uniform(4, symmetric=True, block_size=64)).bits_per_value == 5.0
+    # the int32 zero point and float32 scale of earlier versions: 5 bits; the default (no zero point)
+    assert nq.quantize(_data(), nq.Uniform(4, symmetric=True, block_size=64,
+                                           zero_point_storage="int32")).bits_per_value == 5.0
+    assert nq.quantize(_data(), nq.Uniform(4, symmetric=True, block_size=64)).bits_per_value == 4.5
 
 
 @pytest.mark.parametrize("name, bits", [("sym4_b16_dq", 4 + 8 / 16 + (2 * 32 + 32) / 6144),
@@ -157,13 +159,20 @@ def test_blockwise_absmax_rounded_up_and_used_to_encode(name):
 
 
 def test_float32_defaults_are_unchanged():
-    """The default scale_dtype and zero point storage are the earlier format, bit for bit."""
+    """The default scale_dtype with zero_point_storage="int32" (what scheme JSON without the field
+    reads as) is the earlier format, bit for bit; the default stores no symmetric zero point."""
     x = _data(5)
-    for scheme in [nq.Uniform(4, symmetric=True, block_size=64), nq.Uniform(4, block_size=32), nq.NF4()]:
+    for scheme in [nq.Uniform(4, symmetric=True, block_size=64, zero_point_storage="int32"),
+                   nq.Uniform(4, block_size=32, zero_point_storage="int32"), nq.NF4()]:
         q = nq.quantize(x, scheme)
         assert all(v.dtype in (np.float32, np.int32, np.uint8) for v in q.side.values())
-    q = nq.quantize(x, nq.Uniform(4, symmetric=True, block_size=64))
+    old = nq.Uniform(4, symmetric=True, block_size=64, zero_point_storage="int32")
+    q = nq.quantize(x, old)
     assert set(q.side) == {"scale", "zero_point"} and not q.side["zero_point"].any()
+    d = {k: v for k, v in nq.Uniform(4, symmetric=True, block_size=64).to_dict().items() if k != "zero_point_storage"}
+    assert nq.scheme_from_json(d) == old
+    q = nq.quantize(x, nq.Uniform(4, symmetric=True, block_size=64))
+    assert set(q.side) == {"scale"} and q.side["scale"].dtype == np.float32
 
 
 # ----------------------------------------------------------------------------- rounding to storage

@@ -697,7 +697,7 @@ def stored_side(scheme, params):
     as 8-bit codes about the exact mean scale, each raised so that no decoded scale is below its
     own; zero points dropped or packed as ``zero_point_storage`` says (lossless).  Encode with
     the result: it is what decoding uses."""
-    side = {k: v for k, v in params.items() if k not in ("scale", "zero_point")}
+    side = {}
     scale = base.widen(params["scale"])
     if scheme.double_quant:
         offset = kb.exact_mean(kb.exact_sum_partial(scale))
@@ -705,8 +705,10 @@ def stored_side(scheme, params):
         side.update(scale_codes=codes, scale2=scale2, scale_offset=np.array([offset], np.float32))
     else:
         side["scale"] = base.to_storage(scale, scheme.scale_dtype, +1)
-    if "offset" in side and not scheme.error_bounded:
-        side["offset"] = base.to_storage(base.widen(side["offset"]), scheme.scale_dtype, -1, what="offset")
+    if "offset" in params:  # error-bounded: the exact float64 minimum, as it is
+        off = params["offset"]
+        side["offset"] = off if scheme.error_bounded else base.to_storage(base.widen(off), scheme.scale_dtype, -1,
+                                                                          what="offset")
     return _stored(scheme, params, side)
 
 

@@ -66,7 +66,7 @@ def stored(scheme, params):
     """The side arrays as ``zero_point_storage`` stores integer zero points: an int32 array
     (``"int32"``), or (``"packed"``) none for symmetric schemes and otherwise the codes
     ``zero_point - qmin`` (uint16 for 9..16 bits; an MSB-first bit string with ``block_size``)."""
-    if scheme.zero_point_storage == "int32":
+    if scheme.zero_point_storage == "int32" or "zero_point" not in params:
         return params
     if scheme.symmetric:
         return {"scale": params["scale"]}
