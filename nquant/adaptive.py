@@ -635,7 +635,9 @@ def adaptive_round(W: ArrayLike, X_or_H: ArrayInput, scheme: Scheme, *, damp: fl
         - merged statistics from :func:`hessian_partial` / :func:`hessian_merge`.
     scheme : Uniform or Codebook, with ``rounding="nearest"``
         Any Uniform granularity (per tensor, ``axis=0`` per output channel, ``axis=1``,
-        ``block_size``) and code range options; or any sorted grid (Codebook).
+        ``block_size``), code range and side array options (``scale_dtype``, packed or absent
+        zero points; with ``double_quant`` the searched block scales are double-quantized and
+        the codes chosen again on that stored grid); or any sorted grid (Codebook).
     damp : float >= 0, default 0.01
         Damping added to the diagonal of ``H``, as a fraction of its mean.  ``damp=0`` with a
         singular ``H`` raises ``InputError``.

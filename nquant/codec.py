@@ -310,7 +310,7 @@ class QuantizeCodec(ArrayBytesCodec):
     scheme : nquant.Uniform, or its JSON text / dict (``scheme.to_dict()``)
         Fitted per chunk.  Any Uniform option works per chunk (``axis``,
         ``block_size``, ``range`` incl. a fixed ``(rmin, rmax)``, ``nan``,
-        ``rounding``).
+        ``rounding``, ``scale_dtype``, ``zero_point_storage``, ``double_quant``).
 
     Examples
     --------
