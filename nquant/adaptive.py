@@ -591,14 +591,15 @@ def _stored_result(W, W64, Wc, H, scheme, params, codes, obj, obj_nearest, rows,
 
     Packed or absent zero points are the same grid: the codes stay.  Double-quantized scales
     are raised to their 8-bit codes' levels: the codes are chosen again on the stored grid
-    (``rerun(side)``: error feedback, and nearest rounding per row), and the scheme's own
-    ``nq.quantize`` result is taken instead when its total objective is lower.
+    (``rerun(side)``: error feedback, and nearest rounding per row: rows ``"gptq"`` and
+    ``"nearest_stored"``), and the scheme's own ``nq.quantize`` result (``"nearest"``) is taken
+    instead when its total objective is lower.
     """
     side = uniform.stored_side(scheme, params)
     if not scheme.double_quant:
         return codes, side, obj, obj_nearest, rows
     out = W64.shape[0]
-    candidates = [("gptq", side, rerun(side)), ("nearest_clipped", side, uniform.encode(scheme, side, Wc))]
+    candidates = [("gptq", side, rerun(side)), ("nearest_stored", side, uniform.encode(scheme, side, Wc))]
     fit_params = uniform.fit(scheme, Wc)
     nearest = ("nearest", fit_params, uniform.encode(scheme, fit_params, Wc))
     objs = np.stack([row_objective(W64, uniform.decode(scheme, p, c, dtype=W.dtype), H)
@@ -609,7 +610,7 @@ def _stored_result(W, W64, Wc, H, scheme, params, codes, obj, obj_nearest, rows,
     rows["nearest"] = 0
     if objs[2].sum() < obj.sum():  # the scheme's own rounding wins on the stored grid
         codes, side, obj = nearest[2], fit_params, objs[2]
-        rows = {"gptq": 0, "nearest_clipped": 0, "nearest": out}
+        rows = {"gptq": 0, "nearest_stored": 0, "nearest": out}
     return codes, side, obj, objs[2], rows
 
 
