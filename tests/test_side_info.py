@@ -367,6 +367,8 @@ def test_compact_uniform_layouts_run_on_the_codec_cuda_and_adaptive_round():
         assert err[0] <= err[1] * (1 + 1e-6)  # never worse than the scheme's own rounding
         info = q.info["adaptive_round"]
         assert info["rel_error"] == pytest.approx(err[0] / np.linalg.norm(W @ X), rel=1e-4)
+        assert info["rel_error_nearest"] == pytest.approx(err[1] / np.linalg.norm(W @ X), rel=1e-4)
+        assert sum(info["rows"].values()) == W.shape[0]
 
 
 # ----------------------------------------------------------------------------- adversarial inputs
