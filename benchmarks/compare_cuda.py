@@ -123,7 +123,7 @@ def main(argv=None):
     # 2. uniform 8-bit -------------------------------------------------------------------------------
     scheme = nq.Uniform(bits=8)
     q = nq.quantize(x, scheme)  # warm-up and parameters
-    params = {"scale": q.side["scale"], "zero_point": q.side["zero_point"]}
+    params = uniform.plain_side(scheme, q.side)  # one scale and int32 zero point per group
     _, inv, offset, c0 = uniform.kernel_params(scheme, params, np.dtype(np.float32))
     hi, nan_code = uniform.code_limits(scheme)
     lay = uniform.layout(scheme, (n,))
@@ -149,7 +149,7 @@ def main(argv=None):
     if torch is not None and torch.cuda.is_available():
         xt = torch.as_tensor(x, device="cuda")
         s = float(q.side["scale"][0])
-        zp = int(q.side["zero_point"][0])
+        zp = int(params["zero_point"][0])
 
         def torch_encode():
             torch.quantize_per_tensor(xt, s, zp, torch.quint8)

@@ -275,13 +275,6 @@ def _check_options(scheme, damp, column_block, clip_grid):
         raise SchemeError(f"scheme type={scheme.type!r} is not supported by adaptive_round: expected "
                           "a Uniform (per tensor, per channel or per block), a Codebook or a Blockwise "
                           "scheme")
-    if isinstance(scheme, Uniform):
-        packed_blocks = scheme.block_size is not None and "zero_point_codes" in uniform.side_dtypes(scheme)
-        if scheme.double_quant or packed_blocks:
-            raise SchemeError(f"scheme double_quant={scheme.double_quant}, zero_point_storage="
-                              f"{scheme.zero_point_storage!r} is not supported by adaptive_round: expected "
-                              "per-group side arrays (symmetric=True, or zero_point_storage='int32', without "
-                              "double_quant)")
     if getattr(scheme, "rounding", "nearest") != "nearest":
         raise SchemeError(f"rounding={scheme.rounding!r} is invalid for adaptive_round: expected "
                           "'nearest' (adaptive rounding chooses each rounding direction itself)")
@@ -602,6 +595,35 @@ def select_rows(scheme, shape, candidates, objs):
     return codes, params, which
 
 
+def _stored_result(W, W64, Wc, H, scheme, params, codes, obj, obj_nearest, rows, rerun):
+    """The result in ``scheme``'s stored layout from that of its plain form (per-group
+    ``params``, ``codes``, row objectives ``obj``, ``obj_nearest``, ``rows`` counts).
+
+    Packed or absent zero points are the same grid: the codes stay.  Double-quantized scales
+    are raised to their 8-bit codes' levels: the codes are chosen again on the stored grid
+    (``rerun(side)``: error feedback, and nearest rounding per row: rows ``"gptq"`` and
+    ``"nearest_stored"``), and the scheme's own ``nq.quantize`` result (``"nearest"``) is taken
+    instead when its total objective is lower.
+    """
+    side = uniform.stored_side(scheme, params)
+    if not scheme.double_quant:
+        return codes, side, obj, obj_nearest, rows
+    out = W64.shape[0]
+    candidates = [("gptq", side, rerun(side)), ("nearest_stored", side, uniform.encode(scheme, side, Wc))]
+    fit_params = uniform.fit(scheme, Wc)
+    nearest = ("nearest", fit_params, uniform.encode(scheme, fit_params, Wc))
+    objs = np.stack([row_objective(W64, uniform.decode(scheme, p, c, dtype=W.dtype), H)
+                     for _, p, c in candidates + [nearest]])
+    codes, side, which = select_rows(scheme, W64.shape, candidates, objs[:2])
+    obj = objs[which, np.arange(out)]
+    rows = {label: int((which == i).sum()) for i, (label, _, _) in enumerate(candidates)}
+    rows["nearest"] = 0
+    if objs[2].sum() < obj.sum():  # the scheme's own rounding wins on the stored grid
+        codes, side, obj = nearest[2], fit_params, objs[2]
+        rows = {"gptq": 0, "nearest_stored": 0, "nearest": out}
+    return codes, side, obj, objs[2], rows
+
+
 # ----------------------------------------------------------------------------- adaptive_round
 
 
@@ -624,7 +646,9 @@ def adaptive_round(W: ArrayLike, X_or_H: ArrayInput, scheme: Scheme, *, damp: fl
         - merged statistics from :func:`hessian_partial` / :func:`hessian_merge`.
     scheme : Uniform, Codebook or Blockwise, with ``rounding="nearest"``
         Any Uniform granularity (per tensor, ``axis=0`` per output channel, ``axis=1``,
-        ``block_size``) and code range options; any sorted grid (Codebook); absmax-scaled
+        ``block_size``), code range and side array options (``scale_dtype``, packed or absent
+        zero points; with ``double_quant`` the searched block scales are double-quantized and
+        the codes chosen again on that stored grid); any sorted grid (Codebook); absmax-scaled
         blocks coded to a grid (Blockwise: NF4, fitted codebooks, double quantization), the
         absmax values fixed by the scheme's fit (see :func:`adaptive_codebook`).
     damp : float >= 0, default 0.01
@@ -686,6 +710,9 @@ def _adaptive_round(W, X_or_H, scheme, damp, act_order, clip_search, clip_grid, 
     out, n = W.shape
     H, n_samples = _hessian_of(X_or_H, n, kind)
     fam = family(scheme)
+    # the search and the rounding run on one scale and zero point per group (side arrays that
+    # mix per group); the result is stored as the scheme says at the end (_stored_result)
+    work = uniform.plain_scheme(scheme) if isinstance(scheme, Uniform) else scheme
     Wc = np.ascontiguousarray(W, dtype=uniform.compute_dtype(W.dtype))
     W64 = W.astype(np.float64)
     gidx = group_index(scheme, W.shape)
@@ -694,24 +721,29 @@ def _adaptive_round(W, X_or_H, scheme, damp, act_order, clip_search, clip_grid, 
     U = _factor(H, float(damp), perm)
 
     # the scheme's own fit (nearest rounding with it is nq.quantize) and the searched ranges
-    fit_params = fam.fit(scheme, Wc)
+    fit_params = fam.fit(work, Wc)
     alpha = None
     if clip_search and isinstance(scheme, Uniform):
-        params, alpha, _ = search_clipping(scheme, W, H, grid, int(clip_refine))
+        params, alpha, _ = search_clipping(work, W, H, grid, int(clip_refine))
     else:
         params = fit_params
-    quantizer = _kernel_quantizer(scheme, params, W.dtype)
+    quantizer = _kernel_quantizer(work, params, W.dtype)
     candidates = [  # (label, params, codes), in order of preference: ties keep the earlier one
         ("gptq", params, gptq_codes(W64, U, perm, gidx, quantizer, int(column_block))),
-        ("nearest", fit_params, fam.encode(scheme, fit_params, Wc)),
+        ("nearest", fit_params, fam.encode(work, fit_params, Wc)),
     ]
     if alpha is not None:
-        candidates.insert(1, ("nearest_clipped", params, fam.encode(scheme, params, Wc)))
-    objs = np.stack([row_objective(W64, fam.decode(scheme, p, c, dtype=W.dtype), H)
+        candidates.insert(1, ("nearest_clipped", params, fam.encode(work, params, Wc)))
+    objs = np.stack([row_objective(W64, fam.decode(work, p, c, dtype=W.dtype), H)
                      for _, p, c in candidates])                        # (candidates, out)
-    codes, params, which = select_rows(scheme, W.shape, candidates, objs)
+    codes, params, which = select_rows(work, W.shape, candidates, objs)
     obj = objs[which, np.arange(out)]
     obj_nearest = objs[len(candidates) - 1]
+    rows = {label: int((which == i).sum()) for i, (label, _, _) in enumerate(candidates)}
+    if work is not scheme:
+        codes, params, obj, obj_nearest, rows = _stored_result(
+            W, W64, Wc, H, scheme, params, codes, obj, obj_nearest, rows,
+            lambda p: gptq_codes(W64, U, perm, gidx, _kernel_quantizer(scheme, p, W.dtype), int(column_block)))
     ref = float(np.einsum("ij,ij->", W64 @ H, W64))
     total, total_nearest = float(obj.sum()), float(obj_nearest.sum())
     info = {
@@ -729,7 +761,7 @@ def _adaptive_round(W, X_or_H, scheme, damp, act_order, clip_search, clip_grid, 
         "objective_nearest": total_nearest,
         "rel_error": float(np.sqrt(max(total, 0.0) / ref)) if ref > 0 else 0.0,
         "rel_error_nearest": float(np.sqrt(max(total_nearest, 0.0) / ref)) if ref > 0 else 0.0,
-        "rows": {label: int((which == i).sum()) for i, (label, _, _) in enumerate(candidates)},
+        "rows": rows,
     }
     return QuantizedArray(scheme=scheme, shape=W.shape, dtype=W.dtype,
                           codes=pack_codes(codes, scheme.bits), bits=scheme.bits,

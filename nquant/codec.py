@@ -5,7 +5,8 @@
 own: the scheme is fitted on the chunk (``range="minmax"`` by default; a fixed
 ``range=(rmin, rmax)`` gives every chunk the same parameters), encoded, and the
 codes are packed into one flat MSB-first stream (``nquant.pack``).  The
-per-chunk side arrays (``scale`` and ``zero_point`` or ``offset``) travel in
+per-chunk side arrays (those the scheme stores, :func:`nquant.families.uniform.expected_side`:
+``scale`` and ``zero_point`` or ``offset``, or their compact forms) travel in
 the chunk's own bytes, so any process that has nquant installed reads the
 array with a plain ``zarr.open_array(path)[...]``: zarr finds the codec through
 the ``zarr.codecs`` entry point, without an ``import nquant``.
@@ -20,12 +21,20 @@ Chunk format (header version 1, every number little-endian)::
     7       1           n_side: number of side arrays
     8       8 * ndim    chunk shape, uint64
     ...                 n_side entries: name length (uint8), name (ASCII),
-                        dtype code (b"f" float32, b"i" int32, b"d" float64), length (uint64)
+                        dtype code (b"f" float32, b"i" int32, b"d" float64, b"h" float16,
+                        b"H" uint16, b"B" uint8), length (uint64)
     ...     8           packed code bytes, uint64 (= ceil(prod(shape) * bits / 8); 2 * prod(shape)
                         for 9..16 bits)
     ...                 the side arrays' values, in the order of their entries
     ...                 the packed codes (``nquant.pack`` of the C-ordered codes; 9..16-bit
                         codes: little-endian uint16, one per value)
+
+The side arrays are those of the scheme's stored layout, in its order: ``scale`` (float32,
+float16, or bfloat16 as uint16 bits) or ``scale_codes``/``scale2`` (``double_quant``), then
+``zero_point`` (int32), ``zero_point_codes`` (uint8, row-packed per block; uint16 for 9..16
+bits), ``offset`` or none (a symmetric scheme with ``zero_point_storage="packed"``), then
+``scale_offset`` (``double_quant``).  Chunks of the int32 layout keep the header of earlier
+versions (codes b"f", b"i", b"d").
 
 The scheme itself is not repeated per chunk: it is the codec's configuration
 in the array's ``zarr.json``
@@ -77,6 +86,7 @@ import zarr
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.registry import register_codec
 
+from nquant import validate
 from nquant.errors import InputError, SchemeError, StoreError
 from nquant.families import uniform
 from nquant.families.registry import family, registered
@@ -88,21 +98,24 @@ MAGIC = b"NQZC"
 HEADER_VERSION = 1
 _PREFIX = struct.Struct("<4sBBBB")
 _U64 = struct.Struct("<Q")
-_SIDE_DTYPES = {b"f": np.dtype("<f4"), b"i": np.dtype("<i4"), b"d": np.dtype("<f8")}
+_SIDE_DTYPES = {b"f": np.dtype("<f4"), b"i": np.dtype("<i4"), b"d": np.dtype("<f8"), b"h": np.dtype("<f2"),
+                b"H": np.dtype("<u2"), b"B": np.dtype("u1")}
 _SIDE_CODES = {v: k for k, v in _SIDE_DTYPES.items()}
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _side_names(scheme):
-    """Side arrays of a uniform scheme, in the order they are written."""
-    return ("scale", "offset") if scheme.zero_point == "float" else ("scale", "zero_point")
+def _side_specs(scheme, shape):
+    """``{name: Side}`` of the side arrays of a chunk of ``shape``, in the order they are written
+    (``StoreError`` when the scheme does not fit the shape)."""
+    return uniform.expected_side(scheme, tuple(shape), np.float32)
 
 
-def _side_dtype(scheme, name):
-    return uniform.side_dtypes(scheme)[name].newbyteorder("<")
+def _le(side):
+    return side.dtype.newbyteorder("<")
 
 
-def _header_size(ndim, names):
+def header_size(ndim, names):
+    """Bytes of a chunk's header: ``ndim`` dimensions, side arrays named ``names``."""
     return _PREFIX.size + 8 * ndim + sum(1 + len(n) + 1 + 8 for n in names) + 8
 
 
@@ -118,10 +131,6 @@ def _as_scheme(scheme):
         supported = sorted(cls.type for cls, fam in registered().items() if fam.codec)
         raise SchemeError(f"scheme type={s.type!r} is not supported by the {CODEC_NAME} codec: "
                           f"expected a scheme of type {' or '.join(map(repr, supported))}")
-    if (s.scale_dtype, s.zero_point_storage, s.double_quant) != ("float32", "int32", False):
-        raise SchemeError(f"scheme scale_dtype={s.scale_dtype!r}, zero_point_storage={s.zero_point_storage!r}, "
-                          f"double_quant={s.double_quant} is not supported by the {CODEC_NAME} codec: "
-                          "expected the float32 defaults (its chunks carry their own float32 side arrays)")
     return s
 
 
@@ -172,9 +181,10 @@ def encode_chunk(scheme, chunk):
     # 9..16-bit codes are uint16, written little-endian
     packed = pack_codes(codes.reshape(-1), scheme.bits).astype("<u2" if scheme.bits > 8 else np.uint8,
                                                                copy=False).view(np.uint8)
-    names = _side_names(scheme)
-    sides = [np.ascontiguousarray(params[n], dtype=_side_dtype(scheme, n)) for n in names]
-    hsize = _header_size(chunk.ndim, names)
+    specs = _side_specs(scheme, chunk.shape)
+    names = list(specs)
+    sides = [np.ascontiguousarray(params[n], dtype=_le(specs[n])).reshape(-1) for n in names]
+    hsize = header_size(chunk.ndim, names)
     total = hsize + sum(s.nbytes for s in sides) + packed.size
     out = np.empty(total, np.uint8)
     head = [_PREFIX.pack(MAGIC, HEADER_VERSION, scheme.bits, chunk.ndim, len(names))]
@@ -224,13 +234,13 @@ def parse_chunk(scheme, raw, shape=None):
     if shape is not None and tuple(cshape) != tuple(shape):
         raise _corrupt(f"shape={tuple(cshape)} does not match the chunk shape {tuple(shape)}")
     count = int(np.prod(cshape, dtype=np.int64))
-    names = _side_names(scheme)
+    try:
+        specs = _side_specs(scheme, cshape)
+    except StoreError as e:
+        raise _corrupt(f"shape={tuple(cshape)} does not fit the scheme: {e}") from None
+    names = tuple(specs)
     if n_side != len(names):
         raise _corrupt(f"n_side={n_side}, expected {len(names)} side arrays {names}")
-    try:
-        groups = uniform.n_groups(scheme, cshape)
-    except InputError as e:
-        raise _corrupt(f"shape={tuple(cshape)} does not fit the scheme: {e}") from None
     entries = []
     for expected in names:
         need(1, "a side array entry")
@@ -243,12 +253,12 @@ def parse_chunk(scheme, raw, shape=None):
         pos += ln + 9
         if name != expected.encode("ascii"):
             raise _corrupt(f"side array {name!r} where {expected!r} was expected")
-        if _SIDE_DTYPES.get(code) != _side_dtype(scheme, expected):
+        if _SIDE_DTYPES.get(code) != _le(specs[expected]):
             raise _corrupt(f"side array {expected!r} has dtype code {code!r}")
-        if length != groups:
-            raise _corrupt(f"side array {expected!r} has length={length}, expected {groups} for "
-                           f"shape={tuple(cshape)}")
-        entries.append((expected, _side_dtype(scheme, expected), length))
+        if length != specs[expected].shape[0]:
+            raise _corrupt(f"side array {expected!r} has length={length}, expected {specs[expected].shape[0]} "
+                           f"for shape={tuple(cshape)}")
+        entries.append((expected, _le(specs[expected]), length))
     need(8, "the packed length")
     (npacked,) = _U64.unpack_from(raw, pos)
     pos += 8
@@ -262,6 +272,10 @@ def parse_chunk(scheme, raw, shape=None):
     for name, dt, ln in entries:
         params[name] = np.frombuffer(raw, dt, ln, pos).astype(dt.newbyteorder("="))
         pos += dt.itemsize * ln
+        try:  # zero points within the code range, scales finite: before any kernel reads them
+            validate.check_values(name, specs[name], params[name])
+        except StoreError as e:
+            raise _corrupt(str(e)) from None
     return tuple(int(d) for d in cshape), params, raw[pos:]
 
 
@@ -279,9 +293,8 @@ def encoded_size(scheme, shape):
     """Bytes of an encoded chunk of ``shape`` (header, side arrays, packed codes)."""
     shape = tuple(int(d) for d in shape)
     count = int(np.prod(shape, dtype=np.int64))
-    names = _side_names(scheme)
-    groups = uniform.n_groups(scheme, shape)
-    return (_header_size(len(shape), names) + sum(_side_dtype(scheme, n).itemsize * groups for n in names)
+    specs = _side_specs(scheme, shape)
+    return (header_size(len(shape), specs) + sum(s.dtype.itemsize * s.shape[0] for s in specs.values())
             + packed_size(count, scheme.bits))
 
 
@@ -297,7 +310,7 @@ class QuantizeCodec(ArrayBytesCodec):
     scheme : nquant.Uniform, or its JSON text / dict (``scheme.to_dict()``)
         Fitted per chunk.  Any Uniform option works per chunk (``axis``,
         ``block_size``, ``range`` incl. a fixed ``(rmin, rmax)``, ``nan``,
-        ``rounding``).
+        ``rounding``, ``scale_dtype``, ``zero_point_storage``, ``double_quant``).
 
     Examples
     --------

@@ -105,7 +105,7 @@ def _params(scheme, axis, rmin, rmax, n_nan):
     """
     scheme = scheme.replace(axis=axis)
     st = {"min": np.asarray(rmin, np.float64), "max": np.asarray(rmax, np.float64), "n_nan": int(n_nan)}
-    return QParams(scheme, **uniform.finalize(scheme.replace(range="minmax"), st))
+    return QParams(scheme, **uniform.plain_side(scheme, uniform.finalize(scheme.replace(range="minmax"), st)))
 
 
 # ----------------------------------------------------------------------------- base

@@ -154,7 +154,10 @@ class QParams:
                              f"block_size={self.scheme.block_size}")
 
     def quantize(self, x: ArrayInput) -> QuantizedArray:
-        """Quantize ``x`` with these parameters (no fitting).
+        """Quantize ``x`` with these parameters (no fitting), stored as the scheme says
+        (``uniform.stored_side``: zero points packed or dropped; a scale not representable in
+        ``scale_dtype`` rounded up, double-quantized scales raised to their codes' levels, and
+        the values encoded with what is stored).
 
         Parameters
         ----------
@@ -170,14 +173,16 @@ class QParams:
             self.check_shape(x.shape)
             if scheme.block_size is not None:
                 raise InputError("QParams.quantize of a Dask array needs per-tensor or per-channel params")
-            codes = chunked.pack(chunked.encode(uniform, scheme, self.side, x), scheme.bits)
+            side = uniform.stored_side(scheme, self.side)
+            codes = chunked.pack(chunked.encode(uniform, scheme, side, x), scheme.bits)
             return QuantizedArray(scheme=scheme, shape=x.shape, dtype=x.dtype, codes=codes,
-                                  bits=scheme.bits, side=dict(self.side), chunks=x.chunks)
+                                  bits=scheme.bits, side=side, chunks=x.chunks)
         a = _check_input(x)
         self.check_shape(a.shape)
-        codes = uniform.encode(scheme, self.side, a)
+        side = uniform.stored_side(scheme, self.side)
+        codes = uniform.encode(scheme, side, a)
         return QuantizedArray(scheme=scheme, shape=a.shape, dtype=a.dtype,
-                              codes=pack_codes(codes, scheme.bits), bits=scheme.bits, side=dict(self.side))
+                              codes=pack_codes(codes, scheme.bits), bits=scheme.bits, side=side)
 
     def fake_quantize(self, x: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """``fake_quantize(x, self)``."""
@@ -196,7 +201,7 @@ def as_params(obj, x=None):
                               "nq.Uniform scheme")
         if x is None:
             raise InputError("a scheme needs data to fit: pass x")
-        return QParams(obj, **uniform.fit(obj, x))
+        return QParams(obj, **uniform.plain_side(obj, uniform.fit(obj, x)))
     raise SchemeError(f"scheme_or_params of type {type(obj).__name__} is invalid: expected an nq.Uniform "
                       "scheme, a QParams or a params dict")
 

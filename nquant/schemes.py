@@ -197,12 +197,13 @@ class Uniform(Scheme):
         what encoding chose and nothing clips that a float32 scale would not clip.  A
         scale or offset beyond the dtype's range is an ``InputError`` naming
         ``scale_dtype`` (no silent fallback).
-    zero_point_storage : "int32" or "packed"
-        ``"int32"`` (the format of earlier stores): an int32 ``zero_point`` per group, 0 for
-        symmetric schemes.  ``"packed"``: symmetric schemes store no zero point; integer
-        zero points are stored as ``bits``-bit codes ``zero_point - qmin``
-        (``zero_point_codes``, uint8: row-packed per block with ``block_size``, one byte per
-        channel or tensor otherwise).
+    zero_point_storage : "packed" or "int32"
+        ``"packed"`` (default): symmetric schemes store no zero point; integer zero points are
+        stored as ``bits``-bit codes ``zero_point - qmin`` (``zero_point_codes``, uint8:
+        row-packed per block with ``block_size``, one byte per channel or tensor otherwise;
+        uint16 for 9..16 bits).  ``"int32"`` (the format of earlier stores, which scheme JSON
+        without this field reads as): an int32 ``zero_point`` per group, 0 for symmetric
+        schemes.
     double_quant : bool
         With ``block_size``: the block scales are quantized to 8 bits as QLoRA and
         llama.cpp super-blocks do (:class:`Blockwise`): ``scale_codes`` (uint8 per block),
@@ -242,7 +243,7 @@ class Uniform(Scheme):
     nan: Literal["raise", "propagate"] = "raise"
     bins: int | None = None
     scale_dtype: ScaleDtype = "float32"
-    zero_point_storage: Literal["int32", "packed"] = "int32"
+    zero_point_storage: Literal["int32", "packed"] = "packed"
     double_quant: bool = False
     abs_error: float | None = None
     rel_error: float | None = None
@@ -332,6 +333,7 @@ class Uniform(Scheme):
         d = dict(d)
         d.setdefault("zero_point_storage", "int32")
         return super().from_dict(d)
+
     def _check_error_bound(self):
         """Validate ``abs_error``, ``rel_error`` and ``fill_value``; an error bound sets the
         real-offset form (``zero_point="float"``) and needs min/max ranges and nearest rounding."""

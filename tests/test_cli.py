@@ -331,7 +331,8 @@ def test_plan_prints_the_jobs_without_computing(tmp_path):
     rows = ok_json("plan", tmp_path / "wf.toml", "--set", f"out={tmp_path / 'o'}", "--set", "rows=512")
     assert [r["job"] for r in rows] == ["first", "second", "third"]
     assert all(r["tasks"] == 8 and r["bytes_in"] == 512 * 256 * 4 and r["chunks"] == [64, 256] for r in rows)
-    assert rows[0]["bits_per_value"] == pytest.approx(8 + 512 * 64 / (512 * 256))
+    # a float32 scale per row of 256 (a symmetric scheme stores no zero point)
+    assert rows[0]["bits_per_value"] == pytest.approx(8 + 512 * 32 / (512 * 256))
     assert not (tmp_path / "o").exists()
     text = nquant("plan", tmp_path / "wf.toml").stdout
     assert text.splitlines()[0].split()[:3] == ["job", "shape", "chunks"] and "(1024, 256)" in text

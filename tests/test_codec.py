@@ -63,6 +63,17 @@ CASES = {
                             "normal", {}),
     "f16_8bit": ("f2", (20, 20), (8, 8), nq.Uniform(bits=8), "normal", {}),
     "f32_4bit_sharded": ("f4", (40, 30), (10, 10), nq.Uniform(bits=4), "normal", {"shards": (20, 30)}),
+    # the int32 layout of earlier versions, and the compact side arrays
+    "f32_8bit_edges_int32": ("f4", (37, 50), (16, 20), nq.Uniform(bits=8, zero_point_storage="int32"), "normal", {}),
+    "f32_4bit_blocks_int32": ("f4", (50, 30), (20, 16), nq.Uniform(bits=4, symmetric=True, block_size=32,
+                                                                   zero_point_storage="int32"), "normal", {}),
+    "f32_3bit_asym_blocks": ("f4", (50, 30), (20, 16), nq.Uniform(bits=3, block_size=32), "normal", {}),
+    "f32_4bit_double_quant": ("f4", (50, 30), (20, 16), nq.Uniform(bits=4, block_size=8, double_quant=True),
+                              "normal", {}),
+    "f64_5bit_axis_bf16": ("f8", (30, 20), (16, 8), nq.Uniform(bits=5, axis=0, scale_dtype="bfloat16"),
+                           "normal", {}),
+    "f32_4bit_sym_f16": ("f4", (40, 30), (16, 16), nq.Uniform(bits=4, symmetric=True, scale_dtype="float16"),
+                         "normal", {}),
 }
 
 
@@ -144,6 +155,7 @@ def _per_value(scheme, a, shape):
 def _grid(scheme, params, shape):
     """Per value: step, lowest and highest representable value."""
     qmin, qmax = scheme.qrange
+    params = uniform.plain_side(scheme, params)  # compact side arrays: one scale and zero point per group
     s = params["scale"].astype(np.float64)
     if "offset" in params:
         lo = params["offset"].astype(np.float64)
@@ -232,7 +244,11 @@ def test_chunk_file_size_is_compute_encoded_size(written):
     expected = c.compute_encoded_size(0, SimpleNamespace(shape=chunks))
     assert expected == nqc.encoded_size(scheme, chunks)
     # 8-byte prefix, shape, two side entries, packed length; side arrays; codes
-    assert expected == 8 + 16 + (1 + 5 + 9) + (1 + 10 + 9) + 8 + 4 + 4 + 16 * 20
+    assert expected == 8 + 16 + (1 + 5 + 9) + (1 + 16 + 9) + 8 + 4 + 1 + 16 * 20  # uint8 zero point code
+    assert nqc.encoded_size(CASES["f32_8bit_edges_int32"][3], chunks) == (8 + 16 + (1 + 5 + 9) + (1 + 10 + 9) + 8
+                                                                          + 4 + 4 + 16 * 20)
+    # symmetric, no zero point; float16 scale
+    assert nqc.encoded_size(CASES["f32_4bit_sym_f16"][3], (16, 16)) == 8 + 16 + (1 + 5 + 9) + 8 + 2 + 16 * 8
     files = [os.path.join(d, f) for d, _, fs in os.walk(root / f"{name}.zarr" / "c") for f in fs]
     assert len(files) == 3 * 3  # edge chunks are full-size chunks too
     assert all(os.path.getsize(f) == expected for f in files)
@@ -244,12 +260,24 @@ def test_chunk_file_size_is_compute_encoded_size(written):
 # Format stability: these bytes were written once by header version 1 and must decode forever.
 GOLDEN_X = np.array([[0, 1.5, 3], [-1, 2, 0.5]], np.float32)
 GOLDEN = [
-    (nq.Uniform(bits=4),
+    (nq.Uniform(bits=4, zero_point_storage="int32"),
      "4e515a430104020202000000000000000300000000000000057363616c656601000000000000000a7a65726f5f70"
      "6f696e7469010000000000000003000000000000008988883e040000004af0b6"),
     (nq.Uniform(bits=3, zero_point="float", axis=0),
      "4e515a430103020202000000000000000300000000000000057363616c65660200000000000000066f6666736574"
      "6602000000000000000300000000000000b76ddb3eb76ddb3e00000000000080bf138f00"),
+    # compact side arrays (dtype codes b"B" uint8, b"h" float16): a uint8 zero point code, no zero
+    # point (symmetric), double-quantized block scales with packed zero point codes
+    (nq.Uniform(bits=4),
+     "4e515a430104020202000000000000000300000000000000057363616c65660100000000000000107a65726f5f706f"
+     "696e745f636f64657342010000000000000003000000000000008988883e044af0b6"),
+    (nq.Uniform(bits=4, symmetric=True, scale_dtype="float16"),
+     "4e515a430104020102000000000000000300000000000000057363616c656801000000000000000300000000000000"
+     "dc368bf6d9"),
+    (nq.Uniform(bits=3, block_size=2, double_quant=True),
+     "4e515a4301030204020000000000000003000000000000000b7363616c655f636f646573420300000000000000067363"
+     "616c6532660100000000000000107a65726f5f706f696e745f636f6465734202000000000000000c7363616c655f6f66"
+     "66736574660100000000000000030000000000000018ff2fb86d5b3e08006edbb63e1f8e80"),
 ]
 
 
@@ -260,8 +288,23 @@ def test_golden_chunk_bytes(scheme, hexbytes):
                                   nq.dequantize(nq.quantize(GOLDEN_X, scheme)))
     assert nqc.encode_chunk(scheme, GOLDEN_X).tobytes().hex() == hexbytes
     magic, version, bits, ndim, n_side = struct.unpack_from("<4sBBBB", raw)
-    assert (magic, version, bits, ndim, n_side) == (b"NQZC", 1, scheme.bits, 2, 2)
+    n = len(nq.quantize(GOLDEN_X, scheme).side)
+    assert (magic, version, bits, ndim, n_side) == (b"NQZC", 1, scheme.bits, 2, n)
     assert struct.unpack_from("<2Q", raw, 8) == (2, 3)
+
+
+def test_codec_metadata_of_earlier_versions_reads_the_int32_layout():
+    """zarr.json written before zero_point_storage existed has no such field: its chunks carry an
+    int32 zero point, and they decode as they did."""
+    scheme, hexbytes = GOLDEN[0]
+    conf = {k: v for k, v in nq.Uniform(bits=4).to_dict().items() if k != "zero_point_storage"}
+    codec = nqc.QuantizeCodec.from_dict({"name": "nquant.quantize", "configuration": {"scheme": conf}})
+    assert codec.scheme == scheme and codec.scheme.zero_point_storage == "int32"
+    raw = np.frombuffer(bytes.fromhex(hexbytes), np.uint8)
+    np.testing.assert_array_equal(nqc.decode_chunk(codec.scheme, raw, np.float32, GOLDEN_X.shape),
+                                  nq.dequantize(nq.quantize(GOLDEN_X, scheme)))
+    with pytest.raises(StoreError, match="side array b'zero_point' where 'zero_point_codes' was expected"):
+        nqc.decode_chunk(nq.Uniform(bits=4), raw, np.float32, GOLDEN_X.shape)
 
 
 def test_to_dict_from_dict_round_trip():

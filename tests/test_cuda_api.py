@@ -32,6 +32,13 @@ SCHEMES = [
     nq.Codebook(NF4),
     nq.NF4(block_size=8),
     nq.NF4(block_size=4, double_quant=True),
+    # compact side arrays: scale dtypes, packed or absent zero points, double-quantized scales
+    nq.Uniform(bits=4, block_size=8, scale_dtype="bfloat16", zero_point_storage="packed"),
+    nq.Uniform(bits=4, symmetric=True, block_size=4, double_quant=True, zero_point_storage="packed"),
+    nq.Uniform(bits=3, block_size=4, double_quant=True, zero_point_storage="packed", rounding="stochastic"),
+    nq.Uniform(bits=5, axis=0, scale_dtype="float16", zero_point_storage="packed"),
+    nq.Uniform(bits=4, symmetric=True, scale_dtype="float16", zero_point_storage="packed"),
+    nq.Uniform(bits=4, block_size=16, zero_point="float", scale_dtype="bfloat16"),
 ]
 
 

@@ -65,9 +65,14 @@ def test_minmax_matches_reference_and_fit(axis):
         for scheme in (nq.Uniform(bits=8), nq.Uniform(bits=4, symmetric=True),
                        nq.Uniform(bits=6, zero_point="float")):
             p = o.compute_params(scheme)
-            fit = uniform.fit(scheme.replace(axis=axis), allx)
-            for k, v in fit.items():
+            fit = uniform.fit(scheme.replace(axis=axis, zero_point_storage="int32"), allx)
+            for k, v in fit.items():  # one int32 zero point per group, as QParams holds them
                 assert_array_equal(p.side[k], v)
+            q, want = p.quantize(allx), nq.quantize(allx, scheme.replace(axis=axis))
+            assert list(q.side) == list(want.side)  # stored as the scheme says: packed zero points
+            for k, v in want.side.items():
+                assert_array_equal(q.side[k], v)
+            assert_array_equal(q.codes, want.codes)
 
 
 @pytest.mark.parametrize("axis", [None, 2])

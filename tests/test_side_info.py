@@ -56,8 +56,10 @@ def test_symmetric_int4_blocks64_float16_scale_is_4_25_bits():
     q = nq.quantize(_data(), scheme)
     assert set(q.side) == {"scale"} and q.side["scale"].dtype == np.float16
     assert q.bits_per_value == 4.25
-    # the int32 zero point and float32 scale of the default layout: 5 bits
-    assert nq.quantize(_data(), nq.Uniform(4, symmetric=True, block_size=64)).bits_per_value == 5.0
+    # the int32 zero point and float32 scale of earlier versions: 5 bits; the default (no zero point)
+    assert nq.quantize(_data(), nq.Uniform(4, symmetric=True, block_size=64,
+                                           zero_point_storage="int32")).bits_per_value == 5.0
+    assert nq.quantize(_data(), nq.Uniform(4, symmetric=True, block_size=64)).bits_per_value == 4.5
 
 
 @pytest.mark.parametrize("name, bits", [("sym4_b16_dq", 4 + 8 / 16 + (2 * 32 + 32) / 6144),
@@ -157,13 +159,20 @@ def test_blockwise_absmax_rounded_up_and_used_to_encode(name):
 
 
 def test_float32_defaults_are_unchanged():
-    """The default scale_dtype and zero point storage are the earlier format, bit for bit."""
+    """The default scale_dtype with zero_point_storage="int32" (what scheme JSON without the field
+    reads as) is the earlier format, bit for bit; the default stores no symmetric zero point."""
     x = _data(5)
-    for scheme in [nq.Uniform(4, symmetric=True, block_size=64), nq.Uniform(4, block_size=32), nq.NF4()]:
+    for scheme in [nq.Uniform(4, symmetric=True, block_size=64, zero_point_storage="int32"),
+                   nq.Uniform(4, block_size=32, zero_point_storage="int32"), nq.NF4()]:
         q = nq.quantize(x, scheme)
         assert all(v.dtype in (np.float32, np.int32, np.uint8) for v in q.side.values())
-    q = nq.quantize(x, nq.Uniform(4, symmetric=True, block_size=64))
+    old = nq.Uniform(4, symmetric=True, block_size=64, zero_point_storage="int32")
+    q = nq.quantize(x, old)
     assert set(q.side) == {"scale", "zero_point"} and not q.side["zero_point"].any()
+    d = {k: v for k, v in nq.Uniform(4, symmetric=True, block_size=64).to_dict().items() if k != "zero_point_storage"}
+    assert nq.scheme_from_json(d) == old
+    q = nq.quantize(x, nq.Uniform(4, symmetric=True, block_size=64))
+    assert set(q.side) == {"scale"} and q.side["scale"].dtype == np.float32
 
 
 # ----------------------------------------------------------------------------- rounding to storage
@@ -332,16 +341,34 @@ def test_corrupt_lengths_are_a_store_error_not_an_index():
         uniform.decode(scheme, side, nq.unpack(q.codes, 4, q.size).reshape(q.shape))
 
 
-def test_compact_formats_refused_where_not_implemented():
-    from nquant.codec import QuantizeCodec
+def test_compact_uniform_layouts_run_on_the_codec_cuda_and_adaptive_round():
+    from nquant.codec import QuantizeCodec, header_size, decode_chunk, encode_chunk, encoded_size
 
-    for scheme in (COMPACT["sym4_b64_f16"], COMPACT["nf4_bf16"], COMPACT["sym4_b16_dq"]):
-        assert isinstance(family(scheme).cuda_refuses(scheme), str)
+    x = _data(11, (8, 64))
+    for name in ("sym4_b64_f16", "asym3_b32_bf16", "asym8_axis0_f16", "sym4_tensor_bf16", "float_b16_f16",
+                 "sym4_b16_dq", "asym4_b16_dq"):
+        scheme = COMPACT[name]
+        assert family(scheme).cuda_refuses is None  # the CUDA twin decodes through kernel_params
+        raw = encode_chunk(QuantizeCodec(scheme).scheme, x)
+        q = nq.quantize(x, scheme)
+        # the chunk carries the stored side arrays: its header and the bytes bits_per_value counts
+        assert raw.size == encoded_size(scheme, x.shape) == header_size(2, q.side) + q.bits_per_value * x.size / 8
+        np.testing.assert_array_equal(decode_chunk(scheme, raw, np.float32, x.shape), nq.dequantize(q))
+    assert isinstance(family(COMPACT["nf4_bf16"]).cuda_refuses(COMPACT["nf4_bf16"]), str)
     assert family(nq.NF4()).cuda_refuses(nq.NF4()) is None
-    with pytest.raises(SchemeError, match="not supported by the nquant.quantize codec"):
-        QuantizeCodec(scheme=COMPACT["asym4_b64_packed"])
-    with pytest.raises(SchemeError, match="not supported by adaptive_round"):
-        nq.adaptive_round(np.ones((4, 64), np.float32), np.ones((64, 8), np.float32), COMPACT["sym4_b16_dq"])
+    rng = np.random.default_rng(3)
+    W, X = rng.standard_normal((8, 64)).astype(np.float32), rng.standard_normal((64, 96)).astype(np.float32)
+    for name in ("sym4_b16_dq", "asym4_b16_dq", "asym4_b64_packed", "asym3_b32_bf16"):
+        scheme = COMPACT[name]
+        q, ref = nq.adaptive_round(W, X, scheme), nq.quantize(W, scheme)
+        assert {k: v.dtype for k, v in q.side.items()} == {k: v.dtype for k, v in ref.side.items()}
+        assert q.bits_per_value == ref.bits_per_value
+        err = [np.linalg.norm((W - nq.dequantize(a)) @ X) for a in (q, ref)]
+        assert err[0] <= err[1] * (1 + 1e-6)  # never worse than the scheme's own rounding
+        info = q.info["adaptive_round"]
+        assert info["rel_error"] == pytest.approx(err[0] / np.linalg.norm(W @ X), rel=1e-4)
+        assert info["rel_error_nearest"] == pytest.approx(err[1] / np.linalg.norm(W @ X), rel=1e-4)
+        assert sum(info["rows"].values()) == W.shape[0]
 
 
 # ----------------------------------------------------------------------------- adversarial inputs

@@ -197,7 +197,7 @@ def test_short_side_arrays_in_memory_are_refused():
 def _lazy_group(path, rows, scale_len, bits=8):
     """A 'rows' x 1 group of int8 codes per row (axis=0) whose chunks are never written."""
     g = zarr.open_group(path, mode="w")
-    scheme = nq.Uniform(bits=bits, axis=0)
+    scheme = nq.Uniform(bits=bits, axis=0, zero_point_storage="int32")
     g.create_array("codes", shape=(rows, 1), chunks=(1 << 20, 1), dtype=np.uint8, fill_value=0)
     g.create_array("scale", shape=(scale_len,), chunks=(max(1, scale_len),), dtype=np.float32, fill_value=0)
     g.create_array("zero_point", shape=(rows,), chunks=(1 << 20,), dtype=np.int32, fill_value=0)
@@ -303,14 +303,18 @@ def test_unknown_and_missing_side_arrays(tmp_path):
     put_side(path, "extra", np.ones(3, np.float32))
     with pytest.raises(StoreError, match=r"unknown \['extra'\]"):
         nq.open(path)
-    path, _ = stored(tmp_path, data((8, 8)), nq.Uniform(bits=8), name="m.zarr")
+    path, _ = stored(tmp_path, data((8, 8)), nq.Uniform(bits=8, zero_point_storage="int32"), name="m.zarr")
     shutil.rmtree(pathlib.Path(path) / "zero_point")
     with pytest.raises(StoreError, match=r"\['zero_point'\] of the integrity record are missing"):
+        nq.open(path)
+    path, _ = stored(tmp_path, data((8, 8)), nq.Uniform(bits=8), name="p.zarr")
+    shutil.rmtree(pathlib.Path(path) / "zero_point_codes")
+    with pytest.raises(StoreError, match=r"\['zero_point_codes'\] of the integrity record are missing"):
         nq.open(path)
 
 
 def test_side_values(tmp_path):
-    path, _ = stored(tmp_path, data((8, 8)), nq.Uniform(bits=8, axis=0))
+    path, _ = stored(tmp_path, data((8, 8)), nq.Uniform(bits=8, axis=0, zero_point_storage="int32"))
     put_side(path, "zero_point", np.full(8, 300, np.int32))
     with pytest.raises(StoreError, match=r"'zero_point' holds values in \[300, 300\], outside the code "):
         nq.open(path)

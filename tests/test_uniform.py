@@ -55,6 +55,7 @@ def scheme_kwargs(draw, granularity=None, ranges=("minmax", "minmax", "explicit"
     kw["rounding"] = draw(st.sampled_from(MODES))
     kw["seed"] = draw(st.integers(-(2**63), 2**64 - 1))
     kw["nan"] = draw(st.sampled_from(["raise", "propagate"]))
+    kw["zero_point_storage"] = draw(st.sampled_from(["packed", "int32"]))
     if granularity is not None:
         kw.update(granularity_kw(granularity))
     blocks = kw.get("block_size") is not None
@@ -108,7 +109,7 @@ def grid_bounds(scheme, params):
     if "offset" in params:
         off = params["offset"].astype(np.float64)
         return off, off + (qmax - qmin) * s
-    zp = params["zero_point"].astype(np.float64)
+    zp = affine_ref.zero_points(scheme, params, len(s)).astype(np.float64)
     return (qmin - zp) * s, (qmax - zp) * s
 
 
@@ -330,8 +331,10 @@ def test_block_encode_chunk_invariance(data):
     rows = data.draw(st.integers(1, 6))
     mode = data.draw(st.sampled_from(MODES))
     x = data.draw(float_arrays(shape=(rows, cols), dtypes=(np.float32, np.float64)))
+    # one int32 zero point per block, so that any run of blocks slices them (packed zero point
+    # codes: whole bytes of blocks, test_side_info's chunkings)
     s = nq.Uniform(block_size=bs, rounding=mode, bits=data.draw(st.integers(1, 8)),
-                   seed=data.draw(st.integers(0, 99)))
+                   seed=data.draw(st.integers(0, 99)), zero_point_storage="int32")
     p = uniform.fit(s, x)
     whole = uniform.encode(s, p, x)
     assert_array_equal(whole, affine_ref.encode(s, p, x))
@@ -666,19 +669,28 @@ def test_dequantize_into_out():
 def test_nbytes_and_bits_per_value_count_side_information():
     n = 1000
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
-    q = nq.quantize(x, nq.Uniform(bits=8))
+    q = nq.quantize(x, nq.Uniform(bits=8, zero_point_storage="int32"))
     assert q.nbytes == n + 4 + 4  # codes + float32 scale + int32 zero point
     assert q.bits_per_value == (n + 4 + 4) * 8 / n
-    q = nq.quantize(x.reshape(10, 100), nq.Uniform(bits=4, axis=0))
+    q = nq.quantize(x, nq.Uniform(bits=8))
+    assert q.nbytes == n + 4 + 1  # codes + float32 scale + the zero point as an 8-bit code
+    assert q.bits_per_value == (n + 4 + 1) * 8 / n
+    q = nq.quantize(x.reshape(10, 100), nq.Uniform(bits=4, axis=0, zero_point_storage="int32"))
     assert q.codes.nbytes == 500 and q.nbytes == 500 + 10 * 4 + 10 * 4
+    q = nq.quantize(x.reshape(10, 100), nq.Uniform(bits=4, axis=0))
+    assert q.codes.nbytes == 500 and q.nbytes == 500 + 10 * 4 + 10 * 1
+    q = nq.quantize(x, nq.Uniform(bits=4, block_size=64))
+    assert q.nbytes == 500 + 16 * 4 + 8  # 16 block zero points of 4 bits: 8 bytes
     q = nq.quantize(x, nq.Uniform(bits=3, block_size=64, zero_point="float"))
     assert q.codes.nbytes == 375 and q.scale.size == 16 and q.offset.size == 16
     assert q.nbytes == 375 + 16 * 4 + 16 * 4
     assert q.bits_per_value == (375 + 128) * 8 / n
-    q = nq.quantize(x[:13], nq.Uniform(bits=1))
+    q = nq.quantize(x[:13], nq.Uniform(bits=1, zero_point_storage="int32"))
     assert q.codes.nbytes == 2 and q.nbytes == 10 and q.bits_per_value == 80 / 13
-    q = nq.quantize(x[:7], nq.Uniform(bits=5, symmetric=True, axis=0))
+    q = nq.quantize(x[:7], nq.Uniform(bits=5, symmetric=True, axis=0, zero_point_storage="int32"))
     assert q.nbytes == 5 + 7 * 8
+    q = nq.quantize(x[:7], nq.Uniform(bits=5, symmetric=True, axis=0))
+    assert q.nbytes == 5 + 7 * 4 and set(q.side) == {"scale"}  # symmetric: no zero point stored
     for qq in (q, nq.quantize(x, nq.Uniform(bits=6))):
         assert qq.nbytes == qq.codes.nbytes + sum(a.nbytes for a in qq.side.values())
         assert qq.bits_per_value == 8 * qq.nbytes / qq.size
@@ -692,14 +704,18 @@ def test_codes_unpacked_dtype_and_values():
     assert cu.tolist() == [-7, -6, -4, -3, -1, 0, 1, 3, 4, 6, 7]  # round(x * 7), ties to even
     q = nq.quantize(x, nq.Uniform(bits=8, symmetric=True))
     assert q.codes_unpacked.min() == -127 and q.codes_unpacked.max() == 127
-    q = nq.quantize(x, nq.Uniform(bits=8))
+    q = nq.quantize(x, nq.Uniform(bits=8, zero_point_storage="int32"))
     assert q.codes_unpacked.dtype == np.uint8
     zp = np.rint(1 / np.float64(q.scale[0]))  # qmin - lo / scale with lo = -1
     assert zp in (127, 128) and q.zero_point[0] == zp and q.codes_unpacked[5] == zp  # 0 is exact
     assert nq.dequantize(q)[5] == 0.0
-    q = nq.quantize(x, nq.Uniform(bits=8, signed=True))
+    packed = nq.quantize(x, nq.Uniform(bits=8))  # the zero point as its code zero_point - qmin
+    assert packed.zero_point_codes.tolist() == [zp] and packed.codes_unpacked.tolist() == q.codes_unpacked.tolist()
+    q = nq.quantize(x, nq.Uniform(bits=8, signed=True, zero_point_storage="int32"))
     zp = np.rint(-128 + 1 / np.float64(q.scale[0]))
     assert zp in (-1, 0) and q.zero_point[0] == zp
+    packed = nq.quantize(x, nq.Uniform(bits=8, signed=True))
+    assert packed.zero_point_codes.tolist() == [zp + 128] and packed.codes_unpacked.tolist() == q.codes_unpacked.tolist()
     assert q.codes_unpacked.dtype == np.int8 and q.codes_unpacked[5] == zp
     assert q.codes_unpacked[0] == -128 and q.codes_unpacked[-1] == 127 - (zp == -1)
     assert q.scale.dtype == np.float32 and q.zero_point.dtype == np.int32

@@ -203,7 +203,7 @@ def test_plan_describes_without_computing(tmp_path):
     spec = wf.load(_write(tmp_path, BASE.format(out=tmp_path / "o")))
     (row,) = wf.plan(spec)
     assert row["shape"] == [64, 16] and row["chunks"] == [16, 16] and row["tasks"] == 4
-    assert row["bytes_in"] == 64 * 16 * 4 and row["bits_per_value"] == pytest.approx(8 + 64 / (64 * 16))
+    assert row["bytes_in"] == 64 * 16 * 4 and row["bits_per_value"] == pytest.approx(8 + (32 + 8) / (64 * 16))  # scale, 8-bit zero point
     assert not (tmp_path / "o").exists()
 
 

@@ -2,7 +2,8 @@
 
 Reached through :func:`nquant.quantize` when ``device="cuda"`` or when ``x`` is in device
 memory (CuPy, numba device arrays).  Schemes: ``Uniform`` (per tensor, axis or block; every
-rounding mode; ``range="minmax"`` or an explicit ``(rmin, rmax)``), ``Codebook``,
+rounding mode; ``range="minmax"`` or an explicit ``(rmin, rmax)``; compact side arrays:
+``scale_dtype``, packed zero points, ``double_quant``), ``Codebook``,
 ``Blockwise`` / ``NF4`` (double quantization included).  Parameters are fitted from the
 same statistics as on the CPU (min/max per group, the exact mean absmax), encoded by the
 CUDA twins of the CPU kernels, and packed on the device, so the ``QuantizedArray`` equals
@@ -184,7 +185,7 @@ def fit_encode_uniform(scheme, d, shape, dtype):
             n_nan += affine.group_minmax(part.view(d), part.row_group, lay.col_step, mins, maxs)
     st = {"min": mins.copy_to_host(), "max": maxs.copy_to_host(), "n_nan": n_nan,
           "rank": _uniform.DTYPE_RANK.get(np.dtype(dtype), 1)}
-    params = _uniform.finalize(scheme, st)
+    params = _uniform.params_from_stats(scheme, st)
     _, inv, offset, c0 = _uniform.kernel_params(scheme, params, cdt)
     hi, nan_code = _uniform.code_limits(scheme)
     key = seed_key(scheme.seed)

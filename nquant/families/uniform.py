@@ -385,8 +385,7 @@ def finalize(scheme, st, data=None):
             # a constant c is exact with scale |c| (code +-1)
             exact = np.where(const, amax, amax / qmax)
             scale = _rounded_scale(scheme, _scale32(exact), exact, st, side)
-            params = _stored(scheme, {"scale": scale, "zero_point": np.zeros(len(scale), np.int32)}, side)
-            return _fit_grid(scheme, params, *reach) if far > F32_MAX / 8 else params
+            return _stored_grid(scheme, scale, np.zeros(len(scale), np.int32), side, reach if far > F32_MAX / 8 else None)
         if scheme.zero_point == "float" and not _plain(scheme):
             return _stored(scheme, _float_grid(scheme, rmin, rmax, side), side)
         if scheme.zero_point == "float":
@@ -407,8 +406,18 @@ def finalize(scheme, st, data=None):
         exact = np.where(const, np.abs(rmin), scale)
         scale = _rounded_scale(scheme, _scale32(exact), exact, st, side)
         zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
-    params = _stored(scheme, {"scale": scale, "zero_point": zp.astype(np.int32)}, side)
-    return _fit_grid(scheme, params, *reach) if far > F32_MAX / 8 else params
+    return _stored_grid(scheme, scale, zp.astype(np.int32), side, reach if far > F32_MAX / 8 else None)
+
+
+def _stored_grid(scheme, scale, zero_point, side, reach):
+    """Stored side arrays of an integer zero point grid, fitted inside float32 first
+    (:func:`_fit_grid`) when ``reach`` (the data's range) is given: only the float32 defaults
+    get there, whose ``side`` holds the scale as it is."""
+    params = {"scale": scale, "zero_point": zero_point}
+    if reach is not None:
+        params = _fit_grid(scheme, params, *reach)
+        side["scale"] = params["scale"]
+    return _stored(scheme, params, side)
 
 
 # Unit roundoff and half the smallest subnormal of the decoder's arithmetic, and of the cast
@@ -588,6 +597,15 @@ def fit_partial(scheme, chunk, start=None, global_shape=None):
     return {"scale_sum": kb.exact_sum_partial(scale)}
 
 
+def params_from_stats(scheme, st):
+    """Side arrays from the min/max statistics ``st`` of a whole array (as :func:`fit` gives
+    them): with ``double_quant`` the exact mean block scale comes first."""
+    if scheme.double_quant and "scale_offset" not in st:
+        mean = finalize(scheme, {"scale_sum": kb.exact_sum_partial(finalize(scheme, st)["scale"])})
+        return {**mean, **finalize(scheme, {**st, **mean})}
+    return finalize(scheme, st)
+
+
 def fit(scheme, x):
     """Parameters for an in-memory array, by the same mergeable statistics as Dask."""
     if scheme.block_size is not None and scheme.double_quant:
@@ -664,6 +682,45 @@ def _stored(scheme, params, side):
         codes = (params["zero_point"].astype(np.int64) - scheme.qrange[0]).astype(names["zero_point_codes"])
         out["zero_point_codes"] = pack_codes(codes, scheme.bits) if _packed_zero_points(scheme) else codes
     return out
+
+
+def plain_scheme(scheme):
+    """``scheme`` with per-group side arrays (``zero_point_storage="int32"``, no ``double_quant``):
+    one scale and one zero point or offset per group, in any ``scale_dtype``."""
+    return scheme.replace(zero_point_storage="int32", double_quant=False)
+
+
+def stored_side(scheme, params):
+    """The side arrays ``scheme`` stores, from per-group ``params`` (``scale`` and ``zero_point``
+    or ``offset``, float32 or as any ``scale_dtype`` stores them: :func:`plain_side`,
+    :func:`plain_scheme`): the scale in ``scale_dtype`` (rounded up) or, with ``double_quant``,
+    as 8-bit codes about the exact mean scale, each raised so that no decoded scale is below its
+    own; zero points dropped or packed as ``zero_point_storage`` says (lossless).  Encode with
+    the result: it is what decoding uses."""
+    side = {}
+    scale = base.widen(params["scale"])
+    if scheme.double_quant:
+        offset = kb.exact_mean(kb.exact_sum_partial(scale))
+        codes, scale2 = bw.double_quantize_up(scale, offset)
+        side.update(scale_codes=codes, scale2=scale2, scale_offset=np.array([offset], np.float32))
+    else:
+        side["scale"] = base.to_storage(scale, scheme.scale_dtype, +1)
+    if "offset" in params:  # error-bounded: the exact float64 minimum, as it is
+        off = params["offset"]
+        side["offset"] = off if scheme.error_bounded else base.to_storage(base.widen(off), scheme.scale_dtype, -1,
+                                                                          what="offset")
+    return _stored(scheme, params, side)
+
+
+def plain_side(scheme, side):
+    """Per-group side arrays from stored ones, as ``zero_point_storage="int32"`` and float32
+    scales store them: ``scale`` (float32, as decoding uses it) and ``zero_point`` (int32; 0
+    where a symmetric scheme stores none) or ``offset`` (float32; float64 when error-bounded)."""
+    scale = scale_values(scheme, side)
+    if "offset" in side:
+        off = np.asarray(side["offset"])
+        return {"scale": scale, "offset": off if off.dtype == np.float64 else base.widen(off)}
+    return {"scale": scale, "zero_point": zero_points(scheme, side, scale.size)[:scale.size].astype(np.int32)}
 
 
 def scale_values(scheme, params):
@@ -890,17 +947,10 @@ def _steps_view(scheme, side, x, x_hat):
     return base.view(u, grid, label + " (quantization steps)", clipped)
 
 
-def cuda_refuses(scheme):
-    """Why the CUDA twins cannot run ``scheme``: compact side arrays (float32 and int32 only)."""
-    if scheme.double_quant:
-        return "double_quant=True (the CUDA path stores one float32 scale per block)"
-    return base.compact_cuda_refuses(scheme)
-
-
 FAMILY = base.Family(
     name="uniform", needs_stats=needs_stats, needs_histogram=needs_histogram, partial=fit_partial, merge=merge,
     finalize=finalize, fit=fit, encode=encode, decode=decode, block_quantum=block_quantum,
     expected_side=expected_side, bits_per_value=bits_per_value, level_view=level_view,
     partial_histogram=partial_histogram, histogram_range=histogram_range, param_specs=param_specs,
     chunk_params=chunk_params, side_dtypes=side_dtypes,
-    cuda=base.CudaTwin("fit_encode_uniform", "decode_uniform"), cuda_refuses=cuda_refuses, codec=True)
+    cuda=base.CudaTwin("fit_encode_uniform", "decode_uniform"), codec=True)

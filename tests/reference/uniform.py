@@ -7,6 +7,7 @@ given parameters are the affine kernel's (``tests/reference/affine.py``).
 import numpy as np
 
 from tests.reference.affine import n_groups, qrange
+from tests.reference.bitpack import pack
 from tests.reference.stats import group_minmax, group_rows
 
 
@@ -47,7 +48,7 @@ def params_from_range(scheme, rmin, rmax):
     if scheme.symmetric:
         amax = np.maximum(np.abs(rmin), np.abs(rmax))
         scale = f32_scale(np.where(const, amax, amax / qmax))
-        return {"scale": scale, "zero_point": np.zeros(len(scale), np.int32)}
+        return stored(scheme, {"scale": scale, "zero_point": np.zeros(len(scale), np.int32)})
     if scheme.zero_point == "float":
         scale = f32_scale((rmax - rmin) / (qmax - qmin))
         # the float32 offset is rmin rounded up (so that rmin itself is code 0 in every mode)
@@ -58,7 +59,23 @@ def params_from_range(scheme, rmin, rmax):
     hi = np.maximum(rmax, 0.0)
     scale = f32_scale(np.where(const, np.abs(rmin), (hi - lo) / (qmax - qmin)))
     zp = np.clip(np.round(qmin - lo / scale.astype(np.float64)), qmin, qmax)
-    return {"scale": scale, "zero_point": zp.astype(np.int32)}
+    return stored(scheme, {"scale": scale, "zero_point": zp.astype(np.int32)})
+
+
+def stored(scheme, params):
+    """The side arrays as ``zero_point_storage`` stores integer zero points: an int32 array
+    (``"int32"``), or (``"packed"``) none for symmetric schemes and otherwise the codes
+    ``zero_point - qmin`` (uint16 for 9..16 bits; an MSB-first bit string with ``block_size``)."""
+    if scheme.zero_point_storage == "int32" or "zero_point" not in params:
+        return params
+    if scheme.symmetric:
+        return {"scale": params["scale"]}
+    codes = params["zero_point"].astype(np.int64) - qrange(scheme)[0]
+    if scheme.bits > 8:
+        return {"scale": params["scale"], "zero_point_codes": codes.astype(np.uint16)}
+    if scheme.block_size is not None:
+        return {"scale": params["scale"], "zero_point_codes": pack(codes, scheme.bits)}
+    return {"scale": params["scale"], "zero_point_codes": codes.astype(np.uint8)}
 
 
 def fit(scheme, x):
