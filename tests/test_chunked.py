@@ -271,11 +271,13 @@ def test_storage_threads_only_for_the_default_threaded_scheduler():
     from nquant import chunked
 
     cores = dask.system.CPU_COUNT
-    with chunked.storage_threads(4 << 20):
-        assert dask.config.get("num_workers") == chunked.STORAGE_THREADS_PER_CORE * cores
-    for config, nbytes in [({"num_workers": 3}, 4 << 20), ({"scheduler": "sync"}, 4 << 20),
-                           ({}, chunked.STORAGE_CHUNK_BYTES + 1)]:
-        with dask.config.set(config), chunked.storage_threads(nbytes):
-            assert dask.config.get("num_workers", None) == config.get("num_workers")
-    with chunked.storage_threads(4 << 20, client=object()):
-        assert dask.config.get("num_workers", None) is None
+    # from Dask's defaults, whatever an earlier test in this process left in its global config
+    with dask.config.set({"scheduler": None, "num_workers": None}):
+        with chunked.storage_threads(4 << 20):
+            assert dask.config.get("num_workers") == chunked.STORAGE_THREADS_PER_CORE * cores
+        for config, nbytes in [({"num_workers": 3}, 4 << 20), ({"scheduler": "sync"}, 4 << 20),
+                               ({}, chunked.STORAGE_CHUNK_BYTES + 1)]:
+            with dask.config.set(config), chunked.storage_threads(nbytes):
+                assert dask.config.get("num_workers", None) == config.get("num_workers")
+        with chunked.storage_threads(4 << 20, client=object()):
+            assert dask.config.get("num_workers", None) is None
