@@ -20,18 +20,14 @@ Methods (a missing package skips its rows with the reason):
 - ``ZFP``: ``zfpy.compress_numpy(x, tolerance=e)`` (fixed-accuracy mode).
 - ``SZ3``: ``pysz`` in absolute-error mode (its default predictor).
 - ``pcodec (lossless)``: the float32 array through pcodec, a reference without error.
-- ``nquant``: :func:`nquant_encode` (``Uniform(abs_error=e)`` where the scheme has it, otherwise a
-  ``Uniform(bits>=8, zero_point="float")`` on a fixed grid of step just under ``2 e``), the codes through
+- ``nquant``: :func:`nquant_encode` (``Uniform(abs_error=e)``: 16-bit codes at most, a step just under
+  ``2 e`` proved to keep the bound), the codes through
   nquant's lossless stage (``nquant.lossless.encode_chunk``, what the Zarr codec runs per chunk:
   ``adaptive-zstd`` the default (Lorenzo or no prediction per chunk), ``lorenzo-zstd``, ``delta-zstd``,
   ``lorenzo-pcodec`` the smallest), side arrays counted;
   ``nquant save()``: the whole Zarr group written by ``nq.save`` (metadata and checksums included) and
   read back by ``nq.open``; ``lorenzo H0``: the order-0 entropy of the Lorenzo residuals (the bytes an
   ideal Huffman/ANS coder of them would need).
-- ``plan``: where Uniform cannot code the bound (more than 8 bits on a tree without 9-16-bit codes), a
-  NumPy quantizer of the same grid through the same lossless stage: its bytes are nquant's, its
-  throughput is NumPy's quantizer, not nquant's.
-
 Data: matplotlib's sample arrays (two elevation grids, an MRI slice, four EEG channels) as float32
 and a synthetic ``--size`` x ``--size`` Gaussian random field (power-law spectrum plus a smooth
 trend) for throughput.
@@ -43,7 +39,6 @@ import importlib.metadata
 import time
 
 import numpy as np
-
 import zarr
 
 import nquant as nq
@@ -174,36 +169,19 @@ def nbytes(payload):
 COMPRESSIONS = ["adaptive-zstd", "lorenzo-zstd", "delta-zstd", "lorenzo-pcodec"]
 
 
-def _step(x, e):
-    """Largest step whose rounding error, plus float32 rounding of the decoded value, stays within e."""
-    lo, hi = float(np.min(x)), float(np.max(x))
-    spacing = float(np.spacing(np.float32(max(abs(lo), abs(hi)))))
-    return lo, hi, 2 * e - 2 * spacing
-
-
 def nquant_scheme(x, e):
-    """The Uniform scheme for the bound ``e``: ``Uniform(abs_error=e)`` where Uniform has it, else a fixed
-    grid of step just under ``2 e`` from the minimum, with at least 8 bits (whole-byte codes, which the
-    lossless stage predicts; the unused levels cost nothing after it).  (scheme or None, note)."""
-    try:
-        return nq.Uniform(abs_error=e), "abs_error"
-    except TypeError:
-        pass
-    lo, hi, step = _step(x, e)
-    bits = max(8, int(np.ceil(np.log2(np.floor((hi - lo) / step) + 1))))
-    try:
-        scheme = nq.Uniform(bits=bits, zero_point="float", range=(lo, lo + step * (2**bits - 1)))
-        return scheme, f"bits={bits}"
-    except nq.errors.SchemeError:
-        return None, f"needs {bits} bits (Uniform has 1..8 here)"
+    """The scheme for the bound ``e``: ``(Uniform(abs_error=e), note)``."""
+    return nq.Uniform(abs_error=e), "abs_error"
 
 
 def nquant_encode(x, e):
-    """Quantize ``x`` (float32 ndarray) so that ``max |x - x_hat| <= e``: (QuantizedArray or None, note)."""
+    """Quantize ``x`` (float32 ndarray) so that ``max |x - x_hat| <= e``: (QuantizedArray or None, note);
+    None where the bound needs more than 16-bit codes (the one-line error is the note)."""
     scheme, note = nquant_scheme(x, e)
-    if scheme is None:
-        return None, note
-    return nq.quantize(x, scheme), note
+    try:
+        return nq.quantize(x, scheme), note
+    except nq.errors.InputError as err:
+        return None, str(err)
 
 
 def _side_bytes(q):
@@ -367,31 +345,7 @@ def m_nquant(x, e, level):
     return rows
 
 
-def m_plan(x, e, level):
-    """NumPy quantizer of the error-bounded 9-16-bit codes that Uniform does not have here, through
-    nquant's lossless stage (only where nquant's own rows are missing)."""
-    if nquant_scheme(x, e)[0] is not None:
-        return []
-    lo, hi, step = _step(x, e)
-    levels = int(np.floor((hi - lo) / step)) + 1
-    if step <= 0 or levels > 2**16:
-        return [("plan", None, f"{levels} levels need more than 16 bits")]
-    bits = max(1, int(np.ceil(np.log2(levels))))
-    dtype = np.uint8 if bits <= 8 else np.uint16
-
-    def encode_codes():
-        lo_ = np.float64(np.min(x))
-        codes = np.rint((x - lo_) / step).astype(dtype)
-        return codes, [np.array([lo_, step])]
-
-    def decode_codes(codes, side):
-        lo_, st = side[0]
-        return (lo_ + codes * st).astype(np.float32)
-
-    return _codec_rows("plan", f"bits={bits} step=2e (NumPy quantizer)", x, encode_codes, decode_codes)
-
-
-METHODS = [m_quantize, m_bitround, m_zfp, m_sz3, m_pcodec, m_nquant, m_plan]
+METHODS = [m_quantize, m_bitround, m_zfp, m_sz3, m_pcodec, m_nquant]
 PEERS_BOUNDED = ("Quantize+zstd", "BitRound+zstd", "ZFP", "SZ3")
 
 
@@ -444,11 +398,11 @@ def run_array(name, desc, x, rel_bounds, level, repeat, pcodec_cache):
 
 
 def summary(name, e, rel, results):
-    """Per group of own rows (nquant today, the NumPy plan): smallest row against the peers' bytes, its
-    encode throughput and the fastest own row's against the fastest error-bounded peer."""
+    """nquant's smallest row against the peers' bytes, its encode throughput and the fastest nquant row's
+    against the fastest error-bounded peer."""
     ok = {k: v for k, v in results.items() if v["err"] <= e}
     peers = {k: v for k, v in ok.items() if k in PEERS_BOUNDED}
-    for prefix, who in (("nquant", "nquant"), ("plan", "plan (NumPy emulation)")):
+    for prefix, who in (("nquant", "nquant"),):
         own = {k: v for k, v in ok.items() if k.startswith(prefix)}
         if not own:
             print(f"summary {name} e={rel:g} {who}: no row meets e")
