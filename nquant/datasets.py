@@ -24,7 +24,7 @@ import numpy as np
 from nquant import labels, outputs
 from nquant.api import dequantize, quantize
 from nquant.errors import InputError, StoreError
-from nquant.schemes import FORMAT_VERSION, Scheme
+from nquant.schemes import FORMAT_VERSION, Scheme, Uniform
 from nquant.store import finish_partial, open_group, partial_location, write_group
 from nquant.store import open as open_store
 from nquant._types import StoreLike
@@ -66,6 +66,18 @@ def _schemes(ds, scheme):
         raise InputError(f"scheme={scheme!r} is invalid: expected an nquant scheme, or a dict of "
                          "variable name -> scheme (or None)")
     return {str(n): chosen.get(str(n)) for n in ds.data_vars}
+
+
+def _with_fill_value(scheme, var):
+    """``scheme`` keeping the variable's numeric ``_FillValue`` (CF missing-data marker, in its
+    attributes or encoding) exactly, for a Uniform scheme that names none."""
+    fv = var.attrs.get("_FillValue", var.encoding.get("_FillValue"))
+    if not isinstance(scheme, Uniform) or scheme.fill_value is not None or fv is None:
+        return scheme
+    fv = np.asarray(fv).reshape(-1)
+    if fv.size != 1 or not np.isfinite(fv[0]):  # NaN markers are NaN (nan="propagate")
+        return scheme
+    return scheme.replace(fill_value=float(fv[0]))
 
 
 def _write_exact(group, name, var):
@@ -134,7 +146,7 @@ def quantize_dataset(ds: Any, dst: StoreLike, scheme: Scheme | Mapping[str, Sche
                 _write_exact(exact, name, ds.data_vars[name].variable)
                 report[name] = {"stored": "exact", "bits_per_value": None}
                 continue
-            q = quantize(var, s)
+            q = quantize(var, _with_fill_value(s, var))
             location = outputs.inside(partial, os.path.join(partial, VARS, name))
             write_group(q, location, compression=compression)
             report[name] = {"stored": "quantized", "bits_per_value": q.bits_per_value}

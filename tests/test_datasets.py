@@ -84,3 +84,23 @@ def test_datasets_bad_requests_are_one_line_errors(tmp_path):
         nq.open_dataset(tmp_path / "other")
     with pytest.raises(StoreError, match="not a complete nquant dataset"):
         nq.open_dataset(tmp_path / "a.zarr" / "vars" / "t2m")  # one variable's group
+
+
+def test_datasets_keep_each_variables_fill_value_and_bound(tmp_path):
+    ds = _dataset()
+    t = ds["t2m"].values.copy()
+    t[3, 4:9] = -9999.0  # a CF missing-data marker, declared in the attributes
+    ds["t2m"] = (("lat", "lon"), t, {"units": "K", "_FillValue": -9999.0})
+    ds["precip"].encoding["_FillValue"] = 1e20  # declared in the encoding, absent from the data
+    nq.quantize_dataset(ds, tmp_path / "ds.zarr", {"t2m": nq.Uniform(abs_error=0.01),
+                                                   "precip": nq.Uniform(rel_error=1e-3), "land": None})
+    back = nq.open_dataset(tmp_path / "ds.zarr")
+    got = np.asarray(back["t2m"])
+    missing = t == -9999.0
+    assert (got[missing] == -9999.0).all()  # exactly, and left out of the fit
+    assert float(np.abs(got[~missing] - t[~missing]).max()) <= 0.01
+    q = nq.open(tmp_path / "ds.zarr" / "vars" / "t2m")
+    assert q.scheme.fill_value == -9999.0 and q.scheme.abs_error == 0.01
+    assert nq.open(tmp_path / "ds.zarr" / "vars" / "precip").scheme.fill_value == 1e20
+    p = ds["precip"].values
+    assert float(np.abs(np.asarray(back["precip"]) - p).max()) <= 1e-3 * float(p.max() - p.min())

@@ -319,3 +319,13 @@ def test_cli_abs_error(tmp_path):
     assert max_error(x, nq.dequantize(q).compute()) <= 0.01
     r = CliRunner().invoke(main, ["quantize", src, str(tmp_path / "d2.zarr"), "--abs-error", "1e-9"])
     assert r.exit_code == 2 and "abs_error=1e-09" in r.output and "Traceback" not in r.output
+    x[2, 3:7] = -9999.0  # a missing-data marker: kept exactly with --fill-value
+    zarr.open_array(src)[...] = x
+    r = CliRunner().invoke(main, ["quantize", src, str(tmp_path / "d3.zarr"), "--abs-error", "0.01",
+                                  "--fill-value", "-9999"])
+    assert r.exit_code == 0, r.output
+    q = nq.open(str(tmp_path / "d3.zarr"))
+    assert q.scheme.fill_value == -9999.0
+    back = nq.dequantize(q).compute()
+    missing = x == -9999.0
+    assert (back[missing] == -9999.0).all() and max_error(x[~missing], back[~missing]) <= 0.01

@@ -333,6 +333,8 @@ def _model_text(dst, report):
 @click.option("--overwrite", is_flag=True, help="Recompute even if DST is complete.")
 @click.option("--abs-error", type=float, default=None,
               help="Guarantee max |x - x_hat| <= ABS_ERROR (a uniform scheme; 16-bit codes unless --bits).")
+@click.option("--fill-value", type=float, default=None,
+              help="A missing-data marker (_FillValue) of SRC: kept exactly, left out of the fit (uniform schemes).")
 @click.option("--compression", default="auto", show_default=True,
               type=click.Choice([c or "none" for c in COMPRESSIONS]),
               help="Lossless stage of the stored codes (auto: Lorenzo prediction + zstd for whole-byte "
@@ -340,7 +342,7 @@ def _model_text(dst, report):
 @_guard
 def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, calibration, recipe, recipe_for,
              damp, act_order, include, dequantized, scheduler, workers, threads_per_worker, memory_limit, as_json,
-             progress, overwrite, abs_error, compression):
+             progress, overwrite, abs_error, fill_value, compression):
     """Quantize SRC (a Zarr array, .npy or .safetensors file) into the nquant Zarr group DST.
 
     A .safetensors model gets one group per floating tensor of 2 or more dimensions; with
@@ -353,14 +355,16 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, c
 
     def chosen_scheme():
         s = _scheme_from(scheme, bits, axis, block_size, rounding, range_, seed)
-        return s if abs_error is None else resolve_scheme(s, abs_error=abs_error, bits=bits or 16)
+        if abs_error is not None:
+            s = resolve_scheme(s, abs_error=abs_error, bits=bits or 16)
+        return s if fill_value is None else resolve_scheme(s, fill_value=fill_value)
     if str(src).endswith(".safetensors"):
         ctx = click.get_current_context()
         recipes = _recipe_map(recipe, recipe_for)
         codebook = recipe is not None and "adaptive" not in (recipes.values() if isinstance(recipes, dict)
                                                              else [recipes])
         given = [f"--{n.rstrip('_').replace('_', '-')}" for n in ("scheme", "bits", "axis", "block_size",
-                                                                 "rounding", "range_", "seed", "abs_error")
+                                                                 "rounding", "range_", "seed", "abs_error", "fill_value")
                  if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
         if codebook and given:
             raise InputError(f"{given[0]}: --recipe {recipe} chooses its own scheme (a codebook fitted per "
