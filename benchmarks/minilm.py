@@ -222,7 +222,7 @@ class MiniLM:
 
     # -- whole passes
 
-    def run(self, sentences, replace=None, on_inputs=None, max_rows=4096, seed=0):
+    def run(self, sentences, replace=None, on_inputs=None, max_rows=4096, seed=0, states=None):
         """Sentence embeddings, optionally showing each linear layer its inputs first.
 
         The pass runs stage by stage over all batches (every batch through the query/key/value
@@ -242,6 +242,11 @@ class MiniLM:
             weight for the rest of the pass (and is what the returned ``weights`` hold).
         max_rows : int
         seed : int
+        states : dict, optional
+            A cache of the token states entering each encoder layer, ``{layer: [per batch]}``:
+            filled when empty (the pass of ``replace`` is then the reference); otherwise the pass
+            starts at the first layer holding a replaced weight, from the cached states (the
+            layers before it compute what they computed then).  Only without ``on_inputs``.
 
         Returns
         -------
@@ -272,8 +277,13 @@ class MiniLM:
                 if new is not None:
                     w[name] = np.ascontiguousarray(new, dtype=np.float32).reshape(w[name].shape)
 
-        hs = [self.embed(w, ids) for _, ids, _ in batches]
-        for i in range(self.layers):
+        first = 0
+        if states and on_inputs is None and all(n.startswith("encoder.layer.") for n in replace or {}):
+            first = min([self.layers - 1] + [int(n.split(".")[2]) for n in replace or {}])
+        hs = list(states[first]) if first else [self.embed(w, ids) for _, ids, _ in batches]
+        for i in range(first, self.layers):
+            if states is not None and i not in states:
+                states[i] = list(hs)
             p = f"encoder.layer.{i}."
             show([p + k + ".weight" for k in LINEAR_KINDS[:3]], hs)
             ctx = [self.self_attention(w, i, x, m) for x, m in zip(hs, masks)]
@@ -292,9 +302,9 @@ class MiniLM:
             out[index] = self.pool(x, m)
         return out, w
 
-    def encode(self, sentences, replace=None):
-        """Sentence embeddings, float32 (len(sentences), hidden); ``replace`` as in :meth:`run`."""
-        return self.run(sentences, replace)[0]
+    def encode(self, sentences, replace=None, states=None):
+        """Sentence embeddings, float32 (len(sentences), hidden); ``replace``, ``states`` as in :meth:`run`."""
+        return self.run(sentences, replace, states=states)[0]
 
     def collect_inputs(self, sentences, replace=None, max_rows=4096, seed=0):
         """Every linear layer's input rows: dict name -> float32 (rows, in), from the model with ``replace``."""

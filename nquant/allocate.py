@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from nquant.adaptive import adaptive_codebook, hessian
+from nquant.adaptive import FactoredHessian, adaptive_codebook, factor_hessian, hessian
 from nquant.api import dequantize
 from nquant.errors import InputError
 
@@ -200,6 +200,10 @@ def _candidate_list(candidates):
     return sorted(set(out), key=lambda c: (c[0], c[1] is not None, c[1] or 0))
 
 
+LEVEL_BINS = 16384
+"""Default ``bins`` of the candidates' codebook fits (:func:`nquant.adaptive.fit_levels`)."""
+
+
 def quantize_allocated(weights: Mapping, calibration: Mapping, bits_per_value: float, *,
                        candidates: Sequence[int] = (3, 4, 5), measure=None, **options) -> dict:
     """Quantize every weight with :func:`~nquant.adaptive.adaptive_codebook`, bits spread by sensitivity.
@@ -227,7 +231,10 @@ def quantize_allocated(weights: Mapping, calibration: Mapping, bits_per_value: f
         loss of a candidate is its relative output error squared, ``tr(E H E^T) / tr(W H W^T)``,
         every layer counting alike.
     **options
-        Passed to :func:`~nquant.adaptive.adaptive_codebook` (``damp``, ``act_order``, ...).
+        Passed to :func:`~nquant.adaptive.adaptive_codebook` (``damp``, ``act_order``, ``bins``
+        (default ``LEVEL_BINS``), ...).  Each distinct calibration entry is factored once
+        (:func:`~nquant.adaptive.factor_hessian`) and shared by every candidate and every weight
+        that holds the same object.
 
     Returns
     -------
@@ -244,13 +251,22 @@ def quantize_allocated(weights: Mapping, calibration: Mapping, bits_per_value: f
         raise InputError(f"calibration lacks {missing[0]!r}: expected inputs or a Hessian for every weight")
     ref = min(range(len(cands)), key=lambda i: (abs(cands[i][0] - np.floor(budget_per_value)),
                                                 cands[i][1] is not None, cands[i][0]))
-    fitted, objectives, measured = {}, {}, {}
+    options = {"bins": LEVEL_BINS, **options}
+    factor_options = {k: options[k] for k in ("damp", "act_order") if k in options}
+    fitted, objectives, measured, factored = {}, {}, {}, {}
     n_values = 0
     for name, W in weights.items():
         H = calibration[name]
-        if not (isinstance(H, np.ndarray) and H.ndim == 2 and H.shape[0] == H.shape[1] == np.shape(W)[1]):
-            H = hessian(H)                  # inputs: one Hessian for every candidate
-        qs = [adaptive_codebook(W, H, b, block_size=B, kind="hessian", **options) for b, B in cands]
+        if id(H) not in factored:           # weights reading the same inputs share one factor
+            A = H
+            if not isinstance(A, FactoredHessian) and not (
+                    isinstance(A, np.ndarray) and A.ndim == 2 and A.shape[0] == A.shape[1] == np.shape(W)[1]):
+                A = hessian(A)              # inputs: one Hessian for every candidate
+            factored[id(H)] = (H, A if isinstance(A, FactoredHessian) else factor_hessian(
+                A, kind="hessian", **factor_options))
+        F = factored[id(H)][1]
+        H = F.H
+        qs = [adaptive_codebook(W, F, b, block_size=B, kind="hessian", **options) for b, B in cands]
         fitted[name] = qs
         n_values += int(np.size(W))
         objectives[name] = [q.info["adaptive_round"]["objective"] for q in qs]

@@ -37,9 +37,8 @@ import numpy as np
 import zarr
 
 from nquant import chunked, limits, outputs
-from nquant.adaptive import adaptive_round, hessian_finalize, hessian_stats
+from nquant.adaptive import adaptive_round, fit_levels, hessian_finalize, hessian_stats
 from nquant.api import dequantize, quantize
-from nquant.codebooks.optimal1d import kmeans1d
 from nquant.containers import QuantizedArray
 from nquant.errors import InputError, SchemeError, StoreError
 from nquant.packing import pack_codes
@@ -380,26 +379,6 @@ def codebook_scheme(bits, shape):
     (``KMeansBlockwise(min_size=0)``: nearest rounding with it, levels fitted to the weights alone,
     is the plain recipe for tensors without calibration)."""
     return KMeansBlockwise(bits=bits, block_size=int(shape[-1]) if len(shape) else 1, min_size=0)
-
-
-def fit_levels(V, weights, k, bins=16384):
-    """``k`` levels of minimum weighted squared error for the values ``V`` in [-1, 1].
-
-    ``bins=None``: exact weighted 1-D k-means over every value.  Otherwise the values are first
-    merged into ``bins`` equal bins over [-1, 1] (each bin one point at its weighted mean, with its
-    total weight), then exact weighted k-means runs over the bins' means: the fit's cost no longer
-    grows with the tensor's size, and the levels differ from the exact ones only where a bin
-    (``2 / bins`` wide) holds values of two clusters.
-    """
-    V = np.asarray(V, np.float64).reshape(-1)
-    w = np.asarray(weights, np.float64).reshape(-1)
-    if bins is None:
-        return kmeans1d(V, k, weights=w).centers
-    idx = np.minimum(((V + 1.0) * (bins / 2.0)).astype(np.int64), bins - 1)
-    wb = np.bincount(idx, weights=w, minlength=bins)
-    sb = np.bincount(idx, weights=w * V, minlength=bins)
-    keep = wb > 0
-    return kmeans1d(sb[keep] / wb[keep], k, weights=wb[keep]).centers
 
 
 def codebook_round(W, H, scheme, *, damp=0.01, act_order=True, bins=16384):
