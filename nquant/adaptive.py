@@ -73,8 +73,8 @@ from nquant.kernels.rounding import NEAREST
 from nquant.packing import pack_codes
 from nquant.schemes import Blockwise, Codebook, Uniform
 
-__all__ = ["adaptive_round", "adaptive_codebook", "factor_hessian", "FactoredHessian", "fit_levels", "hessian", "hessian_partial", "hessian_merge", "hessian_finalize",
-           "DEFAULT_CLIP_GRID"]
+__all__ = ["adaptive_round", "adaptive_codebook", "factor_hessian", "FactoredHessian", "fit_levels", "hessian",
+           "hessian_partial", "hessian_merge", "hessian_finalize", "DEFAULT_CLIP_GRID"]
 
 FORMAT_VERSION = 1
 
