@@ -303,7 +303,8 @@ class MiniLM:
         return out, w
 
     def encode(self, sentences, replace=None, states=None):
-        """Sentence embeddings, float32 (len(sentences), hidden); ``replace``, ``states`` as in :meth:`run`."""
+        """Sentence embeddings, float32 (len(sentences), hidden); ``replace`` and ``states`` as in
+        :meth:`run`."""
         return self.run(sentences, replace, states=states)[0]
 
     def collect_inputs(self, sentences, replace=None, max_rows=4096, seed=0):

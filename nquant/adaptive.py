@@ -73,8 +73,8 @@ from nquant.kernels.rounding import NEAREST
 from nquant.packing import pack_codes
 from nquant.schemes import Blockwise, Codebook, Uniform
 
-__all__ = ["adaptive_round", "adaptive_codebook", "factor_hessian", "FactoredHessian", "fit_levels", "hessian",
-           "hessian_partial", "hessian_merge", "hessian_finalize", "DEFAULT_CLIP_GRID"]
+__all__ = ["adaptive_round", "adaptive_codebook", "factor_hessian", "FactoredHessian", "fit_levels",
+           "hessian", "hessian_partial", "hessian_merge", "hessian_finalize", "DEFAULT_CLIP_GRID"]
 
 FORMAT_VERSION = 1
 
@@ -540,7 +540,8 @@ def factor_hessian(X_or_H: ArrayInput, *, damp: float = 0.01, act_order: bool = 
     if not (isinstance(damp, (int, float)) and not isinstance(damp, bool) and 0 <= damp < np.inf):
         raise SchemeError(f"damp={damp!r} is invalid: expected a number >= 0 (a fraction of the "
                           "mean diagonal of H)")
-    a = X_or_H if isinstance(X_or_H, dict) or chunked.is_dask(X_or_H) or _is_batches(X_or_H) else np.asarray(X_or_H)
+    lazy = isinstance(X_or_H, dict) or chunked.is_dask(X_or_H) or _is_batches(X_or_H)
+    a = X_or_H if lazy else np.asarray(X_or_H)
     n_in = int(np.shape(a["H"] if isinstance(a, dict) else a)[0])
     H, n = _hessian_of(a, n_in, kind)
     perm = np.argsort(-np.diag(H), kind="stable") if act_order else np.arange(n_in)

@@ -349,8 +349,8 @@ def _model_text(dst, report):
                    "codes, zstd for packed ones; pcodec: smallest, slower; zstd: readable without nquant).")
 @_guard
 def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, calibration, recipe, recipe_for,
-             bits_per_value, damp, act_order, include, dequantized, scheduler, workers, threads_per_worker, memory_limit, as_json,
-             progress, overwrite, abs_error, compression):
+             bits_per_value, damp, act_order, include, dequantized, scheduler, workers, threads_per_worker, memory_limit,
+             as_json, progress, overwrite, abs_error, compression):
     """Quantize SRC (a Zarr array, .npy or .safetensors file) into the nquant Zarr group DST.
 
     A .safetensors model gets one group per floating tensor of 2 or more dimensions; with
@@ -358,7 +358,8 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, c
     inputs (--recipe), in parallel.
     """
     model_flags = {"--calibration": calibration, "--recipe": recipe, "--recipe-for": recipe_for or None,
-                   "--bits-per-value": bits_per_value, "--damp": damp, "--act-order": act_order, "--include": include or None,
+                   "--bits-per-value": bits_per_value, "--damp": damp, "--act-order": act_order,
+                   "--include": include or None,
                    "--dequantized": dequantized}
 
     def chosen_scheme():
