@@ -407,3 +407,24 @@ def test_factored_hessian_and_binned_levels():
     assert q.info["adaptive_round"]["levels_fit"] == "kmeans1d over 4096 bins"
     with pytest.raises(SchemeError, match="bins=1 is invalid"):
         adaptive.adaptive_codebook(W, X, 4, bins=1)
+
+
+@pytest.mark.parametrize("scale_dtype", ["float16", "bfloat16"])
+def test_blockwise_rounding_uses_the_stored_absmax(scale_dtype):
+    """Codes are chosen against the absmax as stored (rounded up to float16 / bfloat16), so the
+    decoded matrix is the one the error feedback and the objectives saw."""
+    rng = np.random.default_rng(6)
+    W = (rng.standard_normal((8, 64)) * np.exp(2 * rng.standard_normal((8, 1)))).astype(np.float32)
+    scheme = nq.NF4(32, scale_dtype=scale_dtype)
+    # H = I without damping: error feedback propagates nothing, so the codes are nearest rounding's
+    q = adaptive_round(W, np.eye(64), scheme, damp=0.0, kind="hessian")
+    np.testing.assert_array_equal(q.codes_unpacked, nq.quantize(W, scheme).codes_unpacked)
+    X = rng.standard_normal((64, 300)) * np.linspace(0.1, 3.0, 64)[:, None]
+    H = hessian(X)
+    for q in (adaptive_round(W, X, scheme), adaptive.adaptive_codebook(W, X, 3, block_size=32,
+                                                                      scale_dtype=scale_dtype)):
+        assert q.scheme.scale_dtype == scale_dtype
+        E = W.astype(np.float64) - np.asarray(nq.dequantize(q), np.float64)
+        info = q.info["adaptive_round"]
+        assert info["objective"] == pytest.approx(float(np.einsum("ij,ij->", E @ H, E)), rel=1e-9)
+        assert info["objective"] <= info["objective_nearest"]
