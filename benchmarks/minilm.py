@@ -515,16 +515,19 @@ def main(argv=None):
     return 0
 
 
-def write_calibration_store(path, n_sentences=1024, max_rows=16384, kind="hessian", model=None, overwrite=False):
+def write_calibration_store(path, n_sentences=1024, max_rows=16384, kind="hessian", model=None, overwrite=False,
+                            sensitivity_sentences=128):
     """Write a calibration store (``.npz`` or Zarr group, :func:`nquant.calibration.write_calibration`)
     of every encoder linear weight's real inputs on ``n_sentences`` calibration sentences
     (:func:`calibration_evaluation`, disjoint from the evaluation ones) from the float32 model.
 
     ``kind="hessian"``: ``X^T X`` per weight (float64 (in, in)), accumulated as the inputs arrive;
-    ``"inputs"``: the (at most ``max_rows``) rows themselves.  Returns the store's summary.
-    Command line: ``benchmarks/calibration_store.py``.
+    ``"inputs"``: the (at most ``max_rows``) rows themselves.  ``sensitivity_sentences`` > 0:
+    also each weight's sensitivity (:func:`sensitivities`) on the first that many calibration
+    sentences, for the ``"alloc"`` recipe.  Returns the store's summary.  Command line:
+    ``benchmarks/calibration_store.py``.
     """
-    from nquant.adaptive import hessian_partial
+    from nquant.adaptive import hessian_finalize, hessian_partial
     from nquant.calibration import write_calibration
 
     model = model or MiniLM(batch_size=32)
@@ -537,7 +540,39 @@ def write_calibration_store(path, n_sentences=1024, max_rows=16384, kind="hessia
         entries[name] = seen[id(X)][1]
 
     model.run(sentences, None, keep, max_rows)
-    return write_calibration(path, entries, kind=kind, overwrite=overwrite)
+    sens = None
+    if sensitivity_sentences:
+        hs = {}
+        for X, e in seen.values():
+            hs[id(e)] = hessian_finalize(e) if kind == "hessian" else hessian_finalize(hessian_partial(X.T))
+        sens = sensitivities(model, sentences[:sensitivity_sentences], {n: hs[id(e)] for n, e in entries.items()})
+    return write_calibration(path, entries, kind=kind, sensitivity=sens, overwrite=overwrite)
+
+
+def sensitivities(model, sentences, hessians, bits=4):
+    """``{name: float}``: how much the embeddings move per unit of each weight's layer objective.
+
+    Each weight alone is quantized as the ``"alloc"`` recipe's reference candidate
+    (``adaptive_codebook(W, H, bits, double_quant=True)``, one absmax per row); the model's loss
+    with only that weight replaced, ``1 - mean cosine`` of the embeddings of ``sentences`` to the
+    float32 model's, divided by the candidate's ``tr(E H E^T)``, is the weight's sensitivity
+    (``nquant.calibration.write_calibration(..., sensitivity=...)``).
+    """
+    import nquant as nq
+    from nquant.adaptive import adaptive_codebook, factor_hessian
+    from nquant.allocate import LEVEL_BINS
+
+    states, factors, out = {}, {}, {}
+    ref = model.encode(sentences, states=states)
+    for name, H in hessians.items():
+        if id(H) not in factors:
+            factors[id(H)] = factor_hessian(H, kind="hessian")
+        q = adaptive_codebook(model.weights[name], factors[id(H)], bits, kind="hessian", bins=LEVEL_BINS,
+                              double_quant=True)
+        loss = 1.0 - compare(ref, model.encode(sentences, {name: nq.dequantize(q)}, states=states))["cos_mean"]
+        obj = q.info["adaptive_round"]["objective"]
+        out[name] = max(loss, 0.0) / obj if obj > 0 else 0.0
+    return out
 
 
 if __name__ == "__main__":
