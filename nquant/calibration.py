@@ -355,8 +355,9 @@ def write_calibration(path: Any, entries: Mapping[str, Any], *, kind: str = "hes
     meta = {"format_version": FORMAT_VERSION, "kinds": {n: kind for n in arrays},
             "n_samples": {n: s["n_samples"] for n, s in summary.items()}}
     if sensitivity is not None:
-        meta["sensitivity"] = _check_sensitivity(sensitivity, "sensitivity")
-        unknown = sorted(set(meta["sensitivity"]) - set(arrays))
+        checked = _check_sensitivity(sensitivity, "sensitivity")
+        meta["sensitivity"] = checked
+        unknown = sorted(set(checked) - set(arrays))
         if unknown:
             raise InputError(f"sensitivity[{unknown[0]!r}] is invalid: no entry of that name")
     p = os.fspath(path)

@@ -133,6 +133,7 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
     if alloc and (isinstance(bits_per_value, bool) or not isinstance(bits_per_value, (int, float))
                   or not 0 < bits_per_value < np.inf):
         raise SchemeError(f"bits_per_value={bits_per_value!r} is invalid: expected a number > 0")
+    budget = float(bits_per_value) if alloc and bits_per_value is not None else 0.0
     cal = open_calibration(calibration) if calibration is not None else None
     schemes = {name: recs[name].scheme(scheme, tensors[name][0].shape) for name in selected}
     kinds = {}
@@ -149,7 +150,7 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
         request["calibration"] = {"store": calibration_identity(calibration), "recipe": shown_recipe,
                                   "options": given, "entries": sorted(kinds)}
         if alloc:
-            request["calibration"]["bits_per_value"] = float(bits_per_value)
+            request["calibration"]["bits_per_value"] = budget
     with outputs.writing(dst), outputs.write_errors(dst):
         if outputs.check_destination(dst, overwrite) == "ours" and not overwrite:
             meta = model_meta(dst)
@@ -176,7 +177,7 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
         report, out_tensors, total_bits, total_values = {}, {}, 0.0, 0
         priced = None
         if alloc:
-            done, priced = _allocated_tensors(tensors, kinds, cal, float(bits_per_value), given)
+            done, priced = _allocated_tensors(tensors, kinds, cal, budget, given)
         else:
             done = _calibrated_tensors(tensors, kinds, cal, recs, schemes, options, scheduler) if cal is not None \
                 else {}
@@ -207,7 +208,7 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
                                     "uncalibrated": [n for n in selected if n not in done],
                                     "unused": sorted(set(cal.names) - chosen) if cal else []})
             if alloc:
-                report["total"]["allocation"] = {"bits_per_value": float(bits_per_value), "priced_by": priced}
+                report["total"]["allocation"] = {"bits_per_value": budget, "priced_by": priced}
         outputs.complete_group(root, MODEL_ATTR, {
             "source": os.path.basename(os.fspath(path)), "scheme": request["scheme"], "tensors": report,
             "complete": True, "fingerprint": request, **({"recipe": shown_recipe} if calibrated else {})})
