@@ -163,10 +163,11 @@ def allocated(bits_per_value, candidates, sensitivity_sentences=128, **options):
 
         model.run(sentences, None, keep, max_rows)
         probe = sentences[:sensitivity_sentences]
-        ref = model.encode(probe)
+        states = {}                        # each probe starts at its weight's layer
+        ref = model.encode(probe, states=states)
 
         def measure(name, W_hat):
-            return 1.0 - minilm.compare(ref, model.encode(probe, {name: W_hat}))["cos_mean"]
+            return 1.0 - minilm.compare(ref, model.encode(probe, {name: W_hat}, states=states))["cos_mean"]
 
         qs = quantize_allocated({n: model.weights[n] for n in model.linear_names}, hs, bits_per_value,
                                 candidates=candidates, measure=measure, **options)

@@ -222,7 +222,7 @@ class MiniLM:
 
     # -- whole passes
 
-    def run(self, sentences, replace=None, on_inputs=None, max_rows=4096, seed=0):
+    def run(self, sentences, replace=None, on_inputs=None, max_rows=4096, seed=0, states=None):
         """Sentence embeddings, optionally showing each linear layer its inputs first.
 
         The pass runs stage by stage over all batches (every batch through the query/key/value
@@ -242,6 +242,11 @@ class MiniLM:
             weight for the rest of the pass (and is what the returned ``weights`` hold).
         max_rows : int
         seed : int
+        states : dict, optional
+            A cache of the token states entering each encoder layer, ``{layer: [per batch]}``:
+            filled when empty (the pass of ``replace`` is then the reference); otherwise the pass
+            starts at the first layer holding a replaced weight, from the cached states (the
+            layers before it compute what they computed then).  Only without ``on_inputs``.
 
         Returns
         -------
@@ -272,8 +277,13 @@ class MiniLM:
                 if new is not None:
                     w[name] = np.ascontiguousarray(new, dtype=np.float32).reshape(w[name].shape)
 
-        hs = [self.embed(w, ids) for _, ids, _ in batches]
-        for i in range(self.layers):
+        first = 0
+        if states and on_inputs is None and all(n.startswith("encoder.layer.") for n in replace or {}):
+            first = min([self.layers - 1] + [int(n.split(".")[2]) for n in replace or {}])
+        hs = list(states[first]) if first else [self.embed(w, ids) for _, ids, _ in batches]
+        for i in range(first, self.layers):
+            if states is not None and i not in states:
+                states[i] = list(hs)
             p = f"encoder.layer.{i}."
             show([p + k + ".weight" for k in LINEAR_KINDS[:3]], hs)
             ctx = [self.self_attention(w, i, x, m) for x, m in zip(hs, masks)]
@@ -292,9 +302,10 @@ class MiniLM:
             out[index] = self.pool(x, m)
         return out, w
 
-    def encode(self, sentences, replace=None):
-        """Sentence embeddings, float32 (len(sentences), hidden); ``replace`` as in :meth:`run`."""
-        return self.run(sentences, replace)[0]
+    def encode(self, sentences, replace=None, states=None):
+        """Sentence embeddings, float32 (len(sentences), hidden); ``replace`` and ``states`` as in
+        :meth:`run`."""
+        return self.run(sentences, replace, states=states)[0]
 
     def collect_inputs(self, sentences, replace=None, max_rows=4096, seed=0):
         """Every linear layer's input rows: dict name -> float32 (rows, in), from the model with ``replace``."""
@@ -504,16 +515,19 @@ def main(argv=None):
     return 0
 
 
-def write_calibration_store(path, n_sentences=1024, max_rows=16384, kind="hessian", model=None, overwrite=False):
+def write_calibration_store(path, n_sentences=1024, max_rows=16384, kind="hessian", model=None, overwrite=False,
+                            sensitivity_sentences=128):
     """Write a calibration store (``.npz`` or Zarr group, :func:`nquant.calibration.write_calibration`)
     of every encoder linear weight's real inputs on ``n_sentences`` calibration sentences
     (:func:`calibration_evaluation`, disjoint from the evaluation ones) from the float32 model.
 
     ``kind="hessian"``: ``X^T X`` per weight (float64 (in, in)), accumulated as the inputs arrive;
-    ``"inputs"``: the (at most ``max_rows``) rows themselves.  Returns the store's summary.
-    Command line: ``benchmarks/calibration_store.py``.
+    ``"inputs"``: the (at most ``max_rows``) rows themselves.  ``sensitivity_sentences`` > 0:
+    also each weight's sensitivity (:func:`sensitivities`) on the first that many calibration
+    sentences, for the ``"alloc"`` recipe.  Returns the store's summary.  Command line:
+    ``benchmarks/calibration_store.py``.
     """
-    from nquant.adaptive import hessian_partial
+    from nquant.adaptive import hessian_finalize, hessian_partial
     from nquant.calibration import write_calibration
 
     model = model or MiniLM(batch_size=32)
@@ -526,7 +540,39 @@ def write_calibration_store(path, n_sentences=1024, max_rows=16384, kind="hessia
         entries[name] = seen[id(X)][1]
 
     model.run(sentences, None, keep, max_rows)
-    return write_calibration(path, entries, kind=kind, overwrite=overwrite)
+    sens = None
+    if sensitivity_sentences:
+        hs = {}
+        for X, e in seen.values():
+            hs[id(e)] = hessian_finalize(e) if kind == "hessian" else hessian_finalize(hessian_partial(X.T))
+        sens = sensitivities(model, sentences[:sensitivity_sentences], {n: hs[id(e)] for n, e in entries.items()})
+    return write_calibration(path, entries, kind=kind, sensitivity=sens, overwrite=overwrite)
+
+
+def sensitivities(model, sentences, hessians, bits=4):
+    """``{name: float}``: how much the embeddings move per unit of each weight's layer objective.
+
+    Each weight alone is quantized as the ``"alloc"`` recipe's reference candidate
+    (``adaptive_codebook(W, H, bits, double_quant=True)``, one absmax per row); the model's loss
+    with only that weight replaced, ``1 - mean cosine`` of the embeddings of ``sentences`` to the
+    float32 model's, divided by the candidate's ``tr(E H E^T)``, is the weight's sensitivity
+    (``nquant.calibration.write_calibration(..., sensitivity=...)``).
+    """
+    import nquant as nq
+    from nquant.adaptive import adaptive_codebook, factor_hessian
+    from nquant.allocate import LEVEL_BINS
+
+    states, factors, out = {}, {}, {}
+    ref = model.encode(sentences, states=states)
+    for name, H in hessians.items():
+        if id(H) not in factors:
+            factors[id(H)] = factor_hessian(H, kind="hessian")
+        q = adaptive_codebook(model.weights[name], factors[id(H)], bits, kind="hessian", bins=LEVEL_BINS,
+                              double_quant=True)
+        loss = 1.0 - compare(ref, model.encode(sentences, {name: nq.dequantize(q)}, states=states))["cos_mean"]
+        obj = q.info["adaptive_round"]["objective"]
+        out[name] = max(loss, 0.0) / obj if obj > 0 else 0.0
+    return out
 
 
 if __name__ == "__main__":

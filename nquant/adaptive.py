@@ -51,6 +51,7 @@ row).
 """
 
 import contextlib
+import dataclasses
 
 import numba
 import numpy as np
@@ -72,8 +73,8 @@ from nquant.kernels.rounding import NEAREST
 from nquant.packing import pack_codes
 from nquant.schemes import Blockwise, Codebook, Uniform
 
-__all__ = ["adaptive_round", "adaptive_codebook", "hessian", "hessian_partial", "hessian_merge", "hessian_finalize",
-           "DEFAULT_CLIP_GRID"]
+__all__ = ["adaptive_round", "adaptive_codebook", "factor_hessian", "FactoredHessian", "fit_levels",
+           "hessian", "hessian_partial", "hessian_merge", "hessian_finalize", "DEFAULT_CLIP_GRID"]
 
 FORMAT_VERSION = 1
 
@@ -226,6 +227,11 @@ def _hessian_of(X_or_H, n_in, kind):
     """``(H float64 (in, in), n_samples or None)`` from inputs, a Hessian or merged stats."""
     if kind not in ("auto", "inputs", "hessian"):
         raise SchemeError(f"kind={kind!r} is invalid: expected 'auto', 'inputs' or 'hessian'")
+    if isinstance(X_or_H, FactoredHessian):  # checked and symmetrised when it was factored
+        if X_or_H.H.shape != (n_in, n_in):
+            raise InputError(f"H shape={X_or_H.H.shape} does not match W with in={n_in} columns: expected "
+                             f"({n_in}, {n_in})")
+        return X_or_H.H, X_or_H.n_samples
     if isinstance(X_or_H, dict):
         if "H" not in X_or_H:
             raise InputError("X_or_H is a dict without 'H': expected hessian_partial/hessian_merge "
@@ -490,6 +496,73 @@ def _factor(H, damp, perm):
     return np.ascontiguousarray(U)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class FactoredHessian:
+    """A checked Hessian with the factor error feedback uses (:func:`factor_hessian`).
+
+    Attributes
+    ----------
+    H : float64 (in, in), symmetric; n_samples : int or None
+    damp : float; act_order : bool; perm : int64 (in,), the column order
+    U : float64 (in, in), upper Cholesky factor of the damped, permuted inverse Hessian
+    """
+
+    H: np.ndarray
+    n_samples: int | None
+    damp: float
+    act_order: bool
+    perm: np.ndarray
+    U: np.ndarray
+
+
+def factor_hessian(X_or_H: ArrayInput, *, damp: float = 0.01, act_order: bool = True,
+                   kind: str = "auto") -> FactoredHessian:
+    """The Hessian of ``X_or_H`` checked and factored once, for several roundings of weights that
+    read the same inputs (or one weight at several schemes).
+
+    Pass the result as ``X_or_H`` of :func:`adaptive_round` / :func:`adaptive_codebook`: with the
+    same ``damp`` and ``act_order`` they skip the checks and the factorisation (``O(in**3)``, the
+    larger part of a small layer's rounding); with others they factor ``H`` again.
+
+    Parameters
+    ----------
+    X_or_H : as :func:`adaptive_round` (inputs (in, n_samples), a Hessian (in, in), statistics)
+    damp, act_order, kind : as :func:`adaptive_round` (``act_order`` defaults to True, as in
+        :func:`adaptive_codebook`)
+    """
+    if not (isinstance(damp, (int, float)) and not isinstance(damp, bool) and 0 <= damp < np.inf):
+        raise SchemeError(f"damp={damp!r} is invalid: expected a number >= 0 (a fraction of the "
+                          "mean diagonal of H)")
+    lazy = isinstance(X_or_H, dict) or chunked.is_dask(X_or_H) or _is_batches(X_or_H)
+    a = X_or_H if lazy else np.asarray(X_or_H)
+    n_in = int(np.shape(a["H"] if isinstance(a, dict) else a)[0])
+    H, n = _hessian_of(a, n_in, kind)
+    perm = np.argsort(-np.diag(H), kind="stable") if act_order else np.arange(n_in)
+    return FactoredHessian(H, None if n is None else int(n), float(damp), bool(act_order), perm,
+                           _factor(H, float(damp), perm))
+
+
+def fit_levels(V, weights, k, bins=None):
+    """``k`` levels of minimum weighted squared error for the values ``V`` (mostly in [-1, 1]).
+
+    ``bins=None``: exact weighted 1-D k-means over every value (:func:`nquant.codebooks.kmeans1d`).
+    Otherwise the values are first merged into ``bins`` equal bins over [-1, 1] (each bin one
+    point at its weighted mean, with its total weight), then exact weighted k-means runs over the
+    bins' means: the fit's cost no longer grows with the tensor's size, and the levels differ
+    from the exact ones only where a bin (``2 / bins`` wide) holds values of two clusters.
+    ``weights=None``: every value weighs 1.
+    """
+    V = np.asarray(V, np.float64).reshape(-1)
+    w = np.ones_like(V) if weights is None else np.asarray(weights, np.float64).reshape(-1)
+    if bins is None:
+        return kmeans1d(V, k, weights=None if weights is None else w).centers
+    idx = np.clip(np.floor((V + 1.0) * (bins / 2.0)), 0, bins - 1).astype(np.int64)  # outside: the end bins
+    wb = np.bincount(idx, weights=w, minlength=bins)
+    sb = np.bincount(idx, weights=w * V, minlength=bins)
+    keep = wb > 0
+    return kmeans1d(sb[keep] / wb[keep], k, weights=wb[keep]).centers
+
+
 def _kernel_quantizer(scheme, params, W_dtype):
     """Kernel arguments ``(kind, inv, scale, offset, c0, hi, thr, levels)`` in float64."""
     f64 = np.dtype(np.float64)
@@ -717,8 +790,11 @@ def _adaptive_round(W, X_or_H, scheme, damp, act_order, clip_search, clip_grid, 
     W64 = W.astype(np.float64)
     gidx = group_index(scheme, W.shape)
 
-    perm = np.argsort(-np.diag(H), kind="stable") if act_order else np.arange(n)
-    U = _factor(H, float(damp), perm)
+    if isinstance(X_or_H, FactoredHessian) and X_or_H.damp == float(damp) and X_or_H.act_order == bool(act_order):
+        perm, U = X_or_H.perm, X_or_H.U     # factored once for several roundings
+    else:
+        perm = np.argsort(-np.diag(H), kind="stable") if act_order else np.arange(n)
+        U = _factor(H, float(damp), perm)
 
     # the scheme's own fit (nearest rounding with it is nq.quantize) and the searched ranges
     fit_params = fam.fit(work, Wc)
@@ -773,7 +849,8 @@ def _adaptive_round(W, X_or_H, scheme, damp, act_order, clip_search, clip_grid, 
 
 def adaptive_codebook(W: ArrayLike, X_or_H: ArrayInput, bits: int = 4, *, block_size: int | None = None,
                       damp: float = 0.01, act_order: bool = True, column_block: int = 128, kind: str = "auto",
-                      threads: int | None = None, **blockwise_options) -> QuantizedArray:
+                      threads: int | None = None, bins: int | None = None,
+                      **blockwise_options) -> QuantizedArray:
     """Calibrated rounding of a weight matrix to a codebook fitted to it, blocks scaled by their absmax.
 
     ``W`` is coded as a :class:`~nquant.schemes.Blockwise` array whose blocks are its rows (or
@@ -793,7 +870,11 @@ def adaptive_codebook(W: ArrayLike, X_or_H: ArrayInput, bits: int = 4, *, block_
         Columns per absmax block, dividing ``in`` (even for 4-bit or smaller codes); default
         ``in`` (one absmax per row).
     damp, act_order, column_block, kind, threads
-        As :func:`adaptive_round` (``act_order`` defaults to True here).
+        As :func:`adaptive_round` (``act_order`` defaults to True here); ``X_or_H`` may be a
+        :func:`factor_hessian` result, factored once for several calls.
+    bins : int, optional
+        Fit the levels over ``bins`` equal bins of the scaled values (:func:`fit_levels`: the
+        fit's time no longer grows with the matrix); default None, exact over every value.
     **blockwise_options
         Further :class:`~nquant.schemes.Blockwise` parameters of how the absmax values are
         stored (``double_quant=True``); the levels are fitted over the absmax values that
@@ -816,19 +897,21 @@ def adaptive_codebook(W: ArrayLike, X_or_H: ArrayInput, bits: int = 4, *, block_
     B = n if block_size is None else block_size
     if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or B < 1 or n % B:
         raise SchemeError(f"block_size={block_size!r} is invalid: expected None or a divisor of in={n}")
+    if bins is not None and (isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2):
+        raise SchemeError(f"bins={bins!r} is invalid: expected None or an integer >= 2")
     H, _ = _hessian_of(X_or_H, n, kind)
     layout = Blockwise(codebook=(-1.0, 1.0), block_size=int(B), **blockwise_options)
     params = family(layout).fit(layout, Wa)
     s = np.repeat(blockwise.block_absmax(layout, params).astype(np.float64).reshape(out, n // B), B, axis=1)
     s[s == 0] = 1.0           # an all-zero block decodes to 0 whatever its code
     weights = s ** 2 * np.maximum(np.diag(H), 0.0)[None, :]
-    centers = kmeans1d(Wa.astype(np.float64) / s, 2 ** int(bits),
-                       weights=weights if weights.any() else None).centers  # no input at all: plain k-means
+    centers = fit_levels(Wa.astype(np.float64) / s, weights if weights.any() else None, 2 ** int(bits),
+                         bins)  # no input at all: plain k-means
     levels = np.unique(np.clip(centers.astype(np.float32), -1, 1))
     if levels.size < 2:       # one distinct scaled value: any second level keeps the codebook valid
         levels = np.unique(np.concatenate([levels, np.array([-1.0, 1.0], np.float32)]))
     scheme = layout.replace(codebook=tuple(float(v) for v in levels))
-    q = adaptive_round(Wa, H, scheme, damp=damp, act_order=act_order, column_block=column_block,
-                       kind="hessian", threads=threads)
-    q.info["adaptive_round"]["levels_fit"] = "kmeans1d"
+    q = adaptive_round(Wa, X_or_H if isinstance(X_or_H, FactoredHessian) else H, scheme, damp=damp,
+                       act_order=act_order, column_block=column_block, kind="hessian", threads=threads)
+    q.info["adaptive_round"]["levels_fit"] = "kmeans1d" if bins is None else f"kmeans1d over {int(bins)} bins"
     return q

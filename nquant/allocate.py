@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from nquant.adaptive import adaptive_codebook, hessian
+from nquant.adaptive import FactoredHessian, adaptive_codebook, factor_hessian, hessian
 from nquant.api import dequantize
 from nquant.errors import InputError
 
@@ -200,8 +200,13 @@ def _candidate_list(candidates):
     return sorted(set(out), key=lambda c: (c[0], c[1] is not None, c[1] or 0))
 
 
+LEVEL_BINS = 16384
+"""Default ``bins`` of the candidates' codebook fits (:func:`nquant.adaptive.fit_levels`)."""
+
+
 def quantize_allocated(weights: Mapping, calibration: Mapping, bits_per_value: float, *,
-                       candidates: Sequence[int] = (3, 4, 5), measure=None, **options) -> dict:
+                       candidates: Sequence[int] = (3, 4, 5), measure=None, sensitivity: Mapping | None = None,
+                       **options) -> dict:
     """Quantize every weight with :func:`~nquant.adaptive.adaptive_codebook`, bits spread by sensitivity.
 
     Each weight is quantized at every candidate bit width; :func:`allocate` then picks one
@@ -226,8 +231,15 @@ def quantize_allocated(weights: Mapping, calibration: Mapping, bits_per_value: f
         losses follow by :func:`scaled_losses` from their layer objectives.  Without it the
         loss of a candidate is its relative output error squared, ``tr(E H E^T) / tr(W H W^T)``,
         every layer counting alike.
+    sensitivity : mapping name -> float >= 0, optional
+        Instead of ``measure``: the model's loss per unit of each weight's layer objective
+        ``tr(E H E^T)`` (measured once by the user, e.g. stored in a calibration store); the loss
+        of a candidate is ``sensitivity[name] * objective``.  Every weight needs one.
     **options
-        Passed to :func:`~nquant.adaptive.adaptive_codebook` (``damp``, ``act_order``, ...).
+        Passed to :func:`~nquant.adaptive.adaptive_codebook` (``damp``, ``act_order``, ``bins``
+        (default ``LEVEL_BINS``), ...).  Each distinct calibration entry is factored once
+        (:func:`~nquant.adaptive.factor_hessian`) and shared by every candidate and every weight
+        that holds the same object.
 
     Returns
     -------
@@ -242,19 +254,40 @@ def quantize_allocated(weights: Mapping, calibration: Mapping, bits_per_value: f
     missing = [n for n in weights if n not in calibration]
     if missing:
         raise InputError(f"calibration lacks {missing[0]!r}: expected inputs or a Hessian for every weight")
+    if measure is not None and sensitivity is not None:
+        raise InputError("measure and sensitivity are exclusive: pass one way of pricing the candidates")
+    if sensitivity is not None:
+        lacking = [n for n in weights if n not in sensitivity]
+        if lacking:
+            raise InputError(f"sensitivity lacks {lacking[0]!r}: expected a sensitivity of every weight")
+        sensitivity = {n: _number(sensitivity[n], f"sensitivity[{n!r}]") for n in weights}
+        bad = [n for n, v in sensitivity.items() if v < 0]
+        if bad:
+            raise InputError(f"sensitivity[{bad[0]!r}]={sensitivity[bad[0]]!r} is invalid: expected a number >= 0")
     ref = min(range(len(cands)), key=lambda i: (abs(cands[i][0] - np.floor(budget_per_value)),
                                                 cands[i][1] is not None, cands[i][0]))
-    fitted, objectives, measured = {}, {}, {}
+    options = {"bins": LEVEL_BINS, **options}
+    factor_options = {k: options[k] for k in ("damp", "act_order") if k in options}
+    fitted, objectives, measured, factored = {}, {}, {}, {}
     n_values = 0
     for name, W in weights.items():
         H = calibration[name]
-        if not (isinstance(H, np.ndarray) and H.ndim == 2 and H.shape[0] == H.shape[1] == np.shape(W)[1]):
-            H = hessian(H)                  # inputs: one Hessian for every candidate
-        qs = [adaptive_codebook(W, H, b, block_size=B, kind="hessian", **options) for b, B in cands]
+        if id(H) not in factored:           # weights reading the same inputs share one factor
+            A = H
+            if not isinstance(A, FactoredHessian) and not (
+                    isinstance(A, np.ndarray) and A.ndim == 2 and A.shape[0] == A.shape[1] == np.shape(W)[1]):
+                A = hessian(A)              # inputs: one Hessian for every candidate
+            factored[id(H)] = (H, A if isinstance(A, FactoredHessian) else factor_hessian(
+                A, kind="hessian", **factor_options))
+        F = factored[id(H)][1]
+        H = F.H
+        qs = [adaptive_codebook(W, F, b, block_size=B, kind="hessian", **options) for b, B in cands]
         fitted[name] = qs
         n_values += int(np.size(W))
         objectives[name] = [q.info["adaptive_round"]["objective"] for q in qs]
-        if measure is not None:
+        if sensitivity is not None:
+            measured[name] = sensitivity[name] * objectives[name][ref]
+        elif measure is not None:
             measured[name] = float(measure(name, dequantize(qs[ref])))
         else:
             W64 = np.asarray(W, np.float64)
@@ -262,6 +295,10 @@ def quantize_allocated(weights: Mapping, calibration: Mapping, bits_per_value: f
             measured[name] = objectives[name][ref] / total if total > 0 else 0.0
     losses = scaled_losses(objectives, measured, {n: ref for n in weights})
     sized = {n: [(8 * q.nbytes, float(l)) for q, l in zip(fitted[n], losses[n])] for n in weights}
+    smallest = sum(min(size for size, _ in c) for c in sized.values())
+    if smallest > budget_per_value * n_values:
+        raise InputError(f"bits_per_value={bits_per_value!r} is invalid: the smallest candidates already take "
+                         f"{smallest / n_values:.4f} bits per value")
     choice = allocate(sized, budget_per_value * n_values)
     out = {}
     for name, k in choice.items():

@@ -37,9 +37,8 @@ import numpy as np
 import zarr
 
 from nquant import chunked, limits, outputs
-from nquant.adaptive import adaptive_round, hessian_finalize, hessian_stats
+from nquant.adaptive import adaptive_round, fit_levels, hessian_finalize, hessian_stats
 from nquant.api import dequantize, quantize
-from nquant.codebooks.optimal1d import kmeans1d
 from nquant.containers import QuantizedArray
 from nquant.errors import InputError, SchemeError, StoreError
 from nquant.packing import pack_codes
@@ -76,6 +75,8 @@ class Calibration:
                                  f"of {KINDS}")
         self._kinds = kinds
         self._n = n_samples
+        self._sensitivity = _check_sensitivity(meta.get("sensitivity") or {}, f"calibration={label}: metadata "
+                                                                                "sensitivity")
         self.names = list(arrays)
 
     def __contains__(self, name):
@@ -122,6 +123,11 @@ class Calibration:
             raise InputError(f"calibration={self.label}: entry {name!r} cannot be read: "
                              f"{' '.join(str(e).split())}") from None
 
+    def sensitivity(self, name):
+        """The recorded sensitivity of tensor ``name`` (the model's loss per unit of the layer's
+        output error ``tr(E H E^T)`` with this store's ``H``; see :func:`write_calibration`), or None."""
+        return self._sensitivity.get(name)
+
     def n_samples(self, name):
         """Samples behind entry ``name`` when recorded, else None."""
         n = self._n.get(name)
@@ -152,6 +158,19 @@ class Calibration:
 
 SYMMETRY_TOL = 1e-5
 """Relative tolerance (to ``max |H|``) of a stored Hessian's symmetry (a sum in float32 passes)."""
+
+
+def _check_sensitivity(sens, where):
+    """``{name: float >= 0}`` from a mapping of finite non-negative numbers; else one InputError line."""
+    if not isinstance(sens, Mapping):
+        raise InputError(f"{where} is {type(sens).__name__}, expected an object {{tensor name: number}}")
+    out = {}
+    for name, v in sens.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not (
+                np.isfinite(v) and v >= 0):
+            raise InputError(f"{where}[{name!r}]={v!r:.40} is invalid: expected a finite number >= 0")
+        out[str(name)] = float(v)
+    return out
 
 
 def hessian_problem(H):
@@ -284,7 +303,7 @@ def identity(calibration):
 
 
 def write_calibration(path: Any, entries: Mapping[str, Any], *, kind: str = "hessian",
-                      overwrite: bool = False) -> dict[str, Any]:
+                      sensitivity: Mapping[str, float] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Write a calibration store from each layer's inputs.
 
     Parameters
@@ -297,6 +316,12 @@ def write_calibration(path: Any, entries: Mapping[str, Any], *, kind: str = "hes
     kind : "hessian" (default: ``H = X^T X``, float64 (in, in), accumulated with
         :func:`nquant.adaptive.hessian`, so a Dask array or a stream of batches never has to fit
         in memory) or "inputs" (the rows themselves, float32)
+    sensitivity : mapping tensor name -> float >= 0, optional
+        How much the model's output moves per unit of each layer's output error: the loss the
+        user's framework measured with only that tensor quantized (e.g. ``1 - cosine`` of the
+        model's outputs), divided by that quantization's ``tr(E H E^T)`` with the stored ``H``
+        (``q.info["adaptive_round"]["objective"]``).  The ``"alloc"`` recipe spreads its bit
+        budget by it; without it every layer's relative output error counts alike.
     overwrite : bool, replace an existing calibration store (never any other file)
 
     Returns
@@ -329,6 +354,12 @@ def write_calibration(path: Any, entries: Mapping[str, Any], *, kind: str = "hes
         summary[name] = {"kind": kind, "shape": list(arrays[name].shape), "n_samples": n}
     meta = {"format_version": FORMAT_VERSION, "kinds": {n: kind for n in arrays},
             "n_samples": {n: s["n_samples"] for n, s in summary.items()}}
+    if sensitivity is not None:
+        checked = _check_sensitivity(sensitivity, "sensitivity")
+        meta["sensitivity"] = checked
+        unknown = sorted(set(checked) - set(arrays))
+        if unknown:
+            raise InputError(f"sensitivity[{unknown[0]!r}] is invalid: no entry of that name")
     p = os.fspath(path)
     with outputs.writing(p), outputs.write_errors(p):
         if p.endswith(".npz"):
@@ -380,26 +411,6 @@ def codebook_scheme(bits, shape):
     (``KMeansBlockwise(min_size=0)``: nearest rounding with it, levels fitted to the weights alone,
     is the plain recipe for tensors without calibration)."""
     return KMeansBlockwise(bits=bits, block_size=int(shape[-1]) if len(shape) else 1, min_size=0)
-
-
-def fit_levels(V, weights, k, bins=16384):
-    """``k`` levels of minimum weighted squared error for the values ``V`` in [-1, 1].
-
-    ``bins=None``: exact weighted 1-D k-means over every value.  Otherwise the values are first
-    merged into ``bins`` equal bins over [-1, 1] (each bin one point at its weighted mean, with its
-    total weight), then exact weighted k-means runs over the bins' means: the fit's cost no longer
-    grows with the tensor's size, and the levels differ from the exact ones only where a bin
-    (``2 / bins`` wide) holds values of two clusters.
-    """
-    V = np.asarray(V, np.float64).reshape(-1)
-    w = np.asarray(weights, np.float64).reshape(-1)
-    if bins is None:
-        return kmeans1d(V, k, weights=w).centers
-    idx = np.minimum(((V + 1.0) * (bins / 2.0)).astype(np.int64), bins - 1)
-    wb = np.bincount(idx, weights=w, minlength=bins)
-    sb = np.bincount(idx, weights=w * V, minlength=bins)
-    keep = wb > 0
-    return kmeans1d(sb[keep] / wb[keep], k, weights=wb[keep]).centers
 
 
 def codebook_round(W, H, scheme, *, damp=0.01, act_order=True, bins=16384):
@@ -488,12 +499,26 @@ def _codebook_recipe(bits):
     return Recipe(f"codebook{bits}", scheme, codebook_round, {"damp": 0.01, "act_order": True})
 
 
+ALLOC_CANDIDATES = (3, 4, 5, 6, (4, 128), (5, 128))
+"""Encodings the ``"alloc"`` recipe tries for every tensor: code bits with one absmax per row, or
+``(bits, 128)`` with one absmax per 128 columns (only where every calibrated tensor's ``in``
+divides by 128); the absmax values double-quantized."""
+
+
+def _whole_model(W, H, scheme, **options):
+    raise SchemeError("recipe='alloc' quantizes the calibrated tensors together (a bit budget spread "
+                      "over them): pass it as the recipe of the whole model, not per tensor")
+
+
 RECIPES = {
     "adaptive": Recipe("adaptive", _given, adaptive_scheme_round, {"damp": 0.01, "act_order": False}),
     **{f"codebook{b}": _codebook_recipe(b) for b in (2, 3, 4, 5, 6, 8)},
+    "alloc": Recipe("alloc", _codebook_recipe(4).scheme, _whole_model, {"damp": 0.01, "act_order": True}),
 }
-"""Named recipes: ``"adaptive"`` (``adaptive_round`` with the given scheme) and ``"codebook<bits>"``
-(:func:`codebook_round`)."""
+"""Named recipes: ``"adaptive"`` (``adaptive_round`` with the given scheme), ``"codebook<bits>"``
+(:func:`codebook_round`) and ``"alloc"`` (:func:`nquant.allocate.quantize_allocated` over every
+calibrated tensor within a bits-per-value budget, :data:`ALLOC_CANDIDATES`; tensors without an
+entry are rounded to nearest as ``"codebook4"``)."""
 
 
 def get_recipe(recipe):
@@ -534,5 +559,5 @@ def recipe_label(recipe):
     return get_recipe(recipe).name
 
 
-__all__ = ["RECIPES", "Calibration", "Recipe", "codebook_round", "get_recipe", "open_calibration",
+__all__ = ["ALLOC_CANDIDATES", "RECIPES", "Calibration", "Recipe", "codebook_round", "get_recipe", "open_calibration",
            "recipe_label", "recipes_for", "write_calibration"]

@@ -3,7 +3,7 @@
 import fnmatch
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dask
@@ -13,7 +13,8 @@ import zarr
 from nquant import outputs
 from nquant.api import dequantize, quantize
 from nquant._threads import in_task, single_blas
-from nquant.calibration import Recipe, open_calibration, recipe_label, recipes_for
+from nquant.allocate import quantize_allocated
+from nquant.calibration import ALLOC_CANDIDATES, Recipe, open_calibration, recipe_label, recipes_for
 from nquant.calibration import identity as calibration_identity
 from nquant.errors import InputError, SchemeError, StoreError
 from nquant.metrics import error_stats, merge_error_stats, metrics, metrics_from_stats
@@ -41,7 +42,7 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
                          write_dequantized: PathLike | None = None, overwrite: bool = False,
                          calibration: Any = None, recipe: str | Recipe | None = None,
                          damp: float | None = None, act_order: bool | None = None,
-                         scheduler: Any = None) -> dict[str, Any]:
+                         bits_per_value: float | None = None, scheduler: Any = None) -> dict[str, Any]:
     """Quantize every selected floating tensor of a ``.safetensors`` file.
 
     Parameters
@@ -77,7 +78,14 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
         tensor the recipe of the first pattern its name matches (``"*"`` last for the others; mixed
         precision, e.g. ``{"*.intermediate.dense.weight": "codebook5", "*": "codebook4"}``).  Without
         ``calibration`` a recipe rounds every tensor to nearest with its scheme.
+        ``"alloc"`` (the whole model's recipe, not per tensor): every calibrated tensor is
+        quantized at each of :data:`nquant.calibration.ALLOC_CANDIDATES` and
+        :func:`nquant.allocate.quantize_allocated` picks one per tensor so that their stored bits
+        stay within ``bits_per_value`` times their values, pricing each by the store's recorded
+        sensitivities when it holds one for every calibrated tensor, else by the relative output
+        error; the report gives each tensor's ``bits`` and ``block_size``.
     damp, act_order : optional, the recipe's options (default: the recipe's defaults)
+    bits_per_value : float, the budget of ``recipe="alloc"`` (side information included)
     scheduler : optional, the Dask scheduler of the calibrated tensors (a name or a
         ``distributed.Client``; default: Dask's current one, threads unless configured)
 
@@ -112,6 +120,20 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
     if scheme is None and any(r.name == "adaptive" for r in recs.values()):
         raise SchemeError("scheme=None is invalid: pass a scheme (with a calibration, a scheme for "
                           "adaptive_round, or a codebook recipe such as recipe='codebook4')")
+    alloc = isinstance(recipe, str) and recipe == "alloc"
+    if alloc or isinstance(recipe, Mapping) and "alloc" in map(recipe_label, recipe.values()):
+        if not alloc:
+            raise SchemeError("recipe 'alloc' is invalid in a {glob: recipe} mapping: it spreads one bit "
+                              "budget over every calibrated tensor, pass recipe='alloc' alone")
+        if calibration is None:
+            raise SchemeError("recipe='alloc' needs a calibration store (calibration=...)")
+    if (bits_per_value is not None) != alloc:
+        raise SchemeError(f"bits_per_value={bits_per_value!r} is invalid: " + (
+            "recipe='alloc' needs a budget (e.g. 4.25)" if alloc else "only recipe='alloc' takes a budget"))
+    if alloc and (isinstance(bits_per_value, bool) or not isinstance(bits_per_value, (int, float))
+                  or not 0 < bits_per_value < np.inf):
+        raise SchemeError(f"bits_per_value={bits_per_value!r} is invalid: expected a number > 0")
+    budget = float(bits_per_value) if alloc and bits_per_value is not None else 0.0
     cal = open_calibration(calibration) if calibration is not None else None
     schemes = {name: recs[name].scheme(scheme, tensors[name][0].shape) for name in selected}
     kinds = {}
@@ -127,6 +149,8 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
     if calibrated:
         request["calibration"] = {"store": calibration_identity(calibration), "recipe": shown_recipe,
                                   "options": given, "entries": sorted(kinds)}
+        if alloc:
+            request["calibration"]["bits_per_value"] = budget
     with outputs.writing(dst), outputs.write_errors(dst):
         if outputs.check_destination(dst, overwrite) == "ours" and not overwrite:
             meta = model_meta(dst)
@@ -151,7 +175,12 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
         outputs.clear_partial(partial)
         root = outputs.partial_group(partial)
         report, out_tensors, total_bits, total_values = {}, {}, 0.0, 0
-        done = _calibrated_tensors(tensors, kinds, cal, recs, schemes, options, scheduler) if cal is not None else {}
+        priced = None
+        if alloc:
+            done, priced = _allocated_tensors(tensors, kinds, cal, budget, given)
+        else:
+            done = _calibrated_tensors(tensors, kinds, cal, recs, schemes, options, scheduler) if cal is not None \
+                else {}
         for name, (arr, tag) in tensors.items():
             if name not in chosen:
                 out_tensors[name] = (np.asarray(arr), tag)
@@ -167,6 +196,8 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
                 if name in done:
                     info = q.info.get("adaptive_round", {})
                     report[name].update({k: info.get(k) for k in ("rel_error", "rel_error_nearest")})
+                    if alloc:
+                        report[name]["bits"], report[name]["block_size"] = q.info["allocate"]["chosen"]
             total_bits += q.bits_per_value * x.size
             total_values += x.size
             out_tensors[name] = (x_hat, tag)
@@ -176,6 +207,8 @@ def quantize_safetensors(path: PathLike, dst: StoreLike, scheme: Scheme | None =
             report["total"].update({"recipe": shown_recipe, "calibrated": len(done),
                                     "uncalibrated": [n for n in selected if n not in done],
                                     "unused": sorted(set(cal.names) - chosen) if cal else []})
+            if alloc:
+                report["total"]["allocation"] = {"bits_per_value": budget, "priced_by": priced}
         outputs.complete_group(root, MODEL_ATTR, {
             "source": os.path.basename(os.fspath(path)), "scheme": request["scheme"], "tensors": report,
             "complete": True, "fingerprint": request, **({"recipe": shown_recipe} if calibrated else {})})
@@ -206,6 +239,28 @@ def _calibrated_tensors(tensors, kinds, cal, recs, schemes, options, scheduler):
     with single_blas():
         done = dask.compute(*tasks, scheduler=scheduler)
     return dict(zip(names, done))
+
+
+def _allocated_tensors(tensors, kinds, cal, bits_per_value, options):
+    """``({name: QuantizedArray}, priced_by)``: the calibrated tensors of the ``"alloc"`` recipe,
+    quantized together within ``bits_per_value`` (:func:`nquant.allocate.quantize_allocated`)."""
+    names = list(kinds)
+    if not names:
+        return {}, None
+    weights = {n: np.asarray(tensors[n][0]) for n in names}
+    hs = {}
+    for n in names:
+        with dask.config.set(scheduler="sync"):
+            hs[n], _ = cal.hessian(n, weights[n].shape)
+    sens = {n: cal.sensitivity(n) for n in names}
+    priced = "sensitivity" if all(v is not None for v in sens.values()) else "relative output error"
+    cands = [c for c in ALLOC_CANDIDATES if isinstance(c, int) or all(w.shape[1] % c[1] == 0
+                                                                      for w in weights.values())]
+    with single_blas():
+        done = quantize_allocated(weights, hs, bits_per_value, candidates=cands,
+                                  sensitivity=sens if priced == "sensitivity" else None, double_quant=True,
+                                  **options)
+    return done, priced
 
 
 def model_meta(dst):

@@ -377,3 +377,54 @@ def test_adaptive_codebook_edge_cases_and_errors():
     W[0, 0] = np.nan
     with pytest.raises(InputError, match="W contains 1 non-finite"):
         adaptive.adaptive_codebook(W, X, 4)
+
+
+def test_factored_hessian_and_binned_levels():
+    from nquant.adaptive import factor_hessian, fit_levels
+
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((12, 32))
+    X = rng.standard_normal((32, 200)) * np.linspace(0.2, 2.0, 32)[:, None]
+    F = factor_hessian(X)
+    for bits, block in ((3, None), (4, 16)):
+        a = adaptive.adaptive_codebook(W, X, bits, block_size=block)
+        b = adaptive.adaptive_codebook(W, F, bits, block_size=block)
+        np.testing.assert_array_equal(a.codes, b.codes)
+        assert a.scheme == b.scheme
+    # another damping than the factor's: factored again, as with the plain Hessian
+    np.testing.assert_array_equal(adaptive.adaptive_codebook(W, F, 4, damp=0.1).codes,
+                                  adaptive.adaptive_codebook(W, hessian(X), 4, damp=0.1).codes)
+    with pytest.raises(InputError, match=r"H shape=\(32, 32\) does not match W with in=16"):
+        adaptive.adaptive_codebook(W[:, :16], F, 4)
+    with pytest.raises(SchemeError, match="damp=-1 is invalid"):
+        factor_hessian(X, damp=-1)
+    # binned levels: within a bin width of the exact fit
+    V = np.clip(rng.standard_normal(5000) / 3, -1, 1)
+    w = rng.random(5000)
+    exact = fit_levels(V, w, 8)
+    np.testing.assert_allclose(fit_levels(V, w, 8, bins=1 << 14), exact, atol=4 / (1 << 14))
+    q = adaptive.adaptive_codebook(W, X, 4, bins=4096)
+    assert q.info["adaptive_round"]["levels_fit"] == "kmeans1d over 4096 bins"
+    with pytest.raises(SchemeError, match="bins=1 is invalid"):
+        adaptive.adaptive_codebook(W, X, 4, bins=1)
+
+
+@pytest.mark.parametrize("scale_dtype", ["float16", "bfloat16"])
+def test_blockwise_rounding_uses_the_stored_absmax(scale_dtype):
+    """Codes are chosen against the absmax as stored (rounded up to float16 / bfloat16), so the
+    decoded matrix is the one the error feedback and the objectives saw."""
+    rng = np.random.default_rng(6)
+    W = (rng.standard_normal((8, 64)) * np.exp(2 * rng.standard_normal((8, 1)))).astype(np.float32)
+    scheme = nq.NF4(32, scale_dtype=scale_dtype)
+    # H = I without damping: error feedback propagates nothing, so the codes are nearest rounding's
+    q = adaptive_round(W, np.eye(64), scheme, damp=0.0, kind="hessian")
+    np.testing.assert_array_equal(q.codes_unpacked, nq.quantize(W, scheme).codes_unpacked)
+    X = rng.standard_normal((64, 300)) * np.linspace(0.1, 3.0, 64)[:, None]
+    H = hessian(X)
+    for q in (adaptive_round(W, X, scheme), adaptive.adaptive_codebook(W, X, 3, block_size=32,
+                                                                      scale_dtype=scale_dtype)):
+        assert q.scheme.scale_dtype == scale_dtype
+        E = W.astype(np.float64) - np.asarray(nq.dequantize(q), np.float64)
+        info = q.info["adaptive_round"]
+        assert info["objective"] == pytest.approx(float(np.einsum("ij,ij->", E @ H, E)), rel=1e-9)
+        assert info["objective"] <= info["objective_nearest"]

@@ -125,5 +125,18 @@ def test_quantize_allocated_spends_the_budget_where_the_loss_is():
     for bad in ((), "4", [(4, 16, 1)], [4.0], [(4, True)]):
         with pytest.raises(InputError, match="candidates=.* is invalid"):
             quantize_allocated(weights, cal, 4, candidates=bad)
-    with pytest.raises(InputError, match="budget=.* is invalid: the smallest candidates"):
+    with pytest.raises(InputError, match=r"^bits_per_value=3.0 is invalid: the smallest candidates already take "
+                                         r"3.5000 bits per value$"):
         quantize_allocated(weights, cal, 3.0, candidates=(3, 4))
+    # sensitivities instead of a measure: losses are sensitivity * objective
+    sens = {"w0": 1.0, "w1": 1e4, "w2": 1.0, "w3": 1.0}
+    qs = quantize_allocated(weights, cal, 3.9, candidates=(2, 3, 4), sensitivity=sens, damp=0.02)
+    assert qs["w1"].scheme.bits == 4 and max(q.scheme.bits for n, q in qs.items() if n != "w1") == 3
+    info = qs["w1"].info["allocate"]
+    assert info["losses"][2] == pytest.approx(1e4 * qs["w1"].info["adaptive_round"]["objective"])
+    with pytest.raises(InputError, match="^sensitivity lacks 'w3'"):
+        quantize_allocated(weights, cal, 3.9, sensitivity={"w0": 1.0, "w1": 1.0, "w2": 1.0})
+    with pytest.raises(InputError, match=r"^sensitivity\['w0'\]=-1.0 is invalid"):
+        quantize_allocated(weights, cal, 3.9, sensitivity={**sens, "w0": -1.0})
+    with pytest.raises(InputError, match="^measure and sensitivity are exclusive"):
+        quantize_allocated(weights, cal, 3.9, sensitivity=sens, measure=measure)

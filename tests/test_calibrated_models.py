@@ -15,7 +15,7 @@ import nquant as nq
 from nquant.adaptive import adaptive_round, hessian_partial
 from nquant.calibration import RECIPES, codebook_scheme, open_calibration, write_calibration
 from nquant.errors import InputError, SchemeError, StoreError
-from nquant.models import open_model
+from nquant.models import model_meta, open_model
 from nquant.safetensors_io import read_tensors, write_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -355,3 +355,85 @@ def test_recipe_per_tensor_by_glob(model, tmp_path):
     qc = open_model(tmp_path / "c.zarr")
     for name in qs:
         np.testing.assert_array_equal(codes(qs[name]), codes(qc[name]))
+
+
+# ----------------------------------------------------------------------------- recipe "alloc"
+
+
+def test_alloc_recipe_spends_the_budget_and_stores_what_it_counts(model, tmp_path):
+    d, tensors, _ = model
+    values = tensors["l0.weight"][0].size + tensors["l1.weight"][0].size
+    chosen = {}
+    for budget in (4.5, 7.0):
+        report = nq.quantize_safetensors(d / "m.safetensors", tmp_path / f"a{budget}", calibration=d / "hess.npz",
+                                         recipe="alloc", bits_per_value=budget, include="l*")
+        qs = open_model(tmp_path / f"a{budget}")
+        assert sorted(qs) == ["l0.weight", "l1.weight"]
+        stored = sum(8 * q.nbytes for q in qs.values())
+        assert stored <= budget * values
+        for name, q in qs.items():
+            assert report[name]["bits_per_value"] == pytest.approx(8 * q.nbytes / q.size, rel=1e-12)
+            assert report[name]["bits"] in (3, 4, 5, 6) and report[name]["block_size"] is None
+            assert q.scheme.double_quant and 2 ** report[name]["bits"] >= len(q.scheme.codebook)
+        assert report["total"]["bits_per_value"] == pytest.approx(stored / values, rel=1e-12)
+        assert report["total"]["allocation"] == {"bits_per_value": budget, "priced_by": "relative output error"}
+        chosen[budget] = {n: report[n]["bits"] for n in qs}
+    assert chosen[4.5] != chosen[7.0] and all(chosen[7.0][n] >= chosen[4.5][n] for n in chosen[4.5])
+    with pytest.raises(InputError, match=r"^bits_per_value=1.0 is invalid: the smallest candidates already take "):
+        nq.quantize_safetensors(d / "m.safetensors", tmp_path / "small", calibration=d / "hess.npz",
+                                recipe="alloc", bits_per_value=1.0, include="l*")
+    assert not (tmp_path / "small").exists()
+
+
+def test_alloc_recipe_prices_by_the_stored_sensitivities(model, tmp_path):
+    d, _, inputs = model
+    for heavy, light in (("l0.weight", "l1.weight"), ("l1.weight", "l0.weight")):
+        store = tmp_path / f"s-{heavy}.npz"
+        write_calibration(store, inputs, sensitivity={heavy: 1e3, light: 1e-3})
+        assert open_calibration(store).sensitivity(heavy) == 1e3
+        report = nq.quantize_safetensors(d / "m.safetensors", tmp_path / f"q-{heavy}", calibration=store,
+                                         recipe="alloc", bits_per_value=5.0, include="l*")
+        assert report["total"]["allocation"]["priced_by"] == "sensitivity"
+        assert report[heavy]["bits"] > report[light]["bits"]
+    write_calibration(tmp_path / "s.zarr", inputs, kind="inputs", sensitivity={"l0.weight": 2.5})
+    assert open_calibration(tmp_path / "s.zarr").sensitivity("l0.weight") == 2.5
+    assert open_calibration(tmp_path / "s.zarr").sensitivity("l1.weight") is None
+    with pytest.raises(InputError, match=r"^sensitivity\['l0.weight'\]=-1.0 is invalid: expected a finite number"):
+        write_calibration(tmp_path / "bad.npz", inputs, sensitivity={"l0.weight": -1.0})
+    with pytest.raises(InputError, match=r"^sensitivity\['nope'\] is invalid: no entry of that name"):
+        write_calibration(tmp_path / "bad.npz", inputs, sensitivity={"nope": 1.0})
+    with pytest.raises(SchemeError, match="recipe 'alloc' is invalid in a {glob: recipe} mapping"):
+        nq.quantize_safetensors(d / "m.safetensors", tmp_path / "m", calibration=d / "hess.npz",
+                                recipe={"l0.*": "alloc", "*": "codebook4"}, bits_per_value=4.0)
+    with pytest.raises(SchemeError, match=r"^bits_per_value=None is invalid: recipe='alloc' needs a budget"):
+        nq.quantize_safetensors(d / "m.safetensors", tmp_path / "m", calibration=d / "hess.npz", recipe="alloc")
+
+
+def test_cli_alloc_recipe_in_one_command(model, tmp_path):
+    d, tensors, _ = model
+    r = run_cli("quantize", d / "m.safetensors", tmp_path / "q.zarr", "--calibration", d / "hess.npz",
+                "--recipe", "alloc", "--bits-per-value", "4.5", "--dequantized", tmp_path / "dq.safetensors")
+    assert r.returncode == 0, r.stderr
+    qs = open_model(tmp_path / "q.zarr")
+    assert "budget 4.5 bits/value, priced by relative output error:" in r.stdout
+    for name in ("l0.weight", "l1.weight"):
+        bits = model_meta(tmp_path / "q.zarr")["tensors"][name]["bits"]
+        assert f"  {name}: {bits} bits, absmax per row, {qs[name].bits_per_value:.3f} bits/value" in r.stdout
+    assert list(read_tensors(tmp_path / "dq.safetensors")) == list(tensors)
+    m, q = d / "m.safetensors", tmp_path / "e.zarr"
+    cases = [
+        (["quantize", m, q, "--calibration", d / "hess.npz", "--recipe", "alloc"],
+         "--recipe alloc needs --bits-per-value"),
+        (["quantize", m, q, "--calibration", d / "hess.npz", "--recipe", "codebook4", "--bits-per-value", "4"],
+         "--bits-per-value 4.0: only with --recipe alloc"),
+        (["quantize", m, q, "--calibration", d / "hess.npz", "--recipe", "alloc", "--bits-per-value", "-1"],
+         "--bits-per-value -1.0 is invalid: expected a number > 0"),
+        (["quantize", m, q, "--calibration", d / "hess.npz", "--recipe", "alloc", "--bits-per-value", "1"],
+         "bits_per_value=1.0 is invalid: the smallest candidates already take"),
+    ]
+    procs = [subprocess.Popen([sys.executable, "-m", "nquant", *map(str, args)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=ENV) for args, _ in cases]
+    for p, (_, message) in zip(procs, cases):
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 2 and out == "" and err.count("\n") == 1 and message in err, err
+    assert not q.exists()

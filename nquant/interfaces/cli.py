@@ -276,12 +276,16 @@ _model_options = _options(
                       "keyed by tensor name): calibrated rounding per tensor."),
     click.option("--recipe", type=click.Choice(sorted(RECIPES)),
                  help="Models: how calibrated tensors are rounded: adaptive (adaptive_round with --scheme; "
-                      "the default) or codebook<bits> (a codebook fitted per layer, rows scaled by their "
-                      "absmax; needs no --scheme)."),
+                      "the default), codebook<bits> (a codebook fitted per layer, rows scaled by their "
+                      "absmax; needs no --scheme) or alloc (codebooks of 3-6 bits spread by sensitivity "
+                      "within --bits-per-value)."),
     click.option("--recipe-for", "recipe_for", multiple=True, metavar="GLOB=RECIPE",
                  help="Models: the recipe of the tensors whose names match GLOB (repeatable, first match "
                       "wins; the others take --recipe): mixed precision, e.g. "
                       "'*.intermediate.dense.weight=codebook5'."),
+    click.option("--bits-per-value", "bits_per_value", type=float,
+                 help="Models, --recipe alloc: the budget, stored bits per value of the calibrated tensors "
+                      "(side information included), spread over them by sensitivity, e.g. 4.25."),
     click.option("--damp", type=click.FloatRange(min=0), help="Models: the recipe's Hessian damping."),
     click.option("--act-order/--no-act-order", default=None,
                  help="Models: visit columns by decreasing Hessian diagonal (default: the recipe's)."),
@@ -320,6 +324,12 @@ def _model_text(dst, report):
                                                              f"{', ...' if len(plain) > 5 else ''})" if plain else ""))
         if total["unused"]:
             text += f"; {len(total['unused'])} calibration entries match no tensor"
+    if "allocation" in total:
+        a = total["allocation"]
+        chosen = [f"  {n}: {t['bits']} bits, " + (f"absmax per {t['block_size']} columns" if t["block_size"]
+                                                  else "absmax per row") + f", {t['bits_per_value']:.3f} bits/value"
+                  for n, t in report.items() if n != "total" and "bits" in t]
+        text += (f"\n  budget {a['bits_per_value']} bits/value, priced by {a['priced_by']}:\n" + "\n".join(chosen))
     return text
 
 
@@ -341,8 +351,8 @@ def _model_text(dst, report):
                    "codes, zstd for packed ones; pcodec: smallest, slower; zstd: readable without nquant).")
 @_guard
 def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, calibration, recipe, recipe_for,
-             damp, act_order, include, dequantized, scheduler, workers, threads_per_worker, memory_limit, as_json,
-             progress, overwrite, abs_error, fill_value, compression):
+             bits_per_value, damp, act_order, include, dequantized, scheduler, workers, threads_per_worker,
+             memory_limit, as_json, progress, overwrite, abs_error, fill_value, compression):
     """Quantize SRC (a Zarr array, .npy or .safetensors file) into the nquant Zarr group DST.
 
     A .safetensors model gets one group per floating tensor of 2 or more dimensions; with
@@ -350,7 +360,8 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, c
     inputs (--recipe), in parallel.
     """
     model_flags = {"--calibration": calibration, "--recipe": recipe, "--recipe-for": recipe_for or None,
-                   "--damp": damp, "--act-order": act_order, "--include": include or None,
+                   "--bits-per-value": bits_per_value, "--damp": damp, "--act-order": act_order,
+                   "--include": include or None,
                    "--dequantized": dequantized}
 
     def chosen_scheme():
@@ -369,6 +380,11 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, c
         if codebook and given:
             raise InputError(f"{given[0]}: --recipe {recipe} chooses its own scheme (a codebook fitted per "
                              "layer, for every tensor); leave out the scheme options")
+        if (bits_per_value is not None) != (recipe == "alloc" and not recipe_for):
+            raise InputError(f"--bits-per-value {bits_per_value}: only with --recipe alloc (and no --recipe-for)"
+                             if bits_per_value is not None else "--recipe alloc needs --bits-per-value (e.g. 4.25)")
+        if bits_per_value is not None and not 0 < bits_per_value < float("inf"):
+            raise InputError(f"--bits-per-value {bits_per_value} is invalid: expected a number > 0")
         s = None if codebook else chosen_scheme()
         kind = "model" if calibration is None and recipe is None else f"calibrated model {recipe or 'adaptive'}"
         if scheduler in ("local", "processes"):
@@ -378,7 +394,7 @@ def quantize(src, dst, scheme, bits, axis, block_size, rounding, range_, seed, c
             # the calibrated tensors run on the scheduler (one task each), the rest in this process
             report = quantize_safetensors(src, dst, s, overwrite=overwrite, include=list(include) or None,
                                           calibration=calibration, recipe=recipes, damp=damp, act_order=act_order,
-                                          write_dequantized=dequantized)
+                                          bits_per_value=bits_per_value, write_dequantized=dequantized)
         _emit(report, as_json, _model_text(dst, report))
         return
     used = [k for k, v in model_flags.items() if v is not None]
