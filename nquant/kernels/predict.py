@@ -17,6 +17,8 @@ flat index ``e`` goes to ``planes[k, e]``, so the high bytes (mostly 0) form one
 entropy coder.  For uint8 codes there is one plane, the residuals themselves.
 """
 
+import math
+
 import numpy as np
 
 from nquant.kernels._jit import jit
@@ -117,7 +119,7 @@ def view3(shape, kind, axis=-1):
     ``kind``: "delta" along ``axis``, "lorenzo" on the last two axes (delta on a 1-D chunk),
     "none" (no prediction)."""
     nd = len(shape)
-    size = int(np.prod(shape, dtype=np.int64))
+    size = int(math.prod(shape))
     if kind == "none" or nd == 0:
         return (1, 1, size), False, False
     if kind == "lorenzo" and nd >= 2:
@@ -125,8 +127,8 @@ def view3(shape, kind, axis=-1):
     ax = axis % nd if kind == "delta" else nd - 1
     if ax == nd - 1:
         return (size // max(1, shape[-1]) if size else 0, 1, shape[-1]), True, False
-    outer = int(np.prod(shape[:ax], dtype=np.int64))
-    inner = int(np.prod(shape[ax + 1:], dtype=np.int64))
+    outer = int(math.prod(shape[:ax]))
+    inner = int(math.prod(shape[ax + 1:]))
     return (outer, shape[ax], inner), False, True
 
 
