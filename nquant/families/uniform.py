@@ -432,7 +432,8 @@ _ROUNDING = {0: (2.0 ** -53, 2.0 ** -1075, 0.0, 0.0),            # float64: deco
 def _f32_down(v):
     """The largest float32 <= ``v`` (float64 array, within the float32 range)."""
     v32 = v.astype(np.float32)
-    return np.where(v32.astype(np.float64) > v, np.nextafter(v32, np.float32(-np.inf)), v32)
+    # (the comparison promotes to float64, exactly; one ulp down in place where v32 rounded up)
+    return np.nextafter(v32, np.float32(-np.inf), out=v32, where=v32 > v)
 
 
 @functools.lru_cache(maxsize=32)
@@ -482,7 +483,8 @@ def bounded_params(scheme, rmin, rmax, rank=1):
                          f"+-{F32_MAX / 8:.6g} (a float32 offset and step)")
     u, eta, u_out, eta_out = _ROUNDING[int(rank)]
     e = error_bound(scheme, rmin, rmax)
-    if (2 * e < SCALE_MIN).any():
+    e2 = 2 * e
+    if (e2 < SCALE_MIN).any():
         raise InputError(f"{name}={value!r} gives a bound of {e.min():.3g}, below the smallest float32 step "
                          f"allows ({float(SCALE_MIN) / 2:.3g})")
     # the data's minimum, exact in the decoder's arithmetic (a float32 one for float32 / float16
@@ -495,8 +497,9 @@ def bounded_params(scheme, rmin, rmax, rank=1):
     enc0 = g3 * width
 
     def slack(s):
-        span = width + 2 * s
-        top = extent + 2 * s
+        s2 = 2 * s
+        span = width + s2
+        top = extent + s2
         enc = enc0 + s * eta
         dec = u * (span + top) * (1 + u) + 2 * eta
         if u_out:  # (no output cast: the term is an exact 0)
@@ -506,7 +509,7 @@ def bounded_params(scheme, rmin, rmax, rank=1):
     # a step beyond F32_MAX / (4 * steps) would have the decoder recentre the grid (kernel_params);
     # no data within +-F32_MAX / 8 needs one
     cap = _step_cap(steps)
-    s0 = np.minimum(_f32_down(np.minimum(2 * e, F32_MAX)), cap)
+    s0 = np.minimum(_f32_down(np.minimum(e2, F32_MAX)), cap)
     room = e - slack(s0.astype(np.float64))
     # (1 - 2**-50): room's own subtraction rounds (by at most 2**-53 of e)
     s = np.minimum(_f32_down(np.maximum(2 * room * (1 - 2.0 ** -50), 0.0)), cap)
