@@ -37,10 +37,10 @@ def _unzigzag(z, mask):
 
 
 @jit
-def _put(planes, e, z, nbytes):
-    planes[0, e] = z & 0xFF
+def _put(low, high, j, z, nbytes):
+    low[j] = z & 0xFF
     if nbytes == 2:
-        planes[1, e] = (z >> 8) & 0xFF
+        high[j] = (z >> 8) & 0xFF
 
 
 @jit
@@ -66,31 +66,34 @@ def encode(q, left, up, planes):
     nbytes = planes.shape[0]
     w = 8 * nbytes
     mask = (np.int64(1) << w) - 1
-    # one branch-free inner loop per case (first value of a row apart), so that LLVM vectorizes it
+    # one branch-free inner loop per case (first value of a row apart), writing 1-D views of the
+    # row's byte planes, so that LLVM vectorizes it (2-D indexing of ``planes`` defeats it)
     for a in range(A):
         for i in range(N):
             e = (a * N + i) * B
             above = up and i > 0
             if B == 0:
                 continue
+            low = planes[0, e:e + B]
+            high = planes[nbytes - 1, e:e + B]  # (written only when nbytes == 2)
             r = np.int64(q[a, i, 0]) - (np.int64(q[a, i - 1, 0]) if above else 0)
-            _put(planes, e, _zigzag(r & mask, w, mask), nbytes)
+            _put(low, high, 0, _zigzag(r & mask, w, mask), nbytes)
             if left and above:
                 for j in range(1, B):
                     r = (np.int64(q[a, i, j]) - np.int64(q[a, i, j - 1]) - np.int64(q[a, i - 1, j])
                          + np.int64(q[a, i - 1, j - 1]))
-                    _put(planes, e + j, _zigzag(r & mask, w, mask), nbytes)
+                    _put(low, high, j, _zigzag(r & mask, w, mask), nbytes)
             elif left:
                 for j in range(1, B):
                     r = np.int64(q[a, i, j]) - np.int64(q[a, i, j - 1])
-                    _put(planes, e + j, _zigzag(r & mask, w, mask), nbytes)
+                    _put(low, high, j, _zigzag(r & mask, w, mask), nbytes)
             elif above:
                 for j in range(1, B):
                     r = np.int64(q[a, i, j]) - np.int64(q[a, i - 1, j])
-                    _put(planes, e + j, _zigzag(r & mask, w, mask), nbytes)
+                    _put(low, high, j, _zigzag(r & mask, w, mask), nbytes)
             else:
                 for j in range(1, B):
-                    _put(planes, e + j, _zigzag(np.int64(q[a, i, j]), w, mask), nbytes)
+                    _put(low, high, j, _zigzag(np.int64(q[a, i, j]), w, mask), nbytes)
 
 
 @jit
