@@ -9,6 +9,7 @@ last array (or view) on it is gone, and the pool keeps at most
 """
 
 import functools
+import math
 import mmap
 import os
 import threading
@@ -142,8 +143,9 @@ def empty(shape, dtype, fault_in=True):
     pages are cheaper to fault in while the kernel writes them.
     """
     dtype = np.dtype(dtype)
-    shape = (shape,) if np.ndim(shape) == 0 else tuple(shape)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if not isinstance(shape, tuple):  # (np.ndim costs more than a small allocation)
+        shape = (shape,) if np.ndim(shape) == 0 else tuple(shape)
+    nbytes = math.prod(int(s) for s in shape) * dtype.itemsize
     if nbytes < PREFAULT_BYTES:
         return np.empty(shape, dtype)
     if POOL.limit < nbytes:

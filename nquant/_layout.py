@@ -9,6 +9,7 @@ per-channel parameters on the last axis, column ``j`` uses group
 ``row_group[r] + j`` (``col_step = 1``).
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,11 @@ PIECE = 1 << 15  # split a single long row into rows of this length for prange
 
 @dataclass(frozen=True)
 class Part:
-    """Rows ``[begin, begin + R*L)`` of a chunk's flat buffer, viewed as (R, L)."""
+    """Rows ``[begin, begin + R*L)`` of a chunk's flat buffer, viewed as (R, L).
+
+    Layouts are cached and shared between calls: ``row_index`` and ``row_group`` are never
+    written (writing them would change every later layout of the same chunk geometry).
+    """
 
     begin: int
     R: int
@@ -75,11 +80,32 @@ def row_layout(shape, start=None, global_shape=None, axis=None, block_size=None,
     Layout
     """
     shape = tuple(int(s) for s in shape)
+    start = tuple(int(s) for s in start) if start is not None else (0,) * len(shape)
+    global_shape = tuple(int(s) for s in global_shape) if global_shape is not None else shape
+    key = (shape, start, global_shape, None if axis is None else int(axis),
+           None if block_size is None else int(block_size), int(group_offset))
+    lay = _CACHE.get(key)
+    if lay is None:
+        lay = _row_layout(*key)
+        if sum(p.R for p in lay.parts) <= CACHE_ROWS:
+            if len(_CACHE) >= CACHE_SIZE:
+                _CACHE.clear()
+            _CACHE[key] = lay
+    return lay
+
+
+# The same few geometries come back on every call (each chunk of an array, the fit and the
+# encode of one call): building a layout costs more than quantizing a small chunk.  Layouts of
+# few rows are kept (bounded memory: at most CACHE_SIZE * CACHE_ROWS row entries).
+CACHE_SIZE = 256
+CACHE_ROWS = 4096
+_CACHE = {}
+
+
+def _row_layout(shape, start, global_shape, axis, block_size, group_offset):
     ndim = len(shape)
-    start = tuple(start) if start is not None else (0,) * ndim
-    global_shape = tuple(global_shape) if global_shape is not None else shape
-    n = int(np.prod(shape, dtype=np.int64))
-    gstrides = [int(np.prod(global_shape[d + 1:], dtype=np.int64)) for d in range(ndim)]
+    n = math.prod(shape)
+    gstrides = [math.prod(global_shape[d + 1:]) for d in range(ndim)]
     first = sum(s * g for s, g in zip(start, gstrides))
 
     # k: the rows run over dims k.. (dims after k span the whole global extent)
@@ -101,9 +127,9 @@ def row_layout(shape, start=None, global_shape=None, axis=None, block_size=None,
     else:
         split = k if axis is None else max(k, axis + 1)
         col_step = 0
-    L = int(np.prod(shape[split:], dtype=np.int64))
+    L = math.prod(shape[split:])
     lead = shape[:split]
-    R = int(np.prod(lead, dtype=np.int64))
+    R = math.prod(lead)
     idx = np.indices(lead, dtype=np.int64).reshape(len(lead), R) if lead else np.zeros((0, 1), np.int64)
     row_index = np.full(R, sum(start[d] * gstrides[d] for d in range(split, ndim)), np.int64)
     for d in range(split):

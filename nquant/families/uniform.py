@@ -23,6 +23,7 @@ Error-bounded schemes (``abs_error`` / ``rel_error``) choose the step in
 the decoder (:func:`bounded_params`).
 """
 
+import functools
 import math
 import warnings
 
@@ -142,7 +143,8 @@ def partial(scheme, chunk, start=None, global_shape=None):
 def _merge_minmax(mins, maxs, groups, lo, hi):
     """``mins[g] = fmin(mins[g], lo)``, ``maxs[g] = fmax(maxs[g], hi)`` for each ``g`` of ``groups``
     (repeats allowed); a run of consecutive groups, the common case, as one slice."""
-    if groups.size and groups[-1] - groups[0] == groups.size - 1 and (np.diff(groups) == 1).all():
+    n = groups.size
+    if n and groups[-1] - groups[0] == n - 1 and (n == 1 or (np.diff(groups) == 1).all()):
         sl = slice(groups[0], groups[-1] + 1)
         np.fmin(mins[sl], lo, out=mins[sl])
         np.fmax(maxs[sl], hi, out=maxs[sl])
@@ -430,7 +432,15 @@ _ROUNDING = {0: (2.0 ** -53, 2.0 ** -1075, 0.0, 0.0),            # float64: deco
 def _f32_down(v):
     """The largest float32 <= ``v`` (float64 array, within the float32 range)."""
     v32 = v.astype(np.float32)
-    return np.where(v32.astype(np.float64) > v, np.nextafter(v32, np.float32(-np.inf)), v32)
+    # (the comparison promotes to float64, exactly; one ulp down in place where v32 rounded up)
+    return np.nextafter(v32, np.float32(-np.inf), out=v32, where=v32 > v)
+
+
+@functools.lru_cache(maxsize=32)
+def _step_cap(steps):
+    """The largest float32 step (a float32 scalar) of a grid of ``steps`` steps that the decoder
+    takes as it is: at most ``F32_MAX / (4 * steps)``."""
+    return _f32_down(np.array([F32_MAX / (4 * steps)]))[0]
 
 
 def error_bound(scheme, rmin, rmax):
@@ -473,7 +483,8 @@ def bounded_params(scheme, rmin, rmax, rank=1):
                          f"+-{F32_MAX / 8:.6g} (a float32 offset and step)")
     u, eta, u_out, eta_out = _ROUNDING[int(rank)]
     e = error_bound(scheme, rmin, rmax)
-    if (2 * e < SCALE_MIN).any():
+    e2 = 2 * e
+    if (e2 < SCALE_MIN).any():
         raise InputError(f"{name}={value!r} gives a bound of {e.min():.3g}, below the smallest float32 step "
                          f"allows ({float(SCALE_MIN) / 2:.3g})")
     # the data's minimum, exact in the decoder's arithmetic (a float32 one for float32 / float16
@@ -481,19 +492,24 @@ def bounded_params(scheme, rmin, rmax, rank=1):
     o64 = rmin if rank == 0 else _f32_down(rmin).astype(np.float64)
     g3 = 3 * u / (1 - 3 * u)
     steps = _steps(scheme)
+    width = rmax - o64
+    extent = np.maximum(np.abs(o64), np.abs(rmax))
+    enc0 = g3 * width
 
     def slack(s):
-        span = rmax - o64 + 2 * s
-        top = np.maximum(np.abs(o64), np.abs(rmax)) + 2 * s
-        enc = g3 * (rmax - o64) + s * eta
+        s2 = 2 * s
+        span = width + s2
+        top = extent + s2
+        enc = enc0 + s * eta
         dec = u * (span + top) * (1 + u) + 2 * eta
-        out = u_out * (top + dec) + eta_out
-        return (enc + dec + out) * (1 + 2.0 ** -30)
+        if u_out:  # (no output cast: the term is an exact 0)
+            return (enc + dec + (u_out * (top + dec) + eta_out)) * (1 + 2.0 ** -30)
+        return (enc + dec) * (1 + 2.0 ** -30)
 
     # a step beyond F32_MAX / (4 * steps) would have the decoder recentre the grid (kernel_params);
     # no data within +-F32_MAX / 8 needs one
-    cap = _f32_down(np.full(G, F32_MAX / (4 * steps)))
-    s0 = np.minimum(_f32_down(np.minimum(2 * e, F32_MAX)), cap)
+    cap = _step_cap(steps)
+    s0 = np.minimum(_f32_down(np.minimum(e2, F32_MAX)), cap)
     room = e - slack(s0.astype(np.float64))
     # (1 - 2**-50): room's own subtraction rounds (by at most 2**-53 of e)
     s = np.minimum(_f32_down(np.maximum(2 * room * (1 - 2.0 ** -50), 0.0)), cap)
@@ -506,7 +522,7 @@ def bounded_params(scheme, rmin, rmax, rank=1):
         raise InputError(f"{name}={value!r} cannot be guaranteed in {dtype} arithmetic for x in "
                          f"[{rmin[g]:.9g}, {rmax[g]:.9g}]: rounding alone reaches {need:.3g} (pass "
                          f"{'float64 data or ' if rank else ''}a bound above {2 * need:.3g})")
-    levels = np.ceil((rmax - o64) / s64 * (1 + 2.0 ** -50))
+    levels = np.ceil(width / s64 * (1 + 2.0 ** -50))
     if (levels > steps).any():
         g = int(np.argmax(levels - steps))
         reserved = (1 << scheme.bits) - (steps + 1)  # the NaN and fill codes

@@ -17,6 +17,8 @@ flat index ``e`` goes to ``planes[k, e]``, so the high bytes (mostly 0) form one
 entropy coder.  For uint8 codes there is one plane, the residuals themselves.
 """
 
+import math
+
 import numpy as np
 
 from nquant.kernels._jit import jit
@@ -35,10 +37,10 @@ def _unzigzag(z, mask):
 
 
 @jit
-def _put(planes, e, z, nbytes):
-    planes[0, e] = z & 0xFF
+def _put(low, high, j, z, nbytes):
+    low[j] = z & 0xFF
     if nbytes == 2:
-        planes[1, e] = (z >> 8) & 0xFF
+        high[j] = (z >> 8) & 0xFF
 
 
 @jit
@@ -64,31 +66,34 @@ def encode(q, left, up, planes):
     nbytes = planes.shape[0]
     w = 8 * nbytes
     mask = (np.int64(1) << w) - 1
-    # one branch-free inner loop per case (first value of a row apart), so that LLVM vectorizes it
+    # one branch-free inner loop per case (first value of a row apart), writing 1-D views of the
+    # row's byte planes, so that LLVM vectorizes it (2-D indexing of ``planes`` defeats it)
     for a in range(A):
         for i in range(N):
             e = (a * N + i) * B
             above = up and i > 0
             if B == 0:
                 continue
+            low = planes[0, e:e + B]
+            high = planes[nbytes - 1, e:e + B]  # (written only when nbytes == 2)
             r = np.int64(q[a, i, 0]) - (np.int64(q[a, i - 1, 0]) if above else 0)
-            _put(planes, e, _zigzag(r & mask, w, mask), nbytes)
+            _put(low, high, 0, _zigzag(r & mask, w, mask), nbytes)
             if left and above:
                 for j in range(1, B):
                     r = (np.int64(q[a, i, j]) - np.int64(q[a, i, j - 1]) - np.int64(q[a, i - 1, j])
                          + np.int64(q[a, i - 1, j - 1]))
-                    _put(planes, e + j, _zigzag(r & mask, w, mask), nbytes)
+                    _put(low, high, j, _zigzag(r & mask, w, mask), nbytes)
             elif left:
                 for j in range(1, B):
                     r = np.int64(q[a, i, j]) - np.int64(q[a, i, j - 1])
-                    _put(planes, e + j, _zigzag(r & mask, w, mask), nbytes)
+                    _put(low, high, j, _zigzag(r & mask, w, mask), nbytes)
             elif above:
                 for j in range(1, B):
                     r = np.int64(q[a, i, j]) - np.int64(q[a, i - 1, j])
-                    _put(planes, e + j, _zigzag(r & mask, w, mask), nbytes)
+                    _put(low, high, j, _zigzag(r & mask, w, mask), nbytes)
             else:
                 for j in range(1, B):
-                    _put(planes, e + j, _zigzag(np.int64(q[a, i, j]), w, mask), nbytes)
+                    _put(low, high, j, _zigzag(np.int64(q[a, i, j]), w, mask), nbytes)
 
 
 @jit
@@ -117,7 +122,7 @@ def view3(shape, kind, axis=-1):
     ``kind``: "delta" along ``axis``, "lorenzo" on the last two axes (delta on a 1-D chunk),
     "none" (no prediction)."""
     nd = len(shape)
-    size = int(np.prod(shape, dtype=np.int64))
+    size = int(math.prod(shape))
     if kind == "none" or nd == 0:
         return (1, 1, size), False, False
     if kind == "lorenzo" and nd >= 2:
@@ -125,8 +130,8 @@ def view3(shape, kind, axis=-1):
     ax = axis % nd if kind == "delta" else nd - 1
     if ax == nd - 1:
         return (size // max(1, shape[-1]) if size else 0, 1, shape[-1]), True, False
-    outer = int(np.prod(shape[:ax], dtype=np.int64))
-    inner = int(np.prod(shape[ax + 1:], dtype=np.int64))
+    outer = int(math.prod(shape[:ax]))
+    inner = int(math.prod(shape[ax + 1:]))
     return (outer, shape[ax], inner), False, True
 
 

@@ -12,6 +12,8 @@ for the CPU; ``nquant.cuda.rng`` compiles the same source for CUDA, so both
 targets draw bit-identical streams.
 """
 
+import functools
+
 import numpy as np
 
 from nquant.kernels import scalar
@@ -32,5 +34,10 @@ def seed_key(seed):
     the plain-Python source on NumPy scalars: callers outside compiled code need no
     compilation for it.
     """
+    return _seed_key(int(seed) % (1 << 64))
+
+
+@functools.lru_cache(maxsize=64)  # a few seeds recur on every call (costs more than a small chunk)
+def _seed_key(seed):
     with np.errstate(over="ignore"):  # uint64 products wrap, as in compiled code
-        return np.uint64(scalar.stream_key(np.uint64(int(seed) % (1 << 64))))
+        return np.uint64(scalar.stream_key(np.uint64(seed)))
