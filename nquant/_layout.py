@@ -99,7 +99,7 @@ def row_layout(shape, start=None, global_shape=None, axis=None, block_size=None,
 # few rows are kept (bounded memory: at most CACHE_SIZE * CACHE_ROWS row entries).
 CACHE_SIZE = 256
 CACHE_ROWS = 4096
-_CACHE = {}
+_CACHE: dict[tuple, Layout] = {}
 
 
 def _row_layout(shape, start, global_shape, axis, block_size, group_offset):
