@@ -82,20 +82,6 @@ def _absmax(xb):
     return np.uint32(m).view(np.float32)
 
 
-@jit(inline="always")
-def _block_absmax(xflat, absmax, out_absmax, block_size, b):
-    """``(start, end, absmax)`` of block ``b``: the absmax from ``absmax``, or computed and written
-    to ``out_absmax`` when ``absmax`` is empty (the fused path)."""
-    s = b * block_size
-    e = min(xflat.shape[0], s + block_size)
-    if absmax.shape[0] == 0:
-        a = _absmax(xflat[s:e])
-        out_absmax[b] = a
-    else:
-        a = absmax[b]
-    return s, e, a
-
-
 @jit
 def _blocks_per_task(block_size):
     return max(1, TASK_VALUES // block_size)
@@ -161,9 +147,18 @@ def _encode_task(xflat, absmax, out_absmax, block_size, b0, b1, lut, thr, nc, ta
     """Encode blocks [b0, b1) to one of more than 16 levels (unpacked codes) by a table search;
     scales from ``absmax``, or computed into ``out_absmax`` when ``absmax`` is empty (read-only
     ``absmax`` arrays are never written)."""
+    n = xflat.shape[0]
+    fused = absmax.shape[0] == 0
     for b in range(b0, b1):
-        s, e, a = _block_absmax(xflat, absmax, out_absmax, block_size, b)
-        _encode_block(xflat[s:e], a, e - s < block_size, lut, thr, nc, table, nsteps, out[s:e])
+        s = b * block_size
+        e = min(n, s + block_size)
+        xb = xflat[s:e]
+        if fused:
+            a = _absmax(xb)
+            out_absmax[b] = a
+        else:
+            a = absmax[b]
+        _encode_block(xb, a, e - s < block_size, lut, thr, nc, table, nsteps, out[s:e])
 
 
 @jit(inline="always")
@@ -183,9 +178,17 @@ def _encode_blocks16(b0, b1, xflat, absmax, out_absmax, block_size, thr, packed,
     the block is in L1.  Other arguments as :func:`_encode_task`."""
     t = (thr[0], thr[1], thr[2], thr[3], thr[4], thr[5], thr[6], thr[7], thr[8], thr[9], thr[10], thr[11],
          thr[12], thr[13], thr[14])
+    n = xflat.shape[0]
+    fused = absmax.shape[0] == 0
     for b in range(b0, b1):
-        s, e, a = _block_absmax(xflat, absmax, out_absmax, block_size, b)
+        s = b * block_size
+        e = min(n, s + block_size)
         xb = xflat[s:e]
+        if fused:
+            a = _absmax(xb)
+            out_absmax[b] = a
+        else:
+            a = absmax[b]
         ac = a if a > _TINY else _TINY
         if e - s < block_size:  # the partial last block: bitsandbytes divides there
             if packed:
