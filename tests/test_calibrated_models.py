@@ -261,6 +261,17 @@ def test_cli_calibrated_model_in_one_command(model, tmp_path):
     assert "head.weight: F32 (8, 16), 10.0000 bits/value, nearest (no calibration entry)" in r.stdout
 
 
+
+def _assert_one_line_errors(cases, q):
+    """Each ``(CLI args, message)`` of ``cases``, run in parallel processes, exits with status 2 and
+    one line holding ``message``; none of them writes the output ``q``."""
+    procs = [subprocess.Popen([sys.executable, "-m", "nquant", *map(str, args)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=ENV) for args, _ in cases]
+    for p, (_, message) in zip(procs, cases):
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 2 and out == "" and err.count("\n") == 1 and message in err, err
+    assert not q.exists()
+
 def test_cli_errors_are_one_line(model, tmp_path):
     d, _, _ = model
     np.savez(d / "bad.npz", **{"l0.weight": np.ones((3, 3), np.float32)})
@@ -273,12 +284,7 @@ def test_cli_errors_are_one_line(model, tmp_path):
          "entry 'l0.weight' has shape (3, 3), but tensor 'l0.weight' has shape (24, 32)"),
         (["quantize", d / "hess.npz", q, "--recipe", "codebook4"], "--recipe: only for a .safetensors model"),
     ]
-    procs = [subprocess.Popen([sys.executable, "-m", "nquant", *map(str, args)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=ENV) for args, _ in cases]
-    for p, (_, message) in zip(procs, cases):
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 2 and out == "" and err.count("\n") == 1 and message in err, err
-    assert not q.exists()
+    _assert_one_line_errors(cases, q)
 
 
 def test_workflow_calibrated_job(model, tmp_path):
@@ -431,9 +437,4 @@ def test_cli_alloc_recipe_in_one_command(model, tmp_path):
         (["quantize", m, q, "--calibration", d / "hess.npz", "--recipe", "alloc", "--bits-per-value", "1"],
          "bits_per_value=1.0 is invalid: the smallest candidates already take"),
     ]
-    procs = [subprocess.Popen([sys.executable, "-m", "nquant", *map(str, args)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=ENV) for args, _ in cases]
-    for p, (_, message) in zip(procs, cases):
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 2 and out == "" and err.count("\n") == 1 and message in err, err
-    assert not q.exists()
+    _assert_one_line_errors(cases, q)
